@@ -1,0 +1,50 @@
+"""Typed configuration from the environment, read once at boot.
+
+Every service reads the shared `MEDPAY_*` settings plus its own `MEDPAY_<SERVICE>_*` ones.
+A missing or malformed setting fails at boot, not at the first RPC.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class MeshSettings(BaseSettings):
+    """Settings every process of the mesh shares (simulators included)."""
+
+    model_config = SettingsConfigDict(env_prefix="MEDPAY_", extra="ignore")
+
+    # A PostgreSQL URL (postgresql+asyncpg://...) puts every service in its own schema of that
+    # database; unset means one SQLite file per service under data_dir (the laptop default).
+    database_url: str | None = None
+    data_dir: Path = Path("var/data")
+    trace_dir: Path = Path("var/traces")
+    log_level: str = "INFO"
+    log_dir: Path | None = None
+    host: str = "127.0.0.1"
+    # Ports of the mesh, documented in the README.
+    payment_core_port: int = 50051
+    insurance_adapter_port: int = 50052
+    reconciliation_port: int = 50053
+    data_aggregation_port: int = 50054
+    payment_core_notify_port: int = 8081
+    nhsa_sim_port: int = 9101
+    wechatpay_sim_port: int = 9102
+    # Default deadline for an outbound call when the caller sent none, and the ceiling for any.
+    default_deadline_s: float = Field(default=10.0, gt=0)
+    max_deadline_s: float = Field(default=60.0, gt=0)
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
+    migrate_on_start: bool = True
+
+    def address(self, port: int) -> str:
+        return f"{self.host}:{port}"
+
+    def database_for(self, service: str) -> tuple[str, str | None]:
+        """(url, schema) for one service: its own schema on PostgreSQL, its own file on SQLite."""
+        if self.database_url:
+            return self.database_url, service.replace("-", "_")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{self.data_dir / service.replace('-', '_')}.sqlite3", None
