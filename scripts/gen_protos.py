@@ -39,10 +39,15 @@ def copy_proto_deps() -> None:
 def generate(into: Path) -> None:
     protos = sorted(str(p.relative_to(PROTOS)) for p in PROTOS.rglob("*.proto"))
     command = [
-        sys.executable, "-m", "grpc_tools.protoc",
-        f"-I{PROTOS}", f"-I{DEPS}",
-        f"--python_out={into}", f"--grpc_python_out={into}",
-        f"--mypy_out={into}", f"--mypy_grpc_out={into}",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
+        f"-I{PROTOS}",
+        f"-I{DEPS}",
+        f"--python_out={into}",
+        f"--grpc_python_out={into}",
+        f"--mypy_out={into}",
+        f"--mypy_grpc_out={into}",
         *protos,
     ]
     subprocess.run(command, check=True)

@@ -1,0 +1,74 @@
+"""Pieces every service's composition root (`services/<svc>/bootstrap.py`) puts together."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from services.runtime.config import MeshSettings
+from services.runtime.db import create_engine, session_factory
+from services.runtime.idempotency import IdempotencyStore
+from services.runtime.logging import configure_logging
+from services.runtime.migrations import migrate
+from services.runtime.outbox import Outbox
+from services.runtime.telemetry import configure_tracing, instrument_httpx
+
+
+@dataclass
+class ServiceDatabase:
+    """A service's own database (its schema on PostgreSQL, its file on SQLite) and the runtime
+    components that live in it: the outbox and the idempotency keys."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    metadata: MetaData
+    schema: str | None
+    migrations: Path
+    outbox: Outbox
+    idempotency: IdempotencyStore
+
+    @classmethod
+    def open(
+        cls, settings: MeshSettings, service: str, metadata: MetaData, migrations: Path
+    ) -> ServiceDatabase:
+        url, schema = settings.database_for(service)
+        engine = create_engine(url, schema)
+        sessions = session_factory(engine)
+        return cls(
+            engine=engine,
+            sessions=sessions,
+            metadata=metadata,
+            schema=schema,
+            migrations=migrations,
+            outbox=Outbox(sessions, metadata),
+            idempotency=IdempotencyStore(sessions, metadata),
+        )
+
+    async def migrate(self) -> None:
+        await migrate(self.engine, self.migrations, self.schema)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def start_process(service: str, settings: MeshSettings) -> None:
+    """Logging and tracing first, before any server or channel exists."""
+    configure_logging(service, settings.log_level, settings.log_dir)
+    configure_tracing(service, settings.trace_dir)
+    instrument_httpx()
+
+
+def command_line(service: str) -> str:
+    """`python -m services.<svc> [serve|migrate]`; returns the command."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service.replace('-', '_')}")
+    parser.add_argument("command", nargs="?", default="serve", choices=["serve", "migrate"])
+    return str(parser.parse_args().command)
+
+
+def run(main: object) -> None:
+    asyncio.run(main)  # type: ignore[arg-type]

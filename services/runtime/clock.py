@@ -1,0 +1,34 @@
+"""Time in one place: UTC inside, Asia/Shanghai for business dates (what finance calls 'the day')."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
+
+HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """SQLite hands back naive datetimes; they were stored as UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def business_date_of(moment: datetime) -> date:
+    return as_utc(moment).astimezone(HOSPITAL_TZ).date()
+
+
+def business_day_bounds(day: date) -> tuple[datetime, datetime]:
+    """[start, end) of a business day, in UTC."""
+    start = datetime(day.year, day.month, day.day, tzinfo=HOSPITAL_TZ)
+    end = datetime.fromordinal(day.toordinal() + 1).replace(tzinfo=HOSPITAL_TZ)
+    return start.astimezone(UTC), end.astimezone(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A unique id with a readable prefix; 28 chars for 'ord', short enough for out_trade_no."""
+    return f"{prefix}_{uuid.uuid4().hex[:24]}"

@@ -1,0 +1,89 @@
+"""SQLAlchemy 2 async engines: PostgreSQL (asyncpg) with one schema per service, or a SQLite file
+(aiosqlite) per service as the laptop default. Tables shared by every service live here too."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    event,
+)
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+# BIGINT on PostgreSQL, INTEGER on SQLite (so SQLite's rowid autoincrement works).
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def create_engine(url: str, schema: str | None, pool_size: int = 10) -> AsyncEngine:
+    if url.startswith("sqlite"):
+        return _sqlite_engine(url)
+    connect_args: dict[str, Any] = {}
+    if schema:
+        connect_args["server_settings"] = {"search_path": schema}
+    return create_async_engine(
+        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args
+    )
+
+
+def _sqlite_engine(url: str) -> AsyncEngine:
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself, and make it BEGIN IMMEDIATE: SQLite has no row locks,
+        # so a writer takes the write lock up front instead of failing half-way on upgrade.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(connection: Any) -> None:
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+
+    return engine
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def is_postgres(engine: AsyncEngine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def add_runtime_tables(metadata: MetaData) -> None:
+    """The outbox and the idempotency keys, in every service's own schema."""
+    Table(
+        "outbox_events",
+        metadata,
+        Column("id", BigId, primary_key=True, autoincrement=True),
+        Column("event_id", String(40), nullable=False, unique=True),
+        Column("event_type", String(64), nullable=False),
+        Column("aggregate_id", String(64), nullable=False),
+        Column("payload", LargeBinary, nullable=False),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        # Feed position, assigned by the relay after commit; NULL until then.
+        Column("sequence", BigInteger, nullable=True, unique=True),
+    )
+    Table(
+        "idempotency_keys",
+        metadata,
+        Column("request_id", String(64), primary_key=True),
+        Column("method", String(64), nullable=False),
+        Column("request_hash", String(64), nullable=False),
+        Column("state", String(16), nullable=False),
+        Column("response", LargeBinary, nullable=True),
+        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )

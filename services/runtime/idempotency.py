@@ -1,0 +1,135 @@
+"""Request-id idempotency (AIP-155) for every mutating RPC.
+
+Same request_id + same request → the stored response is replayed. Same request_id + a different
+request → RequestIdReused. A request_id being processed right now → RequestInProgress. The claim is
+a row with a primary key, so two concurrent claims cannot both win. If the handler fails the claim
+is released and nothing is stored; business keys (out_trade_no, msgid...) make the retry safe.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+
+from google.protobuf.message import Message
+from sqlalchemy import MetaData, Table, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.runtime.clock import as_utc, utcnow
+from services.runtime.errors import RequestIdReused, RequestInProgress
+from services.runtime.validation import Violations
+
+# A claim older than this is from a process that died mid-request; a retry may take it over.
+STALE_CLAIM_AFTER = timedelta(seconds=60)
+
+
+def request_fingerprint(method: str, request: Message) -> str:
+    digest = hashlib.sha256(method.encode())
+    digest.update(request.SerializeToString(deterministic=True))
+    return digest.hexdigest()
+
+
+class IdempotencyStore:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], metadata: MetaData) -> None:
+        self._sessions = sessions
+        self._keys: Table = metadata.tables["idempotency_keys"]
+
+    async def claim(self, method: str, request_id: str, request: Message) -> bytes | None:
+        """Claim the request_id; returns the stored response if this exact request already ran."""
+        fingerprint = request_fingerprint(method, request)
+        now = utcnow()
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    insert(self._keys).values(
+                        request_id=request_id,
+                        method=method,
+                        request_hash=fingerprint,
+                        state="in_progress",
+                        response=None,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+            return None
+        except IntegrityError:
+            return await self._existing(method, request_id, fingerprint)
+
+    async def _existing(self, method: str, request_id: str, fingerprint: str) -> bytes | None:
+        async with self._sessions.begin() as session:
+            row = (
+                await session.execute(select(self._keys).where(self._keys.c.request_id == request_id))
+            ).one_or_none()
+            if row is None:
+                raise RequestInProgress("request_id was released a moment ago; retry", {"method": method})
+            if row.request_hash != fingerprint:
+                raise RequestIdReused(
+                    f"request_id {request_id} was already used for a different request",
+                    {"request_id": request_id, "first_method": row.method},
+                )
+            if row.state == "done":
+                return bytes(row.response)
+            if utcnow() - as_utc(row.updated_at) < STALE_CLAIM_AFTER:
+                raise RequestInProgress(f"request {request_id} is being processed", {"method": method})
+            await session.execute(
+                update(self._keys).where(self._keys.c.request_id == request_id).values(updated_at=utcnow())
+            )
+            return None
+
+    async def complete(self, request_id: str, response: Message) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(self._keys)
+                .where(self._keys.c.request_id == request_id)
+                .values(state="done", response=response.SerializeToString(), updated_at=utcnow())
+            )
+
+    async def release(self, request_id: str) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(self._keys).where(
+                    self._keys.c.request_id == request_id, self._keys.c.state == "in_progress"
+                )
+            )
+
+
+class HasIdempotency(Protocol):
+    idempotency: IdempotencyStore
+
+
+ServicerT = TypeVar("ServicerT", bound=HasIdempotency)
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+Handler = Callable[[ServicerT, RequestT, Any], Awaitable[ResponseT]]
+
+
+def idempotent(
+    response_type: type[ResponseT],
+) -> Callable[[Handler[ServicerT, RequestT, ResponseT]], Handler[ServicerT, RequestT, ResponseT]]:
+    """Decorate a servicer method whose request has a `request_id` field."""
+
+    def decorate(method: Handler[ServicerT, RequestT, ResponseT]) -> Handler[ServicerT, RequestT, ResponseT]:
+        @functools.wraps(method)
+        async def wrapper(self: ServicerT, request: RequestT, context: Any) -> ResponseT:
+            request_id: str = request.request_id  # type: ignore[attr-defined]
+            violations = Violations()
+            violations.require_request_id(request_id)
+            violations.raise_if_any()
+            stored = await self.idempotency.claim(method.__name__, request_id, request)
+            if stored is not None:
+                return response_type.FromString(stored)
+            try:
+                response = await method(self, request, context)
+            except BaseException:
+                await self.idempotency.release(request_id)
+                raise
+            await self.idempotency.complete(request_id, response)
+            return response
+
+        return wrapper
+
+    return decorate

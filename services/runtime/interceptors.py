@@ -1,0 +1,121 @@
+"""Server interceptors: domain errors → rich status (AIP-193), deadlines, request logging.
+
+This is the one place where MedPayError becomes a gRPC status. Anything unexpected becomes a plain
+INTERNAL with no detail (the detail goes to the log, scrubbed), never a stack trace to the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from services.runtime.errors import InvalidArgument, MedPayError
+from services.runtime.masking import scrub
+
+log = logging.getLogger("medpay.rpc")
+ERROR_DOMAIN = "medpay.mesh"
+# Below this much time left, a request is refused at once rather than started.
+MIN_USEFUL_DEADLINE_S = 0.02
+
+# Seconds left on the inbound call, so outbound calls can be clamped to it.
+inbound_time_remaining: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "inbound_time_remaining", default=None
+)
+_inbound_started: contextvars.ContextVar[float] = contextvars.ContextVar("inbound_started", default=0.0)
+
+
+def outbound_timeout(default_s: float) -> float:
+    """The deadline for an outbound call: the configured default, clamped to what the caller left us."""
+    remaining = inbound_time_remaining.get()
+    if remaining is None:
+        return default_s
+    left = remaining - (time.monotonic() - _inbound_started.get())
+    return max(min(default_s, left - 0.01), 0.001)
+
+
+def to_status(error: MedPayError) -> status_pb2.Status:
+    code = getattr(code_pb2, error.status_name)
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    details = [_pack(info)]
+    if isinstance(error, InvalidArgument):
+        bad_request = error_details_pb2.BadRequest(
+            field_violations=[
+                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                for v in error.violations
+            ]
+        )
+        details.append(_pack(bad_request))
+    return status_pb2.Status(code=code, message=scrub(error.message), details=details)
+
+
+def _pack(message: Any) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+
+class ErrorAndDeadlineInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        return grpc.unary_unary_rpc_method_handler(
+            _guard(method, handler.unary_unary),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _guard(method: str, behavior: Behavior) -> Behavior:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        started = time.monotonic()
+        remaining = context.time_remaining()
+        if remaining is not None and remaining < MIN_USEFUL_DEADLINE_S:
+            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline too short to start")
+        inbound_time_remaining.set(remaining)
+        _inbound_started.set(started)
+        outcome = "OK"
+        try:
+            return await behavior(request, context)
+        except MedPayError as error:
+            outcome = error.reason
+            status = rpc_status.to_status(to_status(error))
+            await context.abort(status.code, status.details, status.trailing_metadata)
+        except (asyncio.CancelledError, grpc.aio.AbortError):
+            outcome = "ABORTED_OR_CANCELLED"
+            raise
+        except Exception:
+            outcome = "INTERNAL"
+            log.exception("unexpected error in %s", method)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+        finally:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            level = logging.DEBUG if outcome == "OK" else logging.WARNING
+            log.log(
+                level,
+                "rpc %s %s",
+                method,
+                outcome,
+                extra={
+                    "fields": {"rpc.method": method, "outcome": outcome, "elapsed_ms": round(elapsed_ms, 2)}
+                },
+            )
+
+    return guarded

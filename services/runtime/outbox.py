@@ -1,0 +1,146 @@
+"""Transactional outbox and the event feed every service serves.
+
+`record_event()` inserts an event in the caller's transaction, so it exists iff the state change
+committed. The relay then gives committed events a gap-free, increasing `sequence` (one writer at a
+time: an advisory lock on PostgreSQL, the write lock on SQLite), and `EventFeedServicer` serves them
+in that order. Consumers keep a durable cursor and deduplicate by event_id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from medpay.events.v1 import events_pb2, events_pb2_grpc
+from opentelemetry import propagate
+from sqlalchemy import MetaData, Table, func, insert, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from services.runtime.clock import utcnow
+from services.runtime.validation import Violations
+
+log = logging.getLogger(__name__)
+_RELAY_LOCK_KEY = 7_341_001
+_MAX_PAGE = 1000
+
+
+def new_envelope(
+    source_service: str, aggregate_type: str, aggregate_id: str, occurred_at: datetime | None = None
+) -> events_pb2.EventEnvelope:
+    """An envelope with id, source, time and the current trace context; set the payload after."""
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    stamp = Timestamp()
+    stamp.FromDatetime(occurred_at or utcnow())
+    return events_pb2.EventEnvelope(
+        event_id=str(uuid.uuid4()),
+        source_service=source_service,
+        aggregate_type=aggregate_type,
+        aggregate_id=aggregate_id,
+        occurred_at=stamp,
+        traceparent=carrier.get("traceparent", ""),
+    )
+
+
+class Outbox:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], metadata: MetaData) -> None:
+        self._sessions = sessions
+        self._table: Table = metadata.tables["outbox_events"]
+        self._wake = asyncio.Event()
+
+    async def record_event(self, session: AsyncSession, envelope: events_pb2.EventEnvelope) -> None:
+        """Add an event to the caller's open transaction. The event_type is the payload's name."""
+        payload_case = envelope.WhichOneof("payload")
+        if payload_case is None:
+            raise ValueError("event envelope without a payload")
+        envelope.event_type = envelope.event_type or payload_case
+        await session.execute(
+            insert(self._table).values(
+                event_id=envelope.event_id,
+                event_type=envelope.event_type,
+                aggregate_id=envelope.aggregate_id,
+                payload=envelope.SerializeToString(),
+                created_at=utcnow(),
+                sequence=None,
+            )
+        )
+        self._wake.set()
+
+    async def assign_sequences(self) -> int:
+        """Give committed, unsequenced events the next feed positions. Returns how many."""
+        table = self._table
+        async with self._sessions.begin() as session:
+            if session.bind.dialect.name == "postgresql":
+                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK_KEY})
+            head = (await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))).scalar_one()
+            pending = (
+                (
+                    await session.execute(
+                        select(table.c.id).where(table.c.sequence.is_(None)).order_by(table.c.id).limit(500)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+            for offset, row_id in enumerate(pending, start=1):
+                await session.execute(
+                    update(table).where(table.c.id == row_id).values(sequence=head + offset)
+                )
+            return len(pending)
+
+    async def run_relay(self, poll_interval_s: float = 0.2) -> None:
+        """Background task: sequence events soon after they commit."""
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=poll_interval_s)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                while await self.assign_sequences() == 500:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("outbox relay pass failed; retrying")
+
+    async def events_after(
+        self, after_sequence: int, limit: int
+    ) -> tuple[list[events_pb2.EventEnvelope], int]:
+        table = self._table
+        async with self._sessions() as session:
+            rows = (
+                await session.execute(
+                    select(table.c.payload, table.c.sequence)
+                    .where(table.c.sequence > after_sequence)
+                    .order_by(table.c.sequence)
+                    .limit(limit)
+                )
+            ).all()
+            head = (await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))).scalar_one()
+        events = []
+        for payload, sequence in rows:
+            envelope = events_pb2.EventEnvelope.FromString(payload)
+            envelope.sequence = sequence
+            events.append(envelope)
+        return events, int(head)
+
+
+class EventFeedServicer(events_pb2_grpc.EventFeedServiceServicer):
+    """medpay.events.v1.EventFeedService over a service's outbox."""
+
+    def __init__(self, outbox: Outbox) -> None:
+        self._outbox = outbox
+
+    async def ListEvents(
+        self, request: events_pb2.ListEventsRequest, context: object
+    ) -> events_pb2.ListEventsResponse:
+        violations = Violations()
+        violations.require(request.after_sequence >= 0, "after_sequence", "must be >= 0")
+        page_size = violations.page_size(request.page_size, default=100, maximum=_MAX_PAGE)
+        violations.raise_if_any()
+        events, head = await self._outbox.events_after(request.after_sequence, page_size)
+        return events_pb2.ListEventsResponse(events=events, head_sequence=head)

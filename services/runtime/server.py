@@ -1,0 +1,83 @@
+"""The grpc.aio server every service runs: health, reflection, OpenTelemetry, error mapping,
+deadlines, background tasks, and a graceful shutdown on SIGTERM (NOT_SERVING → drain → stop)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
+
+from services.runtime.interceptors import ErrorAndDeadlineInterceptor
+
+log = logging.getLogger("medpay.server")
+
+
+@dataclass
+class ServiceHost:
+    """What a service's composition root hands to `serve()`."""
+
+    name: str
+    address: str
+    # Adds the servicers to the server; returns the full names of the services added.
+    register: Callable[[grpc.aio.Server], Sequence[str]]
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Extra servers sharing the loop (the channel notification HTTP endpoint): start, stop.
+    side_servers: list[tuple[Callable[[], Awaitable[None]], Callable[[], Awaitable[None]]]] = field(
+        default_factory=list
+    )
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    grace_s: float = 5.0
+
+
+def build_server() -> grpc.aio.Server:
+    return grpc.aio.server(
+        interceptors=[
+            aio_server_interceptor(filter_=filters.negate(filters.health_check())),
+            ErrorAndDeadlineInterceptor(),
+        ],
+        options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)],
+    )
+
+
+async def serve(host: ServiceHost) -> None:
+    server = build_server()
+    names = list(host.register(server))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    if server.add_insecure_port(host.address) == 0:
+        raise RuntimeError(f"{host.name}: cannot bind {host.address}")
+    await server.start()
+    for start, _ in host.side_servers:
+        await start()
+    tasks = [asyncio.create_task(job(), name=f"{host.name}:{job.__name__}") for job in host.background]
+    for service_name in [*names, ""]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("%s serving on %s", host.name, host.address)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+    log.info("%s shutting down: NOT_SERVING, draining for up to %.1fs", host.name, host.grace_s)
+    await health_servicer.enter_graceful_shutdown()
+    for _, stop_side in host.side_servers:
+        await stop_side()
+    await server.stop(host.grace_s)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    for hook in host.on_shutdown:
+        await hook()
+    log.info("%s stopped", host.name)
