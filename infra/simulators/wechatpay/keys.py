@@ -1,0 +1,173 @@
+"""The key material a WeChat Pay merchant holds, generated once for the simulated world.
+
+Directory layout (the contract between the simulator and payment-core's adapter; with real keys the
+same files hold what the WeChat Pay merchant platform hands out):
+
+    merchant_private_key.pem   商户API私钥 (apiclient_key.pem): payment-core signs requests with it
+    merchant_public_key.pem    its public half: the simulator verifies requests with it
+    merchant_serial_no.txt     商户API证书序列号, sent in the Authorization header
+    platform_private_key.pem   the simulator signs responses and notifications with it
+    platform_public_key.pem    微信支付公钥 (pub_key.pem): payment-core verifies with it
+    public_key_id.txt          微信支付公钥ID ("PUB_KEY_ID_0114..."), sent as Wechatpay-Serial
+    apiv3_key.txt              APIv3密钥 (32 chars): AES-256-GCM key of notification resources
+    mchid.txt, appid.txt       商户号 and the bound AppID
+
+`ensure_keys` is safe when several processes start together: it takes an exclusive `flock` on
+`.lock` in the directory and writes every file by atomic rename.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import secrets
+import string
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+MCHID = "1900000109"
+APPID = "wx8888888888888888"
+_APIV3_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True, slots=True)
+class WechatKeyPaths:
+    directory: Path
+
+    @property
+    def merchant_private_key(self) -> Path:
+        return self.directory / "merchant_private_key.pem"
+
+    @property
+    def merchant_public_key(self) -> Path:
+        return self.directory / "merchant_public_key.pem"
+
+    @property
+    def merchant_serial_no(self) -> Path:
+        return self.directory / "merchant_serial_no.txt"
+
+    @property
+    def platform_private_key(self) -> Path:
+        return self.directory / "platform_private_key.pem"
+
+    @property
+    def platform_public_key(self) -> Path:
+        return self.directory / "platform_public_key.pem"
+
+    @property
+    def public_key_id(self) -> Path:
+        return self.directory / "public_key_id.txt"
+
+    @property
+    def apiv3_key(self) -> Path:
+        return self.directory / "apiv3_key.txt"
+
+    @property
+    def mchid(self) -> Path:
+        return self.directory / "mchid.txt"
+
+    @property
+    def appid(self) -> Path:
+        return self.directory / "appid.txt"
+
+    def all_files(self) -> tuple[Path, ...]:
+        return (
+            self.merchant_private_key, self.merchant_public_key, self.merchant_serial_no,
+            self.platform_private_key, self.platform_public_key, self.public_key_id,
+            self.apiv3_key, self.mchid, self.appid,
+        )  # fmt: skip
+
+    def is_complete(self) -> bool:
+        return all(path.is_file() for path in self.all_files())
+
+
+def read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8").strip()
+
+
+def ensure_keys(directory: Path) -> WechatKeyPaths:
+    """Create the key set once; later calls (from any process) find it and return its paths."""
+    paths = WechatKeyPaths(directory)
+    if paths.is_complete():
+        return paths
+    directory.mkdir(parents=True, exist_ok=True)
+    with _exclusive_lock(directory / ".lock"):
+        if not paths.is_complete():
+            _write_key_set(paths)
+    return paths
+
+
+@contextmanager
+def _exclusive_lock(lock_path: Path) -> Iterator[None]:
+    with lock_path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _write_key_set(paths: WechatKeyPaths) -> None:
+    # A partial set (a crash half-way) is regenerated whole: the pairs must match.
+    merchant, platform = _new_rsa_key(), _new_rsa_key()
+    _write_secret(paths.merchant_private_key, _private_pem(merchant))
+    _write_public(paths.merchant_public_key, _public_pem(merchant))
+    _write_public(paths.merchant_serial_no, secrets.token_hex(20).upper())
+    _write_secret(paths.platform_private_key, _private_pem(platform))
+    _write_public(paths.platform_public_key, _public_pem(platform))
+    _write_public(paths.public_key_id, f"PUB_KEY_ID_0114{MCHID}{secrets.randbelow(10**12):012d}")
+    _write_secret(paths.apiv3_key, "".join(secrets.choice(_APIV3_ALPHABET) for _ in range(32)))
+    _write_public(paths.mchid, MCHID)
+    _write_public(paths.appid, APPID)
+
+
+def _new_rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _private_pem(key: rsa.RSAPrivateKey) -> str:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode("ascii")
+
+
+def _public_pem(key: rsa.RSAPrivateKey) -> str:
+    return (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode("ascii")
+    )
+
+
+def _write_secret(path: Path, text: str) -> None:
+    _write_atomically(path, text, mode=0o600)
+
+
+def _write_public(path: Path, text: str) -> None:
+    _write_atomically(path, text, mode=0o644)
+
+
+def _write_atomically(path: Path, text: str, mode: int) -> None:
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        out.write(text if text.endswith("\n") else text + "\n")
+    os.replace(temporary, path)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Create the simulated WeChat Pay merchant keys once.")
+    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("MEDPAY_WECHATPAY_KEY_DIR", "var/keys")))
+    arguments = parser.parse_args(argv)
+    paths = ensure_keys(arguments.dir)
+    print(f"WeChat Pay keys ready in {paths.directory} (mchid {read_text(paths.mchid)})")
+
+
+if __name__ == "__main__":
+    main()
