@@ -1,7 +1,7 @@
 """Generate the Python code of the contracts with grpc_tools.protoc (+ mypy-protobuf stubs).
 
 `--check` regenerates into a temporary folder and fails when the committed code differs, so CI
-catches stale generated code. The google/* protos come from installed wheels: no network needed.
+catches stale generated code. The well-known google/protobuf imports come with grpc_tools: no network.
 """
 
 from __future__ import annotations
@@ -14,26 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-import grpc_tools
-
 ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 OUTPUT = ROOT / "clients" / "python" / "src"
 GENERATED_PACKAGE = OUTPUT / "medpay"
-DEPS = ROOT / "build" / "proto-deps"
-
-
-def copy_proto_deps() -> None:
-    """Lay google/{protobuf,rpc,type} protos where buf and protoc can see them."""
-    import google.rpc
-
-    wellknown = Path(grpc_tools.__file__).parent / "_proto" / "google" / "protobuf"
-    rpc = Path(next(iter(google.rpc.__path__)))
-    for source, target in ((wellknown, "google/protobuf"), (rpc, "google/rpc")):
-        destination = DEPS / target
-        destination.mkdir(parents=True, exist_ok=True)
-        for proto in source.glob("*.proto"):
-            shutil.copy2(proto, destination / proto.name)
 
 
 def generate(into: Path) -> None:
@@ -43,11 +27,10 @@ def generate(into: Path) -> None:
         "-m",
         "grpc_tools.protoc",
         f"-I{PROTOS}",
-        f"-I{DEPS}",
         f"--python_out={into}",
         f"--grpc_python_out={into}",
-        f"--mypy_out={into}",
-        f"--mypy_grpc_out={into}",
+        f"--mypy_out=quiet:{into}",
+        f"--mypy_grpc_out=quiet:{into}",
         *protos,
     ]
     subprocess.run(command, check=True)
@@ -77,11 +60,7 @@ def check() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--check", action="store_true", help="fail if committed code is stale")
-    parser.add_argument("--deps-only", action="store_true", help="only lay out google/* protos")
     args = parser.parse_args()
-    copy_proto_deps()
-    if args.deps_only:
-        return 0
     if args.check:
         return check()
     for old in GENERATED_PACKAGE.rglob("v1"):

@@ -1,0 +1,104 @@
+"""The runtime's idempotency keys and outbox against the test database (PostgreSQL in CI)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from medpay.events.v1 import events_pb2
+from medpay.payment.v1 import payment_pb2
+from sqlalchemy import MetaData
+
+from services.runtime.db import add_runtime_tables, create_engine, session_factory
+from services.runtime.errors import RequestIdReused, RequestInProgress
+from services.runtime.idempotency import IdempotencyStore
+from services.runtime.outbox import Outbox, new_envelope
+
+
+class Store:
+    def __init__(self, url: str) -> None:
+        self.metadata = MetaData()
+        add_runtime_tables(self.metadata)
+        self.engine = create_engine(url, None)
+        self.sessions = session_factory(self.engine)
+        self.idempotency = IdempotencyStore(self.sessions, self.metadata)
+        self.outbox = Outbox(self.sessions, self.metadata)
+
+
+@pytest.fixture
+async def store(database_url: str) -> AsyncIterator[Store]:
+    store = Store(database_url)
+    async with store.engine.begin() as connection:
+        await connection.run_sync(store.metadata.create_all)
+    yield store
+    await store.engine.dispose()
+
+
+def _request(total_hint: str = "a") -> payment_pb2.CreatePaymentOrderRequest:
+    return payment_pb2.CreatePaymentOrderRequest(request_id="req-1", his_order_no=f"HIS-{total_hint}")
+
+
+async def test_same_request_replays_the_stored_response(store: Store) -> None:
+    assert await store.idempotency.claim("Create", "req-1", _request()) is None
+    response = payment_pb2.CreatePaymentOrderResponse(order=payment_pb2.PaymentOrder(order_id="ord_1"))
+    await store.idempotency.complete("req-1", response)
+    stored = await store.idempotency.claim("Create", "req-1", _request())
+    assert stored is not None
+    assert payment_pb2.CreatePaymentOrderResponse.FromString(stored).order.order_id == "ord_1"
+
+
+async def test_same_id_with_a_different_request_is_refused(store: Store) -> None:
+    await store.idempotency.claim("Create", "req-1", _request("a"))
+    with pytest.raises(RequestIdReused):
+        await store.idempotency.claim("Create", "req-1", _request("b"))
+    with pytest.raises(RequestIdReused):
+        await store.idempotency.claim("Refund", "req-1", _request("a"))
+
+
+async def test_concurrent_claims_let_exactly_one_through(store: Store) -> None:
+    outcomes = await asyncio.gather(
+        *(store.idempotency.claim("Create", "req-1", _request()) for _ in range(8)), return_exceptions=True
+    )
+    winners = [o for o in outcomes if o is None]
+    assert len(winners) == 1
+    assert all(isinstance(o, RequestInProgress) for o in outcomes if o is not None)
+
+
+async def test_a_released_claim_can_be_retried(store: Store) -> None:
+    await store.idempotency.claim("Create", "req-1", _request())
+    await store.idempotency.release("req-1")
+    assert await store.idempotency.claim("Create", "req-1", _request()) is None
+
+
+def _event(order_id: str) -> events_pb2.EventEnvelope:
+    envelope = new_envelope("payment-core", "payment_order", order_id)
+    envelope.payment_order_closed.CopyFrom(events_pb2.PaymentOrderClosed(order_id=order_id, reason="test"))
+    return envelope
+
+
+async def test_rolled_back_events_never_reach_the_feed(store: Store) -> None:
+    async with store.sessions.begin() as session:
+        await store.outbox.record_event(session, _event("ord_kept"))
+    with pytest.raises(RuntimeError):
+        async with store.sessions.begin() as session:
+            await store.outbox.record_event(session, _event("ord_lost"))
+            raise RuntimeError("the state change failed")
+    await store.outbox.assign_sequences()
+    events, head = await store.outbox.events_after(0, 100)
+    assert [e.aggregate_id for e in events] == ["ord_kept"]
+    assert head == 1 and events[0].sequence == 1
+
+
+async def test_concurrent_writers_get_a_gap_free_feed(store: Store) -> None:
+    async def write(i: int) -> None:
+        async with store.sessions.begin() as session:
+            await store.outbox.record_event(session, _event(f"ord_{i}"))
+
+    await asyncio.gather(*(write(i) for i in range(30)))
+    await asyncio.gather(store.outbox.assign_sequences(), store.outbox.assign_sequences())
+    first, _ = await store.outbox.events_after(0, 10)
+    rest, head = await store.outbox.events_after(first[-1].sequence, 100)
+    sequences = [e.sequence for e in first + rest]
+    assert sequences == list(range(1, 31)) and head == 30
+    assert len({e.event_id for e in first + rest}) == 30
