@@ -1,0 +1,168 @@
+"""Start and stop the whole mesh as real OS processes on loopback, for tests and benchmarks.
+
+The process list is the Procfile's (one source of truth with `make demo`, which runs it under
+honcho). Each run gets its own working folder, free ports, and optionally a PostgreSQL database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import httpx
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+PROCFILE = Path(__file__).with_name("Procfile")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GRPC_SERVICES = ("insurance-adapter", "payment-core", "reconciliation", "data-aggregation")
+PORT_SETTINGS = {
+    "payment-core": "MEDPAY_PAYMENT_CORE_PORT",
+    "insurance-adapter": "MEDPAY_INSURANCE_ADAPTER_PORT",
+    "reconciliation": "MEDPAY_RECONCILIATION_PORT",
+    "data-aggregation": "MEDPAY_DATA_AGGREGATION_PORT",
+    "payment-core-notify": "MEDPAY_PAYMENT_CORE_NOTIFY_PORT",
+    "nhsa-sim": "MEDPAY_NHSA_SIM_PORT",
+    "wechatpay-sim": "MEDPAY_WECHATPAY_SIM_PORT",
+}
+
+
+def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
+    commands: dict[str, list[str]] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, command = line.split(":", 1)
+            argv = command.split()
+            commands[name.strip()] = [sys.executable if argv[0] == "python" else argv[0], *argv[1:]]
+    return commands
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@dataclass
+class MeshLayout:
+    workdir: Path
+    database_url: str | None = None
+    ports: dict[str, int] = field(default_factory=lambda: {name: free_port() for name in PORT_SETTINGS})
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MEDPAY_")}
+        env.update(
+            MEDPAY_HOST="127.0.0.1",
+            MEDPAY_DATA_DIR=str(self.workdir / "data"),
+            MEDPAY_TRACE_DIR=str(self.workdir / "traces"),
+            MEDPAY_WECHATPAY_KEY_DIR=str(self.workdir / "keys"),
+            MEDPAY_NHSA_BASE_URL=f"http://127.0.0.1:{self.ports['nhsa-sim']}",
+            MEDPAY_WECHATPAY_BASE_URL=f"http://127.0.0.1:{self.ports['wechatpay-sim']}",
+            PYTHONUNBUFFERED="1",
+            NO_PROXY="127.0.0.1,localhost",
+        )
+        env.update({PORT_SETTINGS[name]: str(port) for name, port in self.ports.items()})
+        if self.database_url:
+            env["MEDPAY_DATABASE_URL"] = self.database_url
+        env.update(self.extra_env)
+        return env
+
+    def grpc_address(self, service: str) -> str:
+        return f"127.0.0.1:{self.ports[service]}"
+
+    def http_base(self, simulator: str) -> str:
+        return f"http://127.0.0.1:{self.ports[simulator]}"
+
+
+class MeshProcesses:
+    """The running mesh: one OS process per Procfile line, logs under workdir/logs/."""
+
+    def __init__(self, layout: MeshLayout) -> None:
+        self.layout = layout
+        self.commands = procfile_commands()
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+
+    def make_keys(self) -> None:
+        keys = self.layout.workdir / "keys"
+        subprocess.run(
+            [sys.executable, "-m", "infra.simulators.wechatpay.keys", "--dir", str(keys)],
+            check=True, cwd=REPO_ROOT, env=self.layout.environment(),
+        )
+
+    def start_process(self, name: str) -> None:
+        logs = self.layout.workdir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        with (logs / f"{name}.log").open("ab") as log_file:
+            self.processes[name] = subprocess.Popen(
+                self.commands[name], cwd=REPO_ROOT, env=self.layout.environment(),
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    async def start(self, timeout_s: float = 60.0) -> None:
+        self.make_keys()
+        for name in self.commands:
+            self.start_process(name)
+        await self.wait_ready(list(self.commands), timeout_s)
+
+    async def wait_ready(self, names: list[str], timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        for name in names:
+            while not await self._is_ready(name):
+                process = self.processes[name]
+                if process.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.log_tail(name)}")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{name} not ready after {timeout_s}s:\n{self.log_tail(name)}")
+                await asyncio.sleep(0.1)
+
+    async def _is_ready(self, name: str) -> bool:
+        if name in GRPC_SERVICES:
+            return await grpc_serving(self.layout.grpc_address(name))
+        try:
+            async with httpx.AsyncClient(timeout=1.0) as client:
+                return (await client.get(f"{self.layout.http_base(name)}/sim/health")).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.layout.workdir / "logs" / f"{name}.log"
+        if not path.exists():
+            return "(no log)"
+        return "\n".join(path.read_text(encoding="utf-8", errors="replace").splitlines()[-lines:])
+
+    def stop_process(self, name: str, sig: int = signal.SIGTERM, wait_s: float = 15.0) -> int | None:
+        process = self.processes.pop(name, None)
+        if process is None or process.poll() is not None:
+            return None if process is None else process.returncode
+        process.send_signal(sig)
+        try:
+            return process.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            return process.wait(5)
+
+    async def restart(self, name: str, sig: int = signal.SIGTERM) -> None:
+        self.stop_process(name, sig)
+        self.start_process(name)
+        await self.wait_ready([name])
+
+    def stop(self) -> dict[str, int | None]:
+        return {name: self.stop_process(name) for name in reversed(list(self.processes))}
+
+
+async def grpc_serving(address: str) -> bool:
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+            return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.aio.AioRpcError:
+        return False
