@@ -78,10 +78,16 @@ class WechatKeyPaths:
 
     def all_files(self) -> tuple[Path, ...]:
         return (
-            self.merchant_private_key, self.merchant_public_key, self.merchant_serial_no,
-            self.platform_private_key, self.platform_public_key, self.public_key_id,
-            self.apiv3_key, self.mchid, self.appid,
-        )  # fmt: skip
+            self.merchant_private_key,
+            self.merchant_public_key,
+            self.merchant_serial_no,
+            self.platform_private_key,
+            self.platform_public_key,
+            self.public_key_id,
+            self.apiv3_key,
+            self.mchid,
+            self.appid,
+        )
 
     def is_complete(self) -> bool:
         return all(path.is_file() for path in self.all_files())
@@ -92,10 +98,9 @@ def read_text(path: Path) -> str:
 
 
 def ensure_keys(directory: Path) -> WechatKeyPaths:
-    """Create the key set once; later calls (from any process) find it and return its paths."""
+    """Create the key set once; later calls (from any process) find it and return its paths.
+    Always under the lock, so nobody reads a set another process is still writing."""
     paths = WechatKeyPaths(directory)
-    if paths.is_complete():
-        return paths
     directory.mkdir(parents=True, exist_ok=True)
     with _exclusive_lock(directory / ".lock"):
         if not paths.is_complete():
@@ -163,7 +168,8 @@ def _write_atomically(path: Path, text: str, mode: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Create the simulated WeChat Pay merchant keys once.")
-    parser.add_argument("--dir", type=Path, default=Path(os.environ.get("MEDPAY_WECHATPAY_KEY_DIR", "var/keys")))
+    default_dir = Path(os.environ.get("MEDPAY_WECHATPAY_KEY_DIR", "var/keys"))
+    parser.add_argument("--dir", type=Path, default=default_dir)
     arguments = parser.parse_args(argv)
     paths = ensure_keys(arguments.dir)
     print(f"WeChat Pay keys ready in {paths.directory} (mchid {read_text(paths.mchid)})")

@@ -1,0 +1,6 @@
+"""WeChat Pay API v3 simulator: `python -m infra.simulators.wechatpay`.
+
+Speaks the real wire protocol (signed requests and responses, AES-256-GCM notifications, the
+backtick trade bill) so payment-core's adapter runs the maintained `wechatpayv3` SDK against it
+unchanged. Test controls live under /sim (pay, faults, notifications, health).
+"""

@@ -1,0 +1,37 @@
+"""Run the simulator as its own process on 127.0.0.1:$MEDPAY_WECHATPAY_SIM_PORT (default 9102)."""
+
+from __future__ import annotations
+
+import uvicorn
+
+from infra.simulators.wechatpay.app import build_asgi_app
+from infra.simulators.wechatpay.simulator import SimulatorConfig, WechatPaySimSettings, WechatPaySimulator
+from services.runtime.logging import configure_logging
+from services.runtime.telemetry import configure_tracing, instrument_httpx
+
+SERVICE_NAME = "wechatpay-sim"
+
+
+def main() -> None:
+    settings = WechatPaySimSettings()
+    configure_logging(SERVICE_NAME, settings.log_level, settings.log_dir)
+    provider = configure_tracing(SERVICE_NAME, settings.trace_dir)
+    instrument_httpx()
+    simulator = WechatPaySimulator(
+        SimulatorConfig(key_dir=settings.wechatpay_key_dir, db_path=settings.sim_db_path())
+    )
+    try:
+        uvicorn.run(
+            build_asgi_app(simulator),
+            host=settings.host,
+            port=settings.wechatpay_sim_port,
+            log_config=None,
+            access_log=False,
+            lifespan="on",
+        )
+    finally:
+        provider.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Fault injection, armed by tests through POST /sim/faults and consumed one firing at a time.
+
+Request faults (place_order, query, refund, close):
+    http_500  answer 500 SYSTEM_ERROR without doing anything;
+    timeout   do the work, then stall `delay_s` before answering (the caller times out after its
+              request was applied: the classic "outcome unknown");
+    lost      the request vanishes: nothing is done, the answer comes only after `delay_s`.
+Notification faults (pay_notify, refund_notify):
+    lost      the notification is never sent;
+    duplicate it is delivered twice (same event id), as the real gateway sometimes does.
+late_success_after_close (operation close or pay_notify): the next /sim/pay on a CLOSED order
+succeeds anyway, as when the patient's payment raced the merchant's close.
+Faults live in memory only; a restart clears them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+REQUEST_OPERATIONS = frozenset({"place_order", "query", "refund", "close"})
+NOTIFY_OPERATIONS = frozenset({"pay_notify", "refund_notify"})
+REQUEST_MODES = frozenset({"http_500", "timeout", "lost"})
+NOTIFY_MODES = frozenset({"lost", "duplicate"})
+LATE_SUCCESS = "late_success_after_close"
+DEFAULT_DELAY_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    operation: str
+    mode: str
+    remaining: int
+    delay_s: float = DEFAULT_DELAY_S
+
+
+def validate(operation: str, mode: str, count: int, delay_s: float) -> str | None:
+    """Why this fault cannot be armed, or None when it can."""
+    if count < 1 or delay_s < 0:
+        return "count must be >= 1 and delay_s >= 0"
+    if mode == LATE_SUCCESS:
+        return None if operation in {"close", "pay_notify"} else "late_success_after_close needs close"
+    if operation in REQUEST_OPERATIONS:
+        return None if mode in REQUEST_MODES else f"{operation} takes one of {sorted(REQUEST_MODES)}"
+    if operation in NOTIFY_OPERATIONS:
+        return None if mode in NOTIFY_MODES else f"{operation} takes one of {sorted(NOTIFY_MODES)}"
+    return f"unknown operation {operation!r}"
+
+
+class FaultBook:
+    def __init__(self) -> None:
+        self._armed: list[Fault] = []
+
+    def arm(self, fault: Fault) -> None:
+        self._armed.append(fault)
+
+    def clear(self) -> None:
+        self._armed.clear()
+
+    def armed(self) -> list[Fault]:
+        return list(self._armed)
+
+    def take(self, operations: set[str] | frozenset[str], modes: set[str] | frozenset[str]) -> Fault | None:
+        """Fire the first armed fault matching one of `operations` and `modes`, if any."""
+        for index, fault in enumerate(self._armed):
+            if fault.operation in operations and fault.mode in modes:
+                self._use(index, fault)
+                return fault
+        return None
+
+    def _use(self, index: int, fault: Fault) -> None:
+        if fault.remaining <= 1:
+            del self._armed[index]
+        else:
+            self._armed[index] = replace(fault, remaining=fault.remaining - 1)

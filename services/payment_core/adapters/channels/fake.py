@@ -1,0 +1,277 @@
+"""An in-memory PaymentChannel that keeps the same rules as the real gateways, for tests and demos.
+
+It passes the same conformance suite as WechatPayChannel. Notifications are JSON signed with an
+HMAC key private to the instance, so a tampered body or signature parses to None, as with a real
+channel. `patient_pays` is the test control standing in for "the patient scans and pays".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import itertools
+import json
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from services.payment_core.adapters.channels.ports import (
+    BillRow,
+    BillTradeState,
+    ChannelNotification,
+    ChannelRefund,
+    ChannelRejected,
+    ChannelTradeStatus,
+    PaymentChannel,
+    PlacedOrder,
+    RefundStatus,
+    RejectionReason,
+    TradeState,
+)
+from services.runtime.money import Money, total
+
+BEIJING = ZoneInfo("Asia/Shanghai")
+SIGNATURE_HEADER = "fake-signature"
+_PAID = (TradeState.PAID, TradeState.REFUNDED)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+@dataclass(frozen=True, slots=True)
+class _Order:
+    out_trade_no: str
+    amount: Money
+    notify_url: str
+    expires_at: datetime
+    code_url: str
+    state: TradeState = TradeState.NOT_PAID
+    transaction_id: str | None = None
+    success_time: datetime | None = None
+
+    def status(self) -> ChannelTradeStatus:
+        return ChannelTradeStatus(
+            self.out_trade_no,
+            self.state,
+            self.amount,
+            self.transaction_id,
+            self.success_time,
+            channel_state=self.state.value,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class _Refund:
+    refund: ChannelRefund
+    created_at: datetime
+
+
+class FakeChannel:
+    name = "fake"
+
+    def __init__(self, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._orders: dict[str, _Order] = {}
+        self._refunds: dict[str, _Refund] = {}
+        self._clock = clock
+        self._serial = itertools.count(1)
+        self._secret = secrets.token_bytes(32)
+
+    async def place_order(
+        self, out_trade_no: str, amount: Money, description: str, notify_url: str, expires_at: datetime
+    ) -> PlacedOrder:
+        if amount.fen <= 0 or not description or expires_at.tzinfo is None:
+            raise ChannelRejected("PARAM_ERROR", "bad order request", RejectionReason.INVALID_REQUEST)
+        existing = self._orders.get(out_trade_no)
+        if existing is None:
+            existing = _Order(
+                out_trade_no, amount, notify_url, expires_at, f"fake://pay/{next(self._serial)}"
+            )
+            self._orders[out_trade_no] = existing
+        _check_replay(self._expire(existing), amount)
+        return PlacedOrder(out_trade_no, existing.code_url)
+
+    async def query(self, out_trade_no: str) -> ChannelTradeStatus:
+        return self._order(out_trade_no).status()
+
+    async def close(self, out_trade_no: str) -> None:
+        order = self._order(out_trade_no)
+        if order.state in _PAID:
+            raise ChannelRejected("ORDERPAID", "order is paid", RejectionReason.ALREADY_PAID)
+        self._orders[out_trade_no] = replace(order, state=TradeState.CLOSED)
+
+    async def refund(
+        self, out_refund_no: str, out_trade_no: str, refund_amount: Money, order_total: Money, reason: str
+    ) -> ChannelRefund:
+        order = self._order(out_trade_no)
+        earlier = self._refunds.get(out_refund_no)
+        if earlier is not None:
+            return _replayed_refund(earlier.refund, out_trade_no, refund_amount)
+        self._check_refundable(order, refund_amount, order_total)
+        now = self._clock()
+        refund = ChannelRefund(
+            out_refund_no,
+            out_trade_no,
+            f"fake-refund-{next(self._serial)}",
+            RefundStatus.SUCCEEDED,
+            refund_amount,
+            now,
+            channel_status="SUCCEEDED",
+        )
+        self._refunds[out_refund_no] = _Refund(refund, now)
+        self._orders[out_trade_no] = replace(order, state=TradeState.REFUNDED)
+        return refund
+
+    async def query_refund(self, out_refund_no: str) -> ChannelRefund:
+        found = self._refunds.get(out_refund_no)
+        if found is None:
+            raise ChannelRejected("RESOURCE_NOT_EXISTS", "no such refund", RejectionReason.NOT_FOUND)
+        return found.refund
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelNotification | None:
+        lowered = {name.lower(): value for name, value in headers.items()}
+        offered = lowered.get(SIGNATURE_HEADER, "").encode("utf-8", errors="replace")
+        if not hmac.compare_digest(offered, self._sign(body).encode("ascii")):
+            return None
+        try:
+            return _notification_from(json.loads(body))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+    async def download_trade_bill(self, bill_date: date) -> list[BillRow]:
+        payments = [
+            _payment_row(order)
+            for order in self._orders.values()
+            if order.success_time and order.success_time.astimezone(BEIJING).date() == bill_date
+        ]
+        refunds = [
+            self._refund_row(item)
+            for item in self._refunds.values()
+            if item.created_at.astimezone(BEIJING).date() == bill_date
+        ]
+        return sorted(payments + refunds, key=lambda row: row.trade_time)
+
+    def patient_pays(self, out_trade_no: str) -> tuple[dict[str, str], bytes]:
+        """Test control: the patient pays; returns the notification (headers, body) the channel sends."""
+        order = self._order(out_trade_no)
+        if order.state == TradeState.NOT_PAID:
+            order = replace(
+                order,
+                state=TradeState.PAID,
+                success_time=self._clock(),
+                transaction_id=f"fake-txn-{next(self._serial)}",
+            )
+            self._orders[out_trade_no] = order
+        elif order.state not in _PAID:
+            raise ChannelRejected("ORDERCLOSED", "order is closed", RejectionReason.ALREADY_CLOSED)
+        body = json.dumps(_notification_body(order)).encode("utf-8")
+        return {SIGNATURE_HEADER: self._sign(body), "content-type": "application/json"}, body
+
+    def _order(self, out_trade_no: str) -> _Order:
+        order = self._orders.get(out_trade_no)
+        if order is None:
+            raise ChannelRejected("ORDER_NOT_EXIST", "no such order", RejectionReason.NOT_FOUND)
+        return self._expire(order)
+
+    def _expire(self, order: _Order) -> _Order:
+        if order.state == TradeState.NOT_PAID and order.expires_at <= self._clock():
+            order = replace(order, state=TradeState.CLOSED)
+            self._orders[order.out_trade_no] = order
+        return order
+
+    def _check_refundable(self, order: _Order, refund_amount: Money, order_total: Money) -> None:
+        if order.state not in _PAID:
+            raise ChannelRejected("INVALID_REQUEST", "order not paid", RejectionReason.INVALID_REQUEST)
+        if order_total != order.amount or refund_amount.fen <= 0:
+            raise ChannelRejected("PARAM_ERROR", "refund amounts", RejectionReason.INVALID_REQUEST)
+        refunded = total(
+            item.refund.amount
+            for item in self._refunds.values()
+            if item.refund.out_trade_no == order.out_trade_no
+        )
+        if refunded + refund_amount > order.amount:
+            raise ChannelRejected(
+                "NOT_ENOUGH", "refund exceeds the rest", RejectionReason.REFUND_EXCEEDS_PAID
+            )
+
+    def _refund_row(self, item: _Refund) -> BillRow:
+        order = self._orders[item.refund.out_trade_no]
+        return BillRow(
+            item.created_at.astimezone(BEIJING),
+            order.transaction_id or "",
+            order.out_trade_no,
+            BillTradeState.REFUND,
+            Money(0),
+            item.refund.refund_id,
+            item.refund.out_refund_no,
+            item.refund.amount,
+            item.refund.status.value,
+        )
+
+    def _sign(self, body: bytes) -> str:
+        return hmac.new(self._secret, body, hashlib.sha256).hexdigest()
+
+
+def _check_replay(order: _Order, amount: Money) -> None:
+    if order.amount != amount:
+        raise ChannelRejected(
+            "INVALID_REQUEST", "out_trade_no reused with another amount", RejectionReason.INVALID_REQUEST
+        )
+    if order.state in _PAID:
+        raise ChannelRejected("ORDERPAID", "order is paid", RejectionReason.ALREADY_PAID)
+    if order.state == TradeState.CLOSED:
+        raise ChannelRejected("ORDERCLOSED", "order is closed", RejectionReason.ALREADY_CLOSED)
+
+
+def _replayed_refund(refund: ChannelRefund, out_trade_no: str, amount: Money) -> ChannelRefund:
+    if refund.out_trade_no != out_trade_no or refund.amount != amount:
+        raise ChannelRejected(
+            "INVALID_REQUEST", "out_refund_no reused with other parameters", RejectionReason.INVALID_REQUEST
+        )
+    return refund
+
+
+def _payment_row(order: _Order) -> BillRow:
+    assert order.success_time is not None
+    return BillRow(
+        order.success_time.astimezone(BEIJING),
+        order.transaction_id or "",
+        order.out_trade_no,
+        BillTradeState.SUCCESS,
+        order.amount,
+    )
+
+
+def _notification_body(order: _Order) -> dict[str, Any]:
+    return {
+        "id": f"fake-event-{order.out_trade_no}",
+        "event_type": "TRANSACTION.SUCCESS",
+        "trade": {
+            "out_trade_no": order.out_trade_no,
+            "state": order.state.value,
+            "amount_fen": order.amount.fen,
+            "transaction_id": order.transaction_id,
+            "success_time": order.success_time.isoformat() if order.success_time else None,
+        },
+    }
+
+
+def _notification_from(body: Mapping[str, Any]) -> ChannelNotification:
+    trade = body["trade"]
+    success_time = datetime.fromisoformat(trade["success_time"]) if trade["success_time"] else None
+    status = ChannelTradeStatus(
+        trade["out_trade_no"],
+        TradeState(trade["state"]),
+        Money(trade["amount_fen"]),
+        trade["transaction_id"],
+        success_time,
+        channel_state=trade["state"],
+    )
+    return ChannelNotification(str(body["id"]), str(body["event_type"]), trade=status)
+
+
+def _conforms_to_the_port(channel: FakeChannel) -> PaymentChannel:
+    return channel  # mypy proves FakeChannel implements PaymentChannel

@@ -1,0 +1,179 @@
+"""The payment-channel port: what payment-core may ask of any channel (WeChat Pay, Alipay, the fake).
+
+Every implementation passes `tests/contract/test_channel_conformance.py`. Money crosses this port
+only as `Money` (integer fen); channel units (WeChat fen, Alipay and bill yuan) stay inside the
+adapter. Channel statuses arrive here only through each adapter's exhaustive mapping into the
+closed enums below; a status an adapter does not know is an error, never a guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from enum import StrEnum
+from typing import Protocol
+
+from services.runtime.money import Money
+
+
+class TradeState(StrEnum):
+    NOT_PAID = "NOT_PAID"  # order open, the patient has not paid
+    PAYING = "PAYING"  # the patient is paying (barcode: entering a password; accepted, debit pending)
+    PAID = "PAID"  # money collected
+    CLOSED = "CLOSED"  # closed or revoked: no money was taken, none will be
+    REFUNDED = "REFUNDED"  # paid, then refunded in part or in full
+    FAILED = "FAILED"  # the payment attempt failed for good
+
+
+class RefundStatus(StrEnum):
+    PROCESSING = "PROCESSING"  # accepted, money not yet back with the patient
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"  # closed without paying out: the amount is refundable again
+
+
+class RejectionReason(StrEnum):
+    """Why a channel refused a request, in our words (the channel's own code rides along)."""
+
+    INVALID_REQUEST = "INVALID_REQUEST"  # bad parameters, or a key reused with other parameters
+    NOT_FOUND = "NOT_FOUND"  # the channel never saw this order (or refund)
+    ALREADY_PAID = "ALREADY_PAID"
+    ALREADY_CLOSED = "ALREADY_CLOSED"
+    REFUND_EXCEEDS_PAID = "REFUND_EXCEEDS_PAID"
+    NOT_AUTHORISED = "NOT_AUTHORISED"  # signature, credentials or permissions
+    OTHER = "OTHER"
+
+
+class ChannelError(Exception):
+    """Base of every error a channel adapter raises."""
+
+
+class ChannelRejected(ChannelError):
+    """The channel answered and said no; nothing happened. Retrying the same request is pointless."""
+
+    def __init__(self, code: str, message: str, reason: RejectionReason = RejectionReason.OTHER) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code, self.message, self.reason = code, message, reason
+
+
+class ChannelUnavailable(ChannelError):
+    """The request did not take effect (not sent, refused before processing, or a read that failed).
+    Safe to retry with the same business key."""
+
+
+class ChannelOutcomeUnknown(ChannelError):
+    """A mutating request was sent but no trustworthy answer came back (timeout, dropped
+    connection, 5xx, unverifiable response). The effect may have happened: query, never guess."""
+
+
+class ChannelProtocolError(ChannelError):
+    """The channel answered something we cannot interpret (an unknown status, a bill that does
+    not add up or does not match its hash). Keep the outcome unknown and alert."""
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    out_trade_no: str
+    code_url: str  # what the kiosk or cashier screen renders as a QR code
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelTradeStatus:
+    out_trade_no: str
+    state: TradeState
+    amount: Money  # the order total
+    transaction_id: str | None = None  # the channel's own id, once paid
+    success_time: datetime | None = None  # tz-aware
+    channel_state: str = ""  # the channel's raw status, for audit
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelRefund:
+    out_refund_no: str
+    out_trade_no: str
+    refund_id: str
+    status: RefundStatus
+    amount: Money
+    success_time: datetime | None = None
+    channel_status: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelNotification:
+    """A verified, decrypted channel callback; exactly one of `trade` / `refund` is set."""
+
+    event_id: str
+    event_type: str
+    trade: ChannelTradeStatus | None = None
+    refund: ChannelRefund | None = None
+
+    @property
+    def out_trade_no(self) -> str:
+        if self.trade is not None:
+            return self.trade.out_trade_no
+        if self.refund is not None:
+            return self.refund.out_trade_no
+        raise ValueError("notification carries neither a trade nor a refund")
+
+
+class BillTradeState(StrEnum):
+    SUCCESS = "SUCCESS"  # income
+    REFUND = "REFUND"  # refund expense
+    REVOKED = "REVOKED"  # revoked barcode payment
+
+
+@dataclass(frozen=True, slots=True)
+class BillRow:
+    """One detail line of a channel's day bill, amounts in fen."""
+
+    trade_time: datetime  # tz-aware; pay time, or refund initiation time for refund lines
+    transaction_id: str
+    out_trade_no: str
+    trade_state: BillTradeState
+    amount: Money  # 应结订单金额 (0 on refund lines)
+    refund_id: str | None = None
+    out_refund_no: str | None = None
+    refund_amount: Money = field(default_factory=Money.zero)
+    refund_status: str | None = None
+
+
+class PaymentChannel(Protocol):
+    """One outside payment channel. Every mutating call carries a business key (out_trade_no,
+    out_refund_no) and is idempotent on it: repeating a call never has a second effect."""
+
+    name: str
+
+    async def place_order(
+        self, out_trade_no: str, amount: Money, description: str, notify_url: str, expires_at: datetime
+    ) -> PlacedOrder:
+        """Open an order the patient pays by scanning; replaying the same key returns the same order.
+        The same key with another amount is ChannelRejected(INVALID_REQUEST)."""
+        ...
+
+    async def query(self, out_trade_no: str) -> ChannelTradeStatus:
+        """The channel's current view; ChannelRejected(NOT_FOUND) if it never saw the order."""
+        ...
+
+    async def close(self, out_trade_no: str) -> None:
+        """Close an unpaid order; closing it again is a no-op. A paid order is
+        ChannelRejected(ALREADY_PAID) (refund it instead); an order the channel never saw is
+        ChannelRejected(NOT_FOUND), left for the caller to judge (a lost place_order may still land)."""
+        ...
+
+    async def refund(
+        self, out_refund_no: str, out_trade_no: str, refund_amount: Money, order_total: Money, reason: str
+    ) -> ChannelRefund:
+        """Refund part of a paid order; replays return the first refund. Refunding more than what
+        remains is ChannelRejected(REFUND_EXCEEDS_PAID)."""
+        ...
+
+    async def query_refund(self, out_refund_no: str) -> ChannelRefund: ...
+
+    def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelNotification | None:
+        """Verify and decode a callback. None when it cannot be trusted (fail closed): a bad or
+        missing signature, a body that does not decrypt, an event we do not know."""
+        ...
+
+    async def download_trade_bill(self, bill_date: date) -> list[BillRow]:
+        """Every detail line of the channel's bill for one business day (empty when no trade)."""
+        ...

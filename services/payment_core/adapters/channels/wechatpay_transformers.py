@@ -1,0 +1,140 @@
+"""WeChat Pay v3 JSON <-> the channel port's types. Every WeChat status is mapped here, exhaustively."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from services.payment_core.adapters.channels.ports import (
+    ChannelNotification,
+    ChannelProtocolError,
+    ChannelRefund,
+    ChannelTradeStatus,
+    RefundStatus,
+    RejectionReason,
+    TradeState,
+)
+from services.runtime.money import Money
+
+# trade_state, as documented by WeChat Pay. NOTPAY, USERPAYING and ACCEPT are intermediate.
+TRADE_STATES: Mapping[str, TradeState] = {
+    "SUCCESS": TradeState.PAID,
+    "REFUND": TradeState.REFUNDED,  # 转入退款: at least one refund was made on a paid order
+    "NOTPAY": TradeState.NOT_PAID,
+    "CLOSED": TradeState.CLOSED,
+    "REVOKED": TradeState.CLOSED,  # 已撤销 (barcode): cancelled, the patient keeps the money
+    "USERPAYING": TradeState.PAYING,  # 用户支付中 (barcode: waiting for the password)
+    "PAYERROR": TradeState.FAILED,  # 支付失败 (barcode)
+    "ACCEPT": TradeState.PAYING,  # 已接收，等待扣款
+}
+
+REFUND_STATUSES: Mapping[str, RefundStatus] = {
+    "SUCCESS": RefundStatus.SUCCEEDED,
+    "PROCESSING": RefundStatus.PROCESSING,
+    # ABNORMAL: the money could not reach the patient's card and waits for a manual re-route
+    # (apply-abnormal-refund). It is not FAILED: the refund still exists and must not be re-issued.
+    "ABNORMAL": RefundStatus.PROCESSING,
+    "CLOSED": RefundStatus.FAILED,
+}
+
+REJECTIONS: Mapping[str, RejectionReason] = {
+    "PARAM_ERROR": RejectionReason.INVALID_REQUEST,
+    "INVALID_REQUEST": RejectionReason.INVALID_REQUEST,
+    "ORDER_NOT_EXIST": RejectionReason.NOT_FOUND,
+    "RESOURCE_NOT_EXISTS": RejectionReason.NOT_FOUND,
+    "ORDERPAID": RejectionReason.ALREADY_PAID,
+    "ORDERCLOSED": RejectionReason.ALREADY_CLOSED,
+    # The simulator (and our design) answer NOT_ENOUGH to a refund beyond what remains; the real
+    # gateway also uses it for a merchant balance too low to refund. Both mean "not now, not this".
+    "NOT_ENOUGH": RejectionReason.REFUND_EXCEEDS_PAID,
+    "SIGN_ERROR": RejectionReason.NOT_AUTHORISED,
+    "NO_AUTH": RejectionReason.NOT_AUTHORISED,
+    "MCH_NOT_EXISTS": RejectionReason.NOT_AUTHORISED,
+}
+
+
+def trade_state_of(channel_state: str) -> TradeState:
+    try:
+        return TRADE_STATES[channel_state]
+    except KeyError:
+        raise ChannelProtocolError(f"unknown WeChat Pay trade_state {channel_state!r}") from None
+
+
+def refund_status_of(channel_status: str) -> RefundStatus:
+    try:
+        return REFUND_STATUSES[channel_status]
+    except KeyError:
+        raise ChannelProtocolError(f"unknown WeChat Pay refund status {channel_status!r}") from None
+
+
+def rejection_reason_of(code: str) -> RejectionReason:
+    return REJECTIONS.get(code, RejectionReason.OTHER)
+
+
+def trade_status_from(body: Mapping[str, Any]) -> ChannelTradeStatus:
+    """A query answer, or the decrypted TRANSACTION.* resource (same shape)."""
+    channel_state = _text(body, "trade_state")
+    return ChannelTradeStatus(
+        out_trade_no=_text(body, "out_trade_no"),
+        state=trade_state_of(channel_state),
+        amount=_fen(body, "total"),
+        transaction_id=body.get("transaction_id") or None,
+        success_time=_time(body.get("success_time")),
+        channel_state=channel_state,
+    )
+
+
+def refund_from(body: Mapping[str, Any], status_field: str = "status") -> ChannelRefund:
+    """A refund answer (`status`) or the decrypted REFUND.* resource (`refund_status`)."""
+    channel_status = _text(body, status_field)
+    return ChannelRefund(
+        out_refund_no=_text(body, "out_refund_no"),
+        out_trade_no=_text(body, "out_trade_no"),
+        refund_id=_text(body, "refund_id"),
+        status=refund_status_of(channel_status),
+        amount=_fen(body, "refund"),
+        success_time=_time(body.get("success_time")),
+        channel_status=channel_status,
+    )
+
+
+def notification_from(callback: Mapping[str, Any]) -> ChannelNotification | None:
+    """The SDK's verified callback dict (resource already decrypted) -> our notification."""
+    event_type = str(callback.get("event_type", ""))
+    resource = callback.get("resource")
+    if not isinstance(resource, Mapping):
+        return None
+    event_id = str(callback.get("id", ""))
+    if event_type.startswith("TRANSACTION."):
+        return ChannelNotification(event_id, event_type, trade=trade_status_from(resource))
+    if event_type.startswith("REFUND."):
+        return ChannelNotification(event_id, event_type, refund=refund_from(resource, "refund_status"))
+    return None
+
+
+def _text(body: Mapping[str, Any], key: str) -> str:
+    value = body.get(key)
+    if not isinstance(value, str) or not value:
+        raise ChannelProtocolError(f"WeChat Pay answer lacks {key!r}")
+    return value
+
+
+def _fen(body: Mapping[str, Any], key: str) -> Money:
+    amount = body.get("amount")
+    value = amount.get(key) if isinstance(amount, Mapping) else None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ChannelProtocolError(f"WeChat Pay answer lacks amount.{key} in fen")
+    return Money(value)
+
+
+def _time(value: object) -> datetime | None:
+    if not value:
+        return None
+    try:
+        moment = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise ChannelProtocolError(f"WeChat Pay time {value!r} is not RFC 3339") from None
+    if moment.tzinfo is None:
+        raise ChannelProtocolError(f"WeChat Pay time {value!r} has no offset")
+    return moment

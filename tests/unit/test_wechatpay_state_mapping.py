@@ -1,0 +1,137 @@
+"""WeChat Pay statuses map exhaustively into our closed enums; anything else is an error, not a guess."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from services.payment_core.adapters.channels.ports import (
+    ChannelProtocolError,
+    RefundStatus,
+    RejectionReason,
+    TradeState,
+)
+from services.payment_core.adapters.channels.wechatpay_transformers import (
+    REFUND_STATUSES,
+    TRADE_STATES,
+    notification_from,
+    refund_from,
+    refund_status_of,
+    rejection_reason_of,
+    trade_state_of,
+    trade_status_from,
+)
+from services.runtime.money import Money
+
+DOCUMENTED_TRADE_STATES = {
+    "SUCCESS",
+    "REFUND",
+    "NOTPAY",
+    "CLOSED",
+    "REVOKED",
+    "USERPAYING",
+    "PAYERROR",
+    "ACCEPT",
+}
+
+
+def test_every_documented_trade_state_is_mapped_and_nothing_else() -> None:
+    assert set(TRADE_STATES) == DOCUMENTED_TRADE_STATES
+
+
+@pytest.mark.parametrize(
+    ("trade_state", "ours"),
+    [
+        ("SUCCESS", TradeState.PAID),
+        ("REFUND", TradeState.REFUNDED),
+        ("NOTPAY", TradeState.NOT_PAID),
+        ("CLOSED", TradeState.CLOSED),
+        ("REVOKED", TradeState.CLOSED),
+        ("USERPAYING", TradeState.PAYING),
+        ("PAYERROR", TradeState.FAILED),
+        ("ACCEPT", TradeState.PAYING),
+    ],
+)
+def test_trade_state_mapping(trade_state: str, ours: TradeState) -> None:
+    assert trade_state_of(trade_state) is ours
+
+
+@pytest.mark.parametrize("unknown", ["", "success", "PAYING", "FINISHED"])
+def test_an_unknown_trade_state_is_a_protocol_error(unknown: str) -> None:
+    with pytest.raises(ChannelProtocolError):
+        trade_state_of(unknown)
+
+
+def test_refund_statuses_never_turn_an_abnormal_refund_into_a_failed_one() -> None:
+    assert set(REFUND_STATUSES) == {"SUCCESS", "PROCESSING", "ABNORMAL", "CLOSED"}
+    assert refund_status_of("SUCCESS") is RefundStatus.SUCCEEDED
+    assert refund_status_of("ABNORMAL") is RefundStatus.PROCESSING  # must not be re-issued
+    assert refund_status_of("CLOSED") is RefundStatus.FAILED
+    with pytest.raises(ChannelProtocolError):
+        refund_status_of("DONE")
+
+
+@pytest.mark.parametrize(
+    ("code", "reason"),
+    [
+        ("ORDERPAID", RejectionReason.ALREADY_PAID),
+        ("ORDERCLOSED", RejectionReason.ALREADY_CLOSED),
+        ("ORDER_NOT_EXIST", RejectionReason.NOT_FOUND),
+        ("NOT_ENOUGH", RejectionReason.REFUND_EXCEEDS_PAID),
+        ("PARAM_ERROR", RejectionReason.INVALID_REQUEST),
+        ("SIGN_ERROR", RejectionReason.NOT_AUTHORISED),
+        ("SOMETHING_NEW", RejectionReason.OTHER),
+    ],
+)
+def test_rejection_codes(code: str, reason: RejectionReason) -> None:
+    assert rejection_reason_of(code) is reason
+
+
+def test_a_paid_query_answer_becomes_a_trade_status() -> None:
+    answer = {
+        "appid": "wx8888888888888888",
+        "mchid": "1900000109",
+        "out_trade_no": "MP2024032100001",
+        "transaction_id": "4200000612202403214861322068",
+        "trade_type": "NATIVE",
+        "trade_state": "SUCCESS",
+        "trade_state_desc": "支付成功",
+        "bank_type": "OTHERS",
+        "success_time": "2024-03-21T13:51:31+08:00",
+        "payer": {"openid": "oUpF8u"},
+        "amount": {"total": 12_501, "payer_total": 12_501, "currency": "CNY"},
+    }
+    status = trade_status_from(answer)
+    assert (status.state, status.amount, status.channel_state) == (TradeState.PAID, Money(12_501), "SUCCESS")
+    assert status.success_time == datetime(2024, 3, 21, 13, 51, 31, tzinfo=timezone(timedelta(hours=8)))
+
+
+def test_an_unpaid_answer_has_no_transaction_id_and_a_missing_total_is_refused() -> None:
+    unpaid = {"out_trade_no": "MP1", "trade_state": "NOTPAY", "amount": {"total": 100, "currency": "CNY"}}
+    assert trade_status_from(unpaid).transaction_id is None
+    with pytest.raises(ChannelProtocolError):
+        trade_status_from({"out_trade_no": "MP1", "trade_state": "NOTPAY", "amount": {"total": "1.00"}})
+
+
+def test_refund_answers_and_refund_notifications() -> None:
+    answer = {
+        "refund_id": "50300",
+        "out_refund_no": "RF1",
+        "out_trade_no": "MP1",
+        "status": "PROCESSING",
+        "amount": {"total": 12_500, "refund": 5_000, "currency": "CNY"},
+    }
+    assert refund_from(answer).status is RefundStatus.PROCESSING
+    callback = {
+        "id": "EV-1",
+        "event_type": "REFUND.SUCCESS",
+        "resource": {**answer, "refund_status": "SUCCESS", "success_time": "2024-03-21T15:02:09+08:00"},
+    }
+    notification = notification_from(callback)
+    assert notification is not None and notification.refund is not None
+    assert (notification.refund.status, notification.out_trade_no) == (RefundStatus.SUCCEEDED, "MP1")
+
+
+def test_an_unknown_event_type_is_not_a_notification() -> None:
+    assert notification_from({"id": "EV-2", "event_type": "COUPON.USE", "resource": {}}) is None
