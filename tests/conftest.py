@@ -116,3 +116,23 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     yield
+
+
+@pytest.fixture(scope="session")
+async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
+    """The whole mesh as real OS processes (Procfile), on a scratch PostgreSQL database when one
+    is reachable, else on SQLite files. Shared by the integration and end-to-end tests."""
+    from infra.local.processes import MeshLayout, MeshProcesses
+
+    workdir = tmp_path_factory.mktemp("mesh")
+    database_url = None
+    if TEST_DATABASE.backend == "postgresql" and TEST_DATABASE.server_url:
+        database_url = await create_scratch_database(TEST_DATABASE.server_url)
+    processes = MeshProcesses(MeshLayout(workdir=workdir, database_url=database_url))
+    try:
+        await processes.start()
+        yield processes
+    finally:
+        processes.stop()
+        if database_url and TEST_DATABASE.server_url:
+            await drop_scratch_database(TEST_DATABASE.server_url, database_url)

@@ -1,0 +1,213 @@
+"""End-to-end: the insured outpatient settlement and its neighbours, through the real mesh
+(every service and simulator its own process, PostgreSQL when reachable)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+import httpx
+import pytest
+from medpay.data.v1 import data_pb2
+from medpay.insurance.v1 import insurance_pb2
+from medpay.payment.v1 import payment_pb2
+
+from infra.local.processes import MeshProcesses
+from services.runtime.clock import business_date_of, utcnow
+from tests.e2e.errors import error_reason, violated_fields
+from tests.e2e.flows import (
+    PEOPLE,
+    Status,
+    Stubs,
+    insured_order_request,
+    pay_and_settle,
+    self_pay_order_request,
+    split_adds_up,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def stubs(mesh: MeshProcesses) -> AsyncIterator[Stubs]:
+    connected = Stubs.connect(mesh)
+    yield connected
+    await connected.close()
+
+
+def _his_no() -> str:
+    return f"MZ{uuid.uuid4().hex[:12].upper()}"
+
+
+async def test_insured_outpatient_settlement(mesh: MeshProcesses, stubs: Stubs) -> None:
+    person = PEOPLE[0]
+    created = await stubs.payment.CreatePaymentOrder(insured_order_request(person, _his_no()), timeout=30)
+    order = created.order
+    assert order.insured and order.status == Status.ORDER_STATUS_AWAITING_PAYMENT
+    assert split_adds_up(order), order.split
+    assert person.certno not in str(order) and person.psn_name not in str(order)
+
+    settled = await pay_and_settle(mesh, stubs, order)
+    assert settled.setl_id and split_adds_up(settled)
+    assert settled.cash_paid_fen == settled.cash_due_fen
+    listing = await stubs.insurance.ListSettlements(
+        insurance_pb2.ListSettlementsRequest(page_size=100), timeout=10
+    )
+    [insurer_side] = [s for s in listing.settlements if s.order_ref == order.order_id]
+    assert insurer_side.status == insurance_pb2.SETTLEMENT_STATUS_SETTLED
+    assert insurer_side.setl_id == settled.setl_id
+    assert insurer_side.breakdown.fund_pay_sumamt_fen == settled.split.fund_pay_sumamt_fen
+
+
+async def test_self_pay_settles_and_refunds_in_full_once(mesh: MeshProcesses, stubs: Stubs) -> None:
+    created = await stubs.payment.CreatePaymentOrder(self_pay_order_request(_his_no()), timeout=30)
+    assert created.order.cash_due_fen == created.order.total_fen > 0
+    settled = await pay_and_settle(mesh, stubs, created.order)
+    refund = payment_pb2.RefundPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=settled.order_id, reason="patient left before the test"
+    )
+    refunded = await stubs.payment.RefundPaymentOrder(refund, timeout=30)
+    assert refunded.refund.cash_fen == settled.cash_paid_fen
+    again = payment_pb2.RefundPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=settled.order_id, reason="x"
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.payment.RefundPaymentOrder(again, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_insured_refund_revokes_the_insurer_settlement(mesh: MeshProcesses, stubs: Stubs) -> None:
+    created = await stubs.payment.CreatePaymentOrder(
+        insured_order_request(PEOPLE[1], _his_no(), 5), timeout=30
+    )
+    settled = await pay_and_settle(mesh, stubs, created.order)
+    refund = payment_pb2.RefundPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=settled.order_id, reason="wrong prescription"
+    )
+    refunded = await stubs.payment.RefundPaymentOrder(refund, timeout=30)
+    assert refunded.order.status == Status.ORDER_STATUS_REFUNDED
+    assert refunded.refund.cash_fen == settled.cash_paid_fen
+    assert refunded.refund.fund_fen == settled.split.fund_pay_sumamt_fen
+    listing = await stubs.insurance.ListSettlements(
+        insurance_pb2.ListSettlementsRequest(page_size=100), timeout=10
+    )
+    [insurer_side] = [s for s in listing.settlements if s.order_ref == settled.order_id]
+    assert insurer_side.status == insurance_pb2.SETTLEMENT_STATUS_REVOKED
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field"),
+    [
+        (lambda r: r.ClearField("items"), "items"),
+        (lambda r: setattr(r.items[0], "line_total_fen", -5), "items[0].line_total_fen"),
+        (lambda r: setattr(r.patient.voucher, "mdtrt_cert_no", ""), "patient.voucher.mdtrt_cert_no"),
+        (lambda r: setattr(r, "his_order_no", ""), "his_order_no"),
+        (lambda r: setattr(r, "request_id", "no spaces allowed"), "request_id"),
+    ],
+)
+async def test_invalid_input_is_refused_with_the_field_named_and_nothing_stored(
+    stubs: Stubs, mutate: object, field: str
+) -> None:
+    before = await stubs.payment.ListPaymentOrders(
+        payment_pb2.ListPaymentOrdersRequest(page_size=500), timeout=10
+    )
+    request = insured_order_request(PEOPLE[2], _his_no())
+    mutate(request)  # type: ignore[operator]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.payment.CreatePaymentOrder(request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field in violated_fields(caught.value)
+    assert PEOPLE[2].certno not in (caught.value.details() or "")
+    after = await stubs.payment.ListPaymentOrders(
+        payment_pb2.ListPaymentOrdersRequest(page_size=500), timeout=10
+    )
+    assert len(after.orders) == len(before.orders)
+
+
+async def test_a_replayed_request_id_has_no_second_effect(mesh: MeshProcesses, stubs: Stubs) -> None:
+    request = insured_order_request(PEOPLE[3], _his_no(), 2)
+    first, second = await asyncio.gather(
+        stubs.payment.CreatePaymentOrder(request, timeout=30),
+        stubs.payment.CreatePaymentOrder(request, timeout=30),
+        return_exceptions=True,
+    )
+    winners = [r for r in (first, second) if isinstance(r, payment_pb2.CreatePaymentOrderResponse)]
+    assert winners, (first, second)
+    replay = await stubs.payment.CreatePaymentOrder(request, timeout=30)
+    assert all(w.order.order_id == replay.order.order_id for w in winners)
+    messages = await stubs.insurance.ListInsurerMessages(
+        insurance_pb2.ListInsurerMessagesRequest(
+            page_size=100, infno="2206", order_ref=replay.order.order_id
+        ),
+        timeout=10,
+    )
+    assert len(messages.messages) == 1
+
+    pay = payment_pb2.PayPaymentOrderRequest(
+        request_id=uuid.uuid4().hex,
+        order_id=replay.order.order_id,
+        channel=payment_pb2.CHANNEL_WECHAT_PAY,
+        method=payment_pb2.PAY_METHOD_NATIVE_QR,
+    )
+    paid_once = await stubs.payment.PayPaymentOrder(pay, timeout=30)
+    paid_twice = await stubs.payment.PayPaymentOrder(pay, timeout=30)
+    assert paid_once == paid_twice
+
+
+async def test_a_reused_request_id_with_another_request_is_refused(stubs: Stubs) -> None:
+    request = self_pay_order_request(_his_no())
+    await stubs.payment.CreatePaymentOrder(request, timeout=30)
+    request.his_order_no = _his_no()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stubs.payment.CreatePaymentOrder(request, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert error_reason(caught.value) == "REQUEST_ID_REUSED"
+
+
+async def test_a_duplicate_channel_notification_collects_once(mesh: MeshProcesses, stubs: Stubs) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        armed = await client.post(
+            f"{mesh.layout.http_base('wechatpay-sim')}/sim/faults",
+            json={"operation": "pay_notify", "mode": "duplicate", "count": 1},
+        )
+        armed.raise_for_status()
+    created = await stubs.payment.CreatePaymentOrder(
+        insured_order_request(PEOPLE[4], _his_no(), 9), timeout=30
+    )
+    settled = await pay_and_settle(mesh, stubs, created.order)
+    await asyncio.sleep(0.5)  # let the duplicate land
+    again = await stubs.payment.GetPaymentOrder(payment_pb2.GetPaymentOrderRequest(order_id=settled.order_id))
+    succeeded = [p for p in again.order.payments if p.status == payment_pb2.PAYMENT_STATUS_SUCCEEDED]
+    assert len(succeeded) == 1
+    assert again.order.cash_paid_fen == again.order.cash_due_fen
+    assert again.order.status == Status.ORDER_STATUS_SETTLED
+
+
+async def test_the_data_platform_sees_every_settlement_once(mesh: MeshProcesses, stubs: Stubs) -> None:
+    created = await stubs.payment.CreatePaymentOrder(
+        insured_order_request(PEOPLE[5], _his_no(), 11), timeout=30
+    )
+    await pay_and_settle(mesh, stubs, created.order)
+    today = business_date_of(utcnow()).isoformat()
+    listing = await stubs.payment.ListPaymentOrders(
+        payment_pb2.ListPaymentOrdersRequest(page_size=500, business_date=today), timeout=10
+    )
+    settled = [
+        o for o in listing.orders if o.status in (Status.ORDER_STATUS_SETTLED, Status.ORDER_STATUS_REFUNDED)
+    ]
+    for _ in range(100):
+        summary = (
+            await stubs.data.GetDailySummary(data_pb2.GetDailySummaryRequest(business_date=today))
+        ).summary
+        if summary.settled_order_count >= len(settled):
+            break
+        await asyncio.sleep(0.1)
+    assert summary.settled_order_count == len(settled)
+    assert summary.billed_total_fen == sum(o.total_fen for o in settled)
+    assert summary.billed_total_fen == summary.fund_fen + summary.personal_account_fen + summary.cash_fen
+    times = await stubs.data.GetSettlementTimes(data_pb2.GetSettlementTimesRequest(business_date=today))
+    overall = times.slices[0]
+    assert overall.slice == "all" and overall.count == len(settled)
+    assert 0 < overall.p50_ms <= overall.p90_ms <= overall.p99_ms <= overall.max_ms

@@ -1,0 +1,70 @@
+"""One insured settlement is one trace with spans from every process it crossed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from infra.local.processes import MeshProcesses
+from tests.e2e.flows import (
+    PEOPLE,
+    Stubs,
+    insured_order_request,
+    metadata,
+    new_traceparent,
+    pay_and_settle,
+    trace_id_of,
+)
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+async def stubs(mesh: MeshProcesses) -> AsyncIterator[Stubs]:
+    connected = Stubs.connect(mesh)
+    yield connected
+    await connected.close()
+
+
+def _spans_of(mesh: MeshProcesses, trace_id: str) -> list[dict[str, object]]:
+    spans = []
+    for path in (mesh.layout.workdir / "traces").glob("*.jsonl"):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            span = json.loads(line)
+            if span["trace_id"] == trace_id:
+                spans.append(span)
+    return spans
+
+
+async def test_one_settlement_is_one_trace_across_the_mesh(mesh: MeshProcesses, stubs: Stubs) -> None:
+    traceparent = new_traceparent()
+    request = insured_order_request(PEOPLE[10], f"MZ{uuid.uuid4().hex[:12]}", 4)
+    created = await stubs.payment.CreatePaymentOrder(request, timeout=30, metadata=metadata(traceparent))
+    person = PEOPLE[10]
+    await pay_and_settle(mesh, stubs, created.order, traceparent)
+
+    wanted = {"payment-core", "insurance-adapter", "nhsa-sim", "wechatpay-sim"}
+    spans: list[dict[str, object]] = []
+    for _ in range(50):  # span files are written in batches
+        spans = _spans_of(mesh, trace_id_of(traceparent))
+        if wanted <= {str(s["service"]) for s in spans} and any(
+            "2207" in json.dumps(s["attributes"]) for s in spans
+        ):
+            break
+        await asyncio.sleep(0.1)
+    assert wanted <= {str(s["service"]) for s in spans}
+    nhsa_calls = {
+        str(s["attributes"].get("medpay.nhsa.infno")) for s in spans if isinstance(s["attributes"], dict)
+    }
+    assert {"2206", "2207"} <= nhsa_calls
+    ids = {s["span_id"] for s in spans}
+    root_parent = traceparent.split("-")[2]
+    assert all(s["parent_id"] in ids or s["parent_id"] == root_parent for s in spans), (
+        "a span lost its parent"
+    )
+    text = json.dumps(spans, ensure_ascii=False)
+    assert person.certno not in text and person.psn_name not in text
