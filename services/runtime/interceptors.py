@@ -44,7 +44,8 @@ def outbound_timeout(default_s: float) -> float:
 
 def to_status(error: MedPayError) -> status_pb2.Status:
     code = getattr(code_pb2, error.status_name)
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)
+    metadata = {key: scrub(value) for key, value in error.metadata.items()}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
     details = [_pack(info)]
     if isinstance(error, InvalidArgument):
         bad_request = error_details_pb2.BadRequest(

@@ -1,0 +1,1 @@
+"""insurance-adapter: the platform's single door to the medical-insurance platform (NHSA)."""

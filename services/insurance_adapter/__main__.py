@@ -1,0 +1,5 @@
+"""python -m services.insurance_adapter [serve|migrate]"""
+
+from services.insurance_adapter.bootstrap import main
+
+main()
