@@ -1,0 +1,1 @@
+"""Pure data-middle-platform logic: facts, the day's roll-up, settlement-time percentiles."""

@@ -1,0 +1,1 @@
+"""The gRPC face of data-aggregation: proto <-> query/result only."""

@@ -1,0 +1,114 @@
+"""The composition root of reconciliation: settings -> database -> sources -> handlers -> servicers
+-> host. `build()` takes fakes for the three sources, so tests wire the same graph without a network."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import grpc
+from medpay.events.v1 import events_pb2, events_pb2_grpc
+from medpay.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+
+from services.reconciliation.adapters.insurance_adapter import InsuranceAdapterTotals
+from services.reconciliation.adapters.orm import metadata
+from services.reconciliation.adapters.payment_core import PaymentCoreLedger
+from services.reconciliation.adapters.wechatpay_client import WechatPayTradeBills
+from services.reconciliation.config import SERVICE_NAME, ReconciliationSettings
+from services.reconciliation.entrypoints.grpc_servicer import ReconciliationServicer
+from services.reconciliation.service_layer.handlers import ReconciliationHandlers
+from services.reconciliation.service_layer.ports import (
+    ChannelBillSource,
+    InsurerTotalsSource,
+    PlatformLedgerSource,
+)
+from services.reconciliation.service_layer.unit_of_work import UnitOfWork
+from services.runtime.bootstrap import ServiceDatabase, command_line, run, start_process
+from services.runtime.clock import utcnow
+from services.runtime.grpc_client import open_channel
+from services.runtime.outbox import EventFeedServicer
+from services.runtime.server import ServiceHost, serve
+
+MIGRATIONS = Path(__file__).resolve().parent / "adapters" / "migrations"
+
+
+@dataclass
+class ReconciliationApp:
+    """The wired service: what `serve()` runs and what tests drive."""
+
+    settings: ReconciliationSettings
+    db: ServiceDatabase
+    handlers: ReconciliationHandlers
+    servicer: ReconciliationServicer
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        reconciliation_pb2_grpc.add_ReconciliationServiceServicer_to_server(self.servicer, server)
+        events_pb2_grpc.add_EventFeedServiceServicer_to_server(EventFeedServicer(self.db.outbox), server)
+        return [
+            reconciliation_pb2.DESCRIPTOR.services_by_name["ReconciliationService"].full_name,
+            events_pb2.DESCRIPTOR.services_by_name["EventFeedService"].full_name,
+        ]
+
+    def host(self) -> ServiceHost:
+        return ServiceHost(
+            name=SERVICE_NAME,
+            address=self.settings.grpc_address,
+            register=self.register,
+            background=[self.db.outbox.run_relay],
+            on_shutdown=[self.close],
+            grace_s=self.settings.shutdown_grace_s,
+        )
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+        await self.db.close()
+
+
+def build(
+    settings: ReconciliationSettings,
+    *,
+    platform_ledger: PlatformLedgerSource | None = None,
+    channel_bill: ChannelBillSource | None = None,
+    insurer_totals: InsurerTotalsSource | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> ReconciliationApp:
+    """Wire the service; every source left out is the real one (payment-core, WeChat Pay, insurer)."""
+    db = ServiceDatabase.open(settings, SERVICE_NAME, metadata, MIGRATIONS)
+    channels: list[grpc.aio.Channel] = []
+    if platform_ledger is None:
+        channels.append(open_channel(settings.address(settings.payment_core_port)))
+        page_size = settings.reconciliation_export_page_size
+        platform_ledger = PaymentCoreLedger(channels[-1], page_size, settings.default_deadline_s)
+    if insurer_totals is None:
+        channels.append(open_channel(settings.address(settings.insurance_adapter_port)))
+        clr_type = settings.reconciliation_clr_type
+        insurer_totals = InsuranceAdapterTotals(channels[-1], clr_type, settings.default_deadline_s)
+    if channel_bill is None:
+        key_dir, base_url = settings.wechatpay_key_dir, settings.wechatpay_base_url
+        channel_bill = WechatPayTradeBills(key_dir, base_url, settings.default_deadline_s)
+    handlers = ReconciliationHandlers(
+        lambda: UnitOfWork(db.sessions, db.outbox), platform_ledger, channel_bill, insurer_totals, clock
+    )
+    servicer = ReconciliationServicer(handlers, db.idempotency)
+    return ReconciliationApp(settings, db, handlers, servicer, channels)
+
+
+async def run_service(command: str, settings: ReconciliationSettings) -> None:
+    start_process(SERVICE_NAME, settings)
+    app = build(settings)
+    if command == "migrate":
+        await app.db.migrate()
+        await app.close()
+        return
+    if settings.migrate_on_start:
+        await app.db.migrate()
+    await serve(app.host())
+
+
+def main() -> None:
+    command = command_line(SERVICE_NAME)
+    run(run_service(command, ReconciliationSettings()))

@@ -1,0 +1,1 @@
+"""The gRPC face of reconciliation: proto <-> command/result only."""

@@ -1,0 +1,1 @@
+"""Use cases of reconciliation: one handler per business step, over a unit of work and ports."""
