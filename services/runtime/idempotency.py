@@ -24,7 +24,9 @@ from services.runtime.errors import RequestIdReused, RequestInProgress
 from services.runtime.validation import Violations
 
 # A claim older than this is from a process that died mid-request; a retry may take it over.
-STALE_CLAIM_AFTER = timedelta(seconds=60)
+# Longer than any RPC may run (max deadline 60 s; a reconciliation run included), so a slow
+# request is never run twice; a crashed one answers REQUEST_IN_PROGRESS until then.
+STALE_CLAIM_AFTER = timedelta(minutes=5)
 
 
 def request_fingerprint(method: str, request: Message) -> str:

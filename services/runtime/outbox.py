@@ -73,7 +73,7 @@ class Outbox:
         """Give committed, unsequenced events the next feed positions. Returns how many."""
         table = self._table
         async with self._sessions.begin() as session:
-            if session.bind.dialect.name == "postgresql":
+            if session.get_bind().dialect.name == "postgresql":
                 await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK_KEY})
             head = (await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))).scalar_one()
             pending = (

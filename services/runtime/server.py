@@ -59,7 +59,10 @@ async def serve(host: ServiceHost) -> None:
     await server.start()
     for start, _ in host.side_servers:
         await start()
-    tasks = [asyncio.create_task(job(), name=f"{host.name}:{job.__name__}") for job in host.background]
+    tasks = [
+        asyncio.create_task(job(), name=f"{host.name}:{getattr(job, '__name__', 'background')}")
+        for job in host.background
+    ]
     for service_name in [*names, ""]:
         await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
     log.info("%s serving on %s", host.name, host.address)

@@ -36,8 +36,7 @@ class InsuranceHandlers:
     reports: ReportHandlers
 
 
-# The generated base is untyped to mypy (grpc ships no stubs), hence the ignore.
-class InsuranceServicer(insurance_pb2_grpc.InsuranceServiceServicer):  # type: ignore[misc]
+class InsuranceServicer(insurance_pb2_grpc.InsuranceServiceServicer):
     def __init__(self, handlers: InsuranceHandlers, idempotency: IdempotencyStore) -> None:
         self._handlers = handlers
         self.idempotency = idempotency
