@@ -1,0 +1,178 @@
+"""payment-core's tables (SQLAlchemy Core). Invariants that must hold under any concurrency live here
+as constraints: one order per HIS bill, one payment per out_trade_no, one refund per out_refund_no,
+refunded <= paid per payment and per order, one ledger transaction per transfer key. Table names are
+never schema-qualified: the schema comes from the connection's search_path."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    UniqueConstraint,
+)
+
+from services.payment_core.domain.model import InsuranceSplit
+from services.runtime.db import BigId, add_runtime_tables
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+add_runtime_tables(metadata)
+
+
+def _when(name: str, nullable: bool = True) -> Column[object]:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+SPLIT_COLUMNS = tuple(f"split_{name}_fen" for name in InsuranceSplit.field_names())
+
+payment_orders = Table(
+    "payment_orders",
+    metadata,
+    Column("order_id", String(40), primary_key=True),
+    Column("create_request_id", String(64), nullable=False),
+    Column("his_order_no", String(64), nullable=False),
+    Column("campus_code", String(32), nullable=False),
+    Column("scene", String(24), nullable=False),
+    Column("dept_code", String(32), nullable=False),
+    Column("his_patient_id", String(64), nullable=False),
+    # Masked only: the clear certificate number goes to the insurer and is never stored.
+    Column("masked_cert_no", String(64), nullable=False),
+    Column("insured", Boolean, nullable=False),
+    Column("insutype", String(8), nullable=False),
+    Column("med_type", String(8), nullable=False),
+    Column("status", String(24), nullable=False),
+    Column("total_fen", BigInteger, nullable=False),
+    Column("cash_due_fen", BigInteger, nullable=False),
+    Column("cash_paid_fen", BigInteger, nullable=False, default=0),
+    Column("refunded_cash_fen", BigInteger, nullable=False, default=0),
+    Column("settlement_id", String(64), nullable=False, default=""),
+    Column("setl_id", String(64), nullable=False, default=""),
+    *(Column(name, BigInteger, nullable=True) for name in SPLIT_COLUMNS),
+    Column("attention", String(32), nullable=True),
+    Column("attention_reason", String(512), nullable=False, default=""),
+    Column("status_before_attention", String(24), nullable=True),
+    Column("settle_attempts", Integer, nullable=False, default=0),
+    _when("next_attempt_at"),
+    Column("settlement_revoked", Boolean, nullable=False, default=False),
+    _when("created_at", nullable=False),
+    _when("settled_at"),
+    _when("updated_at", nullable=False),
+    UniqueConstraint("campus_code", "his_order_no"),
+    CheckConstraint("total_fen > 0", name="total_positive"),
+    CheckConstraint("cash_due_fen >= 0 AND cash_due_fen <= total_fen", name="cash_due_within_total"),
+    CheckConstraint("cash_paid_fen >= 0", name="cash_paid_not_negative"),
+    CheckConstraint(
+        "refunded_cash_fen >= 0 AND refunded_cash_fen <= cash_paid_fen", name="refunded_within_paid"
+    ),
+    Index(None, "status", "next_attempt_at"),
+    Index(None, "created_at", "order_id"),
+    Index(None, "his_patient_id"),
+)
+
+charge_lines = Table(
+    "charge_lines",
+    metadata,
+    Column("order_id", ForeignKey("payment_orders.order_id"), primary_key=True),
+    Column("line_index", Integer, primary_key=True),
+    Column("line_no", String(32), nullable=False),
+    Column("hospital_code", String(64), nullable=False),
+    Column("national_code", String(64), nullable=False),
+    Column("name", String(128), nullable=False),
+    Column("chrgitm_lv", String(4), nullable=False),
+    Column("med_chrgitm_type", String(8), nullable=False),
+    Column("quantity_milli_units", BigInteger, nullable=False),
+    Column("unit_price_fen", BigInteger, nullable=False),
+    Column("line_total_fen", BigInteger, nullable=False),
+    Column("dept_code", String(32), nullable=False),
+    Column("doctor_code", String(32), nullable=False),
+    CheckConstraint("line_total_fen > 0", name="line_total_positive"),
+)
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("payment_id", String(40), primary_key=True),
+    Column("order_id", ForeignKey("payment_orders.order_id"), nullable=False, index=True),
+    Column("attempt_no", Integer, nullable=False),
+    Column("channel", String(24), nullable=False),
+    Column("method", String(24), nullable=False),
+    Column("amount_fen", BigInteger, nullable=False),
+    # Refunds reserve against this in the same transaction as their row; the CHECK is the guard.
+    Column("refunded_fen", BigInteger, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("out_trade_no", String(32), nullable=False, unique=True),
+    Column("channel_transaction_id", String(64), nullable=False, default=""),
+    Column("code_url", String(512), nullable=False, default=""),
+    _when("created_at", nullable=False),
+    _when("expires_at"),
+    _when("succeeded_at"),
+    _when("updated_at", nullable=False),
+    UniqueConstraint("order_id", "attempt_no"),
+    CheckConstraint("amount_fen >= 0", name="amount_not_negative"),
+    CheckConstraint("refunded_fen >= 0 AND refunded_fen <= amount_fen", name="refunded_within_amount"),
+    Index(None, "status", "succeeded_at"),
+    Index(None, "status", "created_at"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    Column("refund_id", String(40), primary_key=True),
+    Column("order_id", ForeignKey("payment_orders.order_id"), nullable=False, index=True),
+    Column("payment_id", ForeignKey("payments.payment_id"), nullable=True),
+    Column("refund_no", Integer, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("cash_fen", BigInteger, nullable=False),
+    Column("fund_fen", BigInteger, nullable=False, default=0),
+    Column("personal_account_fen", BigInteger, nullable=False, default=0),
+    Column("status", String(16), nullable=False),
+    Column("out_refund_no", String(32), nullable=False, unique=True),
+    Column("reason", String(256), nullable=False),
+    Column("channel_refund_id", String(64), nullable=False, default=""),
+    _when("created_at", nullable=False),
+    _when("succeeded_at"),
+    _when("updated_at", nullable=False),
+    UniqueConstraint("order_id", "refund_no"),
+    CheckConstraint(
+        "cash_fen >= 0 AND fund_fen >= 0 AND personal_account_fen >= 0", name="amounts_not_negative"
+    ),
+    Index(None, "status", "succeeded_at"),
+)
+
+# Append-only: the repository only ever inserts into the two ledger tables.
+ledger_transactions = Table(
+    "ledger_transactions",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("transfer_key", String(80), nullable=False, unique=True),
+    Column("order_id", String(40), nullable=False, index=True),
+    Column("kind", String(16), nullable=False),
+    _when("occurred_at", nullable=False),
+)
+
+ledger_postings = Table(
+    "ledger_postings",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("transaction_id", ForeignKey("ledger_transactions.id"), nullable=False, index=True),
+    Column("account", String(80), nullable=False, index=True),
+    # Signed: debit positive, credit negative; each transaction sums to zero (checked before insert).
+    Column("amount_fen", BigInteger, nullable=False),
+    CheckConstraint("amount_fen <> 0", name="amount_not_zero"),
+)

@@ -1,0 +1,363 @@
+"""Payment orders in storage: rows <-> the domain aggregate. `get(..., lock=True)` is the one named
+place where an order is locked for a state change (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the
+runtime's BEGIN IMMEDIATE already serialises writers)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payment_core.adapters import orm
+from services.payment_core.domain.model import (
+    Attention,
+    ChargeLine,
+    InsuranceSplit,
+    OrderStatus,
+    Payment,
+    PaymentStatus,
+    Refund,
+    RefundKind,
+    RefundStatus,
+)
+from services.payment_core.domain.order import PaymentOrder
+from services.runtime.clock import as_utc, utcnow
+from services.runtime.errors import RefundExceedsPaid
+from services.runtime.masking import scrub
+from services.runtime.money import Money
+
+_SPLIT = dict(zip(InsuranceSplit.field_names(), orm.SPLIT_COLUMNS, strict=True))
+
+
+class OrderRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+        # Payments and refunds this session has seen in storage: saved by UPDATE, the rest by INSERT.
+        self._stored: set[str] = set()
+
+    async def add(self, order: PaymentOrder) -> None:
+        await self._session.execute(insert(orm.payment_orders).values(**_order_values(order, created=True)))
+        if order.lines:
+            await self._session.execute(
+                insert(orm.charge_lines),
+                [_line_values(order.order_id, i, ln) for i, ln in enumerate(order.lines)],
+            )
+        await self._save_children(order)
+
+    async def get(self, order_id: str, lock: bool = False) -> PaymentOrder | None:
+        query = select(orm.payment_orders).where(orm.payment_orders.c.order_id == order_id)
+        if lock:
+            query = query.with_for_update()
+        row = (await self._session.execute(query)).one_or_none()
+        if row is None:
+            return None
+        return (await self.hydrate([row]))[0]
+
+    async def by_his_order(self, campus_code: str, his_order_no: str) -> PaymentOrder | None:
+        table = orm.payment_orders
+        order_id = await self._scalar(
+            select(table.c.order_id).where(
+                table.c.campus_code == campus_code, table.c.his_order_no == his_order_no
+            )
+        )
+        return await self.get(order_id) if order_id else None
+
+    async def order_id_of_trade(self, out_trade_no: str) -> str | None:
+        table = orm.payments
+        return await self._scalar(select(table.c.order_id).where(table.c.out_trade_no == out_trade_no))
+
+    async def order_id_of_refund(self, out_refund_no: str) -> str | None:
+        table = orm.refunds
+        return await self._scalar(select(table.c.order_id).where(table.c.out_refund_no == out_refund_no))
+
+    async def save(self, order: PaymentOrder) -> None:
+        table = orm.payment_orders
+        await self._session.execute(
+            update(table).where(table.c.order_id == order.order_id).values(**_order_values(order))
+        )
+        await self._save_children(order)
+
+    async def reserve_refund(self, order: PaymentOrder, refund: Refund) -> None:
+        """Count the refund against its payment and the order in storage. Relative updates under
+        CHECK (refunded <= paid): two refunds that together exceed what was paid cannot both pass,
+        whatever the application believed when it decided."""
+        await self._bump_refunded(order, refund, refund.cash.fen)
+
+    async def release_refund(self, order: PaymentOrder, refund: Refund) -> None:
+        """A refund the channel refused gives its amount back to what may be refunded."""
+        await self._bump_refunded(order, refund, -refund.cash.fen)
+
+    async def delete_intent(self, order_id: str) -> None:
+        """Forget an order whose creation the insurer refused before anything was owed."""
+        await self._session.execute(delete(orm.charge_lines).where(orm.charge_lines.c.order_id == order_id))
+        await self._session.execute(
+            delete(orm.payment_orders).where(orm.payment_orders.c.order_id == order_id)
+        )
+
+    async def hydrate(self, rows: Sequence[Row[Any]]) -> list[PaymentOrder]:
+        """Whole aggregates (lines, payments, refunds) for order rows, in the rows' order."""
+        ids = [row.order_id for row in rows]
+        lines = await self._children(orm.charge_lines, ids, orm.charge_lines.c.line_index)
+        pays = await self._children(orm.payments, ids, orm.payments.c.attempt_no)
+        backs = await self._children(orm.refunds, ids, orm.refunds.c.refund_no)
+        self._stored.update(p.payment_id for p in pays)
+        self._stored.update(r.refund_id for r in backs)
+        return [
+            _order_from(
+                row,
+                [ln for ln in lines if ln.order_id == row.order_id],
+                [p for p in pays if p.order_id == row.order_id],
+                [r for r in backs if r.order_id == row.order_id],
+            )
+            for row in rows
+        ]
+
+    async def _bump_refunded(self, order: PaymentOrder, refund: Refund, delta_fen: int) -> None:
+        try:
+            if refund.payment_id is not None:
+                await self._session.execute(
+                    update(orm.payments)
+                    .where(orm.payments.c.payment_id == refund.payment_id)
+                    .values(refunded_fen=orm.payments.c.refunded_fen + delta_fen)
+                )
+            await self._session.execute(
+                update(orm.payment_orders)
+                .where(orm.payment_orders.c.order_id == order.order_id)
+                .values(refunded_cash_fen=orm.payment_orders.c.refunded_cash_fen + delta_fen)
+            )
+        except IntegrityError as error:
+            raise RefundExceedsPaid(
+                f"refund {refund.out_refund_no} would take more than was paid", {"order_id": order.order_id}
+            ) from error
+        _apply_refunded(order, refund, delta_fen)
+
+    async def _save_children(self, order: PaymentOrder) -> None:
+        for payment in order.payments:
+            await self._upsert(
+                orm.payments, orm.payments.c.payment_id, payment.payment_id, _payment_values(payment)
+            )
+        for refund in order.refunds:
+            await self._upsert(orm.refunds, orm.refunds.c.refund_id, refund.refund_id, _refund_values(refund))
+
+    async def _upsert(self, table: Any, key: Any, key_value: str, values: dict[str, Any]) -> None:
+        if key_value in self._stored:
+            await self._session.execute(update(table).where(key == key_value).values(**values))
+            return
+        await self._session.execute(insert(table).values(**values))
+        self._stored.add(key_value)
+
+    async def _children(self, table: Any, order_ids: list[str], order_by: Any) -> Sequence[Row[Any]]:
+        if not order_ids:
+            return []
+        query = select(table).where(table.c.order_id.in_(order_ids)).order_by(table.c.order_id, order_by)
+        return (await self._session.execute(query)).all()
+
+    async def _scalar(self, query: Any) -> str | None:
+        value = (await self._session.execute(query)).scalar_one_or_none()
+        return str(value) if value is not None else None
+
+
+def _apply_refunded(order: PaymentOrder, refund: Refund, delta_fen: int) -> None:
+    order.refunded_cash = order.refunded_cash + Money(delta_fen)
+    for payment in order.payments:
+        if payment.payment_id == refund.payment_id:
+            payment.refunded = payment.refunded + Money(delta_fen)
+
+
+# ---- rows -> domain ---------------------------------------------------------------------------------
+
+
+def _order_from(
+    row: Row[Any], lines: list[Row[Any]], pays: list[Row[Any]], backs: list[Row[Any]]
+) -> PaymentOrder:
+    before = row.status_before_attention
+    return PaymentOrder(
+        order_id=row.order_id, create_request_id=row.create_request_id, his_order_no=row.his_order_no,
+        scene=row.scene, campus_code=row.campus_code, dept_code=row.dept_code,
+        his_patient_id=row.his_patient_id, masked_cert_no=row.masked_cert_no,
+        lines=tuple(_line_from(line) for line in lines), insured=row.insured, insutype=row.insutype,
+        med_type=row.med_type, status=OrderStatus(row.status), total=Money(row.total_fen),
+        cash_due=Money(row.cash_due_fen), created_at=as_utc(row.created_at), settlement_id=row.settlement_id,
+        split=_split_from(row), setl_id=row.setl_id, settled_at=_utc(row.settled_at),
+        attention=Attention(row.attention) if row.attention else None, attention_reason=row.attention_reason,
+        status_before_attention=OrderStatus(before) if before else None, settle_attempts=row.settle_attempts,
+        next_attempt_at=_utc(row.next_attempt_at), settlement_revoked=row.settlement_revoked,
+        refunded_cash=Money(row.refunded_cash_fen), payments=[_payment_from(p) for p in pays],
+        refunds=[_refund_from(r) for r in backs],
+    )  # fmt: skip
+
+
+def _split_from(row: Row[Any]) -> InsuranceSplit | None:
+    mapping = row._mapping
+    if mapping[orm.SPLIT_COLUMNS[0]] is None:
+        return None
+    return InsuranceSplit.from_fen({name: mapping[column] for name, column in _SPLIT.items()})
+
+
+def _line_from(row: Row[Any]) -> ChargeLine:
+    return ChargeLine(
+        line_no=row.line_no,
+        hospital_code=row.hospital_code,
+        national_code=row.national_code,
+        name=row.name,
+        chrgitm_lv=row.chrgitm_lv,
+        med_chrgitm_type=row.med_chrgitm_type,
+        quantity_milli_units=row.quantity_milli_units,
+        unit_price=Money(row.unit_price_fen),
+        line_total=Money(row.line_total_fen),
+        dept_code=row.dept_code,
+        doctor_code=row.doctor_code,
+    )
+
+
+def _payment_from(row: Row[Any]) -> Payment:
+    return Payment(
+        payment_id=row.payment_id,
+        order_id=row.order_id,
+        attempt_no=row.attempt_no,
+        channel=row.channel,
+        method=row.method,
+        amount=Money(row.amount_fen),
+        status=PaymentStatus(row.status),
+        out_trade_no=row.out_trade_no,
+        created_at=as_utc(row.created_at),
+        expires_at=_utc(row.expires_at),
+        channel_transaction_id=row.channel_transaction_id,
+        code_url=row.code_url,
+        succeeded_at=_utc(row.succeeded_at),
+        refunded=Money(row.refunded_fen),
+    )
+
+
+def _refund_from(row: Row[Any]) -> Refund:
+    return Refund(
+        refund_id=row.refund_id,
+        order_id=row.order_id,
+        payment_id=row.payment_id,
+        refund_no=row.refund_no,
+        kind=RefundKind(row.kind),
+        cash=Money(row.cash_fen),
+        fund=Money(row.fund_fen),
+        personal_account=Money(row.personal_account_fen),
+        status=RefundStatus(row.status),
+        out_refund_no=row.out_refund_no,
+        reason=row.reason,
+        created_at=as_utc(row.created_at),
+        channel_refund_id=row.channel_refund_id,
+        succeeded_at=_utc(row.succeeded_at),
+    )
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    return as_utc(moment) if moment is not None else None
+
+
+# ---- domain -> rows (refunded amounts are never written from here: see reserve_refund) -------------
+
+
+def _order_values(order: PaymentOrder, created: bool = False) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "status": order.status.value,
+        "insutype": order.insutype,
+        "cash_due_fen": order.cash_due.fen,
+        "cash_paid_fen": order.cash_paid.fen,
+        "settlement_id": order.settlement_id,
+        "setl_id": order.setl_id,
+        "attention": order.attention.value if order.attention else None,
+        # Reasons carry partners' free text: scrubbed of anything shaped like a patient identifier.
+        "attention_reason": scrub(order.attention_reason)[:512],
+        "status_before_attention": order.status_before_attention.value
+        if order.status_before_attention
+        else None,
+        "settle_attempts": order.settle_attempts,
+        "next_attempt_at": order.next_attempt_at,
+        "settlement_revoked": order.settlement_revoked,
+        "settled_at": order.settled_at,
+        "updated_at": utcnow(),
+        **{column: None for column in orm.SPLIT_COLUMNS},
+    }
+    if order.split is not None:
+        values.update({_SPLIT[name]: fen for name, fen in order.split.as_fen().items()})
+    if created:
+        values.update(_identity_values(order))
+    return values
+
+
+def _identity_values(order: PaymentOrder) -> dict[str, Any]:
+    """Columns fixed at creation."""
+    return {
+        "order_id": order.order_id,
+        "create_request_id": order.create_request_id,
+        "his_order_no": order.his_order_no,
+        "campus_code": order.campus_code,
+        "scene": order.scene,
+        "dept_code": order.dept_code,
+        "his_patient_id": order.his_patient_id,
+        "masked_cert_no": order.masked_cert_no,
+        "insured": order.insured,
+        "med_type": order.med_type,
+        "total_fen": order.total.fen,
+        "refunded_cash_fen": 0,
+        "created_at": order.created_at,
+    }
+
+
+def _line_values(order_id: str, index: int, line: ChargeLine) -> dict[str, Any]:
+    return {
+        "order_id": order_id,
+        "line_index": index,
+        "line_no": line.line_no,
+        "hospital_code": line.hospital_code,
+        "national_code": line.national_code,
+        "name": line.name,
+        "chrgitm_lv": line.chrgitm_lv,
+        "med_chrgitm_type": line.med_chrgitm_type,
+        "quantity_milli_units": line.quantity_milli_units,
+        "unit_price_fen": line.unit_price.fen,
+        "line_total_fen": line.line_total.fen,
+        "dept_code": line.dept_code,
+        "doctor_code": line.doctor_code,
+    }
+
+
+def _payment_values(payment: Payment) -> dict[str, Any]:
+    return {
+        "payment_id": payment.payment_id,
+        "order_id": payment.order_id,
+        "attempt_no": payment.attempt_no,
+        "channel": payment.channel,
+        "method": payment.method,
+        "amount_fen": payment.amount.fen,
+        "status": payment.status.value,
+        "out_trade_no": payment.out_trade_no,
+        "channel_transaction_id": payment.channel_transaction_id,
+        "code_url": payment.code_url,
+        "created_at": payment.created_at,
+        "expires_at": payment.expires_at,
+        "succeeded_at": payment.succeeded_at,
+        "updated_at": utcnow(),
+    }
+
+
+def _refund_values(refund: Refund) -> dict[str, Any]:
+    return {
+        "refund_id": refund.refund_id,
+        "order_id": refund.order_id,
+        "payment_id": refund.payment_id,
+        "refund_no": refund.refund_no,
+        "kind": refund.kind.value,
+        "cash_fen": refund.cash.fen,
+        "fund_fen": refund.fund.fen,
+        "personal_account_fen": refund.personal_account.fen,
+        "status": refund.status.value,
+        "out_refund_no": refund.out_refund_no,
+        "reason": scrub(refund.reason)[:256],
+        "channel_refund_id": refund.channel_refund_id,
+        "created_at": refund.created_at,
+        "succeeded_at": refund.succeeded_at,
+        "updated_at": utcnow(),
+    }

@@ -1,0 +1,153 @@
+"""The composition root of payment-core: settings → database → channel and insurer clients →
+handlers → servicers and the notify endpoint → ServiceHost. `build()` returns the wired graph, so a
+test can serve it itself and pass a fake channel and a fake insurer."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import grpc
+from medpay.events.v1 import events_pb2, events_pb2_grpc
+from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from services.payment_core.adapters.channels.fake import FakeChannel
+from services.payment_core.adapters.channels.ports import PaymentChannel
+from services.payment_core.adapters.channels.wechatpay import build_wechatpay_channel
+from services.payment_core.adapters.insurance import InsurancePort
+from services.payment_core.adapters.insurance_fake import FakeInsurance
+from services.payment_core.adapters.insurance_grpc import GrpcInsurance
+from services.payment_core.adapters.orm import metadata
+from services.payment_core.config import PaymentCoreSettings
+from services.payment_core.entrypoints.grpc_servicer import PaymentServicer
+from services.payment_core.entrypoints.notify_http import ChannelNotifications, NotifyServer, notify_app
+from services.payment_core.service_layer.dependencies import Dependencies
+from services.payment_core.service_layer.handlers import PaymentOrders
+from services.payment_core.service_layer.recovery import Resumer
+from services.payment_core.service_layer.refunds import Refunds
+from services.payment_core.service_layer.settlement import Settlements
+from services.payment_core.service_layer.unit_of_work import unit_of_work_factory
+from services.runtime.bootstrap import ServiceDatabase, command_line, start_process
+from services.runtime.clock import utcnow
+from services.runtime.grpc_client import open_channel
+from services.runtime.outbox import EventFeedServicer
+from services.runtime.server import ServiceHost, serve
+
+SERVICE_NAME = "payment-core"
+MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
+_SERVICE_NAMES = (
+    payment_pb2.DESCRIPTOR.services_by_name["PaymentService"].full_name,
+    events_pb2.DESCRIPTOR.services_by_name["EventFeedService"].full_name,
+)
+
+
+@dataclass
+class PaymentCore:
+    """The wired service: what `serve()` runs and what tests drive."""
+
+    settings: PaymentCoreSettings
+    database: ServiceDatabase
+    channel: PaymentChannel
+    insurance: InsurancePort
+    orders: PaymentOrders
+    refunds: Refunds
+    settlements: Settlements
+    resumer: Resumer
+    servicer: PaymentServicer
+    event_feed: EventFeedServicer
+    notifications: ChannelNotifications
+    notify_server: NotifyServer
+    # Clients this root opened (not the ones a caller passed in), closed at shutdown.
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def register(self, server: grpc.aio.Server) -> Sequence[str]:
+        payment_pb2_grpc.add_PaymentServiceServicer_to_server(self.servicer, server)
+        events_pb2_grpc.add_EventFeedServiceServicer_to_server(self.event_feed, server)
+        return _SERVICE_NAMES
+
+    def host(self) -> ServiceHost:
+        return ServiceHost(
+            name=SERVICE_NAME,
+            address=self.settings.address(self.settings.payment_core_port),
+            register=self.register,
+            background=[self.database.outbox.run_relay, self.resumer.run],
+            side_servers=[(self.notify_server.start, self.notify_server.stop)],
+            on_shutdown=[self.close],
+            grace_s=self.settings.shutdown_grace_s,
+        )
+
+    async def close(self) -> None:
+        """Let running settlements finish (SETTLING is persisted for the rest), then let go."""
+        await self.settlements.drain(self.settings.shutdown_grace_s)
+        for close in self.closers:
+            await close()
+        await self.database.close()
+
+
+def build(
+    settings: PaymentCoreSettings,
+    *,
+    channel: PaymentChannel | None = None,
+    insurance: InsurancePort | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> PaymentCore:
+    database = ServiceDatabase.open(settings, SERVICE_NAME, metadata, MIGRATIONS)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    channel = channel or _channel(settings, closers)
+    insurance = insurance or _insurance(settings, closers)
+    deps = Dependencies(
+        uow=unit_of_work_factory(database.sessions, database.outbox), channel=channel,
+        insurance=insurance, notify_url=settings.notify_url(),
+        qr_valid_for=_seconds(settings.payment_core_qr_valid_s), clock=clock,
+    )  # fmt: skip
+    refunds = Refunds(deps)
+    settlements = Settlements(deps, refunds)
+    orders = PaymentOrders(deps, settlements)
+    resumer = Resumer(deps, settlements, refunds, interval=_seconds(settings.payment_core_resume_interval_s),
+                      quiet_for=_seconds(settings.payment_core_resume_quiet_s))  # fmt: skip
+    notifications = ChannelNotifications(channel, settlements)
+    bind = settings.payment_core_notify_bind or settings.host
+    return PaymentCore(
+        settings=settings, database=database, channel=channel, insurance=insurance, orders=orders,
+        refunds=refunds, settlements=settlements, resumer=resumer,
+        servicer=PaymentServicer(orders, refunds, database.idempotency),
+        event_feed=EventFeedServicer(database.outbox), notifications=notifications,
+        notify_server=NotifyServer(notify_app(notifications), bind, settings.payment_core_notify_port),
+        closers=closers,
+    )  # fmt: skip
+
+
+def _seconds(value: float) -> timedelta:
+    return timedelta(seconds=value)
+
+
+def _channel(settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]) -> PaymentChannel:
+    if settings.payment_core_channel == "fake":
+        return FakeChannel()
+    wechatpay = build_wechatpay_channel(settings)
+    closers.append(wechatpay.aclose)
+    return wechatpay
+
+
+def _insurance(settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]) -> InsurancePort:
+    if settings.payment_core_insurance == "fake":
+        return FakeInsurance()
+    target = settings.address(settings.insurance_adapter_port)
+    client = GrpcInsurance(open_channel(target), settings.payment_core_insurer_deadline_s)
+    closers.append(client.close)
+    return client
+
+
+async def main() -> None:
+    command = command_line(SERVICE_NAME)
+    settings = PaymentCoreSettings()
+    start_process(SERVICE_NAME, settings)
+    service = build(settings)
+    if command == "migrate" or settings.migrate_on_start:
+        await service.database.migrate()
+    if command == "migrate":
+        await service.close()
+        return
+    await serve(service.host())

@@ -1,0 +1,114 @@
+"""Double-entry ledger, pure. Postings are signed: a debit is positive, a credit negative, so a
+transaction balances when its postings sum to zero. A transaction that does not balance cannot be
+built, so it can never reach storage. Transactions are append-only: a refund posts the reversal of
+the settlement rather than changing it.
+
+Accounts (what the hospital's finance office would call them):
+  asset:channel_clearing:<CHANNEL>    cash held by the channel for the hospital until it settles
+  asset:insurer_fund_receivable       what the insurance fund (统筹基金 and other funds) owes
+  asset:personal_account_receivable   what the insurer owes from the patient's personal account
+  expense:hospital_borne              the hospital's own share of the bill (医院负担)
+  revenue:<scene>                     the bill's total, by scene (outpatient, registration, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.payment_core.domain import keys
+from services.payment_core.domain.model import InsuranceSplit
+from services.runtime.money import Money, total
+
+INSURER_FUND_RECEIVABLE = "asset:insurer_fund_receivable"
+PERSONAL_ACCOUNT_RECEIVABLE = "asset:personal_account_receivable"
+HOSPITAL_BORNE = "expense:hospital_borne"
+
+
+def channel_clearing(channel: str) -> str:
+    return f"asset:channel_clearing:{channel}"
+
+
+def revenue(scene: str) -> str:
+    return f"revenue:{scene.lower()}"
+
+
+class UnbalancedTransaction(ValueError):
+    """Σ postings ≠ 0: refused before anything is stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Posting:
+    account: str
+    # Positive = debit, negative = credit.
+    amount: Money
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerTransaction:
+    transfer_key: str
+    order_id: str
+    kind: str
+    occurred_at: datetime
+    postings: tuple[Posting, ...]
+
+    def __post_init__(self) -> None:
+        if not self.postings:
+            raise UnbalancedTransaction(f"{self.transfer_key}: a transaction needs postings")
+        imbalance = total(p.amount for p in self.postings)
+        if imbalance.fen != 0:
+            raise UnbalancedTransaction(f"{self.transfer_key}: postings sum to {imbalance.fen} fen, not 0")
+
+
+@dataclass(frozen=True, slots=True)
+class SettledBill:
+    """What the settlement entry needs to know about a settled order."""
+
+    order_id: str
+    scene: str
+    channel: str
+    bill_total: Money
+    cash: Money
+    split: InsuranceSplit | None
+
+
+def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTransaction:
+    """Debit where the money comes from (channel cash, insurer fund, personal account, the hospital's
+    own share); credit the bill's revenue. Zero lines are left out."""
+    fund = bill.split.fund_pay_sumamt if bill.split else Money(0)
+    account = bill.split.acct_pay if bill.split else Money(0)
+    hospital = bill.split.hosp_part_amt if bill.split else Money(0)
+    lines = [
+        Posting(channel_clearing(bill.channel), bill.cash),
+        Posting(INSURER_FUND_RECEIVABLE, fund),
+        Posting(PERSONAL_ACCOUNT_RECEIVABLE, account),
+        Posting(HOSPITAL_BORNE, hospital),
+        Posting(revenue(bill.scene), -bill.bill_total),
+    ]
+    return LedgerTransaction(
+        transfer_key=keys.transfer_key(bill.order_id, "settle"),
+        order_id=bill.order_id,
+        kind="SETTLEMENT",
+        occurred_at=occurred_at,
+        postings=tuple(p for p in lines if p.amount.fen != 0),
+    )
+
+
+def reversal_of(original: LedgerTransaction, step: str, occurred_at: datetime) -> LedgerTransaction:
+    """The mirror image of a transaction: every posting with its sign flipped."""
+    return LedgerTransaction(
+        transfer_key=keys.transfer_key(original.order_id, step),
+        order_id=original.order_id,
+        kind="REVERSAL",
+        occurred_at=occurred_at,
+        postings=tuple(Posting(p.account, -p.amount) for p in original.postings),
+    )
+
+
+def balances(postings: Iterable[Posting]) -> dict[str, Money]:
+    """Balance per account (debit positive). The one function every report derives totals from."""
+    result: dict[str, int] = {}
+    for posting in postings:
+        result[posting.account] = result.get(posting.account, 0) + posting.amount.fen
+    return {account: Money(fen) for account, fen in sorted(result.items())}

@@ -1,0 +1,202 @@
+"""Values of the payment order aggregate: statuses, charge lines, the insurer's split, payments and
+refunds. Pure: no grpc, sqlalchemy or opentelemetry. Channel, method and scene travel as the names of
+the contract's enum values without their prefix ("WECHAT_PAY", "NATIVE_QR", "OUTPATIENT")."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from datetime import datetime
+
+from services.runtime.money import Money, total
+
+CHANNEL_NONE = "NONE"
+METHOD_NONE = "UNSPECIFIED"
+
+
+class OrderStatus(enum.Enum):
+    # Intent recorded, pre-settlement with the insurer under way (insured orders only).
+    PRESETTLING = "PRESETTLING"
+    AWAITING_PAYMENT = "AWAITING_PAYMENT"
+    PAYING = "PAYING"
+    # Cash confirmed; the insurer settlement (2207) is the persisted recovery point.
+    SETTLING = "SETTLING"
+    SETTLED = "SETTLED"
+    CLOSED = "CLOSED"
+    REFUNDING = "REFUNDING"
+    REFUNDED = "REFUNDED"
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"
+
+
+class Attention(enum.Enum):
+    """Why an order needs attention; decides who may move it on (the resumer or a person)."""
+
+    PRESETTLE_UNKNOWN = "PRESETTLE_UNKNOWN"
+    # 2207 outcome unknown or the insurer unreachable: the resumer retries with the same request_id.
+    SETTLEMENT_PENDING = "SETTLEMENT_PENDING"
+    SETTLEMENT_MISMATCH = "SETTLEMENT_MISMATCH"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    PAID_AFTER_CLOSE = "PAID_AFTER_CLOSE"
+    DUPLICATE_PAYMENT = "DUPLICATE_PAYMENT"
+    REFUND_UNKNOWN = "REFUND_UNKNOWN"
+    REFUND_REFUSED = "REFUND_REFUSED"
+    REVOKE_UNKNOWN = "REVOKE_UNKNOWN"
+
+
+# An order in one of these may be refunded in full: settled, or holding cash it must give back.
+REFUNDABLE_ATTENTION = frozenset({Attention.PAID_AFTER_CLOSE, Attention.DUPLICATE_PAYMENT})
+
+
+class PaymentStatus(enum.Enum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CLOSED = "CLOSED"
+    UNKNOWN = "UNKNOWN"
+
+
+OPEN_PAYMENT = frozenset({PaymentStatus.PENDING, PaymentStatus.UNKNOWN})
+
+
+class PaymentOutcome(enum.StrEnum):
+    """What applying a channel success did."""
+
+    DUPLICATE = "DUPLICATE"
+    AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
+    SETTLING = "SETTLING"
+    SETTLED = "SETTLED"
+    NEEDS_REFUND = "NEEDS_REFUND"
+
+
+class RefundStatus(enum.Enum):
+    PENDING = "PENDING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    UNKNOWN = "UNKNOWN"
+
+
+class RefundKind(enum.Enum):
+    # Asked for by the hospital (RefundPaymentOrder).
+    REQUESTED = "REQUESTED"
+    # Compensation: the insurer refused the settlement for good, so the cash goes back.
+    COMPENSATION = "COMPENSATION"
+    # Cash an order should not hold (paid after close, paid twice): given back, nothing revoked.
+    EXCESS = "EXCESS"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeLine:
+    """One line of the HIS bill, as carried to the insurer (money in fen)."""
+
+    line_no: str
+    hospital_code: str
+    national_code: str
+    name: str
+    chrgitm_lv: str
+    med_chrgitm_type: str
+    quantity_milli_units: int
+    unit_price: Money
+    line_total: Money
+    dept_code: str
+    doctor_code: str
+
+
+def bill_total(lines: tuple[ChargeLine, ...] | list[ChargeLine]) -> Money:
+    return total(line.line_total for line in lines)
+
+
+@dataclass(frozen=True, slots=True)
+class InsuranceSplit:
+    """The insurer's split of a bill (setlinfo), every amount in fen."""
+
+    medfee_sumamt: Money
+    fulamt_ownpay_amt: Money
+    overlmt_selfpay: Money
+    preselfpay_amt: Money
+    inscp_scp_amt: Money
+    act_pay_dedc: Money
+    hifp_pay: Money
+    fund_pay_sumamt: Money
+    psn_part_amt: Money
+    acct_pay: Money
+    psn_cash_pay: Money
+    hosp_part_amt: Money
+    balc: Money
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(item.name for item in fields(cls))
+
+    @classmethod
+    def from_fen(cls, amounts: dict[str, int]) -> InsuranceSplit:
+        return cls(**{name: Money(amounts.get(name, 0)) for name in cls.field_names()})
+
+    def as_fen(self) -> dict[str, int]:
+        return {name: getattr(self, name).fen for name in self.field_names()}
+
+    def problems(self, bill: Money) -> list[str]:
+        """The identities the split must satisfy against the bill; empty when it adds up."""
+        found = []
+        if self.medfee_sumamt != bill:
+            found.append(f"medfee_sumamt {self.medfee_sumamt.fen} != bill total {bill.fen}")
+        covered = self.fund_pay_sumamt + self.acct_pay + self.psn_cash_pay + self.hosp_part_amt
+        if covered != self.medfee_sumamt:
+            found.append(f"fund + account + cash + hospital {covered.fen} != medfee {self.medfee_sumamt.fen}")
+        if self.psn_part_amt != self.acct_pay + self.psn_cash_pay:
+            found.append("psn_part_amt != acct_pay + psn_cash_pay")
+        if any(getattr(self, name).is_negative() for name in self.field_names()):
+            found.append("negative amount in the split")
+        return found
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelPaymentSeen:
+    """What a channel says happened to one of our payment attempts (notification or query)."""
+
+    out_trade_no: str
+    transaction_id: str
+    amount: Money
+    success_time: datetime
+
+
+@dataclass(slots=True)
+class Payment:
+    """One attempt to collect the cash share on one channel."""
+
+    payment_id: str
+    order_id: str
+    attempt_no: int
+    channel: str
+    method: str
+    amount: Money
+    status: PaymentStatus
+    out_trade_no: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    channel_transaction_id: str = ""
+    code_url: str = ""
+    succeeded_at: datetime | None = None
+    # Maintained by storage (refunded_fen <= amount_fen); read-only in the domain.
+    refunded: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_PAYMENT
+
+
+@dataclass(slots=True)
+class Refund:
+    refund_id: str
+    order_id: str
+    payment_id: str | None
+    refund_no: int
+    kind: RefundKind
+    cash: Money
+    fund: Money
+    personal_account: Money
+    status: RefundStatus
+    out_refund_no: str
+    reason: str
+    created_at: datetime
+    channel_refund_id: str = ""
+    succeeded_at: datetime | None = None

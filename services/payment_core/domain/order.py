@@ -1,0 +1,394 @@
+"""The payment order aggregate (统一支付订单) and its state machine.
+
+Every change of status goes through `_move`, which checks it against `TRANSITIONS`; a refused move
+is a StateConflict. The aggregate decides; the service layer loads it under a row lock, calls one
+method and saves it in the same transaction, so each decision sees the latest committed state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from services.payment_core.domain import keys
+from services.payment_core.domain.model import (
+    CHANNEL_NONE,
+    METHOD_NONE,
+    REFUNDABLE_ATTENTION,
+    Attention,
+    ChannelPaymentSeen,
+    ChargeLine,
+    InsuranceSplit,
+    OrderStatus,
+    Payment,
+    PaymentOutcome,
+    PaymentStatus,
+    Refund,
+    RefundKind,
+    RefundStatus,
+)
+from services.runtime.errors import NotOffered, StateConflict
+from services.runtime.money import Money, total
+
+S = OrderStatus
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    S.PRESETTLING: frozenset({S.AWAITING_PAYMENT, S.NEEDS_ATTENTION}),
+    S.AWAITING_PAYMENT: frozenset({S.PAYING, S.SETTLING, S.CLOSED, S.NEEDS_ATTENTION}),
+    S.PAYING: frozenset({S.PAYING, S.AWAITING_PAYMENT, S.SETTLING, S.SETTLED, S.CLOSED, S.NEEDS_ATTENTION}),
+    S.SETTLING: frozenset({S.SETTLED, S.REFUNDING, S.CLOSED, S.NEEDS_ATTENTION}),
+    S.SETTLED: frozenset({S.REFUNDING, S.NEEDS_ATTENTION}),
+    S.CLOSED: frozenset({S.NEEDS_ATTENTION}),
+    S.REFUNDING: frozenset({S.REFUNDED, S.SETTLED, S.CLOSED, S.SETTLING, S.NEEDS_ATTENTION}),
+    S.REFUNDED: frozenset({S.NEEDS_ATTENTION}),
+    S.NEEDS_ATTENTION: frozenset(set(S) - {S.PRESETTLING}),
+}
+# Escalating retry schedule for a settlement whose outcome is pending (seconds).
+RETRY_DELAYS_S = (15, 30, 60, 120, 300, 600, 1800, 3600)
+
+
+def retry_delay(attempts: int) -> timedelta:
+    return timedelta(seconds=RETRY_DELAYS_S[min(max(attempts, 1), len(RETRY_DELAYS_S)) - 1])
+
+
+@dataclass(slots=True)
+class PaymentOrder:
+    """One HIS bill and everything that moved money for it."""
+
+    order_id: str
+    create_request_id: str
+    his_order_no: str
+    scene: str
+    campus_code: str
+    dept_code: str
+    his_patient_id: str
+    masked_cert_no: str
+    lines: tuple[ChargeLine, ...]
+    insured: bool
+    insutype: str
+    med_type: str
+    status: OrderStatus
+    total: Money
+    cash_due: Money
+    created_at: datetime
+    settlement_id: str = ""
+    split: InsuranceSplit | None = None
+    setl_id: str = ""
+    settled_at: datetime | None = None
+    attention: Attention | None = None
+    attention_reason: str = ""
+    # The status to return to once an attention that does not change the money is resolved.
+    status_before_attention: OrderStatus | None = None
+    settle_attempts: int = 0
+    next_attempt_at: datetime | None = None
+    settlement_revoked: bool = False
+    # Maintained by storage (refunded_cash_fen <= cash_paid_fen); read-only here.
+    refunded_cash: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
+    payments: list[Payment] = field(default_factory=list)
+    refunds: list[Refund] = field(default_factory=list)
+
+    # ---- reading -------------------------------------------------------------------------------
+
+    @property
+    def cash_paid(self) -> Money:
+        return total(p.amount for p in self.payments if p.status is PaymentStatus.SUCCEEDED)
+
+    @property
+    def awaits_settlement(self) -> bool:
+        pending = self.status is S.NEEDS_ATTENTION and self.attention is Attention.SETTLEMENT_PENDING
+        return self.status is S.SETTLING or pending
+
+    @property
+    def settlement_channel(self) -> str:
+        """The channel that collected the cash the settlement counts (NONE for a zero share)."""
+        paid = [p for p in self.payments if p.status is PaymentStatus.SUCCEEDED]
+        return paid[0].channel if paid else CHANNEL_NONE
+
+    def open_payment(self) -> Payment | None:
+        return next((p for p in self.payments if p.is_open), None)
+
+    def payment_by_trade_no(self, out_trade_no: str) -> Payment | None:
+        return next((p for p in self.payments if p.out_trade_no == out_trade_no), None)
+
+    def refund_by_id(self, refund_id: str) -> Refund:
+        return next(r for r in self.refunds if r.refund_id == refund_id)
+
+    # ---- creation and pre-settlement -----------------------------------------------------------
+
+    def accept_presettlement(self, settlement_id: str, split: InsuranceSplit, insutype: str) -> None:
+        """The insurer's split is known: the cash share is what the patient owes."""
+        problems = split.problems(self.total)
+        if problems:
+            raise SplitDoesNotAddUp("the insurer's split does not add up: " + "; ".join(problems))
+        self._move(S.AWAITING_PAYMENT)
+        self.settlement_id, self.split, self.insutype = settlement_id, split, insutype or self.insutype
+        self.cash_due = split.psn_cash_pay
+        self._clear_attention()
+
+    def presettlement_unknown(self, reason: str) -> None:
+        self._flag(Attention.PRESETTLE_UNKNOWN, reason)
+
+    # ---- collecting the cash share -------------------------------------------------------------
+
+    def start_payment(
+        self, payment_id: str, channel: str, method: str, now: datetime, expires_at: datetime
+    ) -> Payment:
+        """A new attempt on a channel; the caller records it before the channel hears of it."""
+        self._require({S.AWAITING_PAYMENT, S.PAYING}, "start a payment")
+        if self.open_payment() is not None:
+            raise StateConflict(f"order {self.order_id} already has a payment in progress")
+        if self.cash_due.fen <= 0:
+            raise StateConflict(f"order {self.order_id} has no cash share: pay with CHANNEL_NONE")
+        payment = self._new_payment(payment_id, channel, method, self.cash_due, now)
+        payment.expires_at = expires_at
+        self._move(S.PAYING)
+        return payment
+
+    def settle_without_cash(self, payment_id: str, now: datetime) -> Payment:
+        """Insurer and personal account cover the bill: record a zero payment and settle."""
+        self._require({S.AWAITING_PAYMENT}, "settle without cash")
+        if self.cash_due.fen != 0:
+            raise StateConflict(f"order {self.order_id} owes {self.cash_due.fen} fen in cash")
+        payment = self._new_payment(payment_id, CHANNEL_NONE, METHOD_NONE, Money(0), now)
+        payment.status, payment.succeeded_at = PaymentStatus.SUCCEEDED, now
+        self._after_cash_collected(now)
+        return payment
+
+    def payment_placed(self, payment: Payment, code_url: str) -> None:
+        payment.status, payment.code_url = PaymentStatus.PENDING, code_url
+
+    def payment_unknown(self, payment: Payment) -> None:
+        payment.status = PaymentStatus.UNKNOWN
+
+    def payment_ended(self, payment: Payment, status: PaymentStatus) -> None:
+        """The channel refused or closed an attempt: no money moved; the order waits again."""
+        if not payment.is_open:
+            return
+        payment.status = status
+        if self.status is S.PAYING and self.open_payment() is None:
+            self._move(S.AWAITING_PAYMENT)
+
+    def record_channel_success(self, seen: ChannelPaymentSeen, now: datetime) -> PaymentOutcome:
+        """Apply a channel's word that an attempt was paid. Idempotent: a repeat changes nothing.
+        A different amount is never applied; money on a closed or paid order is kept and flagged."""
+        payment = self.payment_by_trade_no(seen.out_trade_no)
+        if payment is None:
+            raise StateConflict(f"no payment {seen.out_trade_no} on order {self.order_id}")
+        if payment.status is PaymentStatus.SUCCEEDED:
+            return PaymentOutcome.DUPLICATE
+        if seen.amount != payment.amount:
+            payment.status = PaymentStatus.UNKNOWN
+            self._flag(Attention.AMOUNT_MISMATCH, _mismatch(seen, payment))
+            return PaymentOutcome.AMOUNT_MISMATCH
+        payment.status, payment.succeeded_at = PaymentStatus.SUCCEEDED, seen.success_time
+        payment.channel_transaction_id = seen.transaction_id
+        if self.status in (S.AWAITING_PAYMENT, S.PAYING):
+            return self._after_cash_collected(now)
+        late = Attention.PAID_AFTER_CLOSE if self.status is S.CLOSED else Attention.DUPLICATE_PAYMENT
+        self._flag(late, f"{payment.out_trade_no} paid {payment.amount.fen} fen; refund it")
+        return PaymentOutcome.NEEDS_REFUND
+
+    # ---- settlement ----------------------------------------------------------------------------
+
+    def settlement_confirmed(self, setl_id: str, split: InsuranceSplit | None, now: datetime) -> bool:
+        """The insurer settled (2207). False (and flagged) when its final split contradicts the
+        cash already collected: that is for a person to decide, never guessed."""
+        if not self.awaits_settlement:
+            raise StateConflict(f"order {self.order_id} is not waiting for a settlement")
+        final = split or self.split
+        net_cash = self.cash_paid - self.refunded_cash
+        if final is not None and (final.psn_cash_pay != net_cash or final.problems(self.total)):
+            self._flag(
+                Attention.SETTLEMENT_MISMATCH, f"settlement {setl_id} split differs from the cash paid"
+            )
+            return False
+        self.split, self.setl_id = final, setl_id
+        self._settle(now)
+        return True
+
+    def settlement_pending(self, reason: str, now: datetime) -> None:
+        """Outcome unknown or insurer unreachable: keep the order for the resumer, with backoff."""
+        self._flag(Attention.SETTLEMENT_PENDING, reason)
+        self.settle_attempts += 1
+        self.next_attempt_at = now + retry_delay(self.settle_attempts)
+
+    def settlement_refused(self, refund_id: str, reason: str, now: datetime) -> Refund | None:
+        """The insurer refused 2207 for good: compensate by giving the cash back."""
+        if not self.awaits_settlement:
+            raise StateConflict(f"order {self.order_id} is not waiting for a settlement")
+        self._clear_attention()
+        self.attention_reason = f"insurer refused the settlement: {reason}"
+        payment = self._refundable_payment()
+        if payment is None or payment.amount == payment.refunded:
+            self._move(S.CLOSED)
+            return None
+        refund = self._new_refund(refund_id, payment, RefundKind.COMPENSATION, reason, now)
+        self._move(S.REFUNDING)
+        return refund
+
+    # ---- closing -------------------------------------------------------------------------------
+
+    def ensure_closable(self) -> None:
+        self._require({S.AWAITING_PAYMENT, S.PAYING}, "close")
+
+    def close(self) -> None:
+        """Close an unpaid order; the caller has closed its channel attempts already."""
+        self.ensure_closable()
+        for payment in self.payments:
+            if payment.is_open:
+                payment.status = PaymentStatus.CLOSED
+        self._move(S.CLOSED)
+
+    # ---- refunds -------------------------------------------------------------------------------
+
+    def begin_refund(self, refund_id: str, requested: Money, reason: str, now: datetime) -> Refund:
+        """Full refund of a settled order, or return of cash an order should not hold."""
+        excess = self.status is S.NEEDS_ATTENTION and self.attention in REFUNDABLE_ATTENTION
+        if self.status is not S.SETTLED and not excess:
+            raise StateConflict(f"order {self.order_id} is {self.status.value}: nothing to refund")
+        payment = self._refundable_payment()
+        refundable = payment.amount - payment.refunded if payment else Money(0)
+        if requested.fen not in (0, refundable.fen):
+            raise NotOffered("partial refunds are not offered in this release; send cash_fen = 0")
+        kind = RefundKind.EXCESS if excess else RefundKind.REQUESTED
+        refund = self._new_refund(refund_id, payment, kind, reason, now)
+        self._move(S.REFUNDING)
+        return refund
+
+    def settlement_revoked_for(self, refund: Refund) -> None:
+        refund.fund = self.split.fund_pay_sumamt if self.split else Money(0)
+        refund.personal_account = self.split.acct_pay if self.split else Money(0)
+        self.settlement_revoked = True
+
+    def refund_succeeded(self, refund: Refund, channel_refund_id: str, now: datetime) -> bool:
+        """True when this call completed the refund (False for a repeat)."""
+        if refund.status is RefundStatus.SUCCEEDED:
+            return False
+        refund.status, refund.succeeded_at = RefundStatus.SUCCEEDED, now
+        refund.channel_refund_id = channel_refund_id or refund.channel_refund_id
+        if refund.kind is RefundKind.EXCESS:
+            self._restore()
+            return True
+        # A compensation keeps its reason on the order: finance must see why cash went back.
+        reason = self.attention_reason if refund.kind is RefundKind.COMPENSATION else ""
+        self._clear_attention()
+        self.attention_reason = reason
+        self._move(S.REFUNDED)
+        return True
+
+    def refund_failed(self, refund: Refund, reason: str) -> None:
+        """The channel (or the insurer) will not do it; storage releases the amount. Only a plain
+        requested refund with nothing revoked goes back to SETTLED; anything else is for a person."""
+        refund.status = RefundStatus.FAILED
+        if refund.kind is RefundKind.REQUESTED and not self.settlement_revoked:
+            self._clear_attention()
+            self._move(S.SETTLED)
+            return
+        self._flag(Attention.REFUND_REFUSED, f"refund {refund.out_refund_no} refused: {reason}")
+
+    def refund_unknown(self, refund: Refund, reason: str) -> None:
+        refund.status = RefundStatus.UNKNOWN
+        self._flag(Attention.REFUND_UNKNOWN, f"refund {refund.out_refund_no}: {reason}")
+
+    def revoke_unknown(self, reason: str) -> None:
+        self._flag(Attention.REVOKE_UNKNOWN, reason)
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _after_cash_collected(self, now: datetime) -> PaymentOutcome:
+        if self.insured:
+            self._move(S.SETTLING)
+            return PaymentOutcome.SETTLING
+        self._settle(now)
+        return PaymentOutcome.SETTLED
+
+    def _settle(self, now: datetime) -> None:
+        self._move(S.SETTLED)
+        self.settled_at, self.next_attempt_at = now, None
+        self._clear_attention()
+
+    def _refundable_payment(self) -> Payment | None:
+        paid = [p for p in self.payments if p.status is PaymentStatus.SUCCEEDED and p.amount > p.refunded]
+        if paid:
+            return paid[-1]
+        return next((p for p in self.payments if p.status is PaymentStatus.SUCCEEDED), None)
+
+    def _new_payment(
+        self, payment_id: str, channel: str, method: str, amount: Money, now: datetime
+    ) -> Payment:
+        attempt_no = len(self.payments) + 1
+        payment = Payment(
+            payment_id=payment_id,
+            order_id=self.order_id,
+            attempt_no=attempt_no,
+            channel=channel,
+            method=method,
+            amount=amount,
+            status=PaymentStatus.PENDING,
+            out_trade_no=keys.out_trade_no(self.order_id, attempt_no),
+            created_at=now,
+        )
+        self.payments.append(payment)
+        return payment
+
+    def _new_refund(
+        self, refund_id: str, payment: Payment | None, kind: RefundKind, reason: str, now: datetime
+    ) -> Refund:
+        refund_no = len(self.refunds) + 1
+        cash = payment.amount - payment.refunded if payment else Money(0)
+        refund = Refund(
+            refund_id=refund_id,
+            order_id=self.order_id,
+            payment_id=payment.payment_id if payment else None,
+            refund_no=refund_no,
+            kind=kind,
+            cash=cash,
+            fund=Money(0),
+            personal_account=Money(0),
+            status=RefundStatus.PENDING,
+            out_refund_no=keys.out_refund_no(self.order_id, refund_no),
+            reason=reason,
+            created_at=now,
+        )
+        self.refunds.append(refund)
+        return refund
+
+    def _flag(self, attention: Attention, reason: str) -> None:
+        # Keep the first status left behind: an excess refund must return the order to it.
+        if self.status is not S.NEEDS_ATTENTION and self.status_before_attention is None:
+            self.status_before_attention = self.status
+        self._move(S.NEEDS_ATTENTION)
+        self.attention, self.attention_reason = attention, reason
+
+    def _restore(self) -> None:
+        """Back to where the order was before an excess payment was flagged (now refunded)."""
+        self._move(self.status_before_attention or S.CLOSED)
+        self._clear_attention()
+
+    def _clear_attention(self) -> None:
+        self.attention, self.attention_reason, self.status_before_attention = None, "", None
+
+    def _require(self, allowed: set[OrderStatus], action: str) -> None:
+        if self.status not in allowed:
+            raise StateConflict(
+                f"cannot {action}: order {self.order_id} is {self.status.value}",
+                {"order_id": self.order_id, "status": self.status.value},
+            )
+
+    def _move(self, target: OrderStatus) -> None:
+        if target is not self.status and target not in TRANSITIONS[self.status]:
+            raise StateConflict(
+                f"order {self.order_id} cannot go from {self.status.value} to {target.value}",
+                {"order_id": self.order_id, "status": self.status.value},
+            )
+        self.status = target
+
+
+class SplitDoesNotAddUp(StateConflict):
+    """The insurer's split contradicts the bill; the pre-settlement must not be used."""
+
+
+def _mismatch(seen: ChannelPaymentSeen, payment: Payment) -> str:
+    return (
+        f"channel reports {seen.amount.fen} fen for {payment.out_trade_no}, "
+        f"payment is {payment.amount.fen} fen; not applied"
+    )

@@ -1,0 +1,105 @@
+"""medpay.payment.v1.PaymentService: proto -> command -> handler -> proto, nothing else. Errors are
+raised as services.runtime.errors and mapped to rich statuses by the runtime interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+from grpc_status import rpc_status
+from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
+
+from services.payment_core.entrypoints import mapping, requests
+from services.payment_core.service_layer.handlers import PaymentOrders
+from services.payment_core.service_layer.refunds import Refunds
+from services.runtime.errors import MedPayError, NotOffered
+from services.runtime.idempotency import IdempotencyStore, idempotent
+from services.runtime.interceptors import to_status
+from services.runtime.pagination import encode_page_token
+
+
+class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
+    def __init__(self, orders: PaymentOrders, refunds: Refunds, idempotency: IdempotencyStore) -> None:
+        self._orders = orders
+        self._refunds = refunds
+        self.idempotency = idempotency
+
+    @idempotent(payment_pb2.CreatePaymentOrderResponse)
+    async def CreatePaymentOrder(
+        self, request: payment_pb2.CreatePaymentOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.CreatePaymentOrderResponse:
+        """Create the order for one HIS bill; insured bills come back pre-settled with their split."""
+        order = await self._orders.create(requests.create_order(request))
+        return payment_pb2.CreatePaymentOrderResponse(order=mapping.order_to_proto(order))
+
+    @idempotent(payment_pb2.PayPaymentOrderResponse)
+    async def PayPaymentOrder(
+        self, request: payment_pb2.PayPaymentOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.PayPaymentOrderResponse:
+        """Start collecting the cash share (WeChat Pay QR), or settle at once when it is zero."""
+        order, payment = await self._orders.pay(requests.pay_order(request))
+        return payment_pb2.PayPaymentOrderResponse(
+            order=mapping.order_to_proto(order), payment=mapping.payment_to_proto(payment)
+        )
+
+    async def GetPaymentOrder(
+        self, request: payment_pb2.GetPaymentOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.GetPaymentOrderResponse:
+        order = await self._orders.get(requests.order_id(request))
+        return payment_pb2.GetPaymentOrderResponse(order=mapping.order_to_proto(order))
+
+    async def ListPaymentOrders(
+        self, request: payment_pb2.ListPaymentOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ListPaymentOrdersResponse:
+        orders, cursor = await self._orders.listing(requests.list_orders(request))
+        return payment_pb2.ListPaymentOrdersResponse(
+            orders=[mapping.order_to_proto(order) for order in orders],
+            next_page_token=encode_page_token(cursor) if cursor else "",
+        )
+
+    @idempotent(payment_pb2.ClosePaymentOrderResponse)
+    async def ClosePaymentOrder(
+        self, request: payment_pb2.ClosePaymentOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ClosePaymentOrderResponse:
+        """Close an unpaid order: channel attempts closed, pre-settlement undone."""
+        order = await self._orders.close(requests.close_order(request))
+        return payment_pb2.ClosePaymentOrderResponse(order=mapping.order_to_proto(order))
+
+    @idempotent(payment_pb2.RefundPaymentOrderResponse)
+    async def RefundPaymentOrder(
+        self, request: payment_pb2.RefundPaymentOrderRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.RefundPaymentOrderResponse:
+        """Full refund: revoke the insurer settlement (2208), then return the cash through the channel."""
+        order, refund = await self._refunds.refund(requests.refund_order(request))
+        return payment_pb2.RefundPaymentOrderResponse(
+            order=mapping.order_to_proto(order), refund=mapping.refund_to_proto(refund)
+        )
+
+    async def ExportTransactions(
+        self, request: payment_pb2.ExportTransactionsRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ExportTransactionsResponse:
+        """The business day's payments and refunds, with the insurance side, for reconciliation."""
+        movements, cursor = await self._orders.export(requests.export_transactions(request))
+        return payment_pb2.ExportTransactionsResponse(
+            transactions=[mapping.movement_to_proto(movement) for movement in movements],
+            next_page_token=encode_page_token(cursor) if cursor else "",
+        )
+
+    async def WatchPaymentOrder(
+        self, request: payment_pb2.WatchPaymentOrderRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[payment_pb2.WatchPaymentOrderResponse]:
+        # The runtime interceptor maps errors of unary calls only; a stream aborts with the same
+        # rich status here, built by the runtime's own to_status.
+        await _abort(context, NotOffered("WatchPaymentOrder is not offered in this release"))
+        return
+        yield  # an async generator, as the OpenTelemetry stream interceptor requires
+
+    async def TopUpDeposit(
+        self, request: payment_pb2.TopUpDepositRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.TopUpDepositResponse:
+        raise NotOffered("inpatient deposits are not offered in this release")
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: MedPayError) -> None:
+    status = rpc_status.to_status(to_status(error))
+    await context.abort(status.code, status.details, status.trailing_metadata)

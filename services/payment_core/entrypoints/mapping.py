@@ -1,0 +1,101 @@
+"""Domain -> proto (to_proto). The patient appears only as the HIS id and the masked certificate."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from google.protobuf.timestamp_pb2 import Timestamp
+from medpay.common.v1 import common_pb2
+from medpay.payment.v1 import payment_pb2
+
+from services.payment_core.adapters.queries import PAYMENT, MoneyMovement
+from services.payment_core.domain.model import ChargeLine, InsuranceSplit, OrderStatus, Payment, Refund
+from services.payment_core.domain.order import PaymentOrder
+
+# PRESETTLING has no value in the contract: the order exists but its split is not known yet.
+_PRESETTLING_NOTE = "pre-settlement with the insurer in progress"
+
+
+def _stamp(moment: datetime | None) -> Timestamp | None:
+    if moment is None:
+        return None
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def order_status(status: OrderStatus) -> int:
+    if status is OrderStatus.PRESETTLING:
+        return int(payment_pb2.ORDER_STATUS_UNSPECIFIED)
+    return int(payment_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}"))
+
+
+def order_to_proto(order: PaymentOrder) -> payment_pb2.PaymentOrder:
+    presettling = order.status is OrderStatus.PRESETTLING
+    return payment_pb2.PaymentOrder(
+        order_id=order.order_id, his_order_no=order.his_order_no,
+        scene=payment_pb2.Scene.Value(f"SCENE_{order.scene}"), status=order_status(order.status),
+        campus_code=order.campus_code, dept_code=order.dept_code,
+        patient=common_pb2.Patient(his_patient_id=order.his_patient_id, masked_cert_no=order.masked_cert_no),
+        items=[_item(line) for line in order.lines], total_fen=order.total.fen, insured=order.insured,
+        insutype=order.insutype, med_type=order.med_type, split=_breakdown(order.split),
+        cash_due_fen=order.cash_due.fen, cash_paid_fen=order.cash_paid.fen,
+        refunded_cash_fen=order.refunded_cash.fen, payments=[payment_to_proto(p) for p in order.payments],
+        refunds=[refund_to_proto(r) for r in order.refunds], setl_id=order.setl_id,
+        created_at=_stamp(order.created_at), settled_at=_stamp(order.settled_at),
+        attention_reason=_PRESETTLING_NOTE if presettling else order.attention_reason,
+    )  # fmt: skip
+
+
+def payment_to_proto(payment: Payment) -> payment_pb2.Payment:
+    return payment_pb2.Payment(
+        payment_id=payment.payment_id, order_id=payment.order_id,
+        channel=payment_pb2.Channel.Value(f"CHANNEL_{payment.channel}"),
+        method=payment_pb2.PayMethod.Value(f"PAY_METHOD_{payment.method}"), amount_fen=payment.amount.fen,
+        status=payment_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{payment.status.value}"),
+        out_trade_no=payment.out_trade_no, channel_transaction_id=payment.channel_transaction_id,
+        code_url=payment.code_url, refunded_fen=payment.refunded.fen, created_at=_stamp(payment.created_at),
+        succeeded_at=_stamp(payment.succeeded_at),
+    )  # fmt: skip
+
+
+def refund_to_proto(refund: Refund) -> payment_pb2.Refund:
+    return payment_pb2.Refund(
+        refund_id=refund.refund_id, order_id=refund.order_id, payment_id=refund.payment_id or "",
+        cash_fen=refund.cash.fen, fund_fen=refund.fund.fen, personal_account_fen=refund.personal_account.fen,
+        status=payment_pb2.RefundStatus.Value(f"REFUND_STATUS_{refund.status.value}"),
+        out_refund_no=refund.out_refund_no, reason=refund.reason, created_at=_stamp(refund.created_at),
+        succeeded_at=_stamp(refund.succeeded_at),
+    )  # fmt: skip
+
+
+def movement_to_proto(movement: MoneyMovement) -> payment_pb2.Transaction:
+    kind = (
+        payment_pb2.Transaction.KIND_PAYMENT
+        if movement.kind == PAYMENT
+        else payment_pb2.Transaction.KIND_REFUND
+    )
+    return payment_pb2.Transaction(
+        kind=kind, order_id=movement.order_id, payment_id=movement.payment_id, refund_id=movement.refund_id,
+        channel=payment_pb2.Channel.Value(f"CHANNEL_{movement.channel}"), out_trade_no=movement.out_trade_no,
+        out_refund_no=movement.out_refund_no, channel_transaction_id=movement.channel_transaction_id,
+        amount_fen=movement.amount.fen, status=movement.status, occurred_at=_stamp(movement.occurred_at),
+        setl_id=movement.setl_id, insutype=movement.insutype, fund_fen=movement.fund.fen,
+        personal_account_fen=movement.personal_account.fen, medfee_fen=movement.medfee.fen,
+    )  # fmt: skip
+
+
+def _item(line: ChargeLine) -> common_pb2.ChargeItem:
+    return common_pb2.ChargeItem(
+        hospital_code=line.hospital_code, national_code=line.national_code, name=line.name,
+        chrgitm_lv=line.chrgitm_lv, med_chrgitm_type=line.med_chrgitm_type,
+        quantity_milli_units=line.quantity_milli_units, unit_price_fen=line.unit_price.fen,
+        line_total_fen=line.line_total.fen, dept_code=line.dept_code, doctor_code=line.doctor_code,
+        line_no=line.line_no,
+    )  # fmt: skip
+
+
+def _breakdown(split: InsuranceSplit | None) -> common_pb2.SettlementBreakdown | None:
+    if split is None:
+        return None
+    return common_pb2.SettlementBreakdown(**{f"{name}_fen": fen for name, fen in split.as_fen().items()})

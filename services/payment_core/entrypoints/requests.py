@@ -1,0 +1,218 @@
+"""Requests -> commands (from_proto), validated. Every violation names the proto field path, and all
+of them are reported at once; nothing reaches storage before this passes. Descriptions never echo a
+submitted value (it could be a patient identifier)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from google.protobuf.message import Message
+from medpay.common.v1 import common_pb2
+from medpay.payment.v1 import payment_pb2
+
+from services.payment_core.adapters.insurance import Voucher
+from services.payment_core.domain.model import CHANNEL_NONE, ChargeLine, OrderStatus
+from services.payment_core.service_layer import commands
+from services.runtime.errors import NotOffered
+from services.runtime.masking import PatientIdentifier
+from services.runtime.money import Money
+from services.runtime.pagination import decode_page_token
+from services.runtime.validation import Violations
+
+OFFERED_SCENES = frozenset({"REGISTRATION", "OUTPATIENT", "PHARMACY"})
+MAX_ITEMS = 500
+# 100 million yuan: far above any outpatient bill, far below int64 overflow.
+MAX_BILL_FEN = 10_000_000_000
+UNITS = 10_000  # quantity_milli_units per unit (NHSA cnt has four decimals)
+CARD_CERT_TYPE = "03"
+
+
+def _enum_name(enum: object, value: int, prefix: str) -> str | None:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix)  # type: ignore[attr-defined]
+    except ValueError:
+        return None
+
+
+# ---- CreatePaymentOrder -----------------------------------------------------------------------------
+
+
+def _bill_header(found: Violations, request: payment_pb2.CreatePaymentOrderRequest) -> str | None:
+    """The bill's own fields; returns the scene name."""
+    found.require_text(request.his_order_no, "his_order_no")
+    scene = _enum_name(payment_pb2.Scene, request.scene, "SCENE_")
+    found.require(scene not in (None, "UNSPECIFIED"), "scene", "required: one of the Scene values")
+    found.require_text(request.campus_code, "campus_code", 32)
+    found.require_text(request.patient.his_patient_id, "patient.his_patient_id")
+    _max_lengths(found, "", request, {"dept_code": 32, "doctor_code": 32, "doctor_name": 64})
+    return scene
+
+
+def create_order(request: payment_pb2.CreatePaymentOrderRequest) -> commands.CreatePaymentOrder:
+    found = Violations()
+    scene = _bill_header(found, request)
+    insured = request.HasField("insurance")
+    lines = _charge_lines(found, request.items, insured)
+    voucher = _voucher(found, request.patient) if insured else None
+    terms = _insurance_terms(found, request.insurance) if insured else None
+    found.raise_if_any()
+    assert scene is not None
+    if scene not in OFFERED_SCENES:
+        raise NotOffered(f"scene {scene} is not offered in this release")
+    return commands.CreatePaymentOrder(
+        request_id=request.request_id, his_order_no=request.his_order_no.strip(), scene=scene,
+        campus_code=request.campus_code.strip(), dept_code=request.dept_code,
+        his_patient_id=request.patient.his_patient_id,
+        masked_cert_no=voucher.cert_no.masked if voucher else "", lines=lines, voucher=voucher,
+        insurance=terms, doctor_code=request.doctor_code, doctor_name=request.doctor_name,
+    )  # fmt: skip
+
+
+def _charge_lines(
+    found: Violations, items: Sequence[common_pb2.ChargeItem], insured: bool
+) -> tuple[ChargeLine, ...]:
+    found.require(0 < len(items) <= MAX_ITEMS, "items", f"required: 1 to {MAX_ITEMS} charge items")
+    lines = tuple(_charge_line(found, f"items[{i}]", item, i, insured) for i, item in enumerate(items))
+    seen: set[str] = set()
+    for i, line in enumerate(lines):
+        found.require(line.line_no not in seen, f"items[{i}].line_no", "must be unique within the bill")
+        seen.add(line.line_no)
+    bill = sum(max(item.line_total_fen, 0) for item in items)
+    found.require(bill <= MAX_BILL_FEN, "items", f"bill total must not exceed {MAX_BILL_FEN} fen")
+    return lines
+
+
+def _charge_line(
+    found: Violations, at: str, item: common_pb2.ChargeItem, index: int, insured: bool
+) -> ChargeLine:
+    found.require_text(item.hospital_code, f"{at}.hospital_code")
+    if insured:
+        found.require_text(item.national_code, f"{at}.national_code", 64)
+    _max_lengths(found, at, item, {"national_code": 64, "name": 128, "chrgitm_lv": 4, "med_chrgitm_type": 8,
+                                   "dept_code": 32, "doctor_code": 32, "line_no": 32})  # fmt: skip
+    found.require(item.quantity_milli_units > 0, f"{at}.quantity_milli_units", "must be > 0")
+    found.require(item.unit_price_fen >= 0, f"{at}.unit_price_fen", "must be >= 0")
+    found.require(0 < item.line_total_fen <= MAX_BILL_FEN, f"{at}.line_total_fen", "must be > 0")
+    if item.unit_price_fen > 0 and item.quantity_milli_units > 0 and item.line_total_fen > 0:
+        found.require(
+            _adds_up(item), f"{at}.line_total_fen", "must equal quantity x unit price, rounded to the fen"
+        )
+    return ChargeLine(
+        line_no=item.line_no or str(index + 1), hospital_code=item.hospital_code,
+        national_code=item.national_code, name=item.name, chrgitm_lv=item.chrgitm_lv,
+        med_chrgitm_type=item.med_chrgitm_type, quantity_milli_units=item.quantity_milli_units,
+        unit_price=Money(item.unit_price_fen), line_total=Money(item.line_total_fen),
+        dept_code=item.dept_code, doctor_code=item.doctor_code,
+    )  # fmt: skip
+
+
+def _adds_up(item: common_pb2.ChargeItem) -> bool:
+    """Line total vs quantity x unit price, in 1/10000 fen: half a fen for the final rounding plus
+    half a fen per unit, since the HIS rounded the unit price to the fen before sending it."""
+    gap = abs(item.line_total_fen * UNITS - item.quantity_milli_units * item.unit_price_fen)
+    return bool(gap <= UNITS // 2 + item.quantity_milli_units // 2)
+
+
+def _max_lengths(found: Violations, at: str, message: Message, limits: dict[str, int]) -> None:
+    for name, limit in limits.items():
+        path = f"{at}.{name}" if at else name
+        found.require(len(getattr(message, name)) <= limit, path, f"at most {limit} chars")
+
+
+def _voucher(found: Violations, patient: common_pb2.Patient) -> Voucher | None:
+    at = "patient.voucher"
+    if not patient.HasField("voucher"):
+        found.add(at, "required for an insured order")
+        return None
+    voucher = patient.voucher
+    found.require_text(voucher.mdtrt_cert_type, f"{at}.mdtrt_cert_type", 3)
+    found.require_text(voucher.mdtrt_cert_no, f"{at}.mdtrt_cert_no", 64)
+    if voucher.mdtrt_cert_type == CARD_CERT_TYPE:
+        found.require_text(voucher.card_sn, f"{at}.card_sn", 64)
+    _max_lengths(found, at, voucher, {"card_sn": 64, "psn_cert_type": 3, "psn_name": 64})
+    return Voucher(
+        cert_type=voucher.mdtrt_cert_type,
+        cert_no=PatientIdentifier(voucher.mdtrt_cert_no),
+        card_sn=PatientIdentifier(voucher.card_sn),
+        psn_cert_type=voucher.psn_cert_type or "01",
+        psn_name=PatientIdentifier(voucher.psn_name, kind="name"),
+    )
+
+
+def _insurance_terms(found: Violations, insurance: payment_pb2.InsuranceRequest) -> commands.InsuranceTerms:
+    found.require_text(insurance.med_type, "insurance.med_type", 8)
+    _max_lengths(found, "insurance", insurance,
+                 {"insutype": 8, "insuplc_admdvs": 12, "dise_codg": 32, "dise_name": 128})  # fmt: skip
+    return commands.InsuranceTerms(
+        insutype=insurance.insutype, med_type=insurance.med_type,
+        use_personal_account=insurance.use_personal_account, insuplc_admdvs=insurance.insuplc_admdvs,
+        dise_codg=insurance.dise_codg, dise_name=insurance.dise_name,
+    )  # fmt: skip
+
+
+# ---- the other RPCs ---------------------------------------------------------------------------------
+
+
+def pay_order(request: payment_pb2.PayPaymentOrderRequest) -> commands.PayPaymentOrder:
+    found = Violations()
+    found.require_text(request.order_id, "order_id", 40)
+    channel = _enum_name(payment_pb2.Channel, request.channel, "CHANNEL_")
+    found.require(channel not in (None, "UNSPECIFIED"), "channel", "required: one of the Channel values")
+    method = _enum_name(payment_pb2.PayMethod, request.method, "PAY_METHOD_")
+    needs_method = channel != CHANNEL_NONE
+    found.require(method is not None and (method != "UNSPECIFIED" or not needs_method), "method", "required")
+    found.require(len(request.description) <= 127, "description", "at most 127 chars")
+    found.raise_if_any()
+    return commands.PayPaymentOrder(
+        request.request_id, request.order_id, str(channel), str(method), request.description.strip()
+    )
+
+
+def close_order(request: payment_pb2.ClosePaymentOrderRequest) -> commands.ClosePaymentOrder:
+    found = Violations()
+    found.require_text(request.order_id, "order_id", 40)
+    found.require(len(request.reason) <= 256, "reason", "at most 256 chars")
+    found.raise_if_any()
+    return commands.ClosePaymentOrder(
+        request.request_id, request.order_id, request.reason or "closed by the HIS"
+    )
+
+
+def refund_order(request: payment_pb2.RefundPaymentOrderRequest) -> commands.RefundPaymentOrder:
+    found = Violations()
+    found.require_text(request.order_id, "order_id", 40)
+    found.require(request.cash_fen >= 0, "cash_fen", "must be >= 0 (0 = refund in full)")
+    found.require_text(request.reason, "reason", 256)
+    found.raise_if_any()
+    return commands.RefundPaymentOrder(
+        request.request_id, request.order_id, Money(request.cash_fen), request.reason
+    )
+
+
+def order_id(request: payment_pb2.GetPaymentOrderRequest) -> str:
+    found = Violations()
+    found.require_text(request.order_id, "order_id", 40)
+    found.raise_if_any()
+    return str(request.order_id)
+
+
+def list_orders(request: payment_pb2.ListPaymentOrdersRequest) -> commands.ListPaymentOrders:
+    found = Violations()
+    page_size = found.page_size(request.page_size, default=50, maximum=500)
+    status = _enum_name(payment_pb2.OrderStatus, request.status, "ORDER_STATUS_")
+    found.require(status is not None, "status", "not an OrderStatus value")
+    day = found.business_date(request.business_date) if request.business_date else None
+    found.require(len(request.his_patient_id) <= 64, "his_patient_id", "at most 64 chars")
+    found.raise_if_any()
+    wanted = OrderStatus(status).value if status and status != "UNSPECIFIED" else None
+    cursor = decode_page_token(request.page_token)
+    return commands.ListPaymentOrders(page_size, cursor, wanted, day, request.his_patient_id)
+
+
+def export_transactions(request: payment_pb2.ExportTransactionsRequest) -> commands.ExportTransactions:
+    found = Violations()
+    day = found.business_date(request.business_date)
+    page_size = found.page_size(request.page_size, default=500, maximum=1000)
+    found.raise_if_any()
+    assert day is not None
+    return commands.ExportTransactions(day, page_size, decode_page_token(request.page_token))

@@ -1,0 +1,79 @@
+"""What the entrypoints ask of the service layer: validated, typed, free of protobuf."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from services.payment_core.adapters.insurance import Voucher
+from services.payment_core.domain.model import ChargeLine
+from services.runtime.money import Money
+
+
+@dataclass(frozen=True, slots=True)
+class InsuranceTerms:
+    insutype: str
+    med_type: str
+    use_personal_account: bool
+    insuplc_admdvs: str
+    dise_codg: str
+    dise_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class CreatePaymentOrder:
+    request_id: str
+    his_order_no: str
+    scene: str
+    campus_code: str
+    dept_code: str
+    his_patient_id: str
+    masked_cert_no: str
+    lines: tuple[ChargeLine, ...]
+    # Both present for an insured order, both None for self-pay.
+    voucher: Voucher | None
+    insurance: InsuranceTerms | None
+    doctor_code: str
+    doctor_name: str
+
+
+@dataclass(frozen=True, slots=True)
+class PayPaymentOrder:
+    request_id: str
+    order_id: str
+    channel: str
+    method: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePaymentOrder:
+    request_id: str
+    order_id: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPaymentOrder:
+    request_id: str
+    order_id: str
+    # Zero = everything still refundable.
+    cash: Money
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ListPaymentOrders:
+    page_size: int
+    cursor: dict[str, Any] | None
+    status: str | None
+    business_date: date | None
+    his_patient_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ExportTransactions:
+    business_date: date
+    page_size: int
+    cursor: dict[str, Any] | None

@@ -1,0 +1,83 @@
+"""The double-entry ledger of payment-core, without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from services.payment_core.domain import ledger
+from services.payment_core.domain.model import InsuranceSplit
+from services.runtime.money import Money
+
+NOW = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
+
+
+def bill(cash: int, total: int, split: InsuranceSplit | None = None) -> ledger.SettledBill:
+    return ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(total), Money(cash), split)
+
+
+def insured_split(fund: int, account: int, cash: int, hospital: int = 0) -> InsuranceSplit:
+    total = fund + account + cash + hospital
+    return InsuranceSplit.from_fen({
+        "medfee_sumamt": total, "fund_pay_sumamt": fund, "hifp_pay": fund, "acct_pay": account,
+        "psn_cash_pay": cash, "psn_part_amt": account + cash, "hosp_part_amt": hospital,
+    })  # fmt: skip
+
+
+def test_a_self_pay_settlement_debits_the_channel_and_credits_revenue() -> None:
+    entry = ledger.settlement_transaction(bill(12_500, 12_500), NOW)
+    assert entry.transfer_key == "ord_1:settle"
+    assert ledger.balances(entry.postings) == {
+        "asset:channel_clearing:WECHAT_PAY": Money(12_500),
+        "revenue:outpatient": Money(-12_500),
+    }
+
+
+def test_an_insured_settlement_debits_every_payer_of_the_bill() -> None:
+    entry = ledger.settlement_transaction(bill(1_750, 13_000, insured_split(8_750, 2_000, 1_750, 500)), NOW)
+    assert ledger.balances(entry.postings) == {
+        ledger.channel_clearing("WECHAT_PAY"): Money(1_750),
+        ledger.HOSPITAL_BORNE: Money(500),
+        ledger.INSURER_FUND_RECEIVABLE: Money(8_750),
+        ledger.PERSONAL_ACCOUNT_RECEIVABLE: Money(2_000),
+        "revenue:outpatient": Money(-13_000),
+    }
+
+
+def test_zero_lines_are_left_out() -> None:
+    entry = ledger.settlement_transaction(bill(0, 10_000, insured_split(10_000, 0, 0)), NOW)
+    assert {p.account for p in entry.postings} == {ledger.INSURER_FUND_RECEIVABLE, "revenue:outpatient"}
+
+
+def test_an_unbalanced_transaction_cannot_be_built() -> None:
+    with pytest.raises(ledger.UnbalancedTransaction):
+        ledger.settlement_transaction(bill(12_000, 12_500), NOW)
+    with pytest.raises(ledger.UnbalancedTransaction):
+        ledger.LedgerTransaction("k", "ord_1", "SETTLEMENT", NOW, ())
+
+
+def test_a_reversal_mirrors_the_entry_and_nets_every_account_to_zero() -> None:
+    entry = ledger.settlement_transaction(bill(1_750, 12_500, insured_split(8_750, 2_000, 1_750)), NOW)
+    reversal = ledger.reversal_of(entry, "refund-R1", NOW)
+    assert reversal.transfer_key == "ord_1:refund-R1" and reversal.kind == "REVERSAL"
+    assert all(amount == Money(0) for amount in ledger.balances(entry.postings + reversal.postings).values())
+
+
+@given(
+    fund=st.integers(0, 10**9), account=st.integers(0, 10**9),
+    cash=st.integers(0, 10**9), hospital=st.integers(0, 10**6),
+)  # fmt: skip
+def test_any_split_that_adds_up_posts_a_balanced_entry(
+    fund: int, account: int, cash: int, hospital: int
+) -> None:
+    total = fund + account + cash + hospital
+    if total == 0:
+        return
+    entry = ledger.settlement_transaction(
+        bill(cash, total, insured_split(fund, account, cash, hospital)), NOW
+    )
+    assert sum(p.amount.fen for p in entry.postings) == 0
+    assert all(p.amount.fen != 0 for p in entry.postings)

@@ -1,0 +1,278 @@
+"""The payment order state machine (payment-core domain), without I/O."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.payment_core.domain import keys
+from services.payment_core.domain.model import (
+    Attention,
+    ChannelPaymentSeen,
+    ChargeLine,
+    InsuranceSplit,
+    OrderStatus,
+    PaymentOutcome,
+    PaymentStatus,
+    RefundKind,
+    RefundStatus,
+)
+from services.payment_core.domain.order import TRANSITIONS, PaymentOrder, SplitDoesNotAddUp
+from services.runtime.errors import NotOffered, StateConflict
+from services.runtime.money import Money
+
+NOW = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
+ORDER_ID = "ord_0123456789abcdef01234567"
+
+
+def line(total_fen: int = 12_500, grade: str = "01") -> ChargeLine:
+    return ChargeLine("1", "ZC0001", "110200001010000", "普通门诊诊查费", grade, "02", 10_000,
+                      Money(total_fen), Money(total_fen), "0301", "D0301")  # fmt: skip
+
+
+def make_order(insured: bool = False, total_fen: int = 12_500) -> PaymentOrder:
+    return PaymentOrder(
+        order_id=ORDER_ID, create_request_id="req-1", his_order_no="MZ0001", scene="OUTPATIENT",
+        campus_code="FZ900", dept_code="0301", his_patient_id="P001", masked_cert_no="3501**********1234",
+        lines=(line(total_fen),), insured=insured, insutype="310" if insured else "", med_type="11",
+        status=OrderStatus.PRESETTLING if insured else OrderStatus.AWAITING_PAYMENT,
+        total=Money(total_fen), cash_due=Money(0) if insured else Money(total_fen), created_at=NOW,
+    )  # fmt: skip
+
+
+def split(total: int = 12_500, fund: int = 8_750, account: int = 2_000) -> InsuranceSplit:
+    cash = total - fund - account
+    return InsuranceSplit.from_fen({
+        "medfee_sumamt": total, "inscp_scp_amt": total, "hifp_pay": fund, "fund_pay_sumamt": fund,
+        "psn_part_amt": account + cash, "acct_pay": account, "psn_cash_pay": cash,
+    })  # fmt: skip
+
+
+def paying(order: PaymentOrder) -> ChannelPaymentSeen:
+    payment = order.start_payment("pay_1", "WECHAT_PAY", "NATIVE_QR", NOW, NOW + timedelta(minutes=15))
+    order.payment_placed(payment, "weixin://wxpay/bizpayurl?pr=1")
+    return ChannelPaymentSeen(payment.out_trade_no, "4200001", payment.amount, NOW + timedelta(minutes=1))
+
+
+def settled_self_pay() -> PaymentOrder:
+    order = make_order()
+    order.record_channel_success(paying(order), NOW)
+    return order
+
+
+def insured_awaiting(cash_share: bool = True) -> PaymentOrder:
+    order = make_order(insured=True)
+    order.accept_presettlement("stl-1", split() if cash_share else split(fund=10_500, account=2_000), "310")
+    return order
+
+
+# ---- self-pay ---------------------------------------------------------------------------------------
+
+
+def test_a_self_pay_order_owes_its_total_and_settles_on_the_channel_success() -> None:
+    order = make_order()
+    seen = paying(order)
+    assert order.status is OrderStatus.PAYING
+    assert seen.out_trade_no == f"{ORDER_ID}_01" and len(seen.out_trade_no) <= 32
+
+    assert order.record_channel_success(seen, NOW) is PaymentOutcome.SETTLED
+
+    assert order.status is OrderStatus.SETTLED
+    assert order.cash_paid == Money(12_500) and order.settled_at == NOW
+    assert order.payments[0].channel_transaction_id == "4200001"
+
+
+def test_a_repeated_channel_success_changes_nothing() -> None:
+    order = make_order()
+    seen = paying(order)
+    order.record_channel_success(seen, NOW)
+    assert order.record_channel_success(seen, NOW + timedelta(hours=1)) is PaymentOutcome.DUPLICATE
+    assert order.cash_paid == Money(12_500) and order.settled_at == NOW
+
+
+def test_an_amount_that_differs_is_never_applied() -> None:
+    order = make_order()
+    seen = paying(order)
+    wrong = ChannelPaymentSeen(seen.out_trade_no, seen.transaction_id, Money(1), seen.success_time)
+
+    assert order.record_channel_success(wrong, NOW) is PaymentOutcome.AMOUNT_MISMATCH
+
+    assert order.status is OrderStatus.NEEDS_ATTENTION and order.attention is Attention.AMOUNT_MISMATCH
+    assert order.cash_paid == Money(0) and order.payments[0].status is PaymentStatus.UNKNOWN
+
+
+def test_only_one_payment_attempt_is_open_at_a_time() -> None:
+    order = make_order()
+    paying(order)
+    with pytest.raises(StateConflict):
+        order.start_payment("pay_2", "WECHAT_PAY", "NATIVE_QR", NOW, NOW)
+
+
+def test_a_refused_attempt_lets_the_order_wait_again_with_a_new_key() -> None:
+    order = make_order()
+    first = order.start_payment("pay_1", "WECHAT_PAY", "NATIVE_QR", NOW, NOW)
+    order.payment_ended(first, PaymentStatus.FAILED)
+    assert order.status is OrderStatus.AWAITING_PAYMENT
+    second = order.start_payment("pay_2", "WECHAT_PAY", "NATIVE_QR", NOW, NOW)
+    assert second.out_trade_no == keys.out_trade_no(ORDER_ID, 2) != first.out_trade_no
+
+
+# ---- closing ----------------------------------------------------------------------------------------
+
+
+def test_an_unpaid_order_closes_with_its_attempts() -> None:
+    order = make_order()
+    paying(order)
+    order.close()
+    assert order.status is OrderStatus.CLOSED and order.payments[0].status is PaymentStatus.CLOSED
+
+
+def test_a_settled_order_cannot_be_closed() -> None:
+    with pytest.raises(StateConflict):
+        settled_self_pay().close()
+
+
+def test_money_arriving_after_close_is_kept_flagged_and_given_back() -> None:
+    order = make_order()
+    seen = paying(order)
+    order.close()
+
+    assert order.record_channel_success(seen, NOW) is PaymentOutcome.NEEDS_REFUND
+    assert order.attention is Attention.PAID_AFTER_CLOSE and order.cash_paid == Money(12_500)
+
+    refund = order.begin_refund("rfd_1", Money(0), "paid after close", NOW)
+    assert refund.kind is RefundKind.EXCESS and refund.cash == Money(12_500)
+    assert order.refund_succeeded(refund, "50300001", NOW) is True
+    assert order.status is OrderStatus.CLOSED and order.attention is None
+
+
+# ---- insured ----------------------------------------------------------------------------------------
+
+
+def test_the_presettlement_split_sets_the_cash_share() -> None:
+    order = insured_awaiting()
+    assert order.status is OrderStatus.AWAITING_PAYMENT
+    assert order.cash_due == Money(1_750) and order.settlement_id == "stl-1"
+
+
+def test_a_split_that_does_not_add_up_is_refused() -> None:
+    order = make_order(insured=True)
+    with pytest.raises(SplitDoesNotAddUp):
+        order.accept_presettlement("stl-1", split(total=12_000), "310")
+    assert order.status is OrderStatus.PRESETTLING
+
+
+def test_insured_cash_moves_the_order_to_settling_then_the_insurer_settles_it() -> None:
+    order = insured_awaiting()
+    assert order.record_channel_success(paying(order), NOW) is PaymentOutcome.SETTLING
+    assert order.status is OrderStatus.SETTLING and order.awaits_settlement
+
+    assert order.settlement_confirmed("setl-9", split(), NOW) is True
+    assert order.status is OrderStatus.SETTLED and order.setl_id == "setl-9"
+
+
+def test_an_unknown_settlement_waits_with_a_growing_delay_and_can_still_complete() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(paying(order), NOW)
+    order.settlement_pending("OUTCOME_UNKNOWN: timeout", NOW)
+    first_retry = order.next_attempt_at
+    order.settlement_pending("OUTCOME_UNKNOWN: timeout", NOW)
+    assert order.status is OrderStatus.NEEDS_ATTENTION and order.awaits_settlement
+    assert (
+        first_retry is not None and order.next_attempt_at is not None and order.next_attempt_at > first_retry
+    )
+
+    assert order.settlement_confirmed("setl-9", None, NOW)
+    assert order.status is OrderStatus.SETTLED and order.attention is None and order.next_attempt_at is None
+
+
+def test_a_final_split_that_contradicts_the_cash_paid_is_flagged_not_settled() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(paying(order), NOW)
+    assert order.settlement_confirmed("setl-9", split(fund=9_000), NOW) is False
+    assert order.attention is Attention.SETTLEMENT_MISMATCH
+
+
+def test_a_refused_settlement_gives_the_cash_back() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(paying(order), NOW)
+    refund = order.settlement_refused("rfd_1", "personal account frozen", NOW)
+    assert refund is not None and refund.kind is RefundKind.COMPENSATION and refund.cash == Money(1_750)
+    assert order.status is OrderStatus.REFUNDING
+    order.refund_succeeded(refund, "50300001", NOW)
+    assert order.status is OrderStatus.REFUNDED and "personal account frozen" in order.attention_reason
+
+
+def test_a_zero_cash_share_settles_without_a_channel() -> None:
+    order = insured_awaiting(cash_share=False)
+    payment = order.settle_without_cash("pay_0", NOW)
+    assert payment.channel == "NONE" and payment.status is PaymentStatus.SUCCEEDED
+    assert order.status is OrderStatus.SETTLING
+
+
+def test_settling_without_cash_is_refused_when_cash_is_owed() -> None:
+    with pytest.raises(StateConflict):
+        insured_awaiting().settle_without_cash("pay_0", NOW)
+
+
+# ---- refunds ----------------------------------------------------------------------------------------
+
+
+def test_only_full_refunds_are_offered() -> None:
+    with pytest.raises(NotOffered):
+        settled_self_pay().begin_refund("rfd_1", Money(100), "partial", NOW)
+
+
+def test_an_unpaid_order_has_nothing_to_refund() -> None:
+    with pytest.raises(StateConflict):
+        make_order().begin_refund("rfd_1", Money(0), "x", NOW)
+
+
+def test_a_full_refund_of_a_settled_order() -> None:
+    order = settled_self_pay()
+    refund = order.begin_refund("rfd_1", Money(0), "wrong prescription", NOW)
+    assert refund.out_refund_no == keys.out_refund_no(ORDER_ID, 1) and refund.cash == Money(12_500)
+    assert order.status is OrderStatus.REFUNDING
+    with pytest.raises(StateConflict):
+        order.begin_refund("rfd_2", Money(0), "again", NOW)
+    assert order.refund_succeeded(refund, "50300001", NOW) and order.status is OrderStatus.REFUNDED
+    assert not order.refund_succeeded(refund, "50300001", NOW)
+
+
+def test_a_refused_refund_returns_a_self_pay_order_to_settled() -> None:
+    order = settled_self_pay()
+    refund = order.begin_refund("rfd_1", Money(0), "x", NOW)
+    order.refund_failed(refund, "NOT_ENOUGH")
+    assert order.status is OrderStatus.SETTLED and refund.status is RefundStatus.FAILED
+
+
+def test_a_refused_cash_refund_after_revocation_is_for_a_person() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(paying(order), NOW)
+    order.settlement_confirmed("setl-9", None, NOW)
+    refund = order.begin_refund("rfd_1", Money(0), "x", NOW)
+    order.settlement_revoked_for(refund)
+    assert refund.fund == Money(8_750) and refund.personal_account == Money(2_000)
+    order.refund_failed(refund, "NOT_ENOUGH")
+    assert order.attention is Attention.REFUND_REFUSED
+
+
+# ---- the machine itself -----------------------------------------------------------------------------
+
+
+def test_terminal_states_only_lead_to_attention_or_refund() -> None:
+    assert TRANSITIONS[OrderStatus.CLOSED] == {OrderStatus.NEEDS_ATTENTION}
+    assert TRANSITIONS[OrderStatus.REFUNDED] == {OrderStatus.NEEDS_ATTENTION}
+    assert TRANSITIONS[OrderStatus.SETTLED] == {OrderStatus.REFUNDING, OrderStatus.NEEDS_ATTENTION}
+
+
+def test_every_status_has_a_transition_row() -> None:
+    assert set(TRANSITIONS) == set(OrderStatus)
+
+
+def test_business_keys_are_derived_and_fit_the_channel() -> None:
+    assert keys.out_trade_no(ORDER_ID, 7) == keys.out_trade_no(ORDER_ID, 7)
+    assert len(keys.out_trade_no(ORDER_ID, 99)) <= 32 and len(keys.out_refund_no(ORDER_ID, 99)) <= 32
+    with pytest.raises(ValueError):
+        keys.out_trade_no(ORDER_ID, 100)
