@@ -78,8 +78,13 @@ def charge_items(count: int = 3, offset: int = 0) -> list[common_pb2.ChargeItem]
 
 
 def insured_order_request(
-    person: InsuredPerson, his_order_no: str, items_offset: int = 0, request_id: str | None = None
+    person: InsuredPerson,
+    his_order_no: str,
+    items_offset: int = 0,
+    request_id: str | None = None,
+    use_personal_account: bool = False,
 ) -> payment_pb2.CreatePaymentOrderRequest:
+    """Without the personal account the patient always owes a cash share through a channel."""
     return payment_pb2.CreatePaymentOrderRequest(
         request_id=request_id or uuid.uuid4().hex,
         his_order_no=his_order_no,
@@ -97,7 +102,7 @@ def insured_order_request(
         ),
         items=charge_items(3, items_offset),
         insurance=payment_pb2.InsuranceRequest(
-            insutype=person.insutype, med_type="11", use_personal_account=True
+            insutype=person.insutype, med_type="11", use_personal_account=use_personal_account
         ),
         doctor_code="D0301",
         doctor_name="林医生",

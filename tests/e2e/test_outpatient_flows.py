@@ -43,7 +43,8 @@ def _his_no() -> str:
 
 async def test_insured_outpatient_settlement(mesh: MeshProcesses, stubs: Stubs) -> None:
     person = PEOPLE[0]
-    created = await stubs.payment.CreatePaymentOrder(insured_order_request(person, _his_no()), timeout=30)
+    request = insured_order_request(person, _his_no(), use_personal_account=True)
+    created = await stubs.payment.CreatePaymentOrder(request, timeout=30)
     order = created.order
     assert order.insured and order.status == Status.ORDER_STATUS_AWAITING_PAYMENT
     assert split_adds_up(order), order.split

@@ -1,0 +1,371 @@
+"""`MedPayClient`: one method per business step a HIS module needs, over the generated stubs.
+
+    async with MedPayClient.connect() as medpay:
+        order = await medpay.create_outpatient_order(his_order_no=..., his_patient_id=..., items=...)
+        paid = await medpay.pay(order.order_id, CHANNEL_WECHAT_PAY, PAY_METHOD_NATIVE_QR)
+        settled = await medpay.wait_until_settled(order.order_id, timeout_s=60)
+
+Every mutating call carries a request_id (a fresh uuid4 hex unless the caller passes one, e.g. to
+make a retry after a crash a replay) and every attempt a deadline. UNAVAILABLE (and ABORTED
+REQUEST_IN_PROGRESS) is retried a bounded number of times with the very same request, so a retry
+can never be a second charge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import date
+from types import TracebackType
+from typing import Any, Self, TypeAlias, TypeVar, cast
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from medpay.client.calls import Deadlines, RetryPolicy, call_rpc
+from medpay.client.errors import MedPayError, OrderWaitError
+from medpay.client.models import (
+    DATA_ADDR,
+    INSURANCE_ADDR,
+    PAYMENT_ADDR,
+    RECONCILIATION_ADDR,
+    Addresses,
+    ChargeLine,
+    InsuredVisit,
+    PayResult,
+    RefundResult,
+)
+from medpay.common.v1 import common_pb2
+from medpay.data.v1 import data_pb2, data_pb2_grpc
+from medpay.events.v1 import events_pb2, events_pb2_grpc
+from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
+from medpay.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
+
+Response = TypeVar("Response")
+OrderStatus: TypeAlias = payment_pb2.OrderStatus.ValueType
+
+# Terminal states from which an order will not reach the one being waited for.
+_NOT_SETTLING = frozenset({payment_pb2.ORDER_STATUS_CLOSED, payment_pb2.ORDER_STATUS_REFUNDED})
+_NOT_REFUNDING = frozenset({payment_pb2.ORDER_STATUS_CLOSED})
+_PAGE_SIZE = 200
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _iso(day: date | str) -> str:
+    return day.isoformat() if isinstance(day, date) else day
+
+
+class MedPayClient:
+    """An async client of the whole mesh. Create with `connect()`; use as an async context manager
+    (or call `aclose()`)."""
+
+    def __init__(
+        self, channels: dict[str, grpc.aio.Channel], deadlines: Deadlines, retry: RetryPolicy
+    ) -> None:
+        self._channels = channels
+        self._deadlines = deadlines
+        self._retry = retry
+        # grpc ships no type information, so the stubs' aio overload is chosen by hand.
+        self._payment = cast(
+            "payment_pb2_grpc.PaymentServiceAsyncStub",
+            payment_pb2_grpc.PaymentServiceStub(channels["payment-core"]),
+        )
+        self._reconciliation = cast(
+            "reconciliation_pb2_grpc.ReconciliationServiceAsyncStub",
+            reconciliation_pb2_grpc.ReconciliationServiceStub(channels["reconciliation"]),
+        )
+        self._data = cast(
+            "data_pb2_grpc.DataAggregationServiceAsyncStub",
+            data_pb2_grpc.DataAggregationServiceStub(channels["data-aggregation"]),
+        )
+
+    @classmethod
+    def connect(
+        cls,
+        payment: str = PAYMENT_ADDR,
+        insurance: str = INSURANCE_ADDR,
+        reconciliation: str = RECONCILIATION_ADDR,
+        data: str = DATA_ADDR,
+        *,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] | None = None,
+        deadlines: Deadlines | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> MedPayClient:
+        """Open (lazy) channels to the four services. Pass OpenTelemetry's
+        `aio_client_interceptors()` as `interceptors` to continue the caller's trace into the mesh."""
+        addresses = Addresses(payment, insurance, reconciliation, data)
+        channels = {
+            service: grpc.aio.insecure_channel(address, interceptors=list(interceptors or ()))
+            for service, address in addresses.by_service().items()
+        }
+        return cls(channels, deadlines or Deadlines(), retry or RetryPolicy())
+
+    @classmethod
+    def from_env(cls, **kwargs: Any) -> MedPayClient:
+        """Addresses from MEDPAY_*_ADDR (see `Addresses.from_env`)."""
+        addresses = Addresses.from_env()
+        return cls.connect(
+            addresses.payment, addresses.insurance, addresses.reconciliation, addresses.data, **kwargs
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*(channel.close() for channel in self._channels.values()))
+
+    async def _call(
+        self, method: Callable[..., Awaitable[Response]], request: Any, timeout_s: float
+    ) -> Response:
+        return await call_rpc(method, request, timeout_s, self._retry)
+
+    # ---- payment orders -------------------------------------------------------------------
+
+    async def create_outpatient_order(
+        self,
+        *,
+        his_order_no: str,
+        his_patient_id: str,
+        items: Sequence[ChargeLine],
+        campus_code: str,
+        dept_code: str,
+        doctor_code: str = "",
+        doctor_name: str = "",
+        insurance: InsuredVisit | None = None,
+        scene: payment_pb2.Scene.ValueType = payment_pb2.SCENE_OUTPATIENT,
+        request_id: str | None = None,
+    ) -> payment_pb2.PaymentOrder:
+        """Create the order for one bill: self-pay without `insurance`, else pre-settled with the
+        insurer before this returns (the order's `split` and `cash_due_fen` show what is owed)."""
+        patient = common_pb2.Patient(
+            his_patient_id=his_patient_id, voucher=insurance.voucher.to_proto() if insurance else None
+        )
+        request = payment_pb2.CreatePaymentOrderRequest(
+            request_id=request_id or new_request_id(),
+            his_order_no=his_order_no,
+            scene=scene,
+            campus_code=campus_code,
+            dept_code=dept_code,
+            patient=patient,
+            items=[_charge_item(line, n, dept_code, doctor_code) for n, line in enumerate(items, start=1)],
+            insurance=insurance.to_proto() if insurance else None,
+            doctor_code=doctor_code,
+            doctor_name=doctor_name,
+        )
+        response: payment_pb2.CreatePaymentOrderResponse = await self._call(
+            self._payment.CreatePaymentOrder, request, self._deadlines.write_s
+        )
+        return response.order
+
+    async def pay(
+        self,
+        order_id: str,
+        channel: payment_pb2.Channel.ValueType,
+        method: payment_pb2.PayMethod.ValueType = payment_pb2.PAY_METHOD_UNSPECIFIED,
+        *,
+        description: str = "",
+        request_id: str | None = None,
+    ) -> PayResult:
+        """Start collecting the cash share (CHANNEL_NONE when it is zero: the order settles at once)."""
+        request = payment_pb2.PayPaymentOrderRequest(
+            request_id=request_id or new_request_id(),
+            order_id=order_id,
+            channel=channel,
+            method=method,
+            description=description,
+        )
+        response: payment_pb2.PayPaymentOrderResponse = await self._call(
+            self._payment.PayPaymentOrder, request, self._deadlines.write_s
+        )
+        return PayResult(response.order, response.payment)
+
+    async def get_order(self, order_id: str) -> payment_pb2.PaymentOrder:
+        request = payment_pb2.GetPaymentOrderRequest(order_id=order_id)
+        response: payment_pb2.GetPaymentOrderResponse = await self._call(
+            self._payment.GetPaymentOrder, request, self._deadlines.read_s
+        )
+        return response.order
+
+    async def list_orders(
+        self,
+        *,
+        business_date: date | str | None = None,
+        status: OrderStatus = payment_pb2.ORDER_STATUS_UNSPECIFIED,
+        his_patient_id: str = "",
+    ) -> AsyncIterator[payment_pb2.PaymentOrder]:
+        """Orders newest first, every page."""
+        token = ""
+        while True:
+            request = payment_pb2.ListPaymentOrdersRequest(
+                page_size=_PAGE_SIZE,
+                page_token=token,
+                status=status,
+                business_date=_iso(business_date) if business_date else "",
+                his_patient_id=his_patient_id,
+            )
+            page: payment_pb2.ListPaymentOrdersResponse = await self._call(
+                self._payment.ListPaymentOrders, request, self._deadlines.read_s
+            )
+            for order in page.orders:
+                yield order
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    async def wait_until_settled(self, order_id: str, timeout_s: float = 30.0) -> payment_pb2.PaymentOrder:
+        """Poll GetPaymentOrder until the order is SETTLED; OrderWaitError (carrying the last state
+        seen) if it closes or `timeout_s` pass. NEEDS_ATTENTION is waited through: a query may
+        still settle it."""
+        return await self._wait_for(order_id, payment_pb2.ORDER_STATUS_SETTLED, _NOT_SETTLING, timeout_s)
+
+    async def wait_until_refunded(self, order_id: str, timeout_s: float = 30.0) -> payment_pb2.PaymentOrder:
+        """Poll until the order is REFUNDED (the channel confirms refunds asynchronously)."""
+        return await self._wait_for(order_id, payment_pb2.ORDER_STATUS_REFUNDED, _NOT_REFUNDING, timeout_s)
+
+    async def _wait_for(
+        self, order_id: str, wanted: OrderStatus, hopeless: frozenset[OrderStatus], timeout_s: float
+    ) -> payment_pb2.PaymentOrder:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        interval = 0.05
+        while True:
+            order = await self.get_order(order_id)
+            if order.status == wanted:
+                return order
+            if order.status in hopeless:
+                raise OrderWaitError(order, f"will not become {payment_pb2.OrderStatus.Name(wanted)}")
+            left = give_up_at - loop.time()
+            if left <= 0:
+                wanted_name = payment_pb2.OrderStatus.Name(wanted)
+                raise OrderWaitError(order, f"not {wanted_name} after {timeout_s:g}s")
+            await asyncio.sleep(min(interval, left))
+            interval = min(interval * 2, 0.5)
+
+    async def close_order(
+        self, order_id: str, reason: str = "", *, request_id: str | None = None
+    ) -> payment_pb2.PaymentOrder:
+        """Close an unpaid order (its channel order closed, any pre-settlement undone)."""
+        request = payment_pb2.ClosePaymentOrderRequest(
+            request_id=request_id or new_request_id(), order_id=order_id, reason=reason
+        )
+        response: payment_pb2.ClosePaymentOrderResponse = await self._call(
+            self._payment.ClosePaymentOrder, request, self._deadlines.write_s
+        )
+        return response.order
+
+    async def refund_order(
+        self, order_id: str, reason: str, *, cash_fen: int = 0, request_id: str | None = None
+    ) -> RefundResult:
+        """Refund a settled order; `cash_fen=0` refunds everything still refundable."""
+        request = payment_pb2.RefundPaymentOrderRequest(
+            request_id=request_id or new_request_id(), order_id=order_id, cash_fen=cash_fen, reason=reason
+        )
+        response: payment_pb2.RefundPaymentOrderResponse = await self._call(
+            self._payment.RefundPaymentOrder, request, self._deadlines.write_s
+        )
+        return RefundResult(response.order, response.refund)
+
+    # ---- reconciliation ------------------------------------------------------------------
+
+    async def run_reconciliation(
+        self, business_date: date | str, *, request_id: str | None = None
+    ) -> reconciliation_pb2.ReconciliationRun:
+        """Reconcile one business day three ways; answers when the run is complete."""
+        request = reconciliation_pb2.RunReconciliationRequest(
+            request_id=request_id or new_request_id(), business_date=_iso(business_date)
+        )
+        response: reconciliation_pb2.RunReconciliationResponse = await self._call(
+            self._reconciliation.RunReconciliation, request, self._deadlines.reconciliation_s
+        )
+        return response.run
+
+    async def list_discrepancies(self, run_id: str) -> AsyncIterator[reconciliation_pb2.Discrepancy]:
+        token = ""
+        while True:
+            request = reconciliation_pb2.ListDiscrepanciesRequest(
+                run_id=run_id, page_size=_PAGE_SIZE, page_token=token
+            )
+            page: reconciliation_pb2.ListDiscrepanciesResponse = await self._call(
+                self._reconciliation.ListDiscrepancies, request, self._deadlines.read_s
+            )
+            for discrepancy in page.discrepancies:
+                yield discrepancy
+            if not page.next_page_token:
+                return
+            token = page.next_page_token
+
+    # ---- data middle platform ------------------------------------------------------------
+
+    async def daily_summary(self, business_date: date | str) -> data_pb2.DailySummary:
+        request = data_pb2.GetDailySummaryRequest(business_date=_iso(business_date))
+        response: data_pb2.GetDailySummaryResponse = await self._call(
+            self._data.GetDailySummary, request, self._deadlines.read_s
+        )
+        return response.summary
+
+    async def settlement_times(self, business_date: date | str) -> list[data_pb2.SettlementTimes]:
+        """Order-to-settled percentiles: "all" first, then per scene and per channel."""
+        request = data_pb2.GetSettlementTimesRequest(business_date=_iso(business_date))
+        response: data_pb2.GetSettlementTimesResponse = await self._call(
+            self._data.GetSettlementTimes, request, self._deadlines.read_s
+        )
+        return list(response.slices)
+
+    async def ingest_status(self) -> list[data_pb2.SourceCursor]:
+        response: data_pb2.GetIngestStatusResponse = await self._call(
+            self._data.GetIngestStatus, data_pb2.GetIngestStatusRequest(), self._deadlines.read_s
+        )
+        return list(response.sources)
+
+    async def feed_heads(self) -> dict[str, int]:
+        """The highest event sequence of each service that serves an event feed (to measure ingest
+        lag against `ingest_status`). Services without a feed are left out."""
+        heads: dict[str, int] = {}
+        for service in ("payment-core", "insurance-adapter", "reconciliation"):
+            stub = cast(
+                "events_pb2_grpc.EventFeedServiceAsyncStub",
+                events_pb2_grpc.EventFeedServiceStub(self._channels[service]),
+            )
+            request = events_pb2.ListEventsRequest(after_sequence=0, page_size=1)
+            try:
+                page: events_pb2.ListEventsResponse = await self._call(
+                    stub.ListEvents, request, self._deadlines.read_s
+                )
+            except MedPayError as error:
+                if error.code is grpc.StatusCode.UNIMPLEMENTED:
+                    continue
+                raise
+            heads[service] = page.head_sequence
+        return heads
+
+    # ---- operations ----------------------------------------------------------------------
+
+    async def health(self, timeout_s: float = 2.0) -> dict[str, str]:
+        """grpc.health.v1 status of each service: "SERVING", "NOT_SERVING", ... or "UNREACHABLE"."""
+        services = list(self._channels)
+        answers = await asyncio.gather(*(self._check(service, timeout_s) for service in services))
+        return dict(zip(services, answers, strict=True))
+
+    async def _check(self, service: str, timeout_s: float) -> str:
+        stub = health_pb2_grpc.HealthStub(self._channels[service])
+        try:
+            answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout_s)
+        except grpc.aio.AioRpcError as error:
+            return "UNREACHABLE" if error.code() is grpc.StatusCode.UNAVAILABLE else error.code().name
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status))
+
+
+def _charge_item(line: ChargeLine, number: int, dept_code: str, doctor_code: str) -> common_pb2.ChargeItem:
+    item = line.to_proto(line_no=str(number))
+    item.dept_code = item.dept_code or dept_code
+    item.doctor_code = item.doctor_code or doctor_code
+    return item

@@ -1,0 +1,239 @@
+"""`play_morning`: the outpatient front application layer of one hospital morning, through the
+facade only, as a HIS cashier module would use it.
+
+Each visit is one trace: a root span "his.outpatient_visit" around create order -> pay -> the
+patient scanning the QR code (a POST to the WeChat Pay simulator, standing in for the phone) ->
+waiting until SETTLED. With the facade's channels carrying OpenTelemetry's client interceptors and
+httpx instrumented, that trace continues through every service and simulator the visit touches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from itertools import zip_longest
+from typing import TypeVar
+
+import httpx
+from medpay.client import MedPayClient, MedPayError, OrderWaitError
+from medpay.payment.v1 import payment_pb2
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, Status, StatusCode
+
+from infra.simulators.his_driver.report import Failure, MorningReport, RefundOutcome, VisitOutcome
+from infra.simulators.his_driver.visits import VisitPlan, plan_visits
+from services.runtime.telemetry import ATTR_AMOUNT_FEN, ATTR_ORDER_ID, ATTR_SCENE
+
+T = TypeVar("T")
+Result = TypeVar("Result")
+Progress = Callable[[str], None]  # called with "visit" or "refund" as each one finishes
+VISIT_SPAN = "his.outpatient_visit"
+REFUND_SPAN = "his.outpatient_refund"
+REFUND_REASON = "患者申请退费"
+_EXPECTED_ERRORS = (MedPayError, OrderWaitError, httpx.HTTPError)
+_tracer = trace.get_tracer("medpay.his_driver")
+
+
+@dataclass(frozen=True, slots=True)
+class DriverOptions:
+    insured_share: float = 0.6
+    concurrency: int = 4  # patients at the cashier windows at the same time
+    population_size: int = 500  # insured people the NHSA simulator has seeded
+    campus_code: str = "FZ01"
+    wechat_sim_url: str = "http://127.0.0.1:9102"
+    settle_timeout_s: float = 60.0
+    run_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6].upper())
+
+
+class StepFailed(Exception):
+    def __init__(self, step: str, error: Exception) -> None:
+        super().__init__(f"{step}: {error}")
+        self.step = step
+        self.error = error
+
+
+async def play_morning(
+    client: MedPayClient,
+    visits: int,
+    refunds: int,
+    seed: int,
+    progress: Progress | None = None,
+    *,
+    options: DriverOptions | None = None,
+) -> MorningReport:
+    """Play `visits` outpatient visits, a few at a time, then refund `refunds` settled ones in full."""
+    options = options or DriverOptions()
+    plans = plan_visits(visits, seed, options.insured_share, options.population_size, options.run_tag)
+    windows = asyncio.Semaphore(options.concurrency)
+    async with httpx.AsyncClient(base_url=options.wechat_sim_url, trust_env=False, timeout=10.0) as wechat:
+        cashier = Cashier(client, wechat, options)
+        outcomes = await asyncio.gather(
+            *(_at_window(windows, cashier.visit, p, progress, "visit") for p in plans)
+        )
+        chosen = choose_refunds(outcomes, refunds, seed)
+        refunded = await asyncio.gather(
+            *(_at_window(windows, cashier.refund, v, progress, "refund") for v in chosen)
+        )
+    return MorningReport(list(outcomes), list(refunded))
+
+
+async def _at_window(
+    windows: asyncio.Semaphore,
+    serve: Callable[[T], Awaitable[Result]],
+    item: T,
+    progress: Progress | None,
+    phase: str,
+) -> Result:
+    async with windows:
+        result = await serve(item)
+    if progress is not None:
+        progress(phase)
+    return result
+
+
+def choose_refunds(visits: Sequence[VisitOutcome], count: int, seed: int) -> list[VisitOutcome]:
+    """`count` settled visits to refund, alternating insured and self-pay so both paths are used."""
+    rng = random.Random(seed + 1)
+    insured = [visit for visit in visits if visit.settled and visit.insured]
+    self_pay = [visit for visit in visits if visit.settled and not visit.insured]
+    rng.shuffle(insured)
+    rng.shuffle(self_pay)
+    mixed = [visit for pair in zip_longest(insured, self_pay) for visit in pair if visit is not None]
+    return mixed[:count]
+
+
+class Cashier:
+    """One outpatient cashier module: bills a visit, has the patient pay, refunds on request."""
+
+    def __init__(self, client: MedPayClient, wechat: httpx.AsyncClient, options: DriverOptions) -> None:
+        self._client = client
+        self._wechat = wechat
+        self._options = options
+
+    async def visit(self, plan: VisitPlan) -> VisitOutcome:
+        with _tracer.start_as_current_span(VISIT_SPAN, context=Context()) as span:
+            _describe_visit(span, plan)
+            started = time.perf_counter()
+            try:
+                order = await self._settle(plan, span)
+            except StepFailed as failed:
+                return _failed_visit(plan, _failure(span, plan.his_order_no, failed))
+            return _settled_visit(plan, order, _trace_id(span), (time.perf_counter() - started) * 1000)
+
+    async def _settle(self, plan: VisitPlan, span: Span) -> payment_pb2.PaymentOrder:
+        order = await _step("create", self._create(plan))
+        span.set_attribute(ATTR_ORDER_ID, order.order_id)
+        if order.cash_due_fen == 0:
+            await _step("pay", self._client.pay(order.order_id, payment_pb2.CHANNEL_NONE))
+        else:
+            paid = await _step(
+                "pay",
+                self._client.pay(
+                    order.order_id, payment_pb2.CHANNEL_WECHAT_PAY, payment_pb2.PAY_METHOD_NATIVE_QR
+                ),
+            )
+            await _step("scan", self._patient_scans(paid.payment.out_trade_no))
+        timeout_s = self._options.settle_timeout_s
+        return await _step("settle", self._client.wait_until_settled(order.order_id, timeout_s))
+
+    async def _create(self, plan: VisitPlan) -> payment_pb2.PaymentOrder:
+        return await self._client.create_outpatient_order(
+            his_order_no=plan.his_order_no,
+            his_patient_id=plan.his_patient_id,
+            items=plan.lines,
+            campus_code=self._options.campus_code,
+            dept_code=plan.department.code,
+            doctor_code=plan.doctor.code,
+            doctor_name=plan.doctor.name,
+            insurance=plan.insurance,
+        )
+
+    async def _patient_scans(self, out_trade_no: str) -> None:
+        """The patient's phone pays the QR code: the simulator's stand-in for the WeChat app."""
+        response = await self._wechat.post("/sim/pay", json={"out_trade_no": out_trade_no})
+        response.raise_for_status()
+
+    async def refund(self, visit: VisitOutcome) -> RefundOutcome:
+        with _tracer.start_as_current_span(REFUND_SPAN, context=Context()) as span:
+            span.set_attribute(ATTR_ORDER_ID, visit.order_id)
+            span.set_attribute("his.order_no", visit.his_order_no)
+            try:
+                await _step("refund", self._client.refund_order(visit.order_id, REFUND_REASON))
+                timeout_s = self._options.settle_timeout_s
+                order = await _step(
+                    "refund-confirm", self._client.wait_until_refunded(visit.order_id, timeout_s)
+                )
+            except StepFailed as failed:
+                failure = _failure(span, visit.his_order_no, failed)
+                return RefundOutcome(visit.his_order_no, visit.order_id, failure.trace_id, failure=failure)
+            return _refund_outcome(visit, order, _trace_id(span))
+
+
+async def _step(name: str, action: Awaitable[T]) -> T:
+    """Await one step of a visit; an expected failure is named after the step."""
+    try:
+        return await action
+    except _EXPECTED_ERRORS as error:
+        raise StepFailed(name, error) from error
+
+
+def _trace_id(span: Span) -> str:
+    return format(span.get_span_context().trace_id, "032x")
+
+
+def _describe_visit(span: Span, plan: VisitPlan) -> None:
+    # Only what the hospital may log: bill number, department, amounts. No patient identifier.
+    span.set_attribute("his.order_no", plan.his_order_no)
+    span.set_attribute("his.dept_code", plan.department.code)
+    span.set_attribute("his.insured", plan.insurance is not None)
+    span.set_attribute("his.item_count", len(plan.lines))
+    span.set_attribute(ATTR_SCENE, "OUTPATIENT")
+    span.set_attribute(ATTR_AMOUNT_FEN, plan.total_fen)
+
+
+def _failure(span: Span, his_order_no: str, failed: StepFailed) -> Failure:
+    span.set_status(Status(StatusCode.ERROR, f"{failed.step} failed"))
+    span.set_attribute("his.failed_step", failed.step)
+    return Failure(his_order_no, failed.step, str(failed.error), _trace_id(span))
+
+
+def _failed_visit(plan: VisitPlan, failure: Failure) -> VisitOutcome:
+    return VisitOutcome(
+        plan.his_order_no, plan.department.name, plan.insurance is not None, failure.trace_id, failure=failure
+    )
+
+
+def _settled_visit(
+    plan: VisitPlan, order: payment_pb2.PaymentOrder, trace_id: str, elapsed_ms: float
+) -> VisitOutcome:
+    return VisitOutcome(
+        his_order_no=plan.his_order_no,
+        dept_name=plan.department.name,
+        insured=order.insured,
+        trace_id=trace_id,
+        order_id=order.order_id,
+        settled=True,
+        total_fen=order.total_fen,
+        fund_fen=order.split.fund_pay_sumamt_fen,
+        personal_account_fen=order.split.acct_pay_fen,
+        cash_fen=order.cash_paid_fen,
+        elapsed_ms=elapsed_ms,
+    )
+
+
+def _refund_outcome(visit: VisitOutcome, order: payment_pb2.PaymentOrder, trace_id: str) -> RefundOutcome:
+    done = [refund for refund in order.refunds if refund.status == payment_pb2.REFUND_STATUS_SUCCEEDED]
+    return RefundOutcome(
+        his_order_no=visit.his_order_no,
+        order_id=visit.order_id,
+        trace_id=trace_id,
+        refunded=True,
+        cash_fen=sum(refund.cash_fen for refund in done),
+        fund_fen=sum(refund.fund_fen for refund in done),
+        personal_account_fen=sum(refund.personal_account_fen for refund in done),
+    )

@@ -1,0 +1,124 @@
+"""What the facade sends for an order, and how it waits for one, against an in-process servicer."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from medpay.client import ChargeLine, InsuredVisit, MedPayClient, OrderWaitError, Voucher
+from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
+
+S = payment_pb2
+
+
+class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
+    """Records CreatePaymentOrder requests; GetPaymentOrder walks through `statuses`."""
+
+    def __init__(self) -> None:
+        self.created: list[payment_pb2.CreatePaymentOrderRequest] = []
+        self.statuses: list[int] = []
+        self.gets = 0
+
+    async def CreatePaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
+        self.created.append(request)
+        total = sum(item.line_total_fen for item in request.items)
+        order = S.PaymentOrder(order_id="ord_1", total_fen=total, status=S.ORDER_STATUS_AWAITING_PAYMENT)
+        return S.CreatePaymentOrderResponse(order=order)
+
+    async def GetPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
+        status = self.statuses[min(self.gets, len(self.statuses) - 1)]
+        self.gets += 1
+        return S.GetPaymentOrderResponse(order=S.PaymentOrder(order_id=request.order_id, status=status))
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[tuple[ScriptedPaymentService, MedPayClient]]:
+    servicer = ScriptedPaymentService()
+    server = grpc.aio.server()
+    payment_pb2_grpc.add_PaymentServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with MedPayClient.connect(payment=f"127.0.0.1:{port}") as medpay:
+            yield servicer, medpay
+    finally:
+        await server.stop(None)
+
+
+async def test_an_insured_order_carries_voucher_items_and_insurance(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    items = [
+        ChargeLine(
+            "ZC0001", "110200001010000", "普通门诊诊查费", 2_500, chrgitm_lv="01", med_chrgitm_type="02"
+        ),
+        ChargeLine("XY0001", "XJ01CAA040A001010101445", "阿莫西林胶囊", 1_250, quantity=2, dept_code="A07"),
+    ]
+    visit = InsuredVisit(Voucher("02", "350102198805123411", "林志强"), insutype="310")
+    order = await medpay.create_outpatient_order(
+        his_order_no="MZ0001",
+        his_patient_id="HIS0000001",
+        items=items,
+        campus_code="FZ01",
+        dept_code="A03",
+        doctor_code="D0301",
+        doctor_name="陈医生",
+        insurance=visit,
+    )
+    assert order.total_fen == 5_000
+    sent = servicer.created[0]
+    assert len(sent.request_id) == 32
+    assert sent.scene == S.SCENE_OUTPATIENT
+    assert [(i.line_no, i.dept_code, i.doctor_code) for i in sent.items] == [
+        ("1", "A03", "D0301"),
+        ("2", "A07", "D0301"),
+    ]
+    assert sent.patient.voucher.mdtrt_cert_type == "02"
+    assert (sent.insurance.med_type, sent.insurance.insutype) == ("11", "310")
+    assert sent.insurance.use_personal_account
+
+
+async def test_a_self_pay_order_has_no_insurance_part(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    items = [ChargeLine("GH0001", "110200001000000", "普通门诊挂号费", 100)]
+    await medpay.create_outpatient_order(
+        his_order_no="MZ0002", his_patient_id="HSP0000001", items=items, campus_code="FZ01", dept_code="A03"
+    )
+    sent = servicer.created[0]
+    assert not sent.HasField("insurance")
+    assert not sent.patient.HasField("voucher")
+
+
+async def test_wait_until_settled_polls_through_paying(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_PAYING, S.ORDER_STATUS_SETTLING, S.ORDER_STATUS_SETTLED]
+    order = await medpay.wait_until_settled("ord_1", timeout_s=5)
+    assert order.status == S.ORDER_STATUS_SETTLED
+    assert servicer.gets == 3
+
+
+async def test_wait_until_settled_gives_up_on_a_closed_order(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_PAYING, S.ORDER_STATUS_CLOSED]
+    with pytest.raises(OrderWaitError) as caught:
+        await medpay.wait_until_settled("ord_1", timeout_s=5)
+    assert caught.value.order.status == S.ORDER_STATUS_CLOSED
+
+
+async def test_wait_until_settled_times_out_with_the_last_state(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_NEEDS_ATTENTION]
+    with pytest.raises(OrderWaitError, match="NEEDS_ATTENTION") as caught:
+        await medpay.wait_until_settled("ord_1", timeout_s=0.3)
+    assert servicer.gets >= 2
+    assert caught.value.order.status == S.ORDER_STATUS_NEEDS_ATTENTION
