@@ -12,9 +12,6 @@ from services.payment_core.adapters.queries import PAYMENT, MoneyMovement
 from services.payment_core.domain.model import ChargeLine, InsuranceSplit, OrderStatus, Payment, Refund
 from services.payment_core.domain.order import PaymentOrder
 
-# PRESETTLING has no value in the contract: the order exists but its split is not known yet.
-_PRESETTLING_NOTE = "pre-settlement with the insurer in progress"
-
 
 def _stamp(moment: datetime | None) -> Timestamp | None:
     if moment is None:
@@ -24,14 +21,11 @@ def _stamp(moment: datetime | None) -> Timestamp | None:
     return stamp
 
 
-def order_status(status: OrderStatus) -> int:
-    if status is OrderStatus.PRESETTLING:
-        return int(payment_pb2.ORDER_STATUS_UNSPECIFIED)
-    return int(payment_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}"))
+def order_status(status: OrderStatus) -> payment_pb2.OrderStatus.ValueType:
+    return payment_pb2.OrderStatus.Value(f"ORDER_STATUS_{status.value}")
 
 
 def order_to_proto(order: PaymentOrder) -> payment_pb2.PaymentOrder:
-    presettling = order.status is OrderStatus.PRESETTLING
     return payment_pb2.PaymentOrder(
         order_id=order.order_id, his_order_no=order.his_order_no,
         scene=payment_pb2.Scene.Value(f"SCENE_{order.scene}"), status=order_status(order.status),
@@ -43,7 +37,7 @@ def order_to_proto(order: PaymentOrder) -> payment_pb2.PaymentOrder:
         refunded_cash_fen=order.refunded_cash.fen, payments=[payment_to_proto(p) for p in order.payments],
         refunds=[refund_to_proto(r) for r in order.refunds], setl_id=order.setl_id,
         created_at=_stamp(order.created_at), settled_at=_stamp(order.settled_at),
-        attention_reason=_PRESETTLING_NOTE if presettling else order.attention_reason,
+        attention_reason=order.attention_reason,
     )  # fmt: skip
 
 

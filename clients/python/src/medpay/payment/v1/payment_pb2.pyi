@@ -133,6 +133,10 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     """Fully refunded (and the insurer settlement revoked)."""
     ORDER_STATUS_NEEDS_ATTENTION: _OrderStatus.ValueType  # 8
     """An outbound outcome is unknown; the order waits for a query to decide. Never guessed."""
+    ORDER_STATUS_PRESETTLING: _OrderStatus.ValueType  # 9
+    """Insured order accepted; the pre-settlement with the insurer is still under way (a crash or an
+    unknown insurer outcome can leave it here until the create is retried).
+    """
 
 class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
     """Order life cycle. Transitions are enforced by the platform; terminal states are SETTLED (until a
@@ -156,6 +160,10 @@ ORDER_STATUS_REFUNDED: OrderStatus.ValueType  # 7
 """Fully refunded (and the insurer settlement revoked)."""
 ORDER_STATUS_NEEDS_ATTENTION: OrderStatus.ValueType  # 8
 """An outbound outcome is unknown; the order waits for a query to decide. Never guessed."""
+ORDER_STATUS_PRESETTLING: OrderStatus.ValueType  # 9
+"""Insured order accepted; the pre-settlement with the insurer is still under way (a crash or an
+unknown insurer outcome can leave it here until the create is retried).
+"""
 Global___OrderStatus: _TypeAlias = OrderStatus  # noqa: Y015
 
 class _PaymentStatus:
