@@ -8,10 +8,12 @@ Without one the tests fall back to SQLite and say so; with CI=true that fallback
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -118,17 +120,18 @@ def _no_proxy_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-@pytest.fixture(scope="session")
-async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
+@contextlib.asynccontextmanager
+async def running_mesh(workdir: Path, extra_env: dict[str, str] | None = None) -> AsyncIterator[object]:
     """The whole mesh as real OS processes (Procfile), on a scratch PostgreSQL database when one
-    is reachable, else on SQLite files. Shared by the integration and end-to-end tests."""
+    is reachable, else on SQLite files; stopped (SIGTERM) and the database dropped afterwards."""
     from infra.local.processes import MeshLayout, MeshProcesses
 
-    workdir = tmp_path_factory.mktemp("mesh")
     database_url = None
     if TEST_DATABASE.backend == "postgresql" and TEST_DATABASE.server_url:
         database_url = await create_scratch_database(TEST_DATABASE.server_url)
-    processes = MeshProcesses(MeshLayout(workdir=workdir, database_url=database_url))
+    processes = MeshProcesses(
+        MeshLayout(workdir=workdir, database_url=database_url, extra_env=extra_env or {})
+    )
     try:
         await processes.start()
         yield processes
@@ -136,3 +139,10 @@ async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object
         processes.stop()
         if database_url and TEST_DATABASE.server_url:
             await drop_scratch_database(TEST_DATABASE.server_url, database_url)
+
+
+@pytest.fixture(scope="session")
+async def mesh(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[object]:
+    """The mesh shared by the integration and end-to-end tests."""
+    async with running_mesh(tmp_path_factory.mktemp("mesh")) as processes:
+        yield processes
