@@ -191,7 +191,10 @@ async def run(arguments: argparse.Namespace) -> dict[str, object]:
                 layout.grpc_address("data-aggregation"),
             ) as client:
                 await settlement_batch(mesh, client, "warm-up", 6, 0.5, 2, seed=1)
-                for name, share in (("insured outpatient settlement", 1.0), ("self-pay settlement", 0.0)):
+                for name, share in (
+                    ("insured outpatient settlement", 1.0),
+                    ("self-pay outpatient settlement", 0.0),
+                ):
                     rows.append(
                         await settlement_batch(
                             mesh, client, name, arguments.visits, share, arguments.concurrency, seed=7
@@ -245,7 +248,7 @@ def print_table(result: dict[str, object]) -> None:
             "" if cpu is None else f"{cpu:.1f}",
             "" if sim is None else f"{sim:.1f}",
         )
-    console = Console()
+    console = Console(width=150)
     console.print(table)
     times = Table(title="platform order → settled (data-aggregation), ms")
     for column in ("slice", "count", "p50", "p90", "p99", "max"):
