@@ -13,6 +13,7 @@ import pytest
 from medpay.data.v1 import data_pb2
 from medpay.insurance.v1 import insurance_pb2
 from medpay.payment.v1 import payment_pb2
+from medpay.reconciliation.v1 import reconciliation_pb2
 
 from infra.local.processes import MeshProcesses
 from services.runtime.clock import business_date_of, utcnow
@@ -22,6 +23,7 @@ from tests.e2e.flows import (
     Status,
     Stubs,
     insured_order_request,
+    patient_scans,
     pay_and_settle,
     self_pay_order_request,
     split_adds_up,
@@ -212,3 +214,47 @@ async def test_the_data_platform_sees_every_settlement_once(mesh: MeshProcesses,
     overall = times.slices[0]
     assert overall.slice == "all" and overall.count == len(settled)
     assert 0 < overall.p50_ms <= overall.p90_ms <= overall.p99_ms <= overall.max_ms
+
+
+async def test_reconciliation_finds_the_payment_whose_notification_was_lost(
+    mesh: MeshProcesses, stubs: Stubs
+) -> None:
+    """The patient paid but the channel's notification never arrived (长款 until a query): the
+    day's reconciliation must find exactly that payment and nothing else."""
+    async with httpx.AsyncClient(timeout=10) as client:
+        armed = await client.post(
+            f"{mesh.layout.http_base('wechatpay-sim')}/sim/faults",
+            json={"operation": "pay_notify", "mode": "lost", "count": 1},
+        )
+        armed.raise_for_status()
+    created = await stubs.payment.CreatePaymentOrder(self_pay_order_request(_his_no(), 3), timeout=30)
+    paid = await stubs.payment.PayPaymentOrder(
+        payment_pb2.PayPaymentOrderRequest(
+            request_id=uuid.uuid4().hex,
+            order_id=created.order.order_id,
+            channel=payment_pb2.CHANNEL_WECHAT_PAY,
+            method=payment_pb2.PAY_METHOD_NATIVE_QR,
+        ),
+        timeout=30,
+    )
+    await patient_scans(mesh, paid.payment.out_trade_no)
+
+    today = business_date_of(utcnow()).isoformat()
+    run = (
+        await stubs.reconciliation.RunReconciliation(
+            reconciliation_pb2.RunReconciliationRequest(request_id=uuid.uuid4().hex, business_date=today),
+            timeout=60,
+        )
+    ).run
+    assert run.status == reconciliation_pb2.RUN_STATUS_COMPLETED, run.failure_reason
+    found = await stubs.reconciliation.ListDiscrepancies(
+        reconciliation_pb2.ListDiscrepanciesRequest(run_id=run.run_id, page_size=100), timeout=10
+    )
+    assert [d.out_trade_no for d in found.discrepancies] == [paid.payment.out_trade_no]
+    [lost] = found.discrepancies
+    assert lost.discrepancy_class in (
+        reconciliation_pb2.DISCREPANCY_CLASS_CHANNEL_ONLY,
+        reconciliation_pb2.DISCREPANCY_CLASS_STATUS_MISMATCH,
+    )
+    assert lost.source_amount_fen == created.order.total_fen
+    assert run.matched_count > 0
