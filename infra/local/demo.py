@@ -1,6 +1,7 @@
 """python -m infra.local.demo [--visits 36 --refunds 2]: a hospital morning on one machine.
 
-Makes the simulated WeChat Pay keys, clears var/traces, starts the mesh with honcho (SQLite by
+Makes the simulated WeChat Pay keys, clears var/traces and (unless --keep-data) the previous
+runs' data, starts the mesh with honcho (SQLite by
 default, logs in var/log/mesh.log), waits for every health check, plays the morning through the
 facade, reconciles the day, waits for the data platform to catch up, prints the day's summary
 (checking that fund + personal account + cash = billed, and that it agrees with what the HIS
@@ -56,7 +57,14 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--refunds", type=int, default=2)
     parser.add_argument("--seed", type=int, default=20_250_101)
     parser.add_argument("--insured-share", type=float, default=0.6)
-    parser.add_argument("--database-url", default=None, help="PostgreSQL instead of the SQLite default")
+    parser.add_argument(
+        "--keep-data", action="store_true", help="continue from earlier runs instead of a fresh morning"
+    )
+    parser.add_argument(
+        "--database-url",
+        default=os.environ.get("MEDPAY_DATABASE_URL"),
+        help="PostgreSQL (postgresql+asyncpg://...) instead of SQLite; default $MEDPAY_DATABASE_URL",
+    )
     return parser.parse_args(argv)
 
 
@@ -263,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     settings = MeshSettings()
     local_mesh.make_keys(KEY_DIR)
     local_mesh.clear_traces(settings.trace_dir)
+    if not arguments.keep_data:
+        local_mesh.start_fresh(settings.data_dir, arguments.database_url)
     provider = start_tracing(settings.trace_dir)
     env = local_mesh.mesh_environment(settings, KEY_DIR, arguments.database_url)
     console.print(f"starting the mesh (log: {LOG_PATH}) ...")

@@ -41,6 +41,30 @@ def clear_traces(trace_dir: Path) -> None:
         spans.unlink()
 
 
+SERVICE_SCHEMAS = ("payment_core", "insurance_adapter", "reconciliation", "data_aggregation")
+
+
+def start_fresh(data_dir: Path, database_url: str | None) -> None:
+    """A self-contained morning: the services' and simulators' SQLite files go, and on PostgreSQL
+    the four services' schemas are dropped (the simulators' state lives under data_dir either
+    way, so keeping one side and not the other would make reconciliation report the difference)."""
+    for database_file in data_dir.glob("*.sqlite3*"):
+        database_file.unlink()
+    if database_url:
+        asyncio.run(_drop_service_schemas(database_url))
+
+
+async def _drop_service_schemas(database_url: str) -> None:
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url.replace("+asyncpg", ""))
+    try:
+        for schema in SERVICE_SCHEMAS:
+            await connection.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+    finally:
+        await connection.close()
+
+
 def mesh_environment(settings: MeshSettings, key_dir: Path, database_url: str | None) -> dict[str, str]:
     """The processes' environment: SQLite files unless a database URL is given, this venv's python
     first on PATH (the Procfile says `python -m ...`), unbuffered logs."""
