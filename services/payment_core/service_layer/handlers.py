@@ -52,7 +52,7 @@ class PaymentOrders:
             async with self._deps.uow() as uow:
                 await uow.orders.add(order)
                 if not order.insured:
-                    await uow.record(events.order_created(order))
+                    await uow.record_event(events.order_created(order))
         except IntegrityError:
             # The same bill was created by a concurrent request a moment ago.
             existing = await self._same_bill(cmd)
@@ -133,7 +133,7 @@ class PaymentOrders:
             if current.status is OrderStatus.PRESETTLING or current.attention is Attention.PRESETTLE_UNKNOWN:
                 current.accept_presettlement(answer.settlement_id, answer.split, answer.insutype)
                 await uow.orders.save(current)
-                await uow.record(events.order_created(current))
+                await uow.record_event(events.order_created(current))
         return current
 
     async def _cancel_presettlement(self, order_id: str, settlement_id: str) -> None:
@@ -242,7 +242,7 @@ class PaymentOrders:
                 raise errors.StateConflict(f"a payment started on {order.order_id} while closing; retry")
             order.close()
             await uow.orders.save(order)
-            await uow.record(events.order_closed(order, cmd.reason))
+            await uow.record_event(events.order_closed(order, cmd.reason))
         return order
 
     async def _close_at_channel(self, payment: Payment) -> str:

@@ -118,7 +118,7 @@ class Refunds:
             reversal = ledger.reversal_of(settled, f"refund-R{refund.refund_no}", refund.succeeded_at)
             await uow.ledger.post(reversal)
         channel = next((p.channel for p in order.payments if p.payment_id == refund.payment_id), CHANNEL_NONE)
-        await uow.record(events.refund_succeeded(order, refund, channel))
+        await uow.record_event(events.refund_succeeded(order, refund, channel))
 
     async def _give_up(self, order_id: str, refund_id: str, reason: str) -> None:
         """The refund will not happen: its amount becomes refundable again."""

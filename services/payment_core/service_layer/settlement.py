@@ -80,7 +80,7 @@ class Settlements:
             return
         payment = order.payment_by_trade_no(out_trade_no)
         assert payment is not None
-        await uow.record(events.payment_succeeded(order, payment))
+        await uow.record_event(events.payment_succeeded(order, payment))
         if outcome is PaymentOutcome.SETTLED:
             await self._post_settlement(uow, order)
 
@@ -120,7 +120,7 @@ class Settlements:
             order = await uow.lock_order(order_id)
             payment = order.settle_without_cash(self._deps.new_id("pay"), self._deps.clock())
             await uow.orders.save(order)
-            await uow.record(events.payment_succeeded(order, payment))
+            await uow.record_event(events.payment_succeeded(order, payment))
         order = await self.settle(order_id)
         settled = order.payment_by_trade_no(payment.out_trade_no)
         return order, settled or payment
@@ -214,7 +214,7 @@ class Settlements:
             if refund is not None:
                 await uow.orders.reserve_refund(order, refund)
             else:
-                await uow.record(events.order_closed(order, order.attention_reason))
+                await uow.record_event(events.order_closed(order, order.attention_reason))
         log.warning("insurer refused settlement of %s; compensating", order_id)
         if refund is None:
             return order
@@ -233,7 +233,7 @@ class Settlements:
             split=order.split,
         )
         await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at))
-        await uow.record(events.order_settled(order))
+        await uow.record_event(events.order_settled(order))
 
     async def _load(self, order_id: str) -> PaymentOrder:
         async with self._deps.uow() as uow:
