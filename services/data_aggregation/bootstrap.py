@@ -18,9 +18,9 @@ from services.data_aggregation.service_layer.handlers import AggregationQueries
 from services.data_aggregation.service_layer.ingest import FeedIngestor
 from services.data_aggregation.service_layer.ports import EventFeedSource
 from services.data_aggregation.service_layer.unit_of_work import UnitOfWork
-from services.runtime.bootstrap import ServiceDatabase, command_line, run, start_process
+from services.runtime.bootstrap import ServiceDatabase, command_line, run, serve_or_migrate, start_process
 from services.runtime.grpc_client import open_channel
-from services.runtime.server import ServiceHost, serve
+from services.runtime.server import ServiceHost
 
 MIGRATIONS = Path(__file__).resolve().parent / "adapters" / "migrations"
 
@@ -86,13 +86,7 @@ def build(
 async def run_service(command: str, settings: DataAggregationSettings) -> None:
     start_process(SERVICE_NAME, settings)
     app = build(settings)
-    if command == "migrate":
-        await app.db.migrate()
-        await app.close()
-        return
-    if settings.migrate_on_start:
-        await app.db.migrate()
-    await serve(app.host())
+    await serve_or_migrate(command, app.db, app.host, app.close, settings.migrate_on_start)
 
 
 def main() -> None:

@@ -24,9 +24,9 @@ from services.insurance_adapter.service_layer.presettlement import Presettlement
 from services.insurance_adapter.service_layer.reports import ReportHandlers
 from services.insurance_adapter.service_layer.settlement import SettlementHandlers
 from services.insurance_adapter.service_layer.unit_of_work import UnitOfWork
-from services.runtime.bootstrap import ServiceDatabase, command_line, run, start_process
+from services.runtime.bootstrap import ServiceDatabase, command_line, run, serve_or_migrate, start_process
 from services.runtime.outbox import EventFeedServicer
-from services.runtime.server import ServiceHost, serve
+from services.runtime.server import ServiceHost
 
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
 _SERVICE_NAMES = (
@@ -101,13 +101,7 @@ async def main_async(command: str) -> None:
     settings = InsuranceAdapterSettings()
     start_process(SERVICE_NAME, settings)
     adapter = build(settings)
-    if command == "migrate":
-        await adapter.database.migrate()
-        await adapter.close()
-        return
-    if settings.migrate_on_start:
-        await adapter.database.migrate()
-    await serve(adapter.host())
+    await serve_or_migrate(command, adapter.database, adapter.host, adapter.close, settings.migrate_on_start)
 
 
 def main() -> None:

@@ -29,11 +29,11 @@ from services.payment_core.service_layer.recovery import Resumer
 from services.payment_core.service_layer.refunds import Refunds
 from services.payment_core.service_layer.settlement import Settlements
 from services.payment_core.service_layer.unit_of_work import unit_of_work_factory
-from services.runtime.bootstrap import ServiceDatabase, command_line, start_process
+from services.runtime.bootstrap import ServiceDatabase, command_line, serve_or_migrate, start_process
 from services.runtime.clock import utcnow
 from services.runtime.grpc_client import open_channel
 from services.runtime.outbox import EventFeedServicer
-from services.runtime.server import ServiceHost, serve
+from services.runtime.server import ServiceHost
 
 SERVICE_NAME = "payment-core"
 MIGRATIONS = Path(__file__).parent / "adapters" / "migrations"
@@ -145,9 +145,4 @@ async def main() -> None:
     settings = PaymentCoreSettings()
     start_process(SERVICE_NAME, settings)
     service = build(settings)
-    if command == "migrate" or settings.migrate_on_start:
-        await service.database.migrate()
-    if command == "migrate":
-        await service.close()
-        return
-    await serve(service.host())
+    await serve_or_migrate(command, service.database, service.host, service.close, settings.migrate_on_start)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from services.runtime.idempotency import IdempotencyStore
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import migrate
 from services.runtime.outbox import Outbox
+from services.runtime.server import ServiceHost, serve
 from services.runtime.telemetry import configure_tracing, instrument_httpx
 
 
@@ -72,3 +74,21 @@ def command_line(service: str) -> str:
 
 def run(main: object) -> None:
     asyncio.run(main)  # type: ignore[arg-type]
+
+
+async def serve_or_migrate(
+    command: str,
+    database: ServiceDatabase,
+    host: Callable[[], ServiceHost],
+    close: Callable[[], Awaitable[None]],
+    migrate_on_start: bool,
+) -> None:
+    """`migrate`: bring the schema to head and exit. `serve`: migrate (unless turned off), then
+    serve until SIGTERM."""
+    if command == "migrate":
+        await database.migrate()
+        await close()
+        return
+    if migrate_on_start:
+        await database.migrate()
+    await serve(host())
