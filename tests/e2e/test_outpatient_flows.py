@@ -258,3 +258,25 @@ async def test_reconciliation_finds_the_payment_whose_notification_was_lost(
     )
     assert lost.source_amount_fen == created.order.total_fen
     assert run.matched_count > 0
+
+
+async def test_two_cashiers_paying_one_order_at_once_get_one_payment(stubs: Stubs) -> None:
+    """Concurrent PayPaymentOrder calls (different request_ids) share the one open attempt: one
+    out_trade_no, one QR code, so the patient cannot be charged twice."""
+    created = await stubs.payment.CreatePaymentOrder(self_pay_order_request(_his_no(), 6), timeout=30)
+
+    def pay() -> payment_pb2.PayPaymentOrderRequest:
+        return payment_pb2.PayPaymentOrderRequest(
+            request_id=uuid.uuid4().hex,
+            order_id=created.order.order_id,
+            channel=payment_pb2.CHANNEL_WECHAT_PAY,
+            method=payment_pb2.PAY_METHOD_NATIVE_QR,
+        )
+
+    outcomes = await asyncio.gather(*(stubs.payment.PayPaymentOrder(pay(), timeout=30) for _ in range(4)))
+    assert len({o.payment.out_trade_no for o in outcomes}) == 1
+    assert len({o.payment.code_url for o in outcomes}) == 1
+    current = await stubs.payment.GetPaymentOrder(
+        payment_pb2.GetPaymentOrderRequest(order_id=created.order.order_id)
+    )
+    assert len(current.order.payments) == 1
