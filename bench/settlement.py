@@ -95,9 +95,7 @@ async def echo_floor(calls: int) -> list[Row]:
             latencies = await measure_echo(f"127.0.0.1:{port}", calls, concurrency)
             wall = time.perf_counter() - started
             rows.append(
-                latency_row(
-                    f"grpc echo (floor), {concurrency} in flight", [x * 1000 for x in latencies], wall
-                )
+                latency_row(f"gRPC echo floor, {concurrency} in flight", [x * 1000 for x in latencies], wall)
             )
         return rows
     finally:
@@ -221,7 +219,11 @@ async def run(arguments: argparse.Namespace) -> dict[str, object]:
 
 
 def print_table(result: dict[str, object]) -> None:
-    table = Table(title=f"MedPay Mesh settlement benchmark — {result['database']}, {result['machine']}")
+    machine: dict[str, object] = result["machine"]  # type: ignore[assignment]
+    table = Table(
+        title=f"MedPay Mesh settlement benchmark: {result['database']}, {machine['cpus']} CPUs, "
+        f"{result['concurrency']} visits in flight, {result['visits_per_batch']} per batch"
+    )
     for column in (
         "what",
         "n",
@@ -231,7 +233,7 @@ def print_table(result: dict[str, object]) -> None:
         "p99 ms",
         "max ms",
         "platform CPU ms/op",
-        "simulator CPU ms/op",
+        "sims CPU ms/op",
     ):
         table.add_column(column, justify="left" if column == "what" else "right")
     for row in result["rows"]:  # type: ignore[attr-defined]
