@@ -43,7 +43,7 @@ lint: install
 	$(RUN) ruff check .
 	$(BUF) lint
 	$(RUN) python scripts/gen_protos.py --check
-	$(RUN) mypy services clients/python/src
+	$(RUN) mypy services clients/python/src infra bench
 
 bench: install
 	$(RUN) python -m bench.settlement

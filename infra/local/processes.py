@@ -163,6 +163,6 @@ async def grpc_serving(address: str) -> bool:
         async with grpc.aio.insecure_channel(address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             reply = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
-            return reply.status == health_pb2.HealthCheckResponse.SERVING
+            return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
     except grpc.aio.AioRpcError:
         return False

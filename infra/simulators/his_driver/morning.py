@@ -42,6 +42,7 @@ _tracer = trace.get_tracer("medpay.his_driver")
 @dataclass(frozen=True, slots=True)
 class DriverOptions:
     insured_share: float = 0.6
+    use_personal_account: bool = True  # False: every insured patient owes cash through the channel
     concurrency: int = 4  # patients at the cashier windows at the same time
     population_size: int = 500  # insured people the NHSA simulator has seeded
     campus_code: str = "FZ01"
@@ -68,7 +69,14 @@ async def play_morning(
 ) -> MorningReport:
     """Play `visits` outpatient visits, a few at a time, then refund `refunds` settled ones in full."""
     options = options or DriverOptions()
-    plans = plan_visits(visits, seed, options.insured_share, options.population_size, options.run_tag)
+    plans = plan_visits(
+        visits,
+        seed,
+        options.insured_share,
+        options.population_size,
+        options.run_tag,
+        options.use_personal_account,
+    )
     windows = asyncio.Semaphore(options.concurrency)
     async with httpx.AsyncClient(base_url=options.wechat_sim_url, trust_env=False, timeout=10.0) as wechat:
         cashier = Cashier(client, wechat, options)

@@ -101,17 +101,23 @@ class VisitPlan:
 
 
 def plan_visits(
-    count: int, seed: int, insured_share: float, population_size: int, run_tag: str
+    count: int,
+    seed: int,
+    insured_share: float,
+    population_size: int,
+    run_tag: str,
+    use_personal_account: bool = True,
 ) -> list[VisitPlan]:
     """`count` visits; about `insured_share` of them by insured people of the seeded population.
-    Nobody comes twice until everyone in their population has come once."""
+    Nobody comes twice until everyone in their population has come once. Without the personal
+    account every insured patient owes a cash share through the channel."""
     rng = random.Random(seed)
     insured = cycle(rng.sample(range(population_size), population_size))
     self_pay = cycle(rng.sample(range(SELF_PAY_POOL), SELF_PAY_POOL))
     plans = []
     for index in range(count):
         if rng.random() < insured_share:
-            patient_id, insurance = _insured_patient(next(insured), population_size)
+            patient_id, insurance = _insured_patient(next(insured), population_size, use_personal_account)
         else:
             patient_id, insurance = _self_pay_patient(next(self_pay)), None
         department = rng.choice(DEPARTMENTS)
@@ -130,10 +136,17 @@ def plan_visits(
     return plans
 
 
-def _insured_patient(position: int, population_size: int) -> tuple[str, InsuredVisit]:
+def _insured_patient(
+    position: int, population_size: int, use_personal_account: bool
+) -> tuple[str, InsuredVisit]:
     person = _insured_population(population_size)[position]
     voucher = Voucher(ID_CARD_VOUCHER, person.certno, person.psn_name, psn_cert_type=person.psn_cert_type)
-    visit = InsuredVisit(voucher, med_type=ORDINARY_OUTPATIENT, insutype=person.insutype)
+    visit = InsuredVisit(
+        voucher,
+        med_type=ORDINARY_OUTPATIENT,
+        insutype=person.insutype,
+        use_personal_account=use_personal_account,
+    )
     return f"HIS{position:07d}", visit
 
 
