@@ -20,6 +20,7 @@ from grpc_status import rpc_status
 
 from services.runtime.errors import InvalidArgument, MedPayError
 from services.runtime.masking import scrub
+from services.runtime.validation import reject_nul_characters
 
 log = logging.getLogger("medpay.rpc")
 ERROR_DOMAIN = "medpay.mesh"
@@ -94,6 +95,7 @@ def _guard(method: str, behavior: Behavior) -> Behavior:
         _inbound_started.set(started)
         outcome = "OK"
         try:
+            reject_nul_characters(request)
             return await behavior(request, context)
         except MedPayError as error:
             outcome = error.reason

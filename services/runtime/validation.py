@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from datetime import date
 
+from google.protobuf.message import Message
+
 from services.runtime.errors import FieldViolation, InvalidArgument
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
@@ -49,3 +51,26 @@ class Violations:
     def raise_if_any(self) -> None:
         if self._found:
             raise InvalidArgument(self._found)
+
+
+def nul_character_field(message: Message, prefix: str = "") -> str | None:
+    """The path of the first string field holding a NUL character, which no database of ours
+    can store (PostgreSQL refuses it), or None. Walks only the fields that are set."""
+    for field, value in message.ListFields():
+        path = f"{prefix}{field.name}"
+        values = list(value) if field.is_repeated else [value]
+        for index, item in enumerate(values):
+            item_path = f"{path}[{index}]" if field.is_repeated else path
+            if isinstance(item, str) and "\x00" in item:
+                return item_path
+            if isinstance(item, Message):
+                found = nul_character_field(item, f"{item_path}.")
+                if found:
+                    return found
+    return None
+
+
+def reject_nul_characters(message: Message) -> None:
+    field = nul_character_field(message)
+    if field is not None:
+        raise InvalidArgument.field(field, "must not contain NUL characters")

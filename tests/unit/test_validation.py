@@ -28,3 +28,20 @@ def test_page_tokens_round_trip_and_foreign_tokens_are_invalid_arguments() -> No
     with pytest.raises(InvalidArgument) as caught:
         decode_page_token("%%%not-a-token")
     assert caught.value.violations[0].field == "page_token"
+
+
+def test_nul_characters_are_found_wherever_they_hide() -> None:
+    from medpay.common.v1 import common_pb2
+    from medpay.payment.v1 import payment_pb2
+
+    from services.runtime.validation import nul_character_field, reject_nul_characters
+
+    clean = payment_pb2.CreatePaymentOrderRequest(request_id="r1", items=[common_pb2.ChargeItem(name="CT")])
+    assert nul_character_field(clean) is None
+    dirty = payment_pb2.CreatePaymentOrderRequest(
+        request_id="r1", items=[common_pb2.ChargeItem(name="CT"), common_pb2.ChargeItem(name="C\x00T")]
+    )
+    assert nul_character_field(dirty) == "items[1].name"
+    with pytest.raises(InvalidArgument) as caught:
+        reject_nul_characters(payment_pb2.GetPaymentOrderRequest(order_id="\x00"))
+    assert caught.value.violations[0].field == "order_id"
