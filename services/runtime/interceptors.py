@@ -18,7 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from services.runtime.errors import InvalidArgument, MedPayError
+from services.runtime.errors import InvalidArgument, MedPayError, NotOffered
 from services.runtime.masking import scrub
 from services.runtime.validation import reject_nul_characters
 
@@ -96,7 +96,7 @@ def _guard(method: str, behavior: Behavior) -> Behavior:
         outcome = "OK"
         try:
             reject_nul_characters(request)
-            return await behavior(request, context)
+            return await _offered(method, behavior, request, context)
         except MedPayError as error:
             outcome = error.reason
             status = rpc_status.to_status(to_status(error))
@@ -122,3 +122,12 @@ def _guard(method: str, behavior: Behavior) -> Behavior:
             )
 
     return guarded
+
+
+async def _offered(method: str, behavior: Behavior, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    """Run the handler. An RPC the contract defines but this service does not implement yet (the
+    generated base raises NotImplementedError) answers UNIMPLEMENTED with reason NOT_OFFERED."""
+    try:
+        return await behavior(request, context)
+    except NotImplementedError:
+        raise NotOffered(f"{method} is part of the contract but not offered by this deployment yet") from None

@@ -52,6 +52,8 @@ def _value(field: FieldDescriptor, rng: random.Random, depth: int) -> Any:
         return _fill(GetMessageClass(field.message_type)(), rng, depth + 1)
     if field.type == FieldDescriptor.TYPE_STRING:
         return rng.choice([*HOSTILE_TEXT, f"{rng.getrandbits(96):024x}"])
+    if field.type == FieldDescriptor.TYPE_BYTES:
+        return rng.randbytes(rng.choice([0, 3, 64]))
     if field.type == FieldDescriptor.TYPE_BOOL:
         return rng.random() < 0.5
     if field.type == FieldDescriptor.TYPE_ENUM:

@@ -10,7 +10,7 @@ from medpay.data.v1 import data_pb2_grpc
 
 from services.data_aggregation.entrypoints.mapping import cursor_to_proto, summary_to_proto, times_to_proto
 from services.data_aggregation.service_layer.handlers import AggregationQueries
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument, NotOffered
 
 # grpc ships no type hints; the servicer never touches the context.
 Context = Any
@@ -37,6 +37,21 @@ class DataAggregationServicer(data_pb2_grpc.DataAggregationServiceServicer):
     ) -> pb.GetIngestStatusResponse:
         cursors = await self._queries.ingest_status()
         return pb.GetIngestStatusResponse(sources=[cursor_to_proto(cursor) for cursor in cursors])
+
+    async def ListSettlementFacts(
+        self, request: pb.ListSettlementFactsRequest, context: Context
+    ) -> pb.ListSettlementFactsResponse:
+        raise NotOffered("ListSettlementFacts is not offered yet", {"rpc": "ListSettlementFacts"})
+
+    async def ListCodeMappings(
+        self, request: pb.ListCodeMappingsRequest, context: Context
+    ) -> pb.ListCodeMappingsResponse:
+        raise NotOffered("code-mapping dictionaries are not offered yet", {"rpc": "ListCodeMappings"})
+
+    async def UpsertCodeMapping(
+        self, request: pb.UpsertCodeMappingRequest, context: Context
+    ) -> pb.UpsertCodeMappingResponse:
+        raise NotOffered("code-mapping dictionaries are not offered yet", {"rpc": "UpsertCodeMapping"})
 
 
 def _business_date(text: str) -> date:

@@ -153,6 +153,24 @@ class InsuranceServicer(insurance_pb2_grpc.InsuranceServiceServicer):
         """2401 inpatient admission: defined by the standard, not offered by this deployment yet."""
         raise NotOffered("RegisterAdmission (2401) is not offered yet", {"rpc": "RegisterAdmission"})
 
+    async def UploadInpatientFees(
+        self, request: pb.UploadInpatientFeesRequest, context: Any
+    ) -> pb.UploadInpatientFeesResponse:
+        """2301: defined by the standard, not offered by this deployment yet."""
+        raise NotOffered("UploadInpatientFees (2301) is not offered yet", {"rpc": "UploadInpatientFees"})
+
+    async def PresettleDischarge(
+        self, request: pb.PresettleDischargeRequest, context: Any
+    ) -> pb.PresettleDischargeResponse:
+        """2402 + 2303: defined by the standard, not offered by this deployment yet."""
+        raise NotOffered("PresettleDischarge (2402/2303) is not offered yet", {"rpc": "PresettleDischarge"})
+
+    async def ReconcileDetails(
+        self, request: pb.ReconcileDetailsRequest, context: Any
+    ) -> pb.ReconcileDetailsResponse:
+        """3202 with 9101/9102: defined by the standard, not offered by this deployment yet."""
+        raise NotOffered("ReconcileDetails (3202) is not offered yet", {"rpc": "ReconcileDetails"})
+
 
 def _require_settlement_id(settlement_id: str) -> None:
     violations = Violations()

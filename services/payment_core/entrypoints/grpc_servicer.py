@@ -99,6 +99,21 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.TopUpDepositResponse:
         raise NotOffered("inpatient deposits are not offered in this release")
 
+    async def GetDepositAccount(
+        self, request: payment_pb2.GetDepositAccountRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.GetDepositAccountResponse:
+        raise NotOffered("inpatient deposits are not offered in this release")
+
+    async def SettleDischarge(
+        self, request: payment_pb2.SettleDischargeRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.SettleDischargeResponse:
+        raise NotOffered("discharge settlement is not offered in this release")
+
+    async def CloseCashierShift(
+        self, request: payment_pb2.CloseCashierShiftRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.CloseCashierShiftResponse:
+        raise NotOffered("cashier shift close-out is not offered in this release")
+
 
 async def _abort(context: grpc.aio.ServicerContext, error: MedPayError) -> None:
     status = rpc_status.to_status(to_status(error))

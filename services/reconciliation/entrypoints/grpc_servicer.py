@@ -87,6 +87,17 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
         # Resolution needs maker-checker and an audit trail; until then it is refused, not faked.
         raise NotOffered("ResolveDiscrepancy is not offered yet", {"rpc": "ResolveDiscrepancy"})
 
+    async def ReviewResolution(
+        self, request: pb.ReviewResolutionRequest, context: Context
+    ) -> pb.ReviewResolutionResponse:
+        raise NotOffered("ReviewResolution is not offered yet", {"rpc": "ReviewResolution"})
+
+    async def ImportStatement(
+        self, request: pb.ImportStatementRequest, context: Context
+    ) -> pb.ImportStatementResponse:
+        # Only the WeChat Pay bill is read in this release, downloaded by the run itself.
+        raise NotOffered("ImportStatement is not offered yet", {"rpc": "ImportStatement"})
+
 
 def _day_to_reconcile(text: str) -> date:
     """A run needs the day's bills, so a day that has not begun yet cannot be reconciled."""

@@ -299,3 +299,223 @@ class GetIngestStatusResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetIngestStatusResponse: _TypeAlias = GetIngestStatusResponse  # noqa: Y015
+
+@_typing.final
+class SettlementFact(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    SCENE_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    CAMPUS_CODE_FIELD_NUMBER: _builtins.int
+    DEPT_CODE_FIELD_NUMBER: _builtins.int
+    INSUTYPE_FIELD_NUMBER: _builtins.int
+    TOTAL_FEN_FIELD_NUMBER: _builtins.int
+    FUND_FEN_FIELD_NUMBER: _builtins.int
+    PERSONAL_ACCOUNT_FEN_FIELD_NUMBER: _builtins.int
+    CASH_FEN_FIELD_NUMBER: _builtins.int
+    ORDER_TO_SETTLED_MS_FIELD_NUMBER: _builtins.int
+    order_id: _builtins.str
+    business_date: _builtins.str
+    scene: _builtins.str
+    channel: _builtins.str
+    campus_code: _builtins.str
+    dept_code: _builtins.str
+    insutype: _builtins.str
+    total_fen: _builtins.int
+    fund_fen: _builtins.int
+    personal_account_fen: _builtins.int
+    cash_fen: _builtins.int
+    order_to_settled_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        order_id: _builtins.str = ...,
+        business_date: _builtins.str = ...,
+        scene: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        campus_code: _builtins.str = ...,
+        dept_code: _builtins.str = ...,
+        insutype: _builtins.str = ...,
+        total_fen: _builtins.int = ...,
+        fund_fen: _builtins.int = ...,
+        personal_account_fen: _builtins.int = ...,
+        cash_fen: _builtins.int = ...,
+        order_to_settled_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "campus_code", b"campus_code", "cash_fen", b"cash_fen", "channel", b"channel", "dept_code", b"dept_code", "fund_fen", b"fund_fen", "insutype", b"insutype", "order_id", b"order_id", "order_to_settled_ms", b"order_to_settled_ms", "personal_account_fen", b"personal_account_fen", "scene", b"scene", "total_fen", b"total_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettlementFact: _TypeAlias = SettlementFact  # noqa: Y015
+
+@_typing.final
+class ListSettlementFactsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    business_date: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        business_date: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSettlementFactsRequest: _TypeAlias = ListSettlementFactsRequest  # noqa: Y015
+
+@_typing.final
+class ListSettlementFactsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FACTS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def facts(self) -> _containers.RepeatedCompositeFieldContainer[Global___SettlementFact]: ...
+    def __init__(
+        self,
+        *,
+        facts: _abc.Iterable[Global___SettlementFact] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["facts", b"facts", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListSettlementFactsResponse: _TypeAlias = ListSettlementFactsResponse  # noqa: Y015
+
+@_typing.final
+class CodeMapping(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DICTIONARY_FIELD_NUMBER: _builtins.int
+    LOCAL_CODE_FIELD_NUMBER: _builtins.int
+    STANDARD_CODE_FIELD_NUMBER: _builtins.int
+    STANDARD_NAME_FIELD_NUMBER: _builtins.int
+    dictionary: _builtins.str
+    """"dept", "charge_item", "channel"."""
+    local_code: _builtins.str
+    standard_code: _builtins.str
+    standard_name: _builtins.str
+    def __init__(
+        self,
+        *,
+        dictionary: _builtins.str = ...,
+        local_code: _builtins.str = ...,
+        standard_code: _builtins.str = ...,
+        standard_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dictionary", b"dictionary", "local_code", b"local_code", "standard_code", b"standard_code", "standard_name", b"standard_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CodeMapping: _TypeAlias = CodeMapping  # noqa: Y015
+
+@_typing.final
+class ListCodeMappingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DICTIONARY_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    dictionary: _builtins.str
+    page_size: _builtins.int
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        dictionary: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dictionary", b"dictionary", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCodeMappingsRequest: _TypeAlias = ListCodeMappingsRequest  # noqa: Y015
+
+@_typing.final
+class ListCodeMappingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPINGS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def mappings(self) -> _containers.RepeatedCompositeFieldContainer[Global___CodeMapping]: ...
+    def __init__(
+        self,
+        *,
+        mappings: _abc.Iterable[Global___CodeMapping] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mappings", b"mappings", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListCodeMappingsResponse: _TypeAlias = ListCodeMappingsResponse  # noqa: Y015
+
+@_typing.final
+class UpsertCodeMappingRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    MAPPING_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    @_builtins.property
+    def mapping(self) -> Global___CodeMapping: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        mapping: Global___CodeMapping | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertCodeMappingRequest: _TypeAlias = UpsertCodeMappingRequest  # noqa: Y015
+
+@_typing.final
+class UpsertCodeMappingResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAPPING_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def mapping(self) -> Global___CodeMapping: ...
+    def __init__(
+        self,
+        *,
+        mapping: Global___CodeMapping | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mapping", b"mapping"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UpsertCodeMappingResponse: _TypeAlias = UpsertCodeMappingResponse  # noqa: Y015

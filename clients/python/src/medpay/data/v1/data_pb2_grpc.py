@@ -49,6 +49,21 @@ class DataAggregationServiceStub:
                 request_serializer=medpay_dot_data_dot_v1_dot_data__pb2.GetIngestStatusRequest.SerializeToString,
                 response_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.GetIngestStatusResponse.FromString,
                 _registered_method=True)
+        self.ListSettlementFacts = channel.unary_unary(
+                '/medpay.data.v1.DataAggregationService/ListSettlementFacts',
+                request_serializer=medpay_dot_data_dot_v1_dot_data__pb2.ListSettlementFactsRequest.SerializeToString,
+                response_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.ListSettlementFactsResponse.FromString,
+                _registered_method=True)
+        self.ListCodeMappings = channel.unary_unary(
+                '/medpay.data.v1.DataAggregationService/ListCodeMappings',
+                request_serializer=medpay_dot_data_dot_v1_dot_data__pb2.ListCodeMappingsRequest.SerializeToString,
+                response_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.ListCodeMappingsResponse.FromString,
+                _registered_method=True)
+        self.UpsertCodeMapping = channel.unary_unary(
+                '/medpay.data.v1.DataAggregationService/UpsertCodeMapping',
+                request_serializer=medpay_dot_data_dot_v1_dot_data__pb2.UpsertCodeMappingRequest.SerializeToString,
+                response_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.UpsertCodeMappingResponse.FromString,
+                _registered_method=True)
 
 
 class DataAggregationServiceServicer:
@@ -76,6 +91,29 @@ class DataAggregationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListSettlementFacts(self, request, context):
+        """The settled orders of a day as flat facts, paginated, for export to other systems.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCodeMappings(self, request, context):
+        """Code-mapping dictionaries: a local code (department, charge item, channel) to the standard one.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def UpsertCodeMapping(self, request, context):
+        """Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_DataAggregationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -93,6 +131,21 @@ def add_DataAggregationServiceServicer_to_server(servicer, server):
                     servicer.GetIngestStatus,
                     request_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.GetIngestStatusRequest.FromString,
                     response_serializer=medpay_dot_data_dot_v1_dot_data__pb2.GetIngestStatusResponse.SerializeToString,
+            ),
+            'ListSettlementFacts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSettlementFacts,
+                    request_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.ListSettlementFactsRequest.FromString,
+                    response_serializer=medpay_dot_data_dot_v1_dot_data__pb2.ListSettlementFactsResponse.SerializeToString,
+            ),
+            'ListCodeMappings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCodeMappings,
+                    request_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.ListCodeMappingsRequest.FromString,
+                    response_serializer=medpay_dot_data_dot_v1_dot_data__pb2.ListCodeMappingsResponse.SerializeToString,
+            ),
+            'UpsertCodeMapping': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpsertCodeMapping,
+                    request_deserializer=medpay_dot_data_dot_v1_dot_data__pb2.UpsertCodeMappingRequest.FromString,
+                    response_serializer=medpay_dot_data_dot_v1_dot_data__pb2.UpsertCodeMappingResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -176,6 +229,87 @@ class DataAggregationService:
             '/medpay.data.v1.DataAggregationService/GetIngestStatus',
             medpay_dot_data_dot_v1_dot_data__pb2.GetIngestStatusRequest.SerializeToString,
             medpay_dot_data_dot_v1_dot_data__pb2.GetIngestStatusResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSettlementFacts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.data.v1.DataAggregationService/ListSettlementFacts',
+            medpay_dot_data_dot_v1_dot_data__pb2.ListSettlementFactsRequest.SerializeToString,
+            medpay_dot_data_dot_v1_dot_data__pb2.ListSettlementFactsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCodeMappings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.data.v1.DataAggregationService/ListCodeMappings',
+            medpay_dot_data_dot_v1_dot_data__pb2.ListCodeMappingsRequest.SerializeToString,
+            medpay_dot_data_dot_v1_dot_data__pb2.ListCodeMappingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpsertCodeMapping(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.data.v1.DataAggregationService/UpsertCodeMapping',
+            medpay_dot_data_dot_v1_dot_data__pb2.UpsertCodeMappingRequest.SerializeToString,
+            medpay_dot_data_dot_v1_dot_data__pb2.UpsertCodeMappingResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -41,6 +41,16 @@ class DataAggregationServiceStub:
     """
     GetIngestStatus: _grpc.UnaryUnaryMultiCallable[_data_pb2.GetIngestStatusRequest, _data_pb2.GetIngestStatusResponse]
     """Where ingest stands for each source feed."""
+    ListSettlementFacts: _grpc.UnaryUnaryMultiCallable[_data_pb2.ListSettlementFactsRequest, _data_pb2.ListSettlementFactsResponse]
+    """The settled orders of a day as flat facts, paginated, for export to other systems.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ListCodeMappings: _grpc.UnaryUnaryMultiCallable[_data_pb2.ListCodeMappingsRequest, _data_pb2.ListCodeMappingsResponse]
+    """Code-mapping dictionaries: a local code (department, charge item, channel) to the standard one.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    UpsertCodeMapping: _grpc.UnaryUnaryMultiCallable[_data_pb2.UpsertCodeMappingRequest, _data_pb2.UpsertCodeMappingResponse]
+    """Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
 
 @_typing.type_check_only
 class DataAggregationServiceAsyncStub(DataAggregationServiceStub):
@@ -53,6 +63,16 @@ class DataAggregationServiceAsyncStub(DataAggregationServiceStub):
     """
     GetIngestStatus: _aio.UnaryUnaryMultiCallable[_data_pb2.GetIngestStatusRequest, _data_pb2.GetIngestStatusResponse]  # type: ignore[assignment]
     """Where ingest stands for each source feed."""
+    ListSettlementFacts: _aio.UnaryUnaryMultiCallable[_data_pb2.ListSettlementFactsRequest, _data_pb2.ListSettlementFactsResponse]  # type: ignore[assignment]
+    """The settled orders of a day as flat facts, paginated, for export to other systems.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ListCodeMappings: _aio.UnaryUnaryMultiCallable[_data_pb2.ListCodeMappingsRequest, _data_pb2.ListCodeMappingsResponse]  # type: ignore[assignment]
+    """Code-mapping dictionaries: a local code (department, charge item, channel) to the standard one.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    UpsertCodeMapping: _aio.UnaryUnaryMultiCallable[_data_pb2.UpsertCodeMappingRequest, _data_pb2.UpsertCodeMappingResponse]  # type: ignore[assignment]
+    """Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
 
 class DataAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -80,5 +100,33 @@ class DataAggregationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_data_pb2.GetIngestStatusResponse, _abc.Awaitable[_data_pb2.GetIngestStatusResponse]]:
         """Where ingest stands for each source feed."""
+
+    @_abc_1.abstractmethod
+    def ListSettlementFacts(
+        self,
+        request: _data_pb2.ListSettlementFactsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.ListSettlementFactsResponse, _abc.Awaitable[_data_pb2.ListSettlementFactsResponse]]:
+        """The settled orders of a day as flat facts, paginated, for export to other systems.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def ListCodeMappings(
+        self,
+        request: _data_pb2.ListCodeMappingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.ListCodeMappingsResponse, _abc.Awaitable[_data_pb2.ListCodeMappingsResponse]]:
+        """Code-mapping dictionaries: a local code (department, charge item, channel) to the standard one.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def UpsertCodeMapping(
+        self,
+        request: _data_pb2.UpsertCodeMappingRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_data_pb2.UpsertCodeMappingResponse, _abc.Awaitable[_data_pb2.UpsertCodeMappingResponse]]:
+        """Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
 
 def add_DataAggregationServiceServicer_to_server(servicer: DataAggregationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

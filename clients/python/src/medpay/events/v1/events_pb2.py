@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from medpay.common.v1 import common_pb2 as medpay_dot_common_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmedpay/events/v1/events.proto\x12\x10medpay.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmedpay/common/v1/common.proto\"\x9a\x06\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0esource_service\x18\x03 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x04 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x46\n\x15payment_order_created\x18\x14 \x01(\x0b\x32%.medpay.events.v1.PaymentOrderCreatedH\x00\x12?\n\x11payment_succeeded\x18\x15 \x01(\x0b\x32\".medpay.events.v1.PaymentSucceededH\x00\x12\x46\n\x15payment_order_settled\x18\x16 \x01(\x0b\x32%.medpay.events.v1.PaymentOrderSettledH\x00\x12\x44\n\x14payment_order_closed\x18\x17 \x01(\x0b\x32$.medpay.events.v1.PaymentOrderClosedH\x00\x12=\n\x10refund_succeeded\x18\x18 \x01(\x0b\x32!.medpay.events.v1.RefundSucceededH\x00\x12?\n\x11insurance_settled\x18\x1e \x01(\x0b\x32\".medpay.events.v1.InsuranceSettledH\x00\x12T\n\x1cinsurance_settlement_revoked\x18\x1f \x01(\x0b\x32,.medpay.events.v1.InsuranceSettlementRevokedH\x00\x12M\n\x18reconciliation_completed\x18( \x01(\x0b\x32).medpay.events.v1.ReconciliationCompletedH\x00\x42\t\n\x07payload\"\xaa\x01\n\x13PaymentOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x14\n\x0chis_order_no\x18\x02 \x01(\t\x12\r\n\x05scene\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpus_code\x18\x04 \x01(\t\x12\x11\n\tdept_code\x18\x05 \x01(\t\x12\x11\n\ttotal_fen\x18\x06 \x01(\x03\x12\x0f\n\x07insured\x18\x07 \x01(\x08\x12\x10\n\x08insutype\x18\x08 \x01(\t\"}\n\x10PaymentSucceeded\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x12\n\namount_fen\x18\x04 \x01(\x03\x12\x1e\n\x16\x63hannel_transaction_id\x18\x05 \x01(\t\"\xcd\x02\n\x13PaymentOrderSettled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\r\n\x05scene\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpus_code\x18\x04 \x01(\t\x12\x11\n\tdept_code\x18\x05 \x01(\t\x12\x10\n\x08insutype\x18\x06 \x01(\t\x12\x11\n\ttotal_fen\x18\x07 \x01(\x03\x12\x10\n\x08\x66und_fen\x18\x08 \x01(\x03\x12\x1c\n\x14personal_account_fen\x18\t \x01(\x03\x12\x10\n\x08\x63\x61sh_fen\x18\n \x01(\x03\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nsettled_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rbusiness_date\x18\r \x01(\t\"6\n\x12PaymentOrderClosed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa0\x01\n\x0fRefundSucceeded\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\trefund_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61sh_fen\x18\x04 \x01(\x03\x12\x10\n\x08\x66und_fen\x18\x05 \x01(\x03\x12\x1c\n\x14personal_account_fen\x18\x06 \x01(\x03\x12\x15\n\rbusiness_date\x18\x07 \x01(\t\"\xab\x01\n\x10InsuranceSettled\x12\x15\n\rsettlement_id\x18\x01 \x01(\t\x12\x0f\n\x07setl_id\x18\x02 \x01(\t\x12\x11\n\torder_ref\x18\x03 \x01(\t\x12\x10\n\x08insutype\x18\x04 \x01(\t\x12\x10\n\x08med_type\x18\x05 \x01(\t\x12\x38\n\tbreakdown\x18\x06 \x01(\x0b\x32%.medpay.common.v1.SettlementBreakdown\"\x91\x01\n\x1aInsuranceSettlementRevoked\x12\x15\n\rsettlement_id\x18\x01 \x01(\t\x12\x0f\n\x07setl_id\x18\x02 \x01(\t\x12\x11\n\torder_ref\x18\x03 \x01(\t\x12\x38\n\tbreakdown\x18\x04 \x01(\x0b\x32%.medpay.common.v1.SettlementBreakdown\"r\n\x17ReconciliationCompleted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rbusiness_date\x18\x02 \x01(\t\x12\x15\n\rmatched_count\x18\x03 \x01(\x05\x12\x19\n\x11\x64iscrepancy_count\x18\x04 \x01(\x05\">\n\x11ListEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"\\\n\x12ListEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.medpay.events.v1.EventEnvelope\x12\x15\n\rhead_sequence\x18\x02 \x01(\x03\x32k\n\x10\x45ventFeedService\x12W\n\nListEvents\x12#.medpay.events.v1.ListEventsRequest\x1a$.medpay.events.v1.ListEventsResponseB\x1bZ\x19medpay/events/v1;eventsv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dmedpay/events/v1/events.proto\x12\x10medpay.events.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1dmedpay/common/v1/common.proto\"\x9b\x07\n\rEventEnvelope\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x12\n\nevent_type\x18\x02 \x01(\t\x12\x16\n\x0esource_service\x18\x03 \x01(\t\x12\x16\n\x0e\x61ggregate_type\x18\x04 \x01(\t\x12\x14\n\x0c\x61ggregate_id\x18\x05 \x01(\t\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x13\n\x0btraceparent\x18\x07 \x01(\t\x12\x10\n\x08sequence\x18\x08 \x01(\x03\x12\x46\n\x15payment_order_created\x18\x14 \x01(\x0b\x32%.medpay.events.v1.PaymentOrderCreatedH\x00\x12?\n\x11payment_succeeded\x18\x15 \x01(\x0b\x32\".medpay.events.v1.PaymentSucceededH\x00\x12\x46\n\x15payment_order_settled\x18\x16 \x01(\x0b\x32%.medpay.events.v1.PaymentOrderSettledH\x00\x12\x44\n\x14payment_order_closed\x18\x17 \x01(\x0b\x32$.medpay.events.v1.PaymentOrderClosedH\x00\x12=\n\x10refund_succeeded\x18\x18 \x01(\x0b\x32!.medpay.events.v1.RefundSucceededH\x00\x12?\n\x11insurance_settled\x18\x1e \x01(\x0b\x32\".medpay.events.v1.InsuranceSettledH\x00\x12T\n\x1cinsurance_settlement_revoked\x18\x1f \x01(\x0b\x32,.medpay.events.v1.InsuranceSettlementRevokedH\x00\x12M\n\x18reconciliation_completed\x18( \x01(\x0b\x32).medpay.events.v1.ReconciliationCompletedH\x00\x12?\n\x11\x64iscrepancy_found\x18) \x01(\x0b\x32\".medpay.events.v1.DiscrepancyFoundH\x00\x12>\n\x11\x64\x65posit_topped_up\x18\x32 \x01(\x0b\x32!.medpay.events.v1.DepositToppedUpH\x00\x42\t\n\x07payload\"\xaa\x01\n\x13PaymentOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x14\n\x0chis_order_no\x18\x02 \x01(\t\x12\r\n\x05scene\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpus_code\x18\x04 \x01(\t\x12\x11\n\tdept_code\x18\x05 \x01(\t\x12\x11\n\ttotal_fen\x18\x06 \x01(\x03\x12\x0f\n\x07insured\x18\x07 \x01(\x08\x12\x10\n\x08insutype\x18\x08 \x01(\t\"}\n\x10PaymentSucceeded\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x12\n\namount_fen\x18\x04 \x01(\x03\x12\x1e\n\x16\x63hannel_transaction_id\x18\x05 \x01(\t\"\xcd\x02\n\x13PaymentOrderSettled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\r\n\x05scene\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x13\n\x0b\x63\x61mpus_code\x18\x04 \x01(\t\x12\x11\n\tdept_code\x18\x05 \x01(\t\x12\x10\n\x08insutype\x18\x06 \x01(\t\x12\x11\n\ttotal_fen\x18\x07 \x01(\x03\x12\x10\n\x08\x66und_fen\x18\x08 \x01(\x03\x12\x1c\n\x14personal_account_fen\x18\t \x01(\x03\x12\x10\n\x08\x63\x61sh_fen\x18\n \x01(\x03\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nsettled_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x15\n\rbusiness_date\x18\r \x01(\t\"6\n\x12PaymentOrderClosed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa0\x01\n\x0fRefundSucceeded\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x11\n\trefund_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61sh_fen\x18\x04 \x01(\x03\x12\x10\n\x08\x66und_fen\x18\x05 \x01(\x03\x12\x1c\n\x14personal_account_fen\x18\x06 \x01(\x03\x12\x15\n\rbusiness_date\x18\x07 \x01(\t\"\xab\x01\n\x10InsuranceSettled\x12\x15\n\rsettlement_id\x18\x01 \x01(\t\x12\x0f\n\x07setl_id\x18\x02 \x01(\t\x12\x11\n\torder_ref\x18\x03 \x01(\t\x12\x10\n\x08insutype\x18\x04 \x01(\t\x12\x10\n\x08med_type\x18\x05 \x01(\t\x12\x38\n\tbreakdown\x18\x06 \x01(\x0b\x32%.medpay.common.v1.SettlementBreakdown\"\x91\x01\n\x1aInsuranceSettlementRevoked\x12\x15\n\rsettlement_id\x18\x01 \x01(\t\x12\x0f\n\x07setl_id\x18\x02 \x01(\t\x12\x11\n\torder_ref\x18\x03 \x01(\t\x12\x38\n\tbreakdown\x18\x04 \x01(\x0b\x32%.medpay.common.v1.SettlementBreakdown\"r\n\x17ReconciliationCompleted\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x15\n\rbusiness_date\x18\x02 \x01(\t\x12\x15\n\rmatched_count\x18\x03 \x01(\x05\x12\x19\n\x11\x64iscrepancy_count\x18\x04 \x01(\x05\"\x9d\x01\n\x10\x44iscrepancyFound\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12\x16\n\x0e\x64iscrepancy_id\x18\x02 \x01(\t\x12\x19\n\x11\x64iscrepancy_class\x18\x03 \x01(\t\x12\x0e\n\x06source\x18\x04 \x01(\t\x12\x1b\n\x13platform_amount_fen\x18\x05 \x01(\x03\x12\x19\n\x11source_amount_fen\x18\x06 \x01(\x03\"u\n\x0f\x44\x65positToppedUp\x12\x14\n\x0cinpatient_no\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x0f\n\x07\x63hannel\x18\x03 \x01(\t\x12\x12\n\namount_fen\x18\x04 \x01(\x03\x12\x13\n\x0b\x62\x61lance_fen\x18\x05 \x01(\x03\">\n\x11ListEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x03\x12\x11\n\tpage_size\x18\x02 \x01(\x05\"\\\n\x12ListEventsResponse\x12/\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x1f.medpay.events.v1.EventEnvelope\x12\x15\n\rhead_sequence\x18\x02 \x01(\x03\x32k\n\x10\x45ventFeedService\x12W\n\nListEvents\x12#.medpay.events.v1.ListEventsRequest\x1a$.medpay.events.v1.ListEventsResponseB\x1bZ\x19medpay/events/v1;eventsv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,27 +35,31 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z\031medpay/events/v1;eventsv1'
   _globals['_EVENTENVELOPE']._serialized_start=116
-  _globals['_EVENTENVELOPE']._serialized_end=910
-  _globals['_PAYMENTORDERCREATED']._serialized_start=913
-  _globals['_PAYMENTORDERCREATED']._serialized_end=1083
-  _globals['_PAYMENTSUCCEEDED']._serialized_start=1085
-  _globals['_PAYMENTSUCCEEDED']._serialized_end=1210
-  _globals['_PAYMENTORDERSETTLED']._serialized_start=1213
-  _globals['_PAYMENTORDERSETTLED']._serialized_end=1546
-  _globals['_PAYMENTORDERCLOSED']._serialized_start=1548
-  _globals['_PAYMENTORDERCLOSED']._serialized_end=1602
-  _globals['_REFUNDSUCCEEDED']._serialized_start=1605
-  _globals['_REFUNDSUCCEEDED']._serialized_end=1765
-  _globals['_INSURANCESETTLED']._serialized_start=1768
-  _globals['_INSURANCESETTLED']._serialized_end=1939
-  _globals['_INSURANCESETTLEMENTREVOKED']._serialized_start=1942
-  _globals['_INSURANCESETTLEMENTREVOKED']._serialized_end=2087
-  _globals['_RECONCILIATIONCOMPLETED']._serialized_start=2089
-  _globals['_RECONCILIATIONCOMPLETED']._serialized_end=2203
-  _globals['_LISTEVENTSREQUEST']._serialized_start=2205
-  _globals['_LISTEVENTSREQUEST']._serialized_end=2267
-  _globals['_LISTEVENTSRESPONSE']._serialized_start=2269
-  _globals['_LISTEVENTSRESPONSE']._serialized_end=2361
-  _globals['_EVENTFEEDSERVICE']._serialized_start=2363
-  _globals['_EVENTFEEDSERVICE']._serialized_end=2470
+  _globals['_EVENTENVELOPE']._serialized_end=1039
+  _globals['_PAYMENTORDERCREATED']._serialized_start=1042
+  _globals['_PAYMENTORDERCREATED']._serialized_end=1212
+  _globals['_PAYMENTSUCCEEDED']._serialized_start=1214
+  _globals['_PAYMENTSUCCEEDED']._serialized_end=1339
+  _globals['_PAYMENTORDERSETTLED']._serialized_start=1342
+  _globals['_PAYMENTORDERSETTLED']._serialized_end=1675
+  _globals['_PAYMENTORDERCLOSED']._serialized_start=1677
+  _globals['_PAYMENTORDERCLOSED']._serialized_end=1731
+  _globals['_REFUNDSUCCEEDED']._serialized_start=1734
+  _globals['_REFUNDSUCCEEDED']._serialized_end=1894
+  _globals['_INSURANCESETTLED']._serialized_start=1897
+  _globals['_INSURANCESETTLED']._serialized_end=2068
+  _globals['_INSURANCESETTLEMENTREVOKED']._serialized_start=2071
+  _globals['_INSURANCESETTLEMENTREVOKED']._serialized_end=2216
+  _globals['_RECONCILIATIONCOMPLETED']._serialized_start=2218
+  _globals['_RECONCILIATIONCOMPLETED']._serialized_end=2332
+  _globals['_DISCREPANCYFOUND']._serialized_start=2335
+  _globals['_DISCREPANCYFOUND']._serialized_end=2492
+  _globals['_DEPOSITTOPPEDUP']._serialized_start=2494
+  _globals['_DEPOSITTOPPEDUP']._serialized_end=2611
+  _globals['_LISTEVENTSREQUEST']._serialized_start=2613
+  _globals['_LISTEVENTSREQUEST']._serialized_end=2675
+  _globals['_LISTEVENTSRESPONSE']._serialized_start=2677
+  _globals['_LISTEVENTSRESPONSE']._serialized_end=2769
+  _globals['_EVENTFEEDSERVICE']._serialized_start=2771
+  _globals['_EVENTFEEDSERVICE']._serialized_end=2878
 # @@protoc_insertion_point(module_scope)

@@ -47,6 +47,8 @@ class EventEnvelope(_message.Message):
     INSURANCE_SETTLED_FIELD_NUMBER: _builtins.int
     INSURANCE_SETTLEMENT_REVOKED_FIELD_NUMBER: _builtins.int
     RECONCILIATION_COMPLETED_FIELD_NUMBER: _builtins.int
+    DISCREPANCY_FOUND_FIELD_NUMBER: _builtins.int
+    DEPOSIT_TOPPED_UP_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Globally unique (UUID). Consumers deduplicate on it."""
     event_type: _builtins.str
@@ -78,6 +80,10 @@ class EventEnvelope(_message.Message):
     def insurance_settlement_revoked(self) -> Global___InsuranceSettlementRevoked: ...
     @_builtins.property
     def reconciliation_completed(self) -> Global___ReconciliationCompleted: ...
+    @_builtins.property
+    def discrepancy_found(self) -> Global___DiscrepancyFound: ...
+    @_builtins.property
+    def deposit_topped_up(self) -> Global___DepositToppedUp: ...
     def __init__(
         self,
         *,
@@ -97,12 +103,14 @@ class EventEnvelope(_message.Message):
         insurance_settled: Global___InsuranceSettled | None = ...,
         insurance_settlement_revoked: Global___InsuranceSettlementRevoked | None = ...,
         reconciliation_completed: Global___ReconciliationCompleted | None = ...,
+        discrepancy_found: Global___DiscrepancyFound | None = ...,
+        deposit_topped_up: Global___DepositToppedUp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["insurance_settled", b"insurance_settled", "insurance_settlement_revoked", b"insurance_settlement_revoked", "occurred_at", b"occurred_at", "payload", b"payload", "payment_order_closed", b"payment_order_closed", "payment_order_created", b"payment_order_created", "payment_order_settled", b"payment_order_settled", "payment_succeeded", b"payment_succeeded", "reconciliation_completed", b"reconciliation_completed", "refund_succeeded", b"refund_succeeded"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deposit_topped_up", b"deposit_topped_up", "discrepancy_found", b"discrepancy_found", "insurance_settled", b"insurance_settled", "insurance_settlement_revoked", b"insurance_settlement_revoked", "occurred_at", b"occurred_at", "payload", b"payload", "payment_order_closed", b"payment_order_closed", "payment_order_created", b"payment_order_created", "payment_order_settled", b"payment_order_settled", "payment_succeeded", b"payment_succeeded", "reconciliation_completed", b"reconciliation_completed", "refund_succeeded", b"refund_succeeded"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "event_id", b"event_id", "event_type", b"event_type", "insurance_settled", b"insurance_settled", "insurance_settlement_revoked", b"insurance_settlement_revoked", "occurred_at", b"occurred_at", "payload", b"payload", "payment_order_closed", b"payment_order_closed", "payment_order_created", b"payment_order_created", "payment_order_settled", b"payment_order_settled", "payment_succeeded", b"payment_succeeded", "reconciliation_completed", b"reconciliation_completed", "refund_succeeded", b"refund_succeeded", "sequence", b"sequence", "source_service", b"source_service", "traceparent", b"traceparent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["aggregate_id", b"aggregate_id", "aggregate_type", b"aggregate_type", "deposit_topped_up", b"deposit_topped_up", "discrepancy_found", b"discrepancy_found", "event_id", b"event_id", "event_type", b"event_type", "insurance_settled", b"insurance_settled", "insurance_settlement_revoked", b"insurance_settlement_revoked", "occurred_at", b"occurred_at", "payload", b"payload", "payment_order_closed", b"payment_order_closed", "payment_order_created", b"payment_order_created", "payment_order_settled", b"payment_order_settled", "payment_succeeded", b"payment_succeeded", "reconciliation_completed", b"reconciliation_completed", "refund_succeeded", b"refund_succeeded", "sequence", b"sequence", "source_service", b"source_service", "traceparent", b"traceparent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["payment_order_created", "payment_succeeded", "payment_order_settled", "payment_order_closed", "refund_succeeded", "insurance_settled", "insurance_settlement_revoked", "reconciliation_completed"]  # noqa: Y015
+    _WhichOneofReturnType_payload: _TypeAlias = _typing.Literal["payment_order_created", "payment_succeeded", "payment_order_settled", "payment_order_closed", "refund_succeeded", "insurance_settled", "insurance_settlement_revoked", "reconciliation_completed", "discrepancy_found", "deposit_topped_up"]  # noqa: Y015
     _WhichOneofArgType_payload: _TypeAlias = _typing.Literal["payload", b"payload"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_payload) -> _WhichOneofReturnType_payload | None: ...
 
@@ -392,6 +400,74 @@ class ReconciliationCompleted(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReconciliationCompleted: _TypeAlias = ReconciliationCompleted  # noqa: Y015
+
+@_typing.final
+class DiscrepancyFound(_message.Message):
+    """Emitted per discrepancy a run stores (reconciliation)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RUN_ID_FIELD_NUMBER: _builtins.int
+    DISCREPANCY_ID_FIELD_NUMBER: _builtins.int
+    DISCREPANCY_CLASS_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    PLATFORM_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    SOURCE_AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    run_id: _builtins.str
+    discrepancy_id: _builtins.str
+    discrepancy_class: _builtins.str
+    """DiscrepancyClass name ("DISCREPANCY_CLASS_CHANNEL_ONLY", ...)."""
+    source: _builtins.str
+    platform_amount_fen: _builtins.int
+    source_amount_fen: _builtins.int
+    def __init__(
+        self,
+        *,
+        run_id: _builtins.str = ...,
+        discrepancy_id: _builtins.str = ...,
+        discrepancy_class: _builtins.str = ...,
+        source: _builtins.str = ...,
+        platform_amount_fen: _builtins.int = ...,
+        source_amount_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancy_class", b"discrepancy_class", "discrepancy_id", b"discrepancy_id", "platform_amount_fen", b"platform_amount_fen", "run_id", b"run_id", "source", b"source", "source_amount_fen", b"source_amount_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DiscrepancyFound: _TypeAlias = DiscrepancyFound  # noqa: Y015
+
+@_typing.final
+class DepositToppedUp(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPATIENT_NO_FIELD_NUMBER: _builtins.int
+    PAYMENT_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    BALANCE_FEN_FIELD_NUMBER: _builtins.int
+    inpatient_no: _builtins.str
+    payment_id: _builtins.str
+    channel: _builtins.str
+    amount_fen: _builtins.int
+    balance_fen: _builtins.int
+    def __init__(
+        self,
+        *,
+        inpatient_no: _builtins.str = ...,
+        payment_id: _builtins.str = ...,
+        channel: _builtins.str = ...,
+        amount_fen: _builtins.int = ...,
+        balance_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "balance_fen", b"balance_fen", "channel", b"channel", "inpatient_no", b"inpatient_no", "payment_id", b"payment_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DepositToppedUp: _TypeAlias = DepositToppedUp  # noqa: Y015
 
 @_typing.final
 class ListEventsRequest(_message.Message):

@@ -814,3 +814,208 @@ class RegisterAdmissionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RegisterAdmissionResponse: _TypeAlias = RegisterAdmissionResponse  # noqa: Y015
+
+@_typing.final
+class UploadInpatientFeesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    settlement_id: _builtins.str
+    """The admission's settlement (from RegisterAdmission)."""
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChargeItem]: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        settlement_id: _builtins.str = ...,
+        items: _abc.Iterable[_common_pb2.ChargeItem] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["items", b"items", "request_id", b"request_id", "settlement_id", b"settlement_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadInpatientFeesRequest: _TypeAlias = UploadInpatientFeesRequest  # noqa: Y015
+
+@_typing.final
+class UploadInpatientFeesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTLEMENT_FIELD_NUMBER: _builtins.int
+    LINES_ACCEPTED_FIELD_NUMBER: _builtins.int
+    lines_accepted: _builtins.int
+    @_builtins.property
+    def settlement(self) -> Global___Settlement: ...
+    def __init__(
+        self,
+        *,
+        settlement: Global___Settlement | None = ...,
+        lines_accepted: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settlement", b"settlement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lines_accepted", b"lines_accepted", "settlement", b"settlement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UploadInpatientFeesResponse: _TypeAlias = UploadInpatientFeesResponse  # noqa: Y015
+
+@_typing.final
+class PresettleDischargeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    DISCHARGED_AT_FIELD_NUMBER: _builtins.int
+    DSCG_WAY_FIELD_NUMBER: _builtins.int
+    USE_PERSONAL_ACCOUNT_FIELD_NUMBER: _builtins.int
+    MID_SETTLEMENT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    settlement_id: _builtins.str
+    discharged_at: _builtins.str
+    """出院时间, RFC 3339."""
+    dscg_way: _builtins.str
+    """离院方式 dscg_way (dictionary code)."""
+    use_personal_account: _builtins.bool
+    mid_settlement: _builtins.bool
+    """中途结算 (mid-stay settlement) instead of discharge."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        settlement_id: _builtins.str = ...,
+        discharged_at: _builtins.str = ...,
+        dscg_way: _builtins.str = ...,
+        use_personal_account: _builtins.bool = ...,
+        mid_settlement: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discharged_at", b"discharged_at", "dscg_way", b"dscg_way", "mid_settlement", b"mid_settlement", "request_id", b"request_id", "settlement_id", b"settlement_id", "use_personal_account", b"use_personal_account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresettleDischargeRequest: _TypeAlias = PresettleDischargeRequest  # noqa: Y015
+
+@_typing.final
+class PresettleDischargeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETTLEMENT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def settlement(self) -> Global___Settlement: ...
+    def __init__(
+        self,
+        *,
+        settlement: Global___Settlement | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["settlement", b"settlement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["settlement", b"settlement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PresettleDischargeResponse: _TypeAlias = PresettleDischargeResponse  # noqa: Y015
+
+@_typing.final
+class DetailMismatch(_message.Message):
+    """One settlement on which the platform and the insurer disagree (3202 result file row)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SETL_ID_FIELD_NUMBER: _builtins.int
+    MDTRT_ID_FIELD_NUMBER: _builtins.int
+    MSGID_FIELD_NUMBER: _builtins.int
+    STMT_RSLT_FIELD_NUMBER: _builtins.int
+    MEMO_FIELD_NUMBER: _builtins.int
+    PLATFORM_MEDFEE_SUMAMT_FEN_FIELD_NUMBER: _builtins.int
+    INSURER_MEDFEE_SUMAMT_FEN_FIELD_NUMBER: _builtins.int
+    PLATFORM_FUND_PAY_SUMAMT_FEN_FIELD_NUMBER: _builtins.int
+    INSURER_FUND_PAY_SUMAMT_FEN_FIELD_NUMBER: _builtins.int
+    setl_id: _builtins.str
+    mdtrt_id: _builtins.str
+    msgid: _builtins.str
+    stmt_rslt: _builtins.str
+    """stmt_rslt of the row."""
+    memo: _builtins.str
+    platform_medfee_sumamt_fen: _builtins.int
+    insurer_medfee_sumamt_fen: _builtins.int
+    platform_fund_pay_sumamt_fen: _builtins.int
+    insurer_fund_pay_sumamt_fen: _builtins.int
+    def __init__(
+        self,
+        *,
+        setl_id: _builtins.str = ...,
+        mdtrt_id: _builtins.str = ...,
+        msgid: _builtins.str = ...,
+        stmt_rslt: _builtins.str = ...,
+        memo: _builtins.str = ...,
+        platform_medfee_sumamt_fen: _builtins.int = ...,
+        insurer_medfee_sumamt_fen: _builtins.int = ...,
+        platform_fund_pay_sumamt_fen: _builtins.int = ...,
+        insurer_fund_pay_sumamt_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["insurer_fund_pay_sumamt_fen", b"insurer_fund_pay_sumamt_fen", "insurer_medfee_sumamt_fen", b"insurer_medfee_sumamt_fen", "mdtrt_id", b"mdtrt_id", "memo", b"memo", "msgid", b"msgid", "platform_fund_pay_sumamt_fen", b"platform_fund_pay_sumamt_fen", "platform_medfee_sumamt_fen", b"platform_medfee_sumamt_fen", "setl_id", b"setl_id", "stmt_rslt", b"stmt_rslt"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DetailMismatch: _TypeAlias = DetailMismatch  # noqa: Y015
+
+@_typing.final
+class ReconcileDetailsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    INSUTYPE_FIELD_NUMBER: _builtins.int
+    CLR_TYPE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    business_date: _builtins.str
+    insutype: _builtins.str
+    clr_type: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        business_date: _builtins.str = ...,
+        insutype: _builtins.str = ...,
+        clr_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "clr_type", b"clr_type", "insutype", b"insutype", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileDetailsRequest: _TypeAlias = ReconcileDetailsRequest  # noqa: Y015
+
+@_typing.final
+class ReconcileDetailsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    MISMATCHES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def statement(self) -> Global___TotalsStatement: ...
+    @_builtins.property
+    def mismatches(self) -> _containers.RepeatedCompositeFieldContainer[Global___DetailMismatch]: ...
+    def __init__(
+        self,
+        *,
+        statement: Global___TotalsStatement | None = ...,
+        mismatches: _abc.Iterable[Global___DetailMismatch] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["statement", b"statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mismatches", b"mismatches", "statement", b"statement"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReconcileDetailsResponse: _TypeAlias = ReconcileDetailsResponse  # noqa: Y015

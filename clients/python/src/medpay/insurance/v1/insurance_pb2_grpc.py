@@ -84,6 +84,21 @@ class InsuranceServiceStub:
                 request_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.RegisterAdmissionRequest.SerializeToString,
                 response_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.RegisterAdmissionResponse.FromString,
                 _registered_method=True)
+        self.UploadInpatientFees = channel.unary_unary(
+                '/medpay.insurance.v1.InsuranceService/UploadInpatientFees',
+                request_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.UploadInpatientFeesRequest.SerializeToString,
+                response_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.UploadInpatientFeesResponse.FromString,
+                _registered_method=True)
+        self.PresettleDischarge = channel.unary_unary(
+                '/medpay.insurance.v1.InsuranceService/PresettleDischarge',
+                request_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.PresettleDischargeRequest.SerializeToString,
+                response_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.PresettleDischargeResponse.FromString,
+                _registered_method=True)
+        self.ReconcileDetails = channel.unary_unary(
+                '/medpay.insurance.v1.InsuranceService/ReconcileDetails',
+                request_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.ReconcileDetailsRequest.SerializeToString,
+                response_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.ReconcileDetailsResponse.FromString,
+                _registered_method=True)
 
 
 class InsuranceServiceServicer:
@@ -168,6 +183,30 @@ class InsuranceServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UploadInpatientFees(self, request, context):
+        """2301 inpatient fee details during the stay (negative lines refer to init_feedetl_sn).
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PresettleDischarge(self, request, context):
+        """2402 discharge + 2303 inpatient pre-settlement; Settle then completes it with 2304.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReconcileDetails(self, request, context):
+        """3202 detail reconciliation (with 9101 upload and 9102 download of the detail files), run when
+        3201 does not balance. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_InsuranceServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -220,6 +259,21 @@ def add_InsuranceServiceServicer_to_server(servicer, server):
                     servicer.RegisterAdmission,
                     request_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.RegisterAdmissionRequest.FromString,
                     response_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.RegisterAdmissionResponse.SerializeToString,
+            ),
+            'UploadInpatientFees': grpc.unary_unary_rpc_method_handler(
+                    servicer.UploadInpatientFees,
+                    request_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.UploadInpatientFeesRequest.FromString,
+                    response_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.UploadInpatientFeesResponse.SerializeToString,
+            ),
+            'PresettleDischarge': grpc.unary_unary_rpc_method_handler(
+                    servicer.PresettleDischarge,
+                    request_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.PresettleDischargeRequest.FromString,
+                    response_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.PresettleDischargeResponse.SerializeToString,
+            ),
+            'ReconcileDetails': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReconcileDetails,
+                    request_deserializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.ReconcileDetailsRequest.FromString,
+                    response_serializer=medpay_dot_insurance_dot_v1_dot_insurance__pb2.ReconcileDetailsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -492,6 +546,87 @@ class InsuranceService:
             '/medpay.insurance.v1.InsuranceService/RegisterAdmission',
             medpay_dot_insurance_dot_v1_dot_insurance__pb2.RegisterAdmissionRequest.SerializeToString,
             medpay_dot_insurance_dot_v1_dot_insurance__pb2.RegisterAdmissionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UploadInpatientFees(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.insurance.v1.InsuranceService/UploadInpatientFees',
+            medpay_dot_insurance_dot_v1_dot_insurance__pb2.UploadInpatientFeesRequest.SerializeToString,
+            medpay_dot_insurance_dot_v1_dot_insurance__pb2.UploadInpatientFeesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PresettleDischarge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.insurance.v1.InsuranceService/PresettleDischarge',
+            medpay_dot_insurance_dot_v1_dot_insurance__pb2.PresettleDischargeRequest.SerializeToString,
+            medpay_dot_insurance_dot_v1_dot_insurance__pb2.PresettleDischargeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReconcileDetails(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.insurance.v1.InsuranceService/ReconcileDetails',
+            medpay_dot_insurance_dot_v1_dot_insurance__pb2.ReconcileDetailsRequest.SerializeToString,
+            medpay_dot_insurance_dot_v1_dot_insurance__pb2.ReconcileDetailsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,18 @@ class InsuranceServiceStub:
     """The message log, newest first, paginated; patient identifiers masked. Errors: INVALID_ARGUMENT."""
     RegisterAdmission: _grpc.UnaryUnaryMultiCallable[_insurance_pb2.RegisterAdmissionRequest, _insurance_pb2.RegisterAdmissionResponse]
     """2401 inpatient admission. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    UploadInpatientFees: _grpc.UnaryUnaryMultiCallable[_insurance_pb2.UploadInpatientFeesRequest, _insurance_pb2.UploadInpatientFeesResponse]
+    """2301 inpatient fee details during the stay (negative lines refer to init_feedetl_sn).
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    PresettleDischarge: _grpc.UnaryUnaryMultiCallable[_insurance_pb2.PresettleDischargeRequest, _insurance_pb2.PresettleDischargeResponse]
+    """2402 discharge + 2303 inpatient pre-settlement; Settle then completes it with 2304.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ReconcileDetails: _grpc.UnaryUnaryMultiCallable[_insurance_pb2.ReconcileDetailsRequest, _insurance_pb2.ReconcileDetailsResponse]
+    """3202 detail reconciliation (with 9101 upload and 9102 download of the detail files), run when
+    3201 does not balance. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
 
 @_typing.type_check_only
 class InsuranceServiceAsyncStub(InsuranceServiceStub):
@@ -108,6 +120,18 @@ class InsuranceServiceAsyncStub(InsuranceServiceStub):
     """The message log, newest first, paginated; patient identifiers masked. Errors: INVALID_ARGUMENT."""
     RegisterAdmission: _aio.UnaryUnaryMultiCallable[_insurance_pb2.RegisterAdmissionRequest, _insurance_pb2.RegisterAdmissionResponse]  # type: ignore[assignment]
     """2401 inpatient admission. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    UploadInpatientFees: _aio.UnaryUnaryMultiCallable[_insurance_pb2.UploadInpatientFeesRequest, _insurance_pb2.UploadInpatientFeesResponse]  # type: ignore[assignment]
+    """2301 inpatient fee details during the stay (negative lines refer to init_feedetl_sn).
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    PresettleDischarge: _aio.UnaryUnaryMultiCallable[_insurance_pb2.PresettleDischargeRequest, _insurance_pb2.PresettleDischargeResponse]  # type: ignore[assignment]
+    """2402 discharge + 2303 inpatient pre-settlement; Settle then completes it with 2304.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ReconcileDetails: _aio.UnaryUnaryMultiCallable[_insurance_pb2.ReconcileDetailsRequest, _insurance_pb2.ReconcileDetailsResponse]  # type: ignore[assignment]
+    """3202 detail reconciliation (with 9101 upload and 9102 download of the detail files), run when
+    3201 does not balance. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
 
 class InsuranceServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -204,5 +228,35 @@ class InsuranceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_insurance_pb2.RegisterAdmissionResponse, _abc.Awaitable[_insurance_pb2.RegisterAdmissionResponse]]:
         """2401 inpatient admission. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+
+    @_abc_1.abstractmethod
+    def UploadInpatientFees(
+        self,
+        request: _insurance_pb2.UploadInpatientFeesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_insurance_pb2.UploadInpatientFeesResponse, _abc.Awaitable[_insurance_pb2.UploadInpatientFeesResponse]]:
+        """2301 inpatient fee details during the stay (negative lines refer to init_feedetl_sn).
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def PresettleDischarge(
+        self,
+        request: _insurance_pb2.PresettleDischargeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_insurance_pb2.PresettleDischargeResponse, _abc.Awaitable[_insurance_pb2.PresettleDischargeResponse]]:
+        """2402 discharge + 2303 inpatient pre-settlement; Settle then completes it with 2304.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def ReconcileDetails(
+        self,
+        request: _insurance_pb2.ReconcileDetailsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_insurance_pb2.ReconcileDetailsResponse, _abc.Awaitable[_insurance_pb2.ReconcileDetailsResponse]]:
+        """3202 detail reconciliation (with 9101 upload and 9102 download of the detail files), run when
+        3201 does not balance. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
 
 def add_InsuranceServiceServicer_to_server(servicer: InsuranceServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

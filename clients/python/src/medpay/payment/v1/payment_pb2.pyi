@@ -1013,3 +1013,259 @@ class TopUpDepositResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___TopUpDepositResponse: _TypeAlias = TopUpDepositResponse  # noqa: Y015
+
+@_typing.final
+class DepositAccount(_message.Message):
+    """An inpatient's deposit account (预交金账户). balance = topped_up - used - refunded; negative means
+    arrears.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPATIENT_NO_FIELD_NUMBER: _builtins.int
+    HIS_PATIENT_ID_FIELD_NUMBER: _builtins.int
+    BALANCE_FEN_FIELD_NUMBER: _builtins.int
+    TOPPED_UP_FEN_FIELD_NUMBER: _builtins.int
+    USED_FEN_FIELD_NUMBER: _builtins.int
+    REFUNDED_FEN_FIELD_NUMBER: _builtins.int
+    TOP_UPS_FIELD_NUMBER: _builtins.int
+    inpatient_no: _builtins.str
+    """住院号 ipt_no."""
+    his_patient_id: _builtins.str
+    balance_fen: _builtins.int
+    topped_up_fen: _builtins.int
+    used_fen: _builtins.int
+    refunded_fen: _builtins.int
+    @_builtins.property
+    def top_ups(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
+    def __init__(
+        self,
+        *,
+        inpatient_no: _builtins.str = ...,
+        his_patient_id: _builtins.str = ...,
+        balance_fen: _builtins.int = ...,
+        topped_up_fen: _builtins.int = ...,
+        used_fen: _builtins.int = ...,
+        refunded_fen: _builtins.int = ...,
+        top_ups: _abc.Iterable[Global___Payment] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_fen", b"balance_fen", "his_patient_id", b"his_patient_id", "inpatient_no", b"inpatient_no", "refunded_fen", b"refunded_fen", "top_ups", b"top_ups", "topped_up_fen", b"topped_up_fen", "used_fen", b"used_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DepositAccount: _TypeAlias = DepositAccount  # noqa: Y015
+
+@_typing.final
+class GetDepositAccountRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPATIENT_NO_FIELD_NUMBER: _builtins.int
+    inpatient_no: _builtins.str
+    def __init__(
+        self,
+        *,
+        inpatient_no: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inpatient_no", b"inpatient_no"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDepositAccountRequest: _TypeAlias = GetDepositAccountRequest  # noqa: Y015
+
+@_typing.final
+class GetDepositAccountResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___DepositAccount: ...
+    def __init__(
+        self,
+        *,
+        account: Global___DepositAccount | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDepositAccountResponse: _TypeAlias = GetDepositAccountResponse  # noqa: Y015
+
+@_typing.final
+class SettleDischargeRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INPATIENT_NO_FIELD_NUMBER: _builtins.int
+    CAMPUS_CODE_FIELD_NUMBER: _builtins.int
+    DEPT_CODE_FIELD_NUMBER: _builtins.int
+    PATIENT_FIELD_NUMBER: _builtins.int
+    ITEMS_FIELD_NUMBER: _builtins.int
+    INSURANCE_FIELD_NUMBER: _builtins.int
+    DISCHARGED_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    inpatient_no: _builtins.str
+    campus_code: _builtins.str
+    dept_code: _builtins.str
+    discharged_at: _builtins.str
+    """出院时间, RFC 3339."""
+    @_builtins.property
+    def patient(self) -> _common_pb2.Patient: ...
+    @_builtins.property
+    def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChargeItem]:
+        """The stay's charges not yet uploaded to the insurer."""
+
+    @_builtins.property
+    def insurance(self) -> Global___InsuranceRequest:
+        """Present = insured discharge (med_type "21" 普通住院, ...); absent = self-pay."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        inpatient_no: _builtins.str = ...,
+        campus_code: _builtins.str = ...,
+        dept_code: _builtins.str = ...,
+        patient: _common_pb2.Patient | None = ...,
+        items: _abc.Iterable[_common_pb2.ChargeItem] | None = ...,
+        insurance: Global___InsuranceRequest | None = ...,
+        discharged_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["insurance", b"insurance", "patient", b"patient"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campus_code", b"campus_code", "dept_code", b"dept_code", "discharged_at", b"discharged_at", "inpatient_no", b"inpatient_no", "insurance", b"insurance", "items", b"items", "patient", b"patient", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleDischargeRequest: _TypeAlias = SettleDischargeRequest  # noqa: Y015
+
+@_typing.final
+class SettleDischargeResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    DEPOSIT_REFUNDS_FIELD_NUMBER: _builtins.int
+    SHORTFALL_FEN_FIELD_NUMBER: _builtins.int
+    shortfall_fen: _builtins.int
+    """What the patient still owes when the deposit did not cover their share (collect with
+    PayPaymentOrder on `order`).
+    """
+    @_builtins.property
+    def order(self) -> Global___PaymentOrder: ...
+    @_builtins.property
+    def account(self) -> Global___DepositAccount: ...
+    @_builtins.property
+    def deposit_refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
+        """Surplus deposit going back to the channels it came from."""
+
+    def __init__(
+        self,
+        *,
+        order: Global___PaymentOrder | None = ...,
+        account: Global___DepositAccount | None = ...,
+        deposit_refunds: _abc.Iterable[Global___Refund] | None = ...,
+        shortfall_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "order", b"order"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "deposit_refunds", b"deposit_refunds", "order", b"order", "shortfall_fen", b"shortfall_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SettleDischargeResponse: _TypeAlias = SettleDischargeResponse  # noqa: Y015
+
+@_typing.final
+class CloseCashierShiftRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    CASHIER_ID_FIELD_NUMBER: _builtins.int
+    CAMPUS_CODE_FIELD_NUMBER: _builtins.int
+    CLOSED_AT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    cashier_id: _builtins.str
+    campus_code: _builtins.str
+    closed_at: _builtins.str
+    """The shift's end; the start is the previous close of the same cashier."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        cashier_id: _builtins.str = ...,
+        campus_code: _builtins.str = ...,
+        closed_at: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["campus_code", b"campus_code", "cashier_id", b"cashier_id", "closed_at", b"closed_at", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCashierShiftRequest: _TypeAlias = CloseCashierShiftRequest  # noqa: Y015
+
+@_typing.final
+class ShiftChannelTotal(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PAYMENT_COUNT_FIELD_NUMBER: _builtins.int
+    COLLECTED_FEN_FIELD_NUMBER: _builtins.int
+    REFUND_COUNT_FIELD_NUMBER: _builtins.int
+    REFUNDED_FEN_FIELD_NUMBER: _builtins.int
+    channel: Global___Channel.ValueType
+    payment_count: _builtins.int
+    collected_fen: _builtins.int
+    refund_count: _builtins.int
+    refunded_fen: _builtins.int
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel.ValueType = ...,
+        payment_count: _builtins.int = ...,
+        collected_fen: _builtins.int = ...,
+        refund_count: _builtins.int = ...,
+        refunded_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "collected_fen", b"collected_fen", "payment_count", b"payment_count", "refund_count", b"refund_count", "refunded_fen", b"refunded_fen"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ShiftChannelTotal: _TypeAlias = ShiftChannelTotal  # noqa: Y015
+
+@_typing.final
+class CloseCashierShiftResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SHIFT_ID_FIELD_NUMBER: _builtins.int
+    CASHIER_ID_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    CASH_TO_HAND_OVER_FEN_FIELD_NUMBER: _builtins.int
+    shift_id: _builtins.str
+    cashier_id: _builtins.str
+    cash_to_hand_over_fen: _builtins.int
+    """Cash the window must hand over: cash collected - cash refunded."""
+    @_builtins.property
+    def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShiftChannelTotal]: ...
+    def __init__(
+        self,
+        *,
+        shift_id: _builtins.str = ...,
+        cashier_id: _builtins.str = ...,
+        totals: _abc.Iterable[Global___ShiftChannelTotal] | None = ...,
+        cash_to_hand_over_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_to_hand_over_fen", b"cash_to_hand_over_fen", "cashier_id", b"cashier_id", "shift_id", b"shift_id", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CloseCashierShiftResponse: _TypeAlias = CloseCashierShiftResponse  # noqa: Y015

@@ -79,6 +79,21 @@ class PaymentServiceStub:
                 request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.TopUpDepositRequest.SerializeToString,
                 response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.TopUpDepositResponse.FromString,
                 _registered_method=True)
+        self.GetDepositAccount = channel.unary_unary(
+                '/medpay.payment.v1.PaymentService/GetDepositAccount',
+                request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.GetDepositAccountRequest.SerializeToString,
+                response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.GetDepositAccountResponse.FromString,
+                _registered_method=True)
+        self.SettleDischarge = channel.unary_unary(
+                '/medpay.payment.v1.PaymentService/SettleDischarge',
+                request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeRequest.SerializeToString,
+                response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeResponse.FromString,
+                _registered_method=True)
+        self.CloseCashierShift = channel.unary_unary(
+                '/medpay.payment.v1.PaymentService/CloseCashierShift',
+                request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.SerializeToString,
+                response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -154,7 +169,32 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TopUpDeposit(self, request, context):
-        """Inpatient deposit (预交金) top-up. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetDepositAccount(self, request, context):
+        """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleDischarge(self, request, context):
+        """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
+        insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
+        original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CloseCashierShift(self, request, context):
+        """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,6 +247,21 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.TopUpDeposit,
                     request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.TopUpDepositRequest.FromString,
                     response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.TopUpDepositResponse.SerializeToString,
+            ),
+            'GetDepositAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDepositAccount,
+                    request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.GetDepositAccountRequest.FromString,
+                    response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.GetDepositAccountResponse.SerializeToString,
+            ),
+            'SettleDischarge': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleDischarge,
+                    request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeRequest.FromString,
+                    response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeResponse.SerializeToString,
+            ),
+            'CloseCashierShift': grpc.unary_unary_rpc_method_handler(
+                    servicer.CloseCashierShift,
+                    request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.FromString,
+                    response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -452,6 +507,87 @@ class PaymentService:
             '/medpay.payment.v1.PaymentService/TopUpDeposit',
             medpay_dot_payment_dot_v1_dot_payment__pb2.TopUpDepositRequest.SerializeToString,
             medpay_dot_payment_dot_v1_dot_payment__pb2.TopUpDepositResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDepositAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.payment.v1.PaymentService/GetDepositAccount',
+            medpay_dot_payment_dot_v1_dot_payment__pb2.GetDepositAccountRequest.SerializeToString,
+            medpay_dot_payment_dot_v1_dot_payment__pb2.GetDepositAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleDischarge(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.payment.v1.PaymentService/SettleDischarge',
+            medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeRequest.SerializeToString,
+            medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CloseCashierShift(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.payment.v1.PaymentService/CloseCashierShift',
+            medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.SerializeToString,
+            medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.FromString,
             options,
             channel_credentials,
             insecure,

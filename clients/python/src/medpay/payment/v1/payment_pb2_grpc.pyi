@@ -74,7 +74,20 @@ class PaymentServiceStub:
     UNIMPLEMENTED (NOT_OFFERED).
     """
     TopUpDeposit: _grpc.UnaryUnaryMultiCallable[_payment_pb2.TopUpDepositRequest, _payment_pb2.TopUpDepositResponse]
-    """Inpatient deposit (预交金) top-up. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    GetDepositAccount: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]
+    """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    SettleDischarge: _grpc.UnaryUnaryMultiCallable[_payment_pb2.SettleDischargeRequest, _payment_pb2.SettleDischargeResponse]
+    """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
+    insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
+    original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    CloseCashierShift: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]
+    """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -115,7 +128,20 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     UNIMPLEMENTED (NOT_OFFERED).
     """
     TopUpDeposit: _aio.UnaryUnaryMultiCallable[_payment_pb2.TopUpDepositRequest, _payment_pb2.TopUpDepositResponse]  # type: ignore[assignment]
-    """Inpatient deposit (预交金) top-up. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    GetDepositAccount: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]  # type: ignore[assignment]
+    """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    SettleDischarge: _aio.UnaryUnaryMultiCallable[_payment_pb2.SettleDischargeRequest, _payment_pb2.SettleDischargeResponse]  # type: ignore[assignment]
+    """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
+    insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
+    original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    CloseCashierShift: _aio.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]  # type: ignore[assignment]
+    """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -207,6 +233,37 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.TopUpDepositRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.TopUpDepositResponse, _abc.Awaitable[_payment_pb2.TopUpDepositResponse]]:
-        """Inpatient deposit (预交金) top-up. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+        """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def GetDepositAccount(
+        self,
+        request: _payment_pb2.GetDepositAccountRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.GetDepositAccountResponse, _abc.Awaitable[_payment_pb2.GetDepositAccountResponse]]:
+        """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+
+    @_abc_1.abstractmethod
+    def SettleDischarge(
+        self,
+        request: _payment_pb2.SettleDischargeRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.SettleDischargeResponse, _abc.Awaitable[_payment_pb2.SettleDischargeResponse]]:
+        """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
+        insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
+        original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def CloseCashierShift(
+        self,
+        request: _payment_pb2.CloseCashierShiftRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.CloseCashierShiftResponse, _abc.Awaitable[_payment_pb2.CloseCashierShiftResponse]]:
+        """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -97,6 +97,35 @@ DISCREPANCY_STATUS_OPEN: DiscrepancyStatus.ValueType  # 1
 DISCREPANCY_STATUS_RESOLVED: DiscrepancyStatus.ValueType  # 2
 Global___DiscrepancyStatus: _TypeAlias = DiscrepancyStatus  # noqa: Y015
 
+class _ResolutionAction:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResolutionActionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResolutionAction.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESOLUTION_ACTION_UNSPECIFIED: _ResolutionAction.ValueType  # 0
+    RESOLUTION_ACTION_REFUND: _ResolutionAction.ValueType  # 1
+    """Give the money back to the patient through the original channel (长款 with no order)."""
+    RESOLUTION_ACTION_BACKFILL: _ResolutionAction.ValueType  # 2
+    """Record the channel's payment on its order (补单)."""
+    RESOLUTION_ACTION_WRITE_OFF: _ResolutionAction.ValueType  # 3
+    """Accept the difference with a written reason (e.g. a fee the channel took)."""
+    RESOLUTION_ACTION_EXPLAINED: _ResolutionAction.ValueType  # 4
+    """Nothing to do: explained (e.g. a timing difference resolved the next day)."""
+
+class ResolutionAction(_ResolutionAction, metaclass=_ResolutionActionEnumTypeWrapper): ...
+
+RESOLUTION_ACTION_UNSPECIFIED: ResolutionAction.ValueType  # 0
+RESOLUTION_ACTION_REFUND: ResolutionAction.ValueType  # 1
+"""Give the money back to the patient through the original channel (长款 with no order)."""
+RESOLUTION_ACTION_BACKFILL: ResolutionAction.ValueType  # 2
+"""Record the channel's payment on its order (补单)."""
+RESOLUTION_ACTION_WRITE_OFF: ResolutionAction.ValueType  # 3
+"""Accept the difference with a written reason (e.g. a fee the channel took)."""
+RESOLUTION_ACTION_EXPLAINED: ResolutionAction.ValueType  # 4
+"""Nothing to do: explained (e.g. a timing difference resolved the next day)."""
+Global___ResolutionAction: _TypeAlias = ResolutionAction  # noqa: Y015
+
 @_typing.final
 class SourceTotals(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -419,19 +448,26 @@ class ResolveDiscrepancyRequest(_message.Message):
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     DISCREPANCY_ID_FIELD_NUMBER: _builtins.int
     NOTE_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    PROPOSED_BY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     discrepancy_id: _builtins.str
     note: _builtins.str
+    action: Global___ResolutionAction.ValueType
+    proposed_by: _builtins.str
+    """Who proposes it (the maker), as the hospital's staff id."""
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         discrepancy_id: _builtins.str = ...,
         note: _builtins.str = ...,
+        action: Global___ResolutionAction.ValueType = ...,
+        proposed_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancy_id", b"discrepancy_id", "note", b"note", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "discrepancy_id", b"discrepancy_id", "note", b"note", "proposed_by", b"proposed_by", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -456,3 +492,114 @@ class ResolveDiscrepancyResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ResolveDiscrepancyResponse: _TypeAlias = ResolveDiscrepancyResponse  # noqa: Y015
+
+@_typing.final
+class ReviewResolutionRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    DISCREPANCY_ID_FIELD_NUMBER: _builtins.int
+    APPROVE_FIELD_NUMBER: _builtins.int
+    REVIEWED_BY_FIELD_NUMBER: _builtins.int
+    NOTE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    discrepancy_id: _builtins.str
+    approve: _builtins.bool
+    reviewed_by: _builtins.str
+    """The checker's staff id; must differ from the maker's."""
+    note: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        discrepancy_id: _builtins.str = ...,
+        approve: _builtins.bool = ...,
+        reviewed_by: _builtins.str = ...,
+        note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approve", b"approve", "discrepancy_id", b"discrepancy_id", "note", b"note", "request_id", b"request_id", "reviewed_by", b"reviewed_by"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewResolutionRequest: _TypeAlias = ReviewResolutionRequest  # noqa: Y015
+
+@_typing.final
+class ReviewResolutionResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DISCREPANCY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def discrepancy(self) -> Global___Discrepancy: ...
+    def __init__(
+        self,
+        *,
+        discrepancy: Global___Discrepancy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["discrepancy", b"discrepancy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["discrepancy", b"discrepancy"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReviewResolutionResponse: _TypeAlias = ReviewResolutionResponse  # noqa: Y015
+
+@_typing.final
+class ImportStatementRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    FILENAME_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    source: _builtins.str
+    """"alipay", "unionpay", "pos:<bank>", ..."""
+    business_date: _builtins.str
+    content: _builtins.bytes
+    """The file exactly as the channel delivered it (zip, GBK CSV, ...)."""
+    filename: _builtins.str
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        source: _builtins.str = ...,
+        business_date: _builtins.str = ...,
+        content: _builtins.bytes = ...,
+        filename: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "content", b"content", "filename", b"filename", "request_id", b"request_id", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportStatementRequest: _TypeAlias = ImportStatementRequest  # noqa: Y015
+
+@_typing.final
+class ImportStatementResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATEMENT_ID_FIELD_NUMBER: _builtins.int
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    statement_id: _builtins.str
+    row_count: _builtins.int
+    @_builtins.property
+    def totals(self) -> Global___SourceTotals: ...
+    def __init__(
+        self,
+        *,
+        statement_id: _builtins.str = ...,
+        row_count: _builtins.int = ...,
+        totals: Global___SourceTotals | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["row_count", b"row_count", "statement_id", b"statement_id", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ImportStatementResponse: _TypeAlias = ImportStatementResponse  # noqa: Y015

@@ -59,6 +59,16 @@ class ReconciliationServiceStub:
                 request_serializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyRequest.SerializeToString,
                 response_deserializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyResponse.FromString,
                 _registered_method=True)
+        self.ReviewResolution = channel.unary_unary(
+                '/medpay.reconciliation.v1.ReconciliationService/ReviewResolution',
+                request_serializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReviewResolutionRequest.SerializeToString,
+                response_deserializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReviewResolutionResponse.FromString,
+                _registered_method=True)
+        self.ImportStatement = channel.unary_unary(
+                '/medpay.reconciliation.v1.ReconciliationService/ImportStatement',
+                request_serializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementRequest.SerializeToString,
+                response_deserializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementResponse.FromString,
+                _registered_method=True)
 
 
 class ReconciliationServiceServicer:
@@ -96,8 +106,24 @@ class ReconciliationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveDiscrepancy(self, request, context):
-        """Mark a discrepancy resolved with a note (maker-checker comes later). Not offered yet:
+        """Propose a resolution for a discrepancy (the maker). Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReviewResolution(self, request, context):
+        """Approve or reject a proposed resolution (the checker, never the maker); an approved REFUND or
+        BACKFILL is carried out through payment-core's own operations. Not offered yet:
         UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ImportStatement(self, request, context):
+        """Import a channel statement by hand (an Alipay zipped GBK bill, a bank POS file) for a day.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -130,6 +156,16 @@ def add_ReconciliationServiceServicer_to_server(servicer, server):
                     servicer.ResolveDiscrepancy,
                     request_deserializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyRequest.FromString,
                     response_serializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyResponse.SerializeToString,
+            ),
+            'ReviewResolution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReviewResolution,
+                    request_deserializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReviewResolutionRequest.FromString,
+                    response_serializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReviewResolutionResponse.SerializeToString,
+            ),
+            'ImportStatement': grpc.unary_unary_rpc_method_handler(
+                    servicer.ImportStatement,
+                    request_deserializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementRequest.FromString,
+                    response_serializer=medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +303,60 @@ class ReconciliationService:
             '/medpay.reconciliation.v1.ReconciliationService/ResolveDiscrepancy',
             medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyRequest.SerializeToString,
             medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ResolveDiscrepancyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReviewResolution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.reconciliation.v1.ReconciliationService/ReviewResolution',
+            medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReviewResolutionRequest.SerializeToString,
+            medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ReviewResolutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ImportStatement(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.reconciliation.v1.ReconciliationService/ImportStatement',
+            medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementRequest.SerializeToString,
+            medpay_dot_reconciliation_dot_v1_dot_reconciliation__pb2.ImportStatementResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -46,8 +46,15 @@ class ReconciliationServiceStub:
     ListDiscrepancies: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ListDiscrepanciesRequest, _reconciliation_pb2.ListDiscrepanciesResponse]
     """A run's discrepancies, paginated. Errors: INVALID_ARGUMENT, NOT_FOUND."""
     ResolveDiscrepancy: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ResolveDiscrepancyRequest, _reconciliation_pb2.ResolveDiscrepancyResponse]
-    """Mark a discrepancy resolved with a note (maker-checker comes later). Not offered yet:
+    """Propose a resolution for a discrepancy (the maker). Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    ReviewResolution: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ReviewResolutionRequest, _reconciliation_pb2.ReviewResolutionResponse]
+    """Approve or reject a proposed resolution (the checker, never the maker); an approved REFUND or
+    BACKFILL is carried out through payment-core's own operations. Not offered yet:
     UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ImportStatement: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.ImportStatementRequest, _reconciliation_pb2.ImportStatementResponse]
+    """Import a channel statement by hand (an Alipay zipped GBK bill, a bank POS file) for a day.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
     """
 
 @_typing.type_check_only
@@ -66,8 +73,15 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     ListDiscrepancies: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ListDiscrepanciesRequest, _reconciliation_pb2.ListDiscrepanciesResponse]  # type: ignore[assignment]
     """A run's discrepancies, paginated. Errors: INVALID_ARGUMENT, NOT_FOUND."""
     ResolveDiscrepancy: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ResolveDiscrepancyRequest, _reconciliation_pb2.ResolveDiscrepancyResponse]  # type: ignore[assignment]
-    """Mark a discrepancy resolved with a note (maker-checker comes later). Not offered yet:
+    """Propose a resolution for a discrepancy (the maker). Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    ReviewResolution: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ReviewResolutionRequest, _reconciliation_pb2.ReviewResolutionResponse]  # type: ignore[assignment]
+    """Approve or reject a proposed resolution (the checker, never the maker); an approved REFUND or
+    BACKFILL is carried out through payment-core's own operations. Not offered yet:
     UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ImportStatement: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.ImportStatementRequest, _reconciliation_pb2.ImportStatementResponse]  # type: ignore[assignment]
+    """Import a channel statement by hand (an Alipay zipped GBK bill, a bank POS file) for a day.
+    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
     """
 
 class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -113,8 +127,27 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reconciliation_pb2.ResolveDiscrepancyRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reconciliation_pb2.ResolveDiscrepancyResponse, _abc.Awaitable[_reconciliation_pb2.ResolveDiscrepancyResponse]]:
-        """Mark a discrepancy resolved with a note (maker-checker comes later). Not offered yet:
+        """Propose a resolution for a discrepancy (the maker). Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+
+    @_abc_1.abstractmethod
+    def ReviewResolution(
+        self,
+        request: _reconciliation_pb2.ReviewResolutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.ReviewResolutionResponse, _abc.Awaitable[_reconciliation_pb2.ReviewResolutionResponse]]:
+        """Approve or reject a proposed resolution (the checker, never the maker); an approved REFUND or
+        BACKFILL is carried out through payment-core's own operations. Not offered yet:
         UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def ImportStatement(
+        self,
+        request: _reconciliation_pb2.ImportStatementRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_reconciliation_pb2.ImportStatementResponse, _abc.Awaitable[_reconciliation_pb2.ImportStatementResponse]]:
+        """Import a channel statement by hand (an Alipay zipped GBK bill, a bank POS file) for a day.
+        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
         """
 
 def add_ReconciliationServiceServicer_to_server(servicer: ReconciliationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

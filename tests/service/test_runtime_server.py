@@ -1,0 +1,75 @@
+"""The runtime's server: how handler outcomes become statuses, over a real loopback channel."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from medpay.data.v1 import data_pb2, data_pb2_grpc
+
+from services.runtime.errors import InvalidArgument
+from services.runtime.server import build_server
+from tests.e2e.errors import error_reason, violated_fields
+
+
+class Servicer(data_pb2_grpc.DataAggregationServiceServicer):
+    """GetDailySummary fails by design; GetSettlementTimes is left to the generated base."""
+
+    async def GetDailySummary(self, request: data_pb2.GetDailySummaryRequest, context: Any) -> Any:
+        if request.business_date == "bad":
+            raise InvalidArgument.field("business_date", "required: a date as YYYY-MM-DD")
+        raise RuntimeError("database password is hunter2 for patient 350102199001011234")
+
+    async def GetIngestStatus(self, request: data_pb2.GetIngestStatusRequest, context: Any) -> Any:
+        return data_pb2.GetIngestStatusResponse()
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[data_pb2_grpc.DataAggregationServiceStub]:
+    server = build_server()
+    data_pb2_grpc.add_DataAggregationServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield data_pb2_grpc.DataAggregationServiceStub(channel)
+    await server.stop(0)
+
+
+async def test_domain_errors_become_rich_statuses(stub: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetDailySummary(data_pb2.GetDailySummaryRequest(business_date="bad"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["business_date"]
+    assert error_reason(caught.value) == "FIELD_INVALID"
+
+
+async def test_unexpected_errors_are_internal_and_say_nothing(stub: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetDailySummary(data_pb2.GetDailySummaryRequest(business_date="2026-11-25"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+    assert "hunter2" not in (caught.value.details() or "")
+    assert "350102199001011234" not in (caught.value.details() or "")
+
+
+async def test_an_rpc_the_service_does_not_implement_is_not_offered(stub: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetSettlementTimes(
+            data_pb2.GetSettlementTimesRequest(business_date="2026-11-25"), timeout=5
+        )
+    assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+    assert error_reason(caught.value) == "NOT_OFFERED"
+
+
+async def test_nul_characters_are_refused_before_the_handler_runs(stub: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetDailySummary(data_pb2.GetDailySummaryRequest(business_date="2026\x00"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert violated_fields(caught.value) == ["business_date"]
+
+
+async def test_a_deadline_too_short_to_start_is_refused(stub: Any) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest(), timeout=0.005)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
