@@ -6,11 +6,10 @@ INTERNAL with no detail (the detail goes to the log, scrubbed), never a stack tr
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import grpc
@@ -66,60 +65,101 @@ def _pack(message: Any) -> any_pb2.Any:
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 
 class ErrorAndDeadlineInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps unary-unary and unary-stream handlers (the shapes the contracts use)."""
+
     async def intercept_service(
         self,
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
-            return handler
         method = handler_call_details.method
-        return grpc.unary_unary_rpc_method_handler(
-            _guard(method, handler.unary_unary),
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
-        )
+        if handler is not None and handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                _guard(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler is not None and handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                _guard_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+
+class _CallGuard:
+    """What every call gets, unary or streaming: a deadline check, the inbound deadline recorded
+    for outbound calls, NUL characters refused, errors mapped in one place, one log line."""
+
+    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
+        self.method, self.context = method, context
+        self.started = time.monotonic()
+        self.outcome = "OK"
+
+    async def enter(self, request: Any) -> None:
+        remaining = self.context.time_remaining()
+        if remaining is not None and remaining < MIN_USEFUL_DEADLINE_S:
+            await self.context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline too short to start")
+        inbound_time_remaining.set(remaining)
+        _inbound_started.set(self.started)
+        reject_nul_characters(request)
+
+    async def fail(self, error: BaseException) -> None:
+        """Map the error to a status (or re-raise what must pass through)."""
+        if isinstance(error, MedPayError):
+            self.outcome = error.reason
+            status = rpc_status.to_status(to_status(error))
+            await self.context.abort(status.code, status.details, status.trailing_metadata)
+        # Cancellation, generator close and the abort itself pass through untouched.
+        if isinstance(error, grpc.aio.AbortError) or not isinstance(error, Exception):
+            self.outcome = "ABORTED_OR_CANCELLED"
+            raise error
+        self.outcome = "INTERNAL"
+        log.error("unexpected error in %s", self.method, exc_info=error)
+        await self.context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+
+    def log(self) -> None:
+        elapsed_ms = round((time.monotonic() - self.started) * 1000, 2)
+        level = logging.DEBUG if self.outcome == "OK" else logging.WARNING
+        fields = {"rpc.method": self.method, "outcome": self.outcome, "elapsed_ms": elapsed_ms}
+        log.log(level, "rpc %s %s", self.method, self.outcome, extra={"fields": fields})
 
 
 def _guard(method: str, behavior: Behavior) -> Behavior:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        started = time.monotonic()
-        remaining = context.time_remaining()
-        if remaining is not None and remaining < MIN_USEFUL_DEADLINE_S:
-            await context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline too short to start")
-        inbound_time_remaining.set(remaining)
-        _inbound_started.set(started)
-        outcome = "OK"
+        guard = _CallGuard(method, context)
         try:
-            reject_nul_characters(request)
+            await guard.enter(request)
             return await _offered(method, behavior, request, context)
-        except MedPayError as error:
-            outcome = error.reason
-            status = rpc_status.to_status(to_status(error))
-            await context.abort(status.code, status.details, status.trailing_metadata)
-        except (asyncio.CancelledError, grpc.aio.AbortError):
-            outcome = "ABORTED_OR_CANCELLED"
-            raise
-        except Exception:
-            outcome = "INTERNAL"
-            log.exception("unexpected error in %s", method)
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
+        except BaseException as error:  # noqa: BLE001 - mapped, or re-raised, by guard.fail
+            await guard.fail(error)
         finally:
-            elapsed_ms = (time.monotonic() - started) * 1000
-            level = logging.DEBUG if outcome == "OK" else logging.WARNING
-            log.log(
-                level,
-                "rpc %s %s",
-                method,
-                outcome,
-                extra={
-                    "fields": {"rpc.method": method, "outcome": outcome, "elapsed_ms": round(elapsed_ms, 2)}
-                },
-            )
+            guard.log()
+
+    return guarded
+
+
+def _guard_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
+    async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        guard = _CallGuard(method, context)
+        try:
+            await guard.enter(request)
+            try:
+                responses = behavior(request, context)
+            except NotImplementedError:
+                raise NotOffered(f"{method} is part of the contract but not offered yet") from None
+            async for response in responses:
+                yield response
+        except BaseException as error:  # noqa: BLE001 - mapped, or re-raised, by guard.fail
+            await guard.fail(error)
+        finally:
+            guard.log()
 
     return guarded
 

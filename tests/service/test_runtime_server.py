@@ -8,8 +8,9 @@ from typing import Any
 import grpc
 import pytest
 from medpay.data.v1 import data_pb2, data_pb2_grpc
+from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
-from services.runtime.errors import InvalidArgument
+from services.runtime.errors import InvalidArgument, NotFound
 from services.runtime.server import build_server
 from tests.e2e.errors import error_reason, violated_fields
 
@@ -73,3 +74,43 @@ async def test_a_deadline_too_short_to_start_is_refused(stub: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest(), timeout=0.005)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Watcher(payment_pb2_grpc.PaymentServiceServicer):
+    """A server stream that fails on request, or streams two updates."""
+
+    async def WatchPaymentOrder(self, request: payment_pb2.WatchPaymentOrderRequest, context: Any) -> Any:
+        if request.order_id == "missing":
+            raise NotFound("no payment order missing")
+        for status in (payment_pb2.ORDER_STATUS_PAYING, payment_pb2.ORDER_STATUS_SETTLED):
+            yield payment_pb2.WatchPaymentOrderResponse(
+                order=payment_pb2.PaymentOrder(order_id=request.order_id, status=status)
+            )
+
+
+@pytest.fixture
+async def watcher() -> AsyncIterator[payment_pb2_grpc.PaymentServiceStub]:
+    server = build_server()
+    payment_pb2_grpc.add_PaymentServiceServicer_to_server(Watcher(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield payment_pb2_grpc.PaymentServiceStub(channel)
+    await server.stop(0)
+
+
+async def test_server_streams_get_the_same_error_mapping(watcher: Any) -> None:
+    seen = [
+        r.order.status
+        async for r in watcher.WatchPaymentOrder(payment_pb2.WatchPaymentOrderRequest(order_id="o1"))
+    ]
+    assert seen == [payment_pb2.ORDER_STATUS_PAYING, payment_pb2.ORDER_STATUS_SETTLED]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in watcher.WatchPaymentOrder(payment_pb2.WatchPaymentOrderRequest(order_id="missing")):
+            pass
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert error_reason(caught.value) == "RESOURCE_NOT_FOUND"
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in watcher.WatchPaymentOrder(payment_pb2.WatchPaymentOrderRequest(order_id="o\x00")):
+            pass
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -6,15 +6,13 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from grpc_status import rpc_status
 from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from services.payment_core.entrypoints import mapping, requests
 from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.refunds import Refunds
-from services.runtime.errors import MedPayError, NotOffered
+from services.runtime.errors import NotOffered
 from services.runtime.idempotency import IdempotencyStore, idempotent
-from services.runtime.interceptors import to_status
 from services.runtime.pagination import encode_page_token
 
 
@@ -88,11 +86,8 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def WatchPaymentOrder(
         self, request: payment_pb2.WatchPaymentOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[payment_pb2.WatchPaymentOrderResponse]:
-        # The runtime interceptor maps errors of unary calls only; a stream aborts with the same
-        # rich status here, built by the runtime's own to_status.
-        await _abort(context, NotOffered("WatchPaymentOrder is not offered in this release"))
-        return
-        yield  # an async generator, as the OpenTelemetry stream interceptor requires
+        raise NotOffered("WatchPaymentOrder is not offered in this release")
+        yield  # unreachable: makes this an async generator, as the OpenTelemetry stream interceptor requires
 
     async def TopUpDeposit(
         self, request: payment_pb2.TopUpDepositRequest, context: grpc.aio.ServicerContext
@@ -113,8 +108,3 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.CloseCashierShiftRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.CloseCashierShiftResponse:
         raise NotOffered("cashier shift close-out is not offered in this release")
-
-
-async def _abort(context: grpc.aio.ServicerContext, error: MedPayError) -> None:
-    status = rpc_status.to_status(to_status(error))
-    await context.abort(status.code, status.details, status.trailing_metadata)
