@@ -18,6 +18,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+# Execution option marking a transaction that only reads (see SqlUnitOfWork(read_only=True)).
+READ_ONLY = "medpay_read_only"
+
 # BIGINT on PostgreSQL, INTEGER on SQLite (so SQLite's rowid autoincrement works).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
 
@@ -49,7 +52,9 @@ def _sqlite_engine(url: str) -> AsyncEngine:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Readers (READ_ONLY) take no write lock, so a status poll never queues behind a writer.
+        read_only = connection.get_execution_options().get(READ_ONLY, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
     return engine
 

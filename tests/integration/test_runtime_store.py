@@ -102,3 +102,23 @@ async def test_concurrent_writers_get_a_gap_free_feed(store: Store) -> None:
     sequences = [e.sequence for e in first + rest]
     assert sequences == list(range(1, 31)) and head == 30
     assert len({e.event_id for e in first + rest}) == 30
+
+
+async def test_a_reader_does_not_wait_for_a_writer(database_url: str) -> None:
+    """On SQLite a read-only unit of work begins deferred: it reads while a writer holds the lock
+    (on PostgreSQL readers never wait anyway)."""
+    from services.runtime.unit_of_work import SqlUnitOfWork
+
+    store = Store(database_url)
+    async with store.engine.begin() as connection:
+        await connection.run_sync(store.metadata.create_all)
+    try:
+        async with SqlUnitOfWork(store.sessions, store.outbox) as writer:
+            await writer.record_event(_event("ord_pending"))
+            async with SqlUnitOfWork(store.sessions, read_only=True) as reader:
+                result = await asyncio.wait_for(
+                    reader.session.execute(store.metadata.tables["outbox_events"].select()), timeout=5
+                )
+                assert result.all() == []  # the writer has not committed
+    finally:
+        await store.engine.dispose()

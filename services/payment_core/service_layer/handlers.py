@@ -263,20 +263,20 @@ class PaymentOrders:
     # ---- reads -----------------------------------------------------------------------------------
 
     async def get(self, order_id: str) -> PaymentOrder:
-        async with self._deps.uow() as uow:
+        async with self._deps.uow(read_only=True) as uow:
             order = await uow.orders.get(order_id)
         if order is None:
             raise errors.NotFound(f"no payment order {order_id}", {"order_id": order_id})
         return order
 
     async def listing(self, query: commands.ListPaymentOrders) -> tuple[list[PaymentOrder], Cursor | None]:
-        async with self._deps.uow() as uow:
+        async with self._deps.uow(read_only=True) as uow:
             return await uow.queries.list_orders(
                 query.page_size, query.cursor, query.status, query.business_date, query.his_patient_id
             )
 
     async def export(self, query: commands.ExportTransactions) -> tuple[list[MoneyMovement], Cursor | None]:
-        async with self._deps.uow() as uow:
+        async with self._deps.uow(read_only=True) as uow:
             return await uow.queries.movements_of_day(query.business_date, query.page_size, query.cursor)
 
 

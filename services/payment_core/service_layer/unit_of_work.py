@@ -3,7 +3,7 @@ commit together or not at all (see services.runtime.unit_of_work)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -36,8 +36,12 @@ class UnitOfWork(SqlUnitOfWork):
         return order
 
 
-UnitOfWorkFactory = Callable[[], UnitOfWork]
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, read_only: bool = False) -> UnitOfWork: ...
 
 
 def unit_of_work_factory(sessions: async_sessionmaker[AsyncSession], outbox: Outbox) -> UnitOfWorkFactory:
-    return lambda: UnitOfWork(sessions, outbox)
+    def open_unit_of_work(read_only: bool = False) -> UnitOfWork:
+        return UnitOfWork(sessions, outbox, read_only)
+
+    return open_unit_of_work
