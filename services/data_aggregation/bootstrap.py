@@ -48,6 +48,7 @@ class DataAggregationApp:
             background=[self.ingestor.follow_feeds],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
+            max_deadline_s=self.settings.max_deadline_s,
         )
 
     async def close(self) -> None:

@@ -58,6 +58,7 @@ class InsuranceAdapter:
             background=[self.database.outbox.run_relay],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
+            max_deadline_s=self.settings.max_deadline_s,
         )
 
     async def close(self) -> None:

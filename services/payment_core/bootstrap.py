@@ -76,6 +76,7 @@ class PaymentCore:
             side_servers=[(self.notify_server.start, self.notify_server.stop)],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
+            max_deadline_s=self.settings.max_deadline_s,
         )
 
     async def close(self) -> None:

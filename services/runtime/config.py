@@ -33,8 +33,10 @@ class MeshSettings(BaseSettings):
     payment_core_notify_port: int = 8081
     nhsa_sim_port: int = 9101
     wechatpay_sim_port: int = 9102
-    # Default deadline for an outbound call when the caller sent none, and the ceiling for any.
+    # Deadline of an outbound call to another service of the mesh, unless the service sets its own.
     default_deadline_s: float = Field(default=10.0, gt=0)
+    # Ceiling on the time any inbound call may spend on outbound calls (and the budget of a caller
+    # that sent no deadline); each outbound call is also bounded by its own deadline.
     max_deadline_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     migrate_on_start: bool = True

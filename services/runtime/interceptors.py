@@ -69,7 +69,12 @@ StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
 
 
 class ErrorAndDeadlineInterceptor(grpc.aio.ServerInterceptor):
-    """Wraps unary-unary and unary-stream handlers (the shapes the contracts use)."""
+    """Wraps unary-unary and unary-stream handlers (the shapes the contracts use). A call's budget
+    for outbound work is the caller's deadline, clamped to `max_deadline_s` (also the budget of a
+    caller that sent none)."""
+
+    def __init__(self, max_deadline_s: float = 60.0) -> None:
+        self._max_deadline_s = max_deadline_s
 
     async def intercept_service(
         self,
@@ -80,13 +85,13 @@ class ErrorAndDeadlineInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is not None and handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                _guard(method, handler.unary_unary),
+                _guard(method, handler.unary_unary, self._max_deadline_s),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
         if handler is not None and handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                _guard_stream(method, handler.unary_stream),
+                _guard_stream(method, handler.unary_stream, self._max_deadline_s),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )
@@ -97,8 +102,8 @@ class _CallGuard:
     """What every call gets, unary or streaming: a deadline check, the inbound deadline recorded
     for outbound calls, NUL characters refused, errors mapped in one place, one log line."""
 
-    def __init__(self, method: str, context: grpc.aio.ServicerContext) -> None:
-        self.method, self.context = method, context
+    def __init__(self, method: str, context: grpc.aio.ServicerContext, max_deadline_s: float) -> None:
+        self.method, self.context, self.max_deadline_s = method, context, max_deadline_s
         self.started = time.monotonic()
         self.outcome = "OK"
 
@@ -106,7 +111,8 @@ class _CallGuard:
         remaining = self.context.time_remaining()
         if remaining is not None and remaining < MIN_USEFUL_DEADLINE_S:
             await self.context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline too short to start")
-        inbound_time_remaining.set(remaining)
+        budget = self.max_deadline_s if remaining is None else min(remaining, self.max_deadline_s)
+        inbound_time_remaining.set(budget)
         _inbound_started.set(self.started)
         reject_nul_characters(request)
 
@@ -131,9 +137,9 @@ class _CallGuard:
         log.log(level, "rpc %s %s", self.method, self.outcome, extra={"fields": fields})
 
 
-def _guard(method: str, behavior: Behavior) -> Behavior:
+def _guard(method: str, behavior: Behavior, max_deadline_s: float) -> Behavior:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        guard = _CallGuard(method, context)
+        guard = _CallGuard(method, context, max_deadline_s)
         try:
             await guard.enter(request)
             return await _offered(method, behavior, request, context)
@@ -145,9 +151,9 @@ def _guard(method: str, behavior: Behavior) -> Behavior:
     return guarded
 
 
-def _guard_stream(method: str, behavior: StreamBehavior) -> StreamBehavior:
+def _guard_stream(method: str, behavior: StreamBehavior, max_deadline_s: float) -> StreamBehavior:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        guard = _CallGuard(method, context)
+        guard = _CallGuard(method, context, max_deadline_s)
         try:
             await guard.enter(request)
             try:

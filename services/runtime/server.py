@@ -35,20 +35,22 @@ class ServiceHost:
     )
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     grace_s: float = 5.0
+    # Ceiling on any call's budget for outbound work (MEDPAY_MAX_DEADLINE_S).
+    max_deadline_s: float = 60.0
 
 
-def build_server() -> grpc.aio.Server:
+def build_server(max_deadline_s: float = 60.0) -> grpc.aio.Server:
     return grpc.aio.server(
         interceptors=[
             aio_server_interceptor(filter_=filters.negate(filters.health_check())),
-            ErrorAndDeadlineInterceptor(),
+            ErrorAndDeadlineInterceptor(max_deadline_s),
         ],
         options=[("grpc.so_reuseport", 0), ("grpc.max_concurrent_streams", 1000)],
     )
 
 
 async def serve(host: ServiceHost) -> None:
-    server = build_server()
+    server = build_server(host.max_deadline_s)
     names = list(host.register(server))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -11,6 +11,7 @@ from medpay.data.v1 import data_pb2, data_pb2_grpc
 from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from services.runtime.errors import InvalidArgument, NotFound
+from services.runtime.interceptors import outbound_timeout
 from services.runtime.server import build_server
 from tests.e2e.errors import error_reason, violated_fields
 
@@ -114,3 +115,32 @@ async def test_server_streams_get_the_same_error_mapping(watcher: Any) -> None:
         async for _ in watcher.WatchPaymentOrder(payment_pb2.WatchPaymentOrderRequest(order_id="o\x00")):
             pass
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+class BudgetProbe(data_pb2_grpc.DataAggregationServiceServicer):
+    """Records the budget an outbound call of 100 s would get inside a handler."""
+
+    def __init__(self) -> None:
+        self.budgets: list[float] = []
+
+    async def GetIngestStatus(self, request: data_pb2.GetIngestStatusRequest, context: Any) -> Any:
+        self.budgets.append(outbound_timeout(100.0))
+        return data_pb2.GetIngestStatusResponse()
+
+
+async def test_outbound_calls_are_clamped_to_the_callers_deadline_and_the_ceiling() -> None:
+    probe = BudgetProbe()
+    server = build_server(max_deadline_s=2.0)
+    data_pb2_grpc.add_DataAggregationServiceServicer_to_server(probe, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = data_pb2_grpc.DataAggregationServiceStub(channel)
+            await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest())  # no deadline: the ceiling
+            await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest(), timeout=0.5)  # the caller's
+    finally:
+        await server.stop(0)
+    no_deadline, short_deadline = probe.budgets
+    assert 1.5 < no_deadline <= 2.0
+    assert 0 < short_deadline <= 0.5
