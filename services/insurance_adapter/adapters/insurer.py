@@ -228,10 +228,17 @@ def _person(info: PersonInfo) -> InsuredPerson:
     )
 
 
+def fee_detail_sn(chrg_bchno: str, position: int) -> str:
+    """费用明细流水号 feedetl_sn. The insurer keys fee lines by visit (mdtrt_id), and a visit can get
+    a second batch (a new pre-settlement after a refused 2207), so the number is made from the batch
+    and the line's position, never from the HIS line number alone (≤ 30 chars)."""
+    return f"{chrg_bchno[-20:]}-{position:04d}"
+
+
 def _fee_lines(visit: InsuredVisit, chrg_bchno: str, bill: OutpatientBill, at: datetime) -> list[FeeLine]:
     return [
         FeeLine(
-            feedetl_sn=line.line_no,
+            feedetl_sn=fee_detail_sn(chrg_bchno, position),
             mdtrt_id=visit.mdtrt_id,
             psn_no=visit.psn_no,
             chrg_bchno=chrg_bchno,
@@ -247,7 +254,7 @@ def _fee_lines(visit: InsuredVisit, chrg_bchno: str, bill: OutpatientBill, at: d
             bilg_dr_name=bill.doctor_name,
             dise_codg=bill.dise_codg,
         )
-        for line in bill.lines
+        for position, line in enumerate(bill.lines, start=1)
     ]
 
 
