@@ -42,6 +42,14 @@ def outbound_timeout(default_s: float) -> float:
     return max(min(default_s, left - 0.01), 0.001)
 
 
+def detached_context() -> contextvars.Context:
+    """A copy of the current context (trace included) without the inbound call's deadline: for a
+    background task that outlives the call that started it."""
+    context = contextvars.copy_context()
+    context.run(inbound_time_remaining.set, None)
+    return context
+
+
 def to_status(error: MedPayError) -> status_pb2.Status:
     code = getattr(code_pb2, error.status_name)
     metadata = {key: scrub(value) for key, value in error.metadata.items()}

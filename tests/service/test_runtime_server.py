@@ -144,3 +144,19 @@ async def test_outbound_calls_are_clamped_to_the_callers_deadline_and_the_ceilin
     no_deadline, short_deadline = probe.budgets
     assert 1.5 < no_deadline <= 2.0
     assert 0 < short_deadline <= 0.5
+
+
+async def test_a_detached_task_keeps_the_trace_but_not_the_callers_deadline() -> None:
+    import asyncio
+
+    from services.runtime.interceptors import detached_context, inbound_time_remaining
+
+    async def budget() -> float:
+        return outbound_timeout(30.0)
+
+    inbound_time_remaining.set(0.5)
+    try:
+        assert await asyncio.create_task(budget(), context=detached_context()) == 30.0
+        assert await asyncio.create_task(budget()) <= 0.5  # a plain task inherits the deadline
+    finally:
+        inbound_time_remaining.set(None)

@@ -23,6 +23,7 @@ from services.payment_core.service_layer.dependencies import Dependencies
 from services.payment_core.service_layer.refunds import Refunds
 from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
+from services.runtime.interceptors import detached_context
 from services.runtime.money import Money
 from services.runtime.telemetry import ATTR_ORDER_ID, tracer
 
@@ -129,8 +130,10 @@ class Settlements:
 
     def start_settling(self, order_id: str) -> None:
         """Settle in the background. The task copies the current context, so it stays in the
-        trace of the notification (or request) that started it."""
-        task = asyncio.create_task(self._settle_logged(order_id), name=f"settle:{order_id}")
+        trace of the notification (or request) that started it, but not that request's deadline."""
+        task = asyncio.create_task(
+            self._settle_logged(order_id), name=f"settle:{order_id}", context=detached_context()
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
