@@ -382,6 +382,12 @@ async def test_a_refused_2207_fails_and_an_unreachable_one_can_be_retried(mesh: 
         await mesh.insurance.GetSettlement(pb.GetSettlementRequest(settlement_id=refused.settlement_id))
     ).settlement
     assert failed.status == pb.SETTLEMENT_STATUS_FAILED and "模拟故障" in failed.status_reason
+    # A caller whose answer was lost retries: it learns the refusal (FAILED) and can compensate,
+    # instead of a STATE_CONFLICT that would leave it waiting for a settlement that never comes.
+    sent_2207 = mesh.sim.seen["2207"]
+    retried = await mesh.settle(refused.settlement_id, "settle-refused-retry")
+    assert retried.status == pb.SETTLEMENT_STATUS_FAILED
+    assert mesh.sim.seen["2207"] == sent_2207  # nothing sent again
 
 
 async def test_a_cancelled_presettlement_frees_its_order_and_lists_page_by_page(mesh: Mesh) -> None:

@@ -130,7 +130,7 @@ class BudgetProbe(data_pb2_grpc.DataAggregationServiceServicer):
 
 async def test_outbound_calls_are_clamped_to_the_callers_deadline_and_the_ceiling() -> None:
     probe = BudgetProbe()
-    server = build_server(max_deadline_s=2.0)
+    server = build_server(max_deadline_s=30.0)
     data_pb2_grpc.add_DataAggregationServiceServicer_to_server(probe, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -138,12 +138,12 @@ async def test_outbound_calls_are_clamped_to_the_callers_deadline_and_the_ceilin
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = data_pb2_grpc.DataAggregationServiceStub(channel)
             await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest())  # no deadline: the ceiling
-            await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest(), timeout=0.5)  # the caller's
+            await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest(), timeout=5)  # the caller's
     finally:
         await server.stop(0)
     no_deadline, short_deadline = probe.budgets
-    assert 1.5 < no_deadline <= 2.0
-    assert 0 < short_deadline <= 0.5
+    assert 25 < no_deadline <= 30
+    assert 0 < short_deadline <= 5
 
 
 async def test_a_detached_task_keeps_the_trace_but_not_the_callers_deadline() -> None:

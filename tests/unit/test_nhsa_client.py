@@ -289,15 +289,15 @@ async def test_client_signs_in_lazily_and_again_when_the_insurer_forgets_it(sim:
 
 
 async def test_outcome_unknown_after_commit_is_found_by_msgid_and_replayed(sim: Sim) -> None:
-    async with sim.client(timeout_s=0.3) as client:
+    async with sim.client() as client:
         visit = await open_visit(client, EMPLOYEE, "MZ20250303003")
         pre = await client.presettle(visit.request)
         await sim.control(
             "POST", "/sim/faults", {"infno": "2207", "mode": "unknown_after_commit", "count": 1}
         )
         msgid = client.new_msgid()
-        with pytest.raises(InsurerOutcomeUnknown):
-            await client.settle(visit.request, pre, msgid=msgid)
+        with pytest.raises(InsurerOutcomeUnknown):  # only this call has the short deadline
+            await client.settle(visit.request, pre, msgid=msgid, timeout_s=0.3)
         found = await client.query_settlement(psn_no=EMPLOYEE.psn_no, medins_setl_id=msgid)
         assert found is not None and found.setl_id
         resent = await client.settle(visit.request, pre, msgid=msgid)
@@ -306,13 +306,13 @@ async def test_outcome_unknown_after_commit_is_found_by_msgid_and_replayed(sim: 
 
 
 async def test_timeout_before_the_work_leaves_nothing_to_find_or_reverse(sim: Sim) -> None:
-    async with sim.client(timeout_s=0.3) as client:
+    async with sim.client() as client:
         visit = await open_visit(client, EMPLOYEE, "MZ20250303004")
         pre = await client.presettle(visit.request)
         await sim.control("POST", "/sim/faults", {"infno": "2207", "mode": "timeout", "count": 1})
         msgid = client.new_msgid()
-        with pytest.raises(InsurerOutcomeUnknown):
-            await client.settle(visit.request, pre, msgid=msgid)
+        with pytest.raises(InsurerOutcomeUnknown):  # only this call has the short deadline
+            await client.settle(visit.request, pre, msgid=msgid, timeout_s=0.3)
         assert await client.query_settlement(psn_no=EMPLOYEE.psn_no, medins_setl_id=msgid) is None
         with pytest.raises(InsurerRejected, match="原交易不存在"):
             await client.reverse(msgid, "2207", psn_no=EMPLOYEE.psn_no)

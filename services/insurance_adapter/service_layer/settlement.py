@@ -24,8 +24,10 @@ S = SettlementStatus
 class SettlementHandlers(SettlementSteps):
     async def settle(self, settlement_id: str, invoice_no: str) -> Settlement:
         settlement = await self._load(settlement_id)
-        if settlement.status is S.SETTLED:
-            return settlement  # already done: settling it again is no second effect
+        if settlement.status in (S.SETTLED, S.FAILED, S.CANCELLED):
+            # Already decided: a retry (its first answer lost) gets the same outcome, so a caller
+            # can compensate a refusal instead of waiting for a settlement that will never come.
+            return settlement
         if settlement.awaits_insurer:
             settlement = await self._resolve(settlement)
             if settlement.status is S.SETTLED:

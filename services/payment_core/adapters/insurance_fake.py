@@ -1,7 +1,8 @@
 """An in-memory InsurancePort for tests and the laptop demo without the NHSA simulator.
 
 Keeps the adapter's rules that payment-core relies on: a request_id replays its first answer; the
-settlement life cycle PRESETTLED → SETTLED → REVOKED (or CANCELLED) is enforced; the split adds up.
+settlement life cycle PRESETTLED → SETTLED → REVOKED (or CANCELLED) is enforced; Settle on a
+settlement already SETTLED, FAILED or CANCELLED answers it as it stands; the split adds up.
 Its policy is deliberately plain: 甲/乙 lines are in scope and the fund pays `fund_ratio` of them; the
 personal account pays what it can of the rest when asked; the patient pays the remainder in cash.
 `fail_next[step]` queues errors to raise instead of answering ("presettle", "settle", "cancel", "revoke").
@@ -20,6 +21,7 @@ from services.runtime.errors import InvalidArgument, NotFound, StateConflict
 from services.runtime.money import Money, total
 
 CLASS_C = "03"
+_DECIDED = frozenset({InsurerStatus.SETTLED, InsurerStatus.FAILED, InsurerStatus.CANCELLED})
 
 
 @dataclass
@@ -50,6 +52,9 @@ class FakeInsurance:
 
     async def settle(self, request_id: str, settlement_id: str) -> InsurerSettlement:
         def act() -> InsurerSettlement:
+            decided = self.settlements.get(settlement_id)
+            if decided is not None and decided.status in _DECIDED:
+                return decided  # as the adapter does: a decided settlement answers as it stands
             current = self._move(settlement_id, {InsurerStatus.PRESETTLED}, InsurerStatus.SETTLED)
             return self._store(replace(current, setl_id=f"setl-{next(self._serial)}"))
 

@@ -230,15 +230,24 @@ class PaymentOrders:
     # ---- ClosePaymentOrder -----------------------------------------------------------------------
 
     async def close(self, cmd: commands.ClosePaymentOrder) -> PaymentOrder:
-        """Close the channel attempts, undo the pre-settlement, then close the order."""
+        """Close the channel attempts, close the order under its lock, and only then undo the
+        pre-settlement: once the order is CLOSED nothing can pay it, so the 2205 cannot strand a
+        payment. A failed 2205 is retried by closing again (a CLOSED order only re-sends it)."""
         order = await self.get(cmd.order_id)
-        order.ensure_closable()
-        closed = [await self._close_at_channel(p) for p in order.payments if p.is_open]
+        if order.status is not OrderStatus.CLOSED:
+            order.ensure_closable()
+            closed = [await self._close_at_channel(p) for p in order.payments if p.is_open]
+            order = await self._close_locked(cmd, closed)
         if order.insured and order.settlement_id:
             await self._cancel_presettlement(order.order_id, order.settlement_id)
+        return order
+
+    async def _close_locked(
+        self, cmd: commands.ClosePaymentOrder, closed_at_channel: list[str]
+    ) -> PaymentOrder:
         async with self._deps.uow() as uow:
             order = await uow.lock_order(cmd.order_id)
-            if any(p.is_open and p.out_trade_no not in closed for p in order.payments):
+            if any(p.is_open and p.out_trade_no not in closed_at_channel for p in order.payments):
                 raise errors.StateConflict(f"a payment started on {order.order_id} while closing; retry")
             order.close()
             await uow.orders.save(order)

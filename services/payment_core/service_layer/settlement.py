@@ -181,8 +181,11 @@ class Settlements:
             return await self._pending(order_id, f"{error.reason}: {error.message}")
         if answer.status is InsurerStatus.SETTLED:
             return await self._confirm(order_id, answer)
-        if answer.status is InsurerStatus.FAILED:
-            return await self._compensate(order_id, answer.status_reason or "settlement failed")
+        if answer.status in (InsurerStatus.FAILED, InsurerStatus.CANCELLED):
+            # The insurer will never settle this one: give the patient's cash back.
+            return await self._compensate(
+                order_id, answer.status_reason or f"settlement {answer.status.value}"
+            )
         return await self._pending(order_id, f"insurer settlement is {answer.status.value}")
 
     async def _confirm(self, order_id: str, answer: InsurerSettlement | None) -> PaymentOrder:
