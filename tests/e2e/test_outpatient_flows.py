@@ -250,7 +250,9 @@ async def test_reconciliation_finds_the_payment_whose_notification_was_lost(
     found = await stubs.reconciliation.ListDiscrepancies(
         reconciliation_pb2.ListDiscrepanciesRequest(run_id=run.run_id, page_size=100), timeout=10
     )
-    assert [d.out_trade_no for d in found.discrepancies] == [paid.payment.out_trade_no]
+    assert [d.out_trade_no for d in found.discrepancies] == [paid.payment.out_trade_no], [
+        d.evidence for d in found.discrepancies
+    ]
     [lost] = found.discrepancies
     assert lost.discrepancy_class in (
         reconciliation_pb2.DISCREPANCY_CLASS_CHANNEL_ONLY,

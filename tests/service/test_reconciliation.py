@@ -41,9 +41,13 @@ MESSY_DAY = date(2025, 3, 15)
 def payment(
     out_trade_no: str, fen: int, channel: str = "WECHAT_PAY", insutype: str = ""
 ) -> PlatformTransaction:
+    """An insured payment carries its settlement: medfee 200.00, fund 120.00, account 20.00."""
+    settled = bool(insutype)
     return PlatformTransaction(
         kind=TransactionKind.PAYMENT, order_id=f"ord_{out_trade_no}", channel=channel,
         out_trade_no=out_trade_no, out_refund_no="", amount=Money(fen), status="SUCCEEDED", insutype=insutype,
+        setl_id=f"S-{out_trade_no}" if settled else "", medfee=Money(20_000 if settled else 0),
+        fund=Money(12_000 if settled else 0), personal_account=Money(2_000 if settled else 0),
     )  # fmt: skip
 
 
@@ -71,7 +75,7 @@ def refund_row(out_refund_no: str, out_trade_no: str, fen: int) -> ChannelBillLi
 
 
 def statement(insutype: str, balanced: bool) -> InsurerStatement:
-    declared = InsurerFigures(Money(60_000), Money(36_000), Money(6_000), 3)
+    declared = InsurerFigures(Money(20_000), Money(12_000), Money(2_000), 1)  # one insured payment
     reported = None if balanced else InsurerFigures(Money(50_000), Money(30_000), Money(5_000), 2)
     return InsurerStatement(
         insutype=insutype, clr_type="11", balanced=balanced, result_code="0" if balanced else "1",

@@ -58,12 +58,16 @@ class StandInInsurer(insurance_pb2_grpc.InsuranceServiceServicer):
 
 
 def tx(kind: Any, key: str, fen: int, status: str, insutype: str = "") -> payment_pb2.Transaction:
+    """An exported row; an insured payment carries the split the stand-in insurer reports."""
     refund = kind == Tx.KIND_REFUND
-    return Tx(
+    row = Tx(
         kind=kind, order_id=f"ord_{key}", channel=payment_pb2.CHANNEL_WECHAT_PAY,
         out_trade_no=f"pay_{key}", out_refund_no=f"rf_{key}" if refund else "", amount_fen=fen, status=status,
         insutype=insutype,
     )  # fmt: skip
+    if insutype and not refund:
+        row.setl_id, row.medfee_fen, row.fund_fen, row.personal_account_fen = f"S-{key}", 10_000, 6_300, 1_600
+    return row
 
 
 def line(kind: TransactionKind, key: str, fen: int) -> ChannelBillLine:

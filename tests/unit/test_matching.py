@@ -33,10 +33,14 @@ def payment(
     channel: str = "WECHAT_PAY",
     insutype: str = "",
 ) -> PlatformTransaction:
+    """An insured payment carries its settlement: medfee 250.00, fund 150.00, account 25.00."""
+    settled = bool(insutype)
     return PlatformTransaction(
         kind=TransactionKind.PAYMENT, order_id=f"ord-{out_trade_no}", channel=channel,
         out_trade_no=out_trade_no, out_refund_no="", amount=Money(amount_fen), status=status,
-        insutype=insutype,
+        insutype=insutype, setl_id=f"S-{out_trade_no}" if settled else "",
+        medfee=Money(25_000 if settled else 0), fund=Money(15_000 if settled else 0),
+        personal_account=Money(2_500 if settled else 0),
     )  # fmt: skip
 
 
@@ -70,10 +74,10 @@ def refund_row(
 def statement(
     insutype: str = "310", balanced: bool = True, reported_fund_fen: int | None = None
 ) -> InsurerStatement:
-    declared = InsurerFigures(Money(50_000), Money(30_000), Money(5_000), 2)
+    declared = InsurerFigures(Money(25_000), Money(15_000), Money(2_500), 1)  # one insured payment
     reported = None
     if reported_fund_fen is not None:
-        reported = InsurerFigures(Money(48_000), Money(reported_fund_fen), Money(5_000), 2)
+        reported = InsurerFigures(Money(24_000), Money(reported_fund_fen), Money(2_500), 1)
     return InsurerStatement(
         insutype=insutype, clr_type="11", balanced=balanced, result_code="0" if balanced else "1",
         result_text="平" if balanced else "不平", declared=declared, reported=reported,
@@ -181,7 +185,7 @@ def test_an_unbalanced_3201_is_an_insurer_totals_mismatch_with_both_figures() ->
     assert found is not None
     assert found.discrepancy_class is DiscrepancyClass.INSURER_TOTALS_MISMATCH
     assert found.source == "insurer:390"
-    assert (found.platform_amount, found.source_amount) == (Money(50_000), Money(48_000))
+    assert (found.platform_amount, found.source_amount) == (Money(25_000), Money(24_000))
     assert "不平" in found.evidence and "fund ¥280.00" in found.evidence
     assert check_insurer_statement(statement("310")) is None
 
@@ -197,10 +201,33 @@ def test_a_day_matches_only_its_channel_and_totals_every_source() -> None:
     assert list(totals) == ["platform", "platform:wechat_pay", "wechat_pay", "insurer:310"]
     assert (totals["platform"].payment_count, totals["platform"].payment) == (3, Money(14_000))
     assert totals["platform:wechat_pay"].payment == totals["wechat_pay"].payment == Money(13_100)
-    assert (totals["insurer:310"].payment_count, totals["insurer:310"].payment) == (2, Money(35_000))
+    assert (totals["insurer:310"].payment_count, totals["insurer:310"].payment) == (1, Money(17_500))
 
 
 def test_each_insurance_type_on_the_day_gets_one_3201() -> None:
     platform = [payment("T1", insutype="390"), payment("T2", insutype="310"), payment("T3", insutype="390")]
 
     assert insured_types([*platform, payment("T4")]) == ["310", "390"]
+
+
+def test_a_settlement_only_the_platform_holds_is_an_insurer_totals_mismatch() -> None:
+    """The 3201 balances (insurance-adapter and the insurer agree), yet payment-core settled one
+    more 310 order that day: the third leg finds it."""
+    platform = [payment("T2", 600, insutype="310"), payment("T3", 700, insutype="310")]
+
+    found = check_insurer_statement(statement("310"), platform)
+
+    assert found is not None and found.discrepancy_class is DiscrepancyClass.INSURER_TOTALS_MISMATCH
+    assert "payment-core holds 2 settlements" in found.evidence
+    assert check_insurer_statement(statement("310"), platform[:1]) is None
+
+
+def test_a_revoked_settlement_counts_against_the_day_like_3201_does() -> None:
+    settled = [payment("T2", 600, insutype="310"), payment("T3", 700, insutype="310")]
+    revoked = PlatformTransaction(
+        kind=TransactionKind.REFUND, order_id="ord-T3", channel="WECHAT_PAY", out_trade_no="T3",
+        out_refund_no="R3", amount=Money(700), status="SUCCEEDED", insutype="310", setl_id="S-T3",
+        medfee=Money(25_000), fund=Money(15_000), personal_account=Money(2_500),
+    )  # fmt: skip
+
+    assert check_insurer_statement(statement("310"), [*settled, revoked]) is None

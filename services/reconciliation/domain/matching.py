@@ -52,7 +52,8 @@ def reconcile_day(
     """Platform ↔ channel bill for the bill's channel, then each insurer statement on its own."""
     on_channel = [tx for tx in platform if tx.channel == bill.channel]
     channel = match_channel(on_channel, bill.lines, bill.source)
-    insurer = [found for found in map(check_insurer_statement, statements) if found is not None]
+    checked = (check_insurer_statement(statement, platform) for statement in statements)
+    insurer = [found for found in checked if found is not None]
     return DayOutcome(
         matched_count=channel.matched_count,
         discrepancies=(*channel.discrepancies, *insurer),
@@ -183,22 +184,46 @@ def _first(entries: list[EntryT] | None) -> EntryT | None:
     return entries[0] if entries else None
 
 
-def check_insurer_statement(statement: InsurerStatement) -> Discrepancy | None:
-    """A 3201 that is not balanced (stmt_rslt other than "0") is a discrepancy for its insutype."""
-    if statement.balanced:
-        return None
+def check_insurer_statement(
+    statement: InsurerStatement, platform: Sequence[PlatformTransaction] | None = None
+) -> Discrepancy | None:
+    """One insurance type's three-way check: the insurer's 3201 answer (insurance-adapter's figures
+    against the insurer's own) and, given the platform's transactions, payment-core's insured
+    settlements against both. Any disagreement is one INSURER_TOTALS_MISMATCH with all figures."""
+    ours = None if platform is None else platform_insurer_figures(platform, statement.insutype)
     reported = statement.reported
+    others = [statement.declared] + ([reported] if reported is not None else [])
+    if statement.balanced and (ours is None or all(ours == figures for figures in others)):
+        return None
     theirs = "no totals reported" if reported is None else _figures(reported)
+    platform_says = "" if ours is None else f"payment-core holds {_figures(ours)}; "
     return Discrepancy(
         discrepancy_class=DiscrepancyClass.INSURER_TOTALS_MISMATCH,
         source=statement.source,
         evidence=(
             f"3201 insutype {statement.insutype} clr_type {statement.clr_type}: stmt_rslt "
-            f"{statement.result_code or '?'} {statement.result_text!r}; platform declared "
-            f"{_figures(statement.declared)}; insurer: {theirs}"
+            f"{statement.result_code or '?'} {statement.result_text!r}; {platform_says}insurance-adapter "
+            f"declared {_figures(statement.declared)}; insurer: {theirs}"
         ),
-        platform_amount=statement.declared.medfee,
-        source_amount=reported.medfee if reported is not None else Money.zero(),
+        platform_amount=(ours or statement.declared).medfee,
+        source_amount=reported.medfee if reported is not None else statement.declared.medfee,
+    )
+
+
+def platform_insurer_figures(platform: Iterable[PlatformTransaction], insutype: str) -> InsurerFigures:
+    """What payment-core holds for one insurance type on the day: settlements (one per setl_id)
+    minus the ones revoked, the way 3201 counts them."""
+    settled: dict[str, PlatformTransaction] = {}
+    revoked: dict[str, PlatformTransaction] = {}
+    for tx in platform:
+        if tx.insutype == insutype and tx.moved_insurance:
+            (settled if tx.kind is TransactionKind.PAYMENT else revoked).setdefault(tx.setl_id, tx)
+    return InsurerFigures(
+        medfee=total(tx.medfee for tx in settled.values()) - total(tx.medfee for tx in revoked.values()),
+        fund=total(tx.fund for tx in settled.values()) - total(tx.fund for tx in revoked.values()),
+        personal_account=total(tx.personal_account for tx in settled.values())
+        - total(tx.personal_account for tx in revoked.values()),
+        settlement_count=len(settled) - len(revoked),
     )
 
 

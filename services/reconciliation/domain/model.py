@@ -61,10 +61,22 @@ class PlatformTransaction:
     status: str
     insutype: str = ""
     setl_id: str = ""
+    # The insurance side of the order (its split for a payment, the revoked amounts for a refund).
+    medfee: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
+    fund: Money = Money(0)  # noqa: RUF009
+    personal_account: Money = Money(0)  # noqa: RUF009
 
     @property
     def moved_money(self) -> bool:
         return self.status == "SUCCEEDED"
+
+    @property
+    def moved_insurance(self) -> bool:
+        """A settled insurer settlement (payment) or its revocation (refund) of this day."""
+        if not (self.moved_money and self.insutype and self.setl_id):
+            return False
+        revoked_amounts = (self.medfee.fen, self.fund.fen, self.personal_account.fen)
+        return self.kind is TransactionKind.PAYMENT or any(revoked_amounts)
 
     @property
     def channel_key(self) -> str:
