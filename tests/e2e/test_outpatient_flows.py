@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import grpc
 import httpx
@@ -30,13 +29,6 @@ from tests.e2e.flows import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-async def stubs(mesh: MeshProcesses) -> AsyncIterator[Stubs]:
-    connected = Stubs.connect(mesh)
-    yield connected
-    await connected.close()
 
 
 def _his_no() -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -21,13 +20,6 @@ from tests.e2e.flows import (
 )
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="module")
-async def stubs(mesh: MeshProcesses) -> AsyncIterator[Stubs]:
-    connected = Stubs.connect(mesh)
-    yield connected
-    await connected.close()
 
 
 def _spans_of(mesh: MeshProcesses, trace_id: str) -> list[dict[str, object]]:
