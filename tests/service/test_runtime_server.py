@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
@@ -28,15 +29,26 @@ class Servicer(data_pb2_grpc.DataAggregationServiceServicer):
         return data_pb2.GetIngestStatusResponse()
 
 
-@pytest.fixture
-async def stub() -> AsyncIterator[data_pb2_grpc.DataAggregationServiceStub]:
-    server = build_server()
-    data_pb2_grpc.add_DataAggregationServiceServicer_to_server(Servicer(), server)
+@contextlib.asynccontextmanager
+async def serving(
+    add: Callable[[Any, grpc.aio.Server], None], servicer: Any, max_deadline_s: float = 60.0
+) -> AsyncIterator[grpc.aio.Channel]:
+    """The runtime's server with one servicer on an ephemeral loopback port, and a channel to it."""
+    server = build_server(max_deadline_s=max_deadline_s)
+    add(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        await server.stop(0)
+
+
+@pytest.fixture
+async def stub() -> AsyncIterator[data_pb2_grpc.DataAggregationServiceStub]:
+    async with serving(data_pb2_grpc.add_DataAggregationServiceServicer_to_server, Servicer()) as channel:
         yield data_pb2_grpc.DataAggregationServiceStub(channel)
-    await server.stop(0)
 
 
 async def test_domain_errors_become_rich_statuses(stub: Any) -> None:
@@ -91,13 +103,8 @@ class Watcher(payment_pb2_grpc.PaymentServiceServicer):
 
 @pytest.fixture
 async def watcher() -> AsyncIterator[payment_pb2_grpc.PaymentServiceStub]:
-    server = build_server()
-    payment_pb2_grpc.add_PaymentServiceServicer_to_server(Watcher(), server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    async with serving(payment_pb2_grpc.add_PaymentServiceServicer_to_server, Watcher()) as channel:
         yield payment_pb2_grpc.PaymentServiceStub(channel)
-    await server.stop(0)
 
 
 async def test_server_streams_get_the_same_error_mapping(watcher: Any) -> None:
@@ -130,17 +137,11 @@ class BudgetProbe(data_pb2_grpc.DataAggregationServiceServicer):
 
 async def test_outbound_calls_are_clamped_to_the_callers_deadline_and_the_ceiling() -> None:
     probe = BudgetProbe()
-    server = build_server(max_deadline_s=30.0)
-    data_pb2_grpc.add_DataAggregationServiceServicer_to_server(probe, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            stub = data_pb2_grpc.DataAggregationServiceStub(channel)
-            await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest())  # no deadline: the ceiling
-            await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest(), timeout=5)  # the caller's
-    finally:
-        await server.stop(0)
+    add = data_pb2_grpc.add_DataAggregationServiceServicer_to_server
+    async with serving(add, probe, max_deadline_s=30.0) as channel:
+        stub = data_pb2_grpc.DataAggregationServiceStub(channel)
+        await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest())  # no deadline: the ceiling
+        await stub.GetIngestStatus(data_pb2.GetIngestStatusRequest(), timeout=5)  # the caller's
     no_deadline, short_deadline = probe.budgets
     assert 25 < no_deadline <= 30
     assert 0 < short_deadline <= 5
