@@ -21,16 +21,17 @@ from services.payment_core.adapters.insurance_fake import FakeInsurance
 from services.payment_core.adapters.insurance_grpc import GrpcInsurance
 from services.payment_core.adapters.orm import metadata
 from services.payment_core.config import PaymentCoreSettings
+from services.payment_core.domain.process import Schedule
 from services.payment_core.entrypoints.grpc_servicer import PaymentServicer
 from services.payment_core.entrypoints.notify_http import ChannelNotifications, NotifyServer, notify_app
 from services.payment_core.service_layer.dependencies import Dependencies
 from services.payment_core.service_layer.handlers import PaymentOrders
-from services.payment_core.service_layer.recovery import Resumer
-from services.payment_core.service_layer.refunds import Refunds
-from services.payment_core.service_layer.settlement import Settlements
+from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
+from services.payment_core.service_layer.notifications import ChannelNews
+from services.payment_core.service_layer.process import Leases, OrderProcess
 from services.payment_core.service_layer.unit_of_work import unit_of_work_factory
 from services.runtime.bootstrap import ServiceDatabase, command_line, serve_or_migrate, start_process
-from services.runtime.clock import utcnow
+from services.runtime.clock import new_id, utcnow
 from services.runtime.grpc_client import open_channel
 from services.runtime.outbox import EventFeedServicer
 from services.runtime.server import ServiceHost
@@ -52,9 +53,8 @@ class PaymentCore:
     channel: PaymentChannel
     insurance: InsurancePort
     orders: PaymentOrders
-    refunds: Refunds
-    settlements: Settlements
-    resumer: Resumer
+    process: OrderProcess
+    janitor: Janitor
     servicer: PaymentServicer
     event_feed: EventFeedServicer
     notifications: ChannelNotifications
@@ -72,7 +72,7 @@ class PaymentCore:
             name=SERVICE_NAME,
             address=self.settings.address(self.settings.payment_core_port),
             register=self.register,
-            background=[self.database.outbox.run_relay, self.resumer.run],
+            background=[self.database.outbox.run_relay, self.janitor.run],
             side_servers=[(self.notify_server.start, self.notify_server.stop)],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
@@ -80,8 +80,8 @@ class PaymentCore:
         )
 
     async def close(self) -> None:
-        """Let running settlements finish (SETTLING is persisted for the rest), then let go."""
-        await self.settlements.drain(self.settings.shutdown_grace_s)
+        """Let running steps finish (the next start's janitor takes up the rest), then let go."""
+        await self.process.drain(self.settings.shutdown_grace_s)
         for close in self.closers:
             await close()
         await self.database.close()
@@ -103,17 +103,17 @@ def build(
         insurance=insurance, notify_url=settings.notify_url(),
         qr_valid_for=_seconds(settings.payment_core_qr_valid_s), clock=clock,
     )  # fmt: skip
-    refunds = Refunds(deps)
-    settlements = Settlements(deps, refunds)
-    orders = PaymentOrders(deps, settlements)
-    resumer = Resumer(deps, settlements, refunds, interval=_seconds(settings.payment_core_resume_interval_s),
-                      quiet_for=_seconds(settings.payment_core_resume_quiet_s))  # fmt: skip
-    notifications = ChannelNotifications(channel, settlements)
+    process = OrderProcess(deps, _schedule(settings), _leases(settings, new_id("ins")))
+    orders = PaymentOrders(deps, process, _seconds(settings.payment_core_order_ttl_s))
+    janitor = Janitor(deps, process, JanitorSettings(
+        interval=_seconds(settings.payment_core_janitor_interval_s),
+        concurrency=settings.payment_core_janitor_concurrency,
+    ))  # fmt: skip
+    notifications = ChannelNotifications(channel, ChannelNews(deps, process))
     bind = settings.payment_core_notify_bind or settings.host
     return PaymentCore(
         settings=settings, database=database, channel=channel, insurance=insurance, orders=orders,
-        refunds=refunds, settlements=settlements, resumer=resumer,
-        servicer=PaymentServicer(orders, refunds, database.idempotency),
+        process=process, janitor=janitor, servicer=PaymentServicer(orders, database.idempotency),
         event_feed=EventFeedServicer(database.outbox), notifications=notifications,
         notify_server=NotifyServer(notify_app(notifications), bind, settings.payment_core_notify_port),
         closers=closers,
@@ -122,6 +122,18 @@ def build(
 
 def _seconds(value: float) -> timedelta:
     return timedelta(seconds=value)
+
+
+def _schedule(settings: PaymentCoreSettings) -> Schedule:
+    return Schedule.escalating(
+        first_payment_query=_seconds(settings.payment_core_first_query_s),
+        base=_seconds(settings.payment_core_retry_base_s),
+        max_attempts=settings.payment_core_max_attempts,
+    )
+
+
+def _leases(settings: PaymentCoreSettings, instance_id: str) -> Leases:
+    return Leases(instance_id=instance_id, hold_for=_seconds(settings.payment_core_step_lease_s))
 
 
 def _channel(settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]) -> PaymentChannel:

@@ -30,9 +30,24 @@ class PaymentCoreSettings(MeshSettings):
     payment_core_qr_valid_s: int = Field(default=900, ge=60, le=7200)
     # Deadline for calls to insurance-adapter (Presettle is four insurer round trips).
     payment_core_insurer_deadline_s: float = Field(default=20.0, gt=0)
-    # The resumer: how often it sweeps, and how long an item must be quiet before it is taken up.
-    payment_core_resume_interval_s: float = Field(default=15.0, gt=0)
-    payment_core_resume_quiet_s: float = Field(default=30.0, ge=0)
+    # An order unpaid this long after creation is closed (its attempts closed at the channel after
+    # a query shows them unpaid, then 2205 for an insured pre-settlement).
+    payment_core_order_ttl_s: float = Field(default=1800, ge=5, le=7 * 24 * 3600)
+    # The process manager's schedule (domain/process.py Schedule): the first query of a placed
+    # payment with no notification, the first retry delay after an inconclusive answer (later ones
+    # double up to an hour, with up to 20 % jitter), and the inconclusive answers about a settlement
+    # or a refund before the order is handed to a person (NEEDS_ATTENTION with the reason).
+    payment_core_first_query_s: float = Field(default=10.0, gt=0, le=600)
+    payment_core_retry_base_s: float = Field(default=5.0, gt=0, le=600)
+    payment_core_max_attempts: int = Field(default=20, ge=1, le=1000)
+    # The janitor: how often it looks for due orders, and how many it advances at once.
+    payment_core_janitor_interval_s: float = Field(default=1.0, gt=0, le=60)
+    payment_core_janitor_concurrency: int = Field(default=8, ge=1, le=256)
+    # A step's lease on its order: longer than any outbound deadline (a dead holder's lease is
+    # taken over as soon as its instance stops heart-beating).
+    payment_core_step_lease_s: float = Field(default=60.0, ge=5, le=600)
+    # What becomes of a success that arrives after the order was closed: refunded to its channel.
+    payment_core_late_success: Literal["refund"] = "refund"
 
     def notify_url(self) -> str:
         return (

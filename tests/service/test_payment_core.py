@@ -60,7 +60,7 @@ class Harness:
 
     async def settled(self) -> None:
         """Let the settlements the notifications started finish."""
-        await self.core.settlements.drain(10)
+        await self.core.process.drain(10)
 
     async def order(self, order_id: str) -> pb.PaymentOrder:
         reply = await self.payment.GetPaymentOrder(pb.GetPaymentOrderRequest(order_id=order_id))
@@ -389,17 +389,27 @@ async def test_an_insurer_refusal_at_creation_stores_nothing(harness: Harness) -
     ).order.status == pb.ORDER_STATUS_AWAITING_PAYMENT
 
 
-async def test_a_lost_notification_is_found_by_the_resumer_once_the_qr_expires(harness: Harness) -> None:
+async def test_a_lost_notification_is_found_by_the_janitor_within_seconds(harness: Harness) -> None:
     paying = await created_and_paying(harness, self_pay())
     harness.channel.patient_pays(paying.payment.out_trade_no)  # the notification never arrives
 
-    await harness.core.resumer.sweep()
+    await harness.core.janitor.sweep()
     assert (await harness.order(paying.order.order_id)).status == pb.ORDER_STATUS_PAYING
 
-    harness.clock.offset = timedelta(hours=1)
-    await harness.core.resumer.sweep()
+    harness.clock.offset = timedelta(seconds=11)  # the first query is due 10 s after placement
+    await harness.core.janitor.sweep()
+    async with harness.core.orders._deps.uow() as uow:
+        stored = await uow.orders.get(paying.order.order_id)
+    assert stored is not None and stored.status.value == "SETTLED"
+    assert len(await harness.ledger(stored.order_id)) == 1
+
+
+async def test_a_kiosk_looking_at_a_paid_order_is_not_told_paying_for_long(harness: Harness) -> None:
+    paying = await created_and_paying(harness, self_pay())
+    harness.channel.patient_pays(paying.payment.out_trade_no)  # the notification never arrives
+    harness.clock.offset = timedelta(seconds=3)  # before the janitor's first query
     order = await harness.order(paying.order.order_id)
-    assert order.status == pb.ORDER_STATUS_SETTLED and len(await harness.ledger(order.order_id)) == 1
+    assert order.status == pb.ORDER_STATUS_SETTLED
 
 
 async def test_a_notified_amount_that_differs_is_never_applied(harness: Harness) -> None:
@@ -407,7 +417,7 @@ async def test_a_notified_amount_that_differs_is_never_applied(harness: Harness)
     trade = ports.ChannelTradeStatus(
         paying.payment.out_trade_no, ports.TradeState.PAID, Money(1), "4200009", utcnow(), "SUCCESS"
     )
-    await harness.core.settlements.apply_notification(
+    await harness.core.notifications._news.apply(
         ports.ChannelNotification("evt-1", "TRANSACTION.SUCCESS", trade)
     )
     order = await harness.order(paying.order.order_id)
@@ -418,10 +428,11 @@ async def test_a_notified_amount_that_differs_is_never_applied(harness: Harness)
 async def test_an_unknown_settlement_outcome_is_resumed_with_the_same_request_id(harness: Harness) -> None:
     harness.insurance.fail_next["settle"] = [OutcomeUnknown("2207 timed out")]
     order = await settled_order(harness, insured())
-    assert order.status == pb.ORDER_STATUS_NEEDS_ATTENTION and "OUTCOME_UNKNOWN" in order.attention_reason
+    # Not guessed: the order stays SETTLING, with the reason, until the insurer's word comes.
+    assert order.status == pb.ORDER_STATUS_SETTLING and "OUTCOME_UNKNOWN" in order.attention_reason
 
-    harness.clock.offset = timedelta(hours=1)
-    await harness.core.resumer.sweep()
+    harness.clock.offset = timedelta(seconds=8)
+    await harness.core.janitor.sweep()
 
     order = await harness.order(order.order_id)
     assert order.status == pb.ORDER_STATUS_SETTLED and not order.attention_reason

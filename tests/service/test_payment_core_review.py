@@ -37,13 +37,13 @@ async def test_a_refused_settlement_whose_answer_was_lost_is_still_compensated(h
 
     insurer.settle = refused_but_reply_lost  # type: ignore[method-assign]
     order = await settled_order(harness, insured())
-    assert order.status == pb.ORDER_STATUS_NEEDS_ATTENTION and order.cash_paid_fen > 0
+    assert order.status == pb.ORDER_STATUS_SETTLING and order.cash_paid_fen > 0
 
     # The resumer retries with the same request_id: the adapter now answers STATE_CONFLICT
     # ("settlement ... is FAILED; it cannot become SETTLING"), which payment-core keeps as pending.
     for hours in (1, 3, 24):
         harness.clock.offset = timedelta(hours=hours)
-        await harness.core.resumer.sweep()
+        await harness.core.janitor.sweep()
 
     order = await harness.order(order.order_id)
     assert order.status == pb.ORDER_STATUS_REFUNDED, (order.status, order.attention_reason)
@@ -59,7 +59,9 @@ async def test_close_undoes_the_presettlement_only_once_nothing_can_pay_the_orde
     real_cancel = insurer.cancel_presettlement
     seen_at_2205: list[object] = []
 
-    async def cancel_while_a_kiosk_tries_to_pay(request_id: str, settlement_id: str) -> InsurerSettlement:
+    async def cancel_while_a_kiosk_tries_to_pay(
+        request_id: str, settlement_id: str, order_ref: str = ""
+    ) -> InsurerSettlement:
         seen_at_2205.append((await harness.order(order_id)).status)
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await harness.payment.PayPaymentOrder(pay(order_id))
@@ -74,21 +76,16 @@ async def test_close_undoes_the_presettlement_only_once_nothing_can_pay_the_orde
     assert insurer.settlements["stl-1"].status is InsurerStatus.CANCELLED
 
 
-async def test_a_failed_2205_is_retried_by_closing_again(harness: Harness) -> None:
+async def test_a_failed_2205_is_retried_by_the_janitor(harness: Harness) -> None:
     created = await harness.payment.CreatePaymentOrder(insured())
     harness.insurance.fail_next["cancel"] = [InsurerUnavailable("insurer down")]
-    first = pb.ClosePaymentOrderRequest(
+    close = pb.ClosePaymentOrderRequest(
         request_id=uuid.uuid4().hex, order_id=created.order.order_id, reason="x"
     )
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await harness.payment.ClosePaymentOrder(first)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert (
-        await harness.order(created.order.order_id)
-    ).status == pb.ORDER_STATUS_CLOSED  # nothing can pay it
-    again = pb.ClosePaymentOrderRequest(
-        request_id=uuid.uuid4().hex, order_id=created.order.order_id, reason="x"
-    )
-    closed = await harness.payment.ClosePaymentOrder(again)
-    assert closed.order.status == pb.ORDER_STATUS_CLOSED
+    closed = await harness.payment.ClosePaymentOrder(close)
+    assert closed.order.status == pb.ORDER_STATUS_CLOSED  # nothing can pay it
+    assert harness.insurance.settlements["stl-1"].status is InsurerStatus.PRESETTLED
+
+    harness.clock.offset = timedelta(seconds=10)
+    await harness.core.janitor.sweep()
     assert harness.insurance.settlements["stl-1"].status is InsurerStatus.CANCELLED

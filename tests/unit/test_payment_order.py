@@ -124,19 +124,19 @@ def test_a_refused_attempt_lets_the_order_wait_again_with_a_new_key() -> None:
 def test_an_unpaid_order_closes_with_its_attempts() -> None:
     order = make_order()
     paying(order)
-    order.close()
+    order.close("patient left")
     assert order.status is OrderStatus.CLOSED and order.payments[0].status is PaymentStatus.CLOSED
 
 
 def test_a_settled_order_cannot_be_closed() -> None:
     with pytest.raises(StateConflict):
-        settled_self_pay().close()
+        settled_self_pay().close("patient left")
 
 
 def test_money_arriving_after_close_is_kept_flagged_and_given_back() -> None:
     order = make_order()
     seen = paying(order)
-    order.close()
+    order.close("patient left")
 
     assert order.record_channel_success(seen, NOW) is PaymentOutcome.NEEDS_REFUND
     assert order.attention is Attention.PAID_AFTER_CLOSE and order.cash_paid == Money(12_500)
@@ -172,19 +172,16 @@ def test_insured_cash_moves_the_order_to_settling_then_the_insurer_settles_it() 
     assert order.status is OrderStatus.SETTLED and order.setl_id == "setl-9"
 
 
-def test_an_unknown_settlement_waits_with_a_growing_delay_and_can_still_complete() -> None:
+def test_an_unknown_settlement_counts_its_attempts_and_can_still_complete() -> None:
     order = insured_awaiting()
     order.record_channel_success(paying(order), NOW)
-    order.settlement_pending("OUTCOME_UNKNOWN: timeout", NOW)
-    first_retry = order.next_attempt_at
-    order.settlement_pending("OUTCOME_UNKNOWN: timeout", NOW)
-    assert order.status is OrderStatus.NEEDS_ATTENTION and order.awaits_settlement
-    assert (
-        first_retry is not None and order.next_attempt_at is not None and order.next_attempt_at > first_retry
-    )
+    order.moved(NOW)
+    order.still_waiting(NOW + timedelta(seconds=1))
+    order.still_waiting(NOW + timedelta(seconds=6))
+    assert order.status is OrderStatus.SETTLING and order.awaits_settlement and order.attempts == 2
 
     assert order.settlement_confirmed("setl-9", None, NOW)
-    assert order.status is OrderStatus.SETTLED and order.attention is None and order.next_attempt_at is None
+    assert order.status is OrderStatus.SETTLED and order.attention is None
 
 
 def test_a_final_split_that_contradicts_the_cash_paid_is_flagged_not_settled() -> None:

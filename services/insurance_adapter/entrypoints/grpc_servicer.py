@@ -73,6 +73,9 @@ class InsuranceServicer(insurance_pb2_grpc.InsuranceServiceServicer):
         self, request: pb.CancelPresettlementRequest, context: Any
     ) -> pb.CancelPresettlementResponse:
         """2205: undo a pre-settlement that will not be paid."""
+        if request.order_ref and not request.settlement_id:
+            settlement = await self._handlers.presettlement.cancel_for_order(request.order_ref)
+            return pb.CancelPresettlementResponse(settlement=mapping.settlement_to_proto(settlement))
         _require_settlement_id(request.settlement_id)
         settlement = await self._handlers.presettlement.cancel(request.settlement_id)
         return pb.CancelPresettlementResponse(settlement=mapping.settlement_to_proto(settlement))

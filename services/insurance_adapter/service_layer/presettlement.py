@@ -20,7 +20,7 @@ from services.insurance_adapter.service_layer.handlers import SettlementSteps, S
 from services.insurance_adapter.service_layer.ports import current_order_ref
 from services.insurance_adapter.service_layer.unit_of_work import UnitOfWork
 from services.runtime.clock import new_id
-from services.runtime.errors import InsurerRejected, InvalidArgument, StateConflict
+from services.runtime.errors import InsurerRejected, InvalidArgument, NotFound, StateConflict
 
 S = SettlementStatus
 
@@ -50,6 +50,14 @@ class PresettlementHandlers(SettlementSteps):
             await self._insurer.revoke_fees(settlement.visit, settlement.chrg_bchno)
         cancelled, _ = await self._change(settlement_id, _cancel)
         return cancelled
+
+    async def cancel_for_order(self, order_ref: str) -> Settlement:
+        """2205 for the active pre-settlement of an order whose caller never learnt its id."""
+        async with self._deps.unit_of_work() as uow:
+            found = await uow.settlements.active_for_order(order_ref)
+        if found is None:
+            raise NotFound(f"no active pre-settlement for order {order_ref}", {"order_ref": order_ref})
+        return await self.cancel(found.settlement_id)
 
     async def _active_settlement(self, command: commands.Presettle) -> Settlement | None:
         async with self._deps.unit_of_work() as uow:

@@ -78,8 +78,11 @@ class InsurancePort(Protocol):
         """2207, once the cash share is collected."""
         ...
 
-    async def cancel_presettlement(self, request_id: str, settlement_id: str) -> InsurerSettlement:
-        """2205: the order will not be paid."""
+    async def cancel_presettlement(
+        self, request_id: str, settlement_id: str, order_ref: str = ""
+    ) -> InsurerSettlement:
+        """2205: the order will not be paid. Without a settlement_id (the Presettle answer was
+        lost), the active pre-settlement of `order_ref`; NotFound when there is none."""
         ...
 
     async def revoke_settlement(self, request_id: str, settlement_id: str, reason: str) -> InsurerSettlement:

@@ -31,6 +31,8 @@ class FakeInsurance:
     fail_next: dict[str, list[Exception]] = field(default_factory=dict)
     calls: list[tuple[str, str]] = field(default_factory=list)
     settlements: dict[str, InsurerSettlement] = field(default_factory=dict)
+    # order_ref -> settlement_id of its latest pre-settlement (for a cancel by order_ref)
+    by_order: dict[str, str] = field(default_factory=dict)
     _answers: dict[str, InsurerSettlement] = field(default_factory=dict)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -46,6 +48,7 @@ class FakeInsurance:
                 split=self.split_of(ask.lines, ask.use_personal_account),
             )
             self.settlements[settlement.settlement_id] = settlement
+            self.by_order[ask.order_ref] = settlement.settlement_id
             return settlement
 
         return self._answer("presettle", ask.request_id, act)
@@ -60,12 +63,14 @@ class FakeInsurance:
 
         return self._answer("settle", request_id, act)
 
-    async def cancel_presettlement(self, request_id: str, settlement_id: str) -> InsurerSettlement:
-        return self._answer(
-            "cancel",
-            request_id,
-            lambda: self._move(settlement_id, {InsurerStatus.PRESETTLED}, InsurerStatus.CANCELLED),
-        )
+    async def cancel_presettlement(
+        self, request_id: str, settlement_id: str, order_ref: str = ""
+    ) -> InsurerSettlement:
+        def act() -> InsurerSettlement:
+            found = settlement_id or self.by_order.get(order_ref, "")
+            return self._move(found, {InsurerStatus.PRESETTLED}, InsurerStatus.CANCELLED)
+
+        return self._answer("cancel", request_id, act)
 
     async def revoke_settlement(self, request_id: str, settlement_id: str, reason: str) -> InsurerSettlement:
         return self._answer(

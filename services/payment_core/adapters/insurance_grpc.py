@@ -59,8 +59,12 @@ class GrpcInsurance:
         response = await self._call(self._stub.Settle, request)
         return settlement_from(response.settlement)
 
-    async def cancel_presettlement(self, request_id: str, settlement_id: str) -> InsurerSettlement:
-        request = insurance_pb2.CancelPresettlementRequest(request_id=request_id, settlement_id=settlement_id)
+    async def cancel_presettlement(
+        self, request_id: str, settlement_id: str, order_ref: str = ""
+    ) -> InsurerSettlement:
+        request = insurance_pb2.CancelPresettlementRequest(
+            request_id=request_id, settlement_id=settlement_id, order_ref="" if settlement_id else order_ref
+        )
         response = await self._call(self._stub.CancelPresettlement, request)
         return settlement_from(response.settlement)
 

@@ -67,9 +67,18 @@ payment_orders = Table(
     Column("attention", String(32), nullable=True),
     Column("attention_reason", String(512), nullable=False, default=""),
     Column("status_before_attention", String(24), nullable=True),
-    Column("settle_attempts", Integer, nullable=False, default=0),
-    _when("next_attempt_at"),
     Column("settlement_revoked", Boolean, nullable=False, default=False),
+    # The process manager (domain/process.py): expiry, a requested close, 2205 done, its clock,
+    # when the janitor looks next, and the lease of whoever runs a step now.
+    _when("expires_at", nullable=False),
+    Column("close_requested", Boolean, nullable=False, default=False),
+    Column("close_reason", String(256), nullable=False, default=""),
+    Column("presettlement_cancelled", Boolean, nullable=False, default=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    _when("last_step_at"),
+    _when("due_at"),
+    Column("lease_holder", String(64), nullable=True),
+    _when("lease_expires_at"),
     _when("created_at", nullable=False),
     _when("settled_at"),
     _when("updated_at", nullable=False),
@@ -80,7 +89,7 @@ payment_orders = Table(
     CheckConstraint(
         "refunded_cash_fen >= 0 AND refunded_cash_fen <= cash_paid_fen", name="refunded_within_paid"
     ),
-    Index(None, "status", "next_attempt_at"),
+    Index(None, "due_at"),
     Index(None, "created_at", "order_id"),
     Index(None, "his_patient_id"),
 )
@@ -119,6 +128,8 @@ payments = Table(
     Column("out_trade_no", String(32), nullable=False, unique=True),
     Column("channel_transaction_id", String(64), nullable=False, default=""),
     Column("code_url", String(512), nullable=False, default=""),
+    # A success the order must not keep (after close, or paid twice); refunded automatically.
+    Column("excess", Boolean, nullable=False, default=False),
     _when("created_at", nullable=False),
     _when("expires_at"),
     _when("succeeded_at"),

@@ -126,53 +126,28 @@ class OrderQueries:
 
 
 class WorkLists:
-    """What the resumer looks at: orders and refunds a crash or an unknown outcome left open."""
+    """What the janitor looks at: orders whose next step is due (see domain.process)."""
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def settlements_due(self, now: datetime, quiet_since: datetime, limit: int = 100) -> list[str]:
-        """SETTLING orders nobody touched lately, and pending settlements whose retry time came."""
+    async def due_orders(self, now: datetime, limit: int) -> list[str]:
+        """Orders whose due time has come, the longest-waiting first (an index range scan)."""
         order = orm.payment_orders
-        settling = and_(order.c.status == "SETTLING", order.c.updated_at <= quiet_since)
-        pending = and_(
-            order.c.status == "NEEDS_ATTENTION",
-            order.c.attention == "SETTLEMENT_PENDING",
-            or_(order.c.next_attempt_at.is_(None), order.c.next_attempt_at <= now),
-        )
         query = (
-            select(order.c.order_id).where(or_(settling, pending)).order_by(order.c.updated_at).limit(limit)
+            select(order.c.order_id)
+            .where(order.c.due_at.is_not(None), order.c.due_at <= now)
+            .order_by(order.c.due_at)
+            .limit(limit)
         )
         return list((await self._session.execute(query)).scalars().all())
 
-    async def open_refunds(self, quiet_since: datetime, limit: int = 100) -> list[tuple[str, str]]:
-        refund = orm.refunds
-        query = (
-            select(refund.c.order_id, refund.c.refund_id)
-            .where(refund.c.status.in_(["PENDING", "UNKNOWN"]), refund.c.updated_at <= quiet_since)
-            .order_by(refund.c.updated_at)
-            .limit(limit)
-        )
-        return [(row.order_id, row.refund_id) for row in (await self._session.execute(query)).all()]
-
-    async def quiet_payments(
-        self, now: datetime, quiet_since: datetime, limit: int = 100
-    ) -> list[tuple[str, datetime | None]]:
-        """Open channel attempts past their QR expiry, or whose placement outcome is unknown:
-        (out_trade_no, expires_at). Before expiry a lost notification is re-sent by the channel
-        itself, so pending QR codes are not polled."""
-        pay, order = orm.payments, orm.payment_orders
-        due = or_(pay.c.status == "UNKNOWN", and_(pay.c.status == "PENDING", pay.c.expires_at <= now))
-        query = (
-            select(pay.c.out_trade_no, pay.c.expires_at)
-            .join(order, order.c.order_id == pay.c.order_id)
-            # Orders waiting for a person (an amount that did not match) are left to that person.
-            .where(order.c.status.in_(["AWAITING_PAYMENT", "PAYING"]), due, pay.c.updated_at <= quiet_since)
-            .order_by(pay.c.updated_at)
-            .limit(limit)
-        )
-        rows = (await self._session.execute(query)).all()
-        return [(row.out_trade_no, as_utc(row.expires_at) if row.expires_at else None) for row in rows]
+    async def next_due(self) -> datetime | None:
+        """When the next order falls due (None: nothing is waiting)."""
+        order = orm.payment_orders
+        query = select(order.c.due_at).where(order.c.due_at.is_not(None)).order_by(order.c.due_at).limit(1)
+        found = (await self._session.execute(query)).scalar_one_or_none()
+        return as_utc(found) if found is not None else None
 
 
 def _insurance_columns() -> list[Any]:

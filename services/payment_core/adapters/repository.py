@@ -75,11 +75,15 @@ class OrderRepository:
         return await self._scalar(select(table.c.order_id).where(table.c.out_refund_no == out_refund_no))
 
     async def save(self, order: PaymentOrder) -> None:
+        await self.save_order_row(order)
+        await self._save_children(order)
+
+    async def save_order_row(self, order: PaymentOrder) -> None:
+        """Only the order's own row (its payments and refunds did not change)."""
         table = orm.payment_orders
         await self._session.execute(
             update(table).where(table.c.order_id == order.order_id).values(**_order_values(order))
         )
-        await self._save_children(order)
 
     async def reserve_refund(self, order: PaymentOrder, refund: Refund) -> None:
         """Count the refund against its payment and the order in storage. Relative updates under
@@ -184,8 +188,12 @@ def _order_from(
         cash_due=Money(row.cash_due_fen), created_at=as_utc(row.created_at), settlement_id=row.settlement_id,
         split=_split_from(row), setl_id=row.setl_id, settled_at=_utc(row.settled_at),
         attention=Attention(row.attention) if row.attention else None, attention_reason=row.attention_reason,
-        status_before_attention=OrderStatus(before) if before else None, settle_attempts=row.settle_attempts,
-        next_attempt_at=_utc(row.next_attempt_at), settlement_revoked=row.settlement_revoked,
+        status_before_attention=OrderStatus(before) if before else None,
+        settlement_revoked=row.settlement_revoked, expires_at=as_utc(row.expires_at),
+        close_requested=row.close_requested, close_reason=row.close_reason,
+        presettlement_cancelled=row.presettlement_cancelled, attempts=row.attempts,
+        last_step_at=_utc(row.last_step_at), due_at=_utc(row.due_at), lease_holder=row.lease_holder,
+        lease_expires_at=_utc(row.lease_expires_at),
         refunded_cash=Money(row.refunded_cash_fen), payments=[_payment_from(p) for p in pays],
         refunds=[_refund_from(r) for r in backs],
     )  # fmt: skip
@@ -229,6 +237,7 @@ def _payment_from(row: Row[Any]) -> Payment:
         channel_transaction_id=row.channel_transaction_id,
         code_url=row.code_url,
         succeeded_at=_utc(row.succeeded_at),
+        excess=row.excess,
         refunded=Money(row.refunded_fen),
     )
 
@@ -273,9 +282,15 @@ def _order_values(order: PaymentOrder, created: bool = False) -> dict[str, Any]:
         "status_before_attention": order.status_before_attention.value
         if order.status_before_attention
         else None,
-        "settle_attempts": order.settle_attempts,
-        "next_attempt_at": order.next_attempt_at,
         "settlement_revoked": order.settlement_revoked,
+        "close_requested": order.close_requested,
+        "close_reason": scrub(order.close_reason)[:256],
+        "presettlement_cancelled": order.presettlement_cancelled,
+        "attempts": order.attempts,
+        "last_step_at": order.last_step_at,
+        "due_at": order.due_at,
+        "lease_holder": order.lease_holder,
+        "lease_expires_at": order.lease_expires_at,
         "settled_at": order.settled_at,
         "updated_at": utcnow(),
         **{column: None for column in orm.SPLIT_COLUMNS},
@@ -303,6 +318,7 @@ def _identity_values(order: PaymentOrder) -> dict[str, Any]:
         "total_fen": order.total.fen,
         "refunded_cash_fen": 0,
         "created_at": order.created_at,
+        "expires_at": order.expires_at,
     }
 
 
@@ -336,6 +352,7 @@ def _payment_values(payment: Payment) -> dict[str, Any]:
         "out_trade_no": payment.out_trade_no,
         "channel_transaction_id": payment.channel_transaction_id,
         "code_url": payment.code_url,
+        "excess": payment.excess,
         "created_at": payment.created_at,
         "expires_at": payment.expires_at,
         "succeeded_at": payment.succeeded_at,

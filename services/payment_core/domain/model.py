@@ -32,15 +32,21 @@ class Attention(enum.Enum):
     """Why an order needs attention; decides who may move it on (the resumer or a person)."""
 
     PRESETTLE_UNKNOWN = "PRESETTLE_UNKNOWN"
-    # 2207 outcome unknown or the insurer unreachable: the resumer retries with the same request_id.
+    # Rows of earlier releases: 2207 outcome pending (now kept in SETTLING and retried on schedule).
     SETTLEMENT_PENDING = "SETTLEMENT_PENDING"
+    # The insurer gave no final answer to 2207/5203 within the schedule's attempts: a person decides.
+    SETTLEMENT_UNKNOWN = "SETTLEMENT_UNKNOWN"
     SETTLEMENT_MISMATCH = "SETTLEMENT_MISMATCH"
     AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
     PAID_AFTER_CLOSE = "PAID_AFTER_CLOSE"
     DUPLICATE_PAYMENT = "DUPLICATE_PAYMENT"
     REFUND_UNKNOWN = "REFUND_UNKNOWN"
     REFUND_REFUSED = "REFUND_REFUSED"
+    # The channel could not deliver the refund (WeChat ABNORMAL: card closed...): re-route by hand.
+    REFUND_ABNORMAL = "REFUND_ABNORMAL"
     REVOKE_UNKNOWN = "REVOKE_UNKNOWN"
+    # A closed insured order whose 2205 the insurer did not confirm within the schedule's attempts.
+    PRESETTLEMENT_OPEN = "PRESETTLEMENT_OPEN"
 
 
 # An order in one of these may be refunded in full: settled, or holding cash it must give back.
@@ -69,10 +75,18 @@ class PaymentOutcome(enum.StrEnum):
 
 
 class RefundStatus(enum.Enum):
+    # Recorded (its amount reserved), not yet accepted by the channel.
     PENDING = "PENDING"
+    # Accepted by the channel; the money is on its way back (a notification or a query ends it).
+    PROCESSING = "PROCESSING"
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"
     UNKNOWN = "UNKNOWN"
+    # The channel took it but could not deliver it; never re-issued, a person re-routes it.
+    ABNORMAL = "ABNORMAL"
+
+
+OPEN_REFUND = frozenset({RefundStatus.PENDING, RefundStatus.PROCESSING, RefundStatus.UNKNOWN})
 
 
 class RefundKind(enum.Enum):
@@ -176,12 +190,18 @@ class Payment:
     channel_transaction_id: str = ""
     code_url: str = ""
     succeeded_at: datetime | None = None
+    # A success the order must not keep (it arrived after close, or the order was already paid).
+    excess: bool = False
     # Maintained by storage (refunded_fen <= amount_fen); read-only in the domain.
     refunded: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
 
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_PAYMENT
+
+    @property
+    def is_excess(self) -> bool:
+        return self.excess and self.status is PaymentStatus.SUCCEEDED
 
 
 @dataclass(slots=True)
@@ -200,3 +220,7 @@ class Refund:
     created_at: datetime
     channel_refund_id: str = ""
     succeeded_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_REFUND

@@ -8,7 +8,7 @@ method and saves it in the same transaction, so each decision sees the latest co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime
 
 from services.payment_core.domain import keys
 from services.payment_core.domain.model import (
@@ -31,8 +31,9 @@ from services.runtime.errors import NotOffered, StateConflict
 from services.runtime.money import Money, total
 
 S = OrderStatus
+NEVER = datetime.max.replace(tzinfo=UTC)
 TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
-    S.PRESETTLING: frozenset({S.AWAITING_PAYMENT, S.NEEDS_ATTENTION}),
+    S.PRESETTLING: frozenset({S.AWAITING_PAYMENT, S.CLOSED, S.NEEDS_ATTENTION}),
     S.AWAITING_PAYMENT: frozenset({S.PAYING, S.SETTLING, S.CLOSED, S.NEEDS_ATTENTION}),
     S.PAYING: frozenset({S.PAYING, S.AWAITING_PAYMENT, S.SETTLING, S.SETTLED, S.CLOSED, S.NEEDS_ATTENTION}),
     S.SETTLING: frozenset({S.SETTLED, S.REFUNDING, S.CLOSED, S.NEEDS_ATTENTION}),
@@ -42,14 +43,6 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.REFUNDED: frozenset({S.NEEDS_ATTENTION}),
     S.NEEDS_ATTENTION: frozenset(set(S) - {S.PRESETTLING}),
 }
-# Escalating retry schedule for a settlement whose outcome is pending (seconds).
-RETRY_DELAYS_S = (15, 30, 60, 120, 300, 600, 1800, 3600)
-
-
-def retry_delay(attempts: int) -> timedelta:
-    return timedelta(seconds=RETRY_DELAYS_S[min(max(attempts, 1), len(RETRY_DELAYS_S)) - 1])
-
-
 @dataclass(slots=True)
 class PaymentOrder:
     """One HIS bill and everything that moved money for it."""
@@ -78,9 +71,23 @@ class PaymentOrder:
     attention_reason: str = ""
     # The status to return to once an attention that does not change the money is resolved.
     status_before_attention: OrderStatus | None = None
-    settle_attempts: int = 0
-    next_attempt_at: datetime | None = None
     settlement_revoked: bool = False
+    # After this the order is closed if unpaid (the process manager's expiry step).
+    expires_at: datetime = NEVER
+    # ClosePaymentOrder was asked: the process manager closes the attempts, then the order.
+    close_requested: bool = False
+    close_reason: str = ""
+    # 2205 done (or nothing left to undo at the insurer) for a closed insured order.
+    presettlement_cancelled: bool = False
+    # The process manager's clock: inconclusive answers to the current question, and when the
+    # order last moved or was last asked about (see domain.process.Schedule).
+    attempts: int = 0
+    last_step_at: datetime | None = None
+    # When the janitor should look at the order next (what next_step said; None: nothing to do).
+    due_at: datetime | None = None
+    # Who is running a step of the order now, and until when at most (see service_layer.process).
+    lease_holder: str | None = None
+    lease_expires_at: datetime | None = None
     # Maintained by storage (refunded_cash_fen <= cash_paid_fen); read-only here.
     refunded_cash: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
     payments: list[Payment] = field(default_factory=list)
@@ -102,6 +109,11 @@ class PaymentOrder:
         """The channel that collected the cash the settlement counts (NONE for a zero share)."""
         paid = [p for p in self.payments if p.status is PaymentStatus.SUCCEEDED]
         return paid[0].channel if paid else CHANNEL_NONE
+
+    @property
+    def step_since(self) -> datetime:
+        """When the order last moved or was last asked about (the schedule counts from here)."""
+        return self.last_step_at or self.created_at
 
     def open_payment(self) -> Payment | None:
         return next((p for p in self.payments if p.is_open), None)
@@ -134,6 +146,8 @@ class PaymentOrder:
     ) -> Payment:
         """A new attempt on a channel; the caller records it before the channel hears of it."""
         self._require({S.AWAITING_PAYMENT, S.PAYING}, "start a payment")
+        if self.close_requested or now >= self.expires_at:
+            raise StateConflict(f"order {self.order_id} is closing: it can no longer be paid")
         if self.open_payment() is not None:
             raise StateConflict(f"order {self.order_id} already has a payment in progress")
         if self.cash_due.fen <= 0:
@@ -184,7 +198,9 @@ class PaymentOrder:
         if self.status in (S.AWAITING_PAYMENT, S.PAYING):
             return self._after_cash_collected(now)
         late = Attention.PAID_AFTER_CLOSE if self.status is S.CLOSED else Attention.DUPLICATE_PAYMENT
-        self._flag(late, f"{payment.out_trade_no} paid {payment.amount.fen} fen; refund it")
+        payment.excess = True
+        paid = f"{payment.out_trade_no} paid {payment.amount.fen} fen"
+        self._flag(late, f"{paid} after the order was {self._kept()}")
         return PaymentOutcome.NEEDS_REFUND
 
     # ---- settlement ----------------------------------------------------------------------------
@@ -205,11 +221,24 @@ class PaymentOrder:
         self._settle(now)
         return True
 
-    def settlement_pending(self, reason: str, now: datetime) -> None:
-        """Outcome unknown or insurer unreachable: keep the order for the resumer, with backoff."""
-        self._flag(Attention.SETTLEMENT_PENDING, reason)
-        self.settle_attempts += 1
-        self.next_attempt_at = now + retry_delay(self.settle_attempts)
+    # ---- the process manager's clock ----------------------------------------------------------
+
+    def moved(self, now: datetime) -> None:
+        """The order changed: the next question to an outside party starts a fresh schedule."""
+        self.attempts, self.last_step_at = 0, now
+
+    def still_waiting(self, now: datetime) -> None:
+        """An outside party gave no final answer: ask again later, on the escalating schedule."""
+        self.attempts += 1
+        self.last_step_at = now
+
+    def note(self, reason: str) -> None:
+        """Why the order is still waiting (shown with it), without changing where it stands."""
+        self.attention_reason = reason
+
+    def give_up(self, attention: Attention, reason: str) -> None:
+        """The schedule's attempts are spent: a person decides (never a guess)."""
+        self._flag(attention, reason)
 
     def settlement_refused(self, refund_id: str, reason: str, now: datetime) -> Refund | None:
         """The insurer refused 2207 for good: compensate by giving the cash back."""
@@ -227,16 +256,27 @@ class PaymentOrder:
 
     # ---- closing -------------------------------------------------------------------------------
 
-    def ensure_closable(self) -> None:
+    def request_close(self, reason: str) -> None:
+        """ClosePaymentOrder: the process manager closes the attempts at the channel, then the order."""
+        if self.status is S.CLOSED or self.close_requested:
+            return
         self._require({S.AWAITING_PAYMENT, S.PAYING}, "close")
+        self.close_requested, self.close_reason = True, reason
 
-    def close(self) -> None:
-        """Close an unpaid order; the caller has closed its channel attempts already."""
-        self.ensure_closable()
+    def close(self, reason: str) -> None:
+        """Close an order that will not be paid; its channel attempts are closed already."""
+        creating = self.status is S.NEEDS_ATTENTION and self.attention is Attention.PRESETTLE_UNKNOWN
+        if not creating:
+            self._require({S.PRESETTLING, S.AWAITING_PAYMENT, S.PAYING}, "close")
+        self._clear_attention()
         for payment in self.payments:
             if payment.is_open:
                 payment.status = PaymentStatus.CLOSED
+        self.close_reason = self.close_reason or reason
         self._move(S.CLOSED)
+
+    def presettlement_undone(self) -> None:
+        self.presettlement_cancelled = True
 
     # ---- refunds -------------------------------------------------------------------------------
 
@@ -253,6 +293,26 @@ class PaymentOrder:
         refund = self._new_refund(refund_id, payment, kind, reason, now)
         self._move(S.REFUNDING)
         return refund
+
+    def give_back(self, refund_id: str, payment: Payment, now: datetime) -> Refund:
+        """A success the order must not keep goes back to its channel, recorded as an EXCESS refund
+        (the audit record: which payment, how much, why)."""
+        reason = f"{self.attention.value if self.attention else 'EXCESS'}: refunded automatically"
+        refund = self._new_refund(refund_id, payment, RefundKind.EXCESS, reason, now)
+        self._move(S.REFUNDING)
+        return refund
+
+    def refund_processing(self, refund: Refund, channel_refund_id: str) -> None:
+        if refund.status in (RefundStatus.PENDING, RefundStatus.UNKNOWN):
+            refund.status = RefundStatus.PROCESSING
+            refund.channel_refund_id = channel_refund_id or refund.channel_refund_id
+
+    def refund_abnormal(self, refund: Refund, channel_refund_id: str) -> None:
+        """The channel accepted the refund but could not deliver it: never re-issued, a person
+        re-routes it (its amount stays reserved)."""
+        refund.status = RefundStatus.ABNORMAL
+        refund.channel_refund_id = channel_refund_id or refund.channel_refund_id
+        self._flag(Attention.REFUND_ABNORMAL, f"refund {refund.out_refund_no} could not reach the patient")
 
     def settlement_revoked_for(self, refund: Refund) -> None:
         refund.fund = self.split.fund_pay_sumamt if self.split else Money(0)
@@ -303,7 +363,7 @@ class PaymentOrder:
 
     def _settle(self, now: datetime) -> None:
         self._move(S.SETTLED)
-        self.settled_at, self.next_attempt_at = now, None
+        self.settled_at = now
         self._clear_attention()
 
     def _refundable_payment(self) -> Payment | None:
@@ -351,6 +411,9 @@ class PaymentOrder:
         )
         self.refunds.append(refund)
         return refund
+
+    def _kept(self) -> str:
+        return "closed" if self.status is S.CLOSED else "paid"
 
     def _flag(self, attention: Attention, reason: str) -> None:
         # Keep the first status left behind: an excess refund must return the order to it.

@@ -10,16 +10,14 @@ from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from services.payment_core.entrypoints import mapping, requests
 from services.payment_core.service_layer.handlers import PaymentOrders
-from services.payment_core.service_layer.refunds import Refunds
 from services.runtime.errors import NotOffered
 from services.runtime.idempotency import IdempotencyStore, idempotent
 from services.runtime.pagination import encode_page_token
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, orders: PaymentOrders, refunds: Refunds, idempotency: IdempotencyStore) -> None:
+    def __init__(self, orders: PaymentOrders, idempotency: IdempotencyStore) -> None:
         self._orders = orders
-        self._refunds = refunds
         self.idempotency = idempotency
 
     @idempotent(payment_pb2.CreatePaymentOrderResponse)
@@ -68,7 +66,7 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         self, request: payment_pb2.RefundPaymentOrderRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.RefundPaymentOrderResponse:
         """Full refund: revoke the insurer settlement (2208), then return the cash through the channel."""
-        order, refund = await self._refunds.refund(requests.refund_order(request))
+        order, refund = await self._orders.refund(requests.refund_order(request))
         return payment_pb2.RefundPaymentOrderResponse(
             order=mapping.order_to_proto(order), refund=mapping.refund_to_proto(refund)
         )

@@ -2,8 +2,8 @@
 own process and event loop as a side server of the gRPC host.
 
 The signature is verified first and the endpoint fails closed (401) on anything it cannot trust;
-only then is the notification applied, idempotently, under the order's row lock. The OpenTelemetry
-ASGI middleware continues the channel's trace, and the settlement the notification starts runs in it.
+only then is the notification recorded, idempotently, under the order's row lock. The OpenTelemetry
+ASGI middleware continues the channel's trace, and the steps the notification leads to run in it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 
 from services.payment_core.adapters.channels.ports import PaymentChannel
 from services.payment_core.config import NOTIFY_PATH
-from services.payment_core.service_layer.settlement import Settlements
+from services.payment_core.service_layer.notifications import ChannelNews
 
 log = logging.getLogger(__name__)
 
@@ -31,9 +31,9 @@ log = logging.getLogger(__name__)
 class ChannelNotifications:
     """What the channel's callback does, apart from HTTP: verify, then apply."""
 
-    def __init__(self, channel: PaymentChannel, settlements: Settlements) -> None:
+    def __init__(self, channel: PaymentChannel, news: ChannelNews) -> None:
         self._channel = channel
-        self._settlements = settlements
+        self._news = news
 
     async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str] | None]:
         """(HTTP status, JSON body). WeChat Pay wants 2xx with no body for success, and a
@@ -43,7 +43,7 @@ class ChannelNotifications:
             log.warning("channel notification refused: signature not verified")
             return 401, {"code": "FAIL", "message": "signature not verified"}
         try:
-            await self._settlements.apply_notification(notification)
+            await self._news.apply(notification)
         except Exception:
             log.exception(
                 "channel notification %s not applied; the channel will resend", notification.event_id

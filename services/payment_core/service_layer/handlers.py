@@ -1,33 +1,35 @@
 """Use cases of the payment order up to the cash: create (with pre-settlement), pay, close, read.
 
-Each outbound call is preceded by a committed intent (the order row before Presettle, the payment
-row with its out_trade_no before place_order), so a crash or timeout at any point leaves a record a
-retry or the resumer continues from, with the same business key.
+Each command records what the HIS asked for (the order row before Presettle, the payment row with
+its out_trade_no before place_order, a requested close) and then calls the process manager
+(`OrderProcess.advance`), which decides and runs the steps. None of them decides a step itself, so a
+crash or timeout at any point leaves a record the janitor continues from, with the same business key.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
-from services.payment_core.adapters.channels import ports
-from services.payment_core.adapters.insurance import InsurerSettlement, PresettleAsk
+from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
-from services.payment_core.domain import keys
+from services.payment_core.domain import keys, process
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
     Attention,
     OrderStatus,
     Payment,
-    PaymentStatus,
+    Refund,
     bill_total,
 )
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer import commands, events
-from services.payment_core.service_layer.channel_errors import as_runtime_error
 from services.payment_core.service_layer.dependencies import OFFERED_METHODS, Dependencies
-from services.payment_core.service_layer.settlement import Settlements
+from services.payment_core.service_layer.process import OrderProcess
+from services.payment_core.service_layer.steps import StepInputs
 from services.runtime import errors
 from services.runtime.money import Money
 
@@ -36,9 +38,12 @@ _INSURANCE_FIELDS = frozenset({"insutype", "med_type", "use_personal_account", "
 
 
 class PaymentOrders:
-    def __init__(self, deps: Dependencies, settlements: Settlements) -> None:
+    """The HIS's commands: each records what was asked, then lets the process manager run it."""
+
+    def __init__(self, deps: Dependencies, process: OrderProcess, order_ttl: timedelta) -> None:
         self._deps = deps
-        self._settlements = settlements
+        self._process = process
+        self._order_ttl = order_ttl
 
     # ---- CreatePaymentOrder ----------------------------------------------------------------------
 
@@ -46,7 +51,7 @@ class PaymentOrders:
         """One order per HIS bill: the same request resumes it, another request is refused."""
         existing = await self._same_bill(cmd)
         if existing is not None:
-            return await self._resume_creation(existing, cmd)
+            return await self._presettle(existing, cmd, first=False)
         order = self._new_order(cmd)
         try:
             async with self._deps.uow() as uow:
@@ -58,8 +63,8 @@ class PaymentOrders:
             existing = await self._same_bill(cmd)
             if existing is None:
                 raise
-            return await self._resume_creation(existing, cmd)
-        return await self._presettle(order, cmd, first_attempt=True) if order.insured else order
+            return await self._presettle(existing, cmd, first=False)
+        return await self._presettle(order, cmd, first=True) if order.insured else order
 
     async def _same_bill(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder | None:
         async with self._deps.uow() as uow:
@@ -71,14 +76,22 @@ class PaymentOrders:
             )
         return order
 
-    async def _resume_creation(self, order: PaymentOrder, cmd: commands.CreatePaymentOrder) -> PaymentOrder:
-        if order.status is OrderStatus.PRESETTLING or order.attention is Attention.PRESETTLE_UNKNOWN:
-            return await self._presettle(order, cmd, first_attempt=False)
-        return order
+    async def _presettle(
+        self, order: PaymentOrder, cmd: commands.CreatePaymentOrder, first: bool
+    ) -> PaymentOrder:
+        """The process manager pre-settles while the order waits for it (this call has the voucher)."""
+        if order.status is not OrderStatus.PRESETTLING and order.attention is not Attention.PRESETTLE_UNKNOWN:
+            return order
+        inputs = StepInputs(presettle=_presettle_ask(order, cmd), first_presettle=first)
+        try:
+            return await self._process.advance(order.order_id, process.Caller(has_voucher=True), inputs)
+        except errors.MedPayError as error:
+            raise _in_order_terms(error) from None
 
     def _new_order(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder:
         total = bill_total(cmd.lines)
         insured = cmd.insurance is not None
+        now = self._deps.clock()
         return PaymentOrder(
             order_id=self._deps.new_id("ord"),
             create_request_id=cmd.request_id,
@@ -95,76 +108,29 @@ class PaymentOrders:
             status=OrderStatus.PRESETTLING if insured else OrderStatus.AWAITING_PAYMENT,
             total=total,
             cash_due=Money(0) if insured else total,
-            created_at=self._deps.clock(),
+            created_at=now,
+            expires_at=now + self._order_ttl,
+            # The janitor closes it at its expiry if nothing else happens before.
+            due_at=now + self._order_ttl,
         )
-
-    async def _presettle(
-        self, order: PaymentOrder, cmd: commands.CreatePaymentOrder, first_attempt: bool
-    ) -> PaymentOrder:
-        try:
-            answer = await self._deps.insurance.presettle(_presettle_ask(order, cmd))
-        except (
-            errors.InsurerRejected,
-            errors.InvalidArgument,
-            errors.StateConflict,
-            errors.NotFound,
-        ) as error:
-            await self._forget(order.order_id)
-            raise _in_order_terms(error) from None
-        except errors.InsurerUnavailable:
-            # Nothing happened at the insurer; only a first attempt can be forgotten safely.
-            if first_attempt:
-                await self._forget(order.order_id)
-            raise
-        except errors.OutcomeUnknown as error:
-            await self._presettlement_unknown(order.order_id, error.message)
-            raise
-        return await self._accept(order, answer)
-
-    async def _accept(self, order: PaymentOrder, answer: InsurerSettlement) -> PaymentOrder:
-        problems = answer.split.problems(order.total) if answer.split else ["no split in the answer"]
-        if problems:
-            await self._cancel_presettlement(order.order_id, answer.settlement_id)
-            await self._forget(order.order_id)
-            raise errors.InsurerRejected("the insurer's split does not add up: " + "; ".join(problems))
-        assert answer.split is not None
-        async with self._deps.uow() as uow:
-            current = await uow.lock_order(order.order_id)
-            if current.status is OrderStatus.PRESETTLING or current.attention is Attention.PRESETTLE_UNKNOWN:
-                current.accept_presettlement(answer.settlement_id, answer.split, answer.insutype)
-                await uow.orders.save(current)
-                await uow.record_event(events.order_created(current))
-        return current
-
-    async def _cancel_presettlement(self, order_id: str, settlement_id: str) -> None:
-        request_id = keys.insurer_request_id(order_id, "cancel")
-        await self._deps.insurance.cancel_presettlement(request_id, settlement_id)
-
-    async def _forget(self, order_id: str) -> None:
-        async with self._deps.uow() as uow:
-            await uow.orders.delete_intent(order_id)
-
-    async def _presettlement_unknown(self, order_id: str, reason: str) -> None:
-        async with self._deps.uow() as uow:
-            order = await uow.lock_order(order_id)
-            if order.status is OrderStatus.PRESETTLING:
-                order.presettlement_unknown(reason)
-                await uow.orders.save(order)
 
     # ---- PayPaymentOrder -------------------------------------------------------------------------
 
     async def pay(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
         if cmd.channel == CHANNEL_NONE:
-            return await self._settlements.settle_without_cash(cmd.order_id)
+            return await self._settle_without_cash(cmd.order_id)
         if (cmd.channel, cmd.method) not in OFFERED_METHODS:
             raise errors.NotOffered(f"{cmd.channel} / {cmd.method} is not offered in this release")
         order, payment = await self._attempt(cmd)
-        if payment.is_open and payment.expires_at and payment.expires_at <= self._deps.clock():
-            await self._settlements.check_with_channel(payment.out_trade_no, close_unpaid=True)
+        if payment.expires_at is not None and payment.expires_at <= self._deps.clock():
+            # Its QR code has expired: the process manager closes it (or finds it paid) first.
+            await self._process.advance(order.order_id)
             order, payment = await self._attempt(cmd)
-        if payment.status is PaymentStatus.PENDING and payment.code_url:
+        if payment.code_url or not payment.is_open:
             return order, payment
-        return await self._place(order, payment, cmd.description)
+        caller = process.Caller(placing=payment.out_trade_no)
+        order = await self._process.advance(order.order_id, caller, StepInputs(description=cmd.description))
+        return order, _payment(order, payment.out_trade_no)
 
     async def _attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
         """The open attempt on this channel, or a new one recorded before the channel hears of it."""
@@ -181,101 +147,68 @@ class PaymentOrders:
             payment = order.start_payment(
                 self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + self._deps.qr_valid_for
             )
+            order.moved(now)
             await uow.orders.save(order)
         return order, payment
 
-    async def _place(
-        self, order: PaymentOrder, payment: Payment, description: str
-    ) -> tuple[PaymentOrder, Payment]:
-        assert payment.expires_at is not None
-        text = description or f"{order.campus_code} 门诊缴费"
-        try:
-            placed = await self._deps.channel.place_order(
-                payment.out_trade_no, payment.amount, text, self._deps.notify_url, payment.expires_at
-            )
-        except ports.ChannelRejected as error:
-            await self._end_attempt(order.order_id, payment.out_trade_no, PaymentStatus.FAILED)
-            raise as_runtime_error(error) from None
-        except (ports.ChannelOutcomeUnknown, ports.ChannelProtocolError) as error:
-            await self._attempt_unknown(order.order_id, payment.out_trade_no)
-            raise as_runtime_error(error) from None
-        except ports.ChannelError as error:
-            # Unavailable: nothing happened; the attempt stays open and a retry reuses its out_trade_no.
-            raise as_runtime_error(error) from None
-        return await self._placed(order.order_id, payment.out_trade_no, placed.code_url)
+    async def _settle_without_cash(self, order_id: str) -> tuple[PaymentOrder, Payment]:
+        """Insurer and personal account cover the bill: a zero payment, then the settlement."""
+        payment_id = self._deps.new_id("pay")
 
-    async def _placed(self, order_id: str, out_trade_no: str, code_url: str) -> tuple[PaymentOrder, Payment]:
-        async with self._deps.uow() as uow:
-            order = await uow.lock_order(order_id)
-            payment = _payment(order, out_trade_no)
-            if payment.is_open:
-                order.payment_placed(payment, code_url)
-                await uow.orders.save(order)
+        def record(order: PaymentOrder, now: datetime) -> None:
+            order.settle_without_cash(payment_id, now)
+
+        order = await self._process.record(order_id, record)
+        payment = next(p for p in order.payments if p.payment_id == payment_id)
         return order, payment
-
-    async def _end_attempt(self, order_id: str, out_trade_no: str, status: PaymentStatus) -> None:
-        async with self._deps.uow() as uow:
-            order = await uow.lock_order(order_id)
-            order.payment_ended(_payment(order, out_trade_no), status)
-            await uow.orders.save(order)
-
-    async def _attempt_unknown(self, order_id: str, out_trade_no: str) -> None:
-        async with self._deps.uow() as uow:
-            order = await uow.lock_order(order_id)
-            payment = _payment(order, out_trade_no)
-            if payment.is_open:
-                order.payment_unknown(payment)
-                await uow.orders.save(order)
 
     # ---- ClosePaymentOrder -----------------------------------------------------------------------
 
     async def close(self, cmd: commands.ClosePaymentOrder) -> PaymentOrder:
-        """Close the channel attempts, close the order under its lock, and only then undo the
-        pre-settlement: once the order is CLOSED nothing can pay it, so the 2205 cannot strand a
-        payment. A failed 2205 is retried by closing again (a CLOSED order only re-sends it)."""
-        order = await self.get(cmd.order_id)
-        if order.status is not OrderStatus.CLOSED:
-            order.ensure_closable()
-            closed = [await self._close_at_channel(p) for p in order.payments if p.is_open]
-            order = await self._close_locked(cmd, closed)
-        if order.insured and order.settlement_id:
-            await self._cancel_presettlement(order.order_id, order.settlement_id)
-        return order
-
-    async def _close_locked(
-        self, cmd: commands.ClosePaymentOrder, closed_at_channel: list[str]
-    ) -> PaymentOrder:
+        """Ask for the close; the process manager closes the channel attempts (each only after a
+        query shows it unpaid), then the order under its lock, then undoes the pre-settlement (2205):
+        once the order is CLOSED nothing can pay it, so the 2205 cannot strand a payment."""
         async with self._deps.uow() as uow:
             order = await uow.lock_order(cmd.order_id)
-            if any(p.is_open and p.out_trade_no not in closed_at_channel for p in order.payments):
-                raise errors.StateConflict(f"a payment started on {order.order_id} while closing; retry")
-            order.close()
-            await uow.orders.save(order)
-            await uow.record_event(events.order_closed(order, cmd.reason))
-        return order
-
-    async def _close_at_channel(self, payment: Payment) -> str:
+            order.request_close(cmd.reason)
+            await uow.orders.save_order_row(order)
         try:
-            await self._deps.channel.close(payment.out_trade_no)
-        except ports.ChannelRejected as error:
-            if error.reason is ports.RejectionReason.ALREADY_PAID:
-                await self._settlements.check_with_channel(payment.out_trade_no, close_unpaid=False)
-                raise errors.StateConflict(
-                    f"{payment.out_trade_no} was paid before it could be closed"
-                ) from None
-            if error.reason not in (ports.RejectionReason.NOT_FOUND, ports.RejectionReason.ALREADY_CLOSED):
-                raise as_runtime_error(error) from None
-        except ports.ChannelError as error:
-            raise as_runtime_error(error) from None
-        return payment.out_trade_no
+            order = await self._process.advance(cmd.order_id)
+        except errors.MedPayError:
+            order = await self.get(cmd.order_id, look_now=False)
+            if order.status is not OrderStatus.CLOSED:
+                raise  # the channel could not be asked now: the janitor carries on closing
+        if order.status is OrderStatus.CLOSED:
+            return order
+        if order.status in (OrderStatus.AWAITING_PAYMENT, OrderStatus.PAYING):
+            raise errors.ChannelUnavailable(f"order {order.order_id} is closing; the platform finishes it")
+        raise errors.StateConflict(f"order {order.order_id} was paid before it could be closed")
+
+    # ---- RefundPaymentOrder ----------------------------------------------------------------------
+
+    async def refund(self, cmd: commands.RefundPaymentOrder) -> tuple[PaymentOrder, Refund]:
+        """Record the refund (storage reserves its amount: refunded <= paid), then the process
+        manager revokes the insurer settlement (2208) if there is one and pays the cash back."""
+        refund_id = self._deps.new_id("rfd")
+
+        def record(order: PaymentOrder, now: datetime) -> None:
+            order.begin_refund(refund_id, cmd.cash, cmd.reason, now)
+
+        order = await self._process.record(cmd.order_id, record)
+        return order, order.refund_by_id(refund_id)
 
     # ---- reads -----------------------------------------------------------------------------------
 
-    async def get(self, order_id: str) -> PaymentOrder:
+    async def get(self, order_id: str, look_now: bool = True) -> PaymentOrder:
+        """The order as stored; when someone is looking and a question to the channel or the
+        insurer is (nearly) due, it is asked first, so a kiosk is not told PAYING for long."""
         async with self._deps.uow(read_only=True) as uow:
             order = await uow.orders.get(order_id)
         if order is None:
             raise errors.NotFound(f"no payment order {order_id}", {"order_id": order_id})
+        if look_now and _asks_outside(order, self._deps.clock(), self._process.schedule):
+            with contextlib.suppress(errors.MedPayError):
+                order = await self._process.advance(order_id, process.Caller(eager=True))
         return order
 
     async def listing(self, query: commands.ListPaymentOrders) -> tuple[list[PaymentOrder], Cursor | None]:
@@ -294,6 +227,14 @@ def _payment(order: PaymentOrder, out_trade_no: str) -> Payment:
     if payment is None:
         raise errors.NotFound(f"no payment {out_trade_no} on {order.order_id}")
     return payment
+
+
+_QUESTIONS = (process.QueryPayment, process.QueryRefund, process.Settle, process.CloseAtChannel)
+
+
+def _asks_outside(order: PaymentOrder, now: datetime, schedule: process.Schedule) -> bool:
+    step = process.next_step(order, now, schedule, process.Caller(eager=True))
+    return isinstance(step, _QUESTIONS)
 
 
 def _presettle_ask(order: PaymentOrder, cmd: commands.CreatePaymentOrder) -> PresettleAsk:

@@ -30,6 +30,9 @@ class RefundStatus(StrEnum):
     PROCESSING = "PROCESSING"  # accepted, money not yet back with the patient
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"  # closed without paying out: the amount is refundable again
+    # accepted, but the money could not reach the patient (card closed...): never re-issued; a person
+    # re-routes it at the channel
+    ABNORMAL = "ABNORMAL"
 
 
 class RejectionReason(StrEnum):

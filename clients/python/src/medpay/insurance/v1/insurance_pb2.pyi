@@ -485,17 +485,24 @@ class CancelPresettlementRequest(_message.Message):
 
     REQUEST_ID_FIELD_NUMBER: _builtins.int
     SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    ORDER_REF_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     settlement_id: _builtins.str
+    """The pre-settlement to undo. Either this or order_ref is required."""
+    order_ref: _builtins.str
+    """Instead of settlement_id: the active pre-settlement of this order (the caller's order_ref of
+    Presettle), for a caller whose Presettle answer was lost. NOT_FOUND when none is active.
+    """
     def __init__(
         self,
         *,
         request_id: _builtins.str = ...,
         settlement_id: _builtins.str = ...,
+        order_ref: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "settlement_id", b"settlement_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order_ref", b"order_ref", "request_id", b"request_id", "settlement_id", b"settlement_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,118 @@
+"""What a change of an order means for the rest of the platform, derived in one place from the
+change itself: events to the outbox, postings to the ledger, refund amounts reserved or released in
+storage. Every transaction that changes an order ends with `record_effects(before, order)`, so no
+step has to remember which event or posting it owes, and none can post one twice (the transfer
+keys and the snapshot make a repeat a no-op).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from services.payment_core.domain import keys, ledger
+from services.payment_core.domain.model import (
+    CHANNEL_NONE,
+    OrderStatus,
+    PaymentStatus,
+    Refund,
+    RefundKind,
+    RefundStatus,
+)
+from services.payment_core.domain.order import PaymentOrder
+from services.payment_core.service_layer import events
+from services.payment_core.service_layer.unit_of_work import UnitOfWork
+
+S = OrderStatus
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The parts of an order whose change has effects, and by which progress is judged."""
+
+    status: OrderStatus
+    attention: str
+    payments: tuple[tuple[str, PaymentStatus, bool], ...]
+    refunds: tuple[tuple[str, RefundStatus], ...]
+    flags: tuple[bool, bool, bool, str]
+
+    @classmethod
+    def of(cls, order: PaymentOrder) -> Snapshot:
+        return cls(
+            status=order.status,
+            attention=order.attention.value if order.attention else "",
+            payments=tuple((p.payment_id, p.status, bool(p.code_url)) for p in order.payments),
+            refunds=tuple((r.refund_id, r.status) for r in order.refunds),
+            flags=(
+                order.settlement_revoked,
+                order.presettlement_cancelled,
+                order.close_requested,
+                order.setl_id,
+            ),
+        )
+
+    def payment_status(self, payment_id: str) -> PaymentStatus | None:
+        return next((status for pid, status, _ in self.payments if pid == payment_id), None)
+
+    def refund_status(self, refund_id: str) -> RefundStatus | None:
+        return next((status for rid, status in self.refunds if rid == refund_id), None)
+
+
+async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder) -> None:
+    """Events, postings and reservations owed by the change from `before` to `order`."""
+    await _refund_reservations(uow, before, order)
+    if before.status is S.PRESETTLING and order.status is S.AWAITING_PAYMENT:
+        await uow.record_event(events.order_created(order))
+    for payment in order.payments:
+        if _became(payment.status, before.payment_status(payment.payment_id), PaymentStatus.SUCCEEDED):
+            await uow.record_event(events.payment_succeeded(order, payment))
+    if order.status is S.SETTLED and before.status is not S.SETTLED:
+        await _post_settlement(uow, order)
+    for refund in order.refunds:
+        if _became(refund.status, before.refund_status(refund.refund_id), RefundStatus.SUCCEEDED):
+            await _post_refund(uow, order, refund)
+    if order.status is S.CLOSED and before.status is not S.CLOSED:
+        await uow.record_event(events.order_closed(order, order.close_reason or order.attention_reason))
+
+
+def _became(now: object, was: object, target: object) -> bool:
+    return now is target and was is not target
+
+
+async def _refund_reservations(uow: UnitOfWork, before: Snapshot, order: PaymentOrder) -> None:
+    """A new refund takes its amount from what may be refunded; a failed one gives it back. Storage
+    refuses refunded > paid (RefundExceedsPaid), whatever the order believed when it decided."""
+    for refund in order.refunds:
+        was = before.refund_status(refund.refund_id)
+        if was is None:
+            await uow.orders.reserve_refund(order, refund)
+        elif refund.status is RefundStatus.FAILED and was is not RefundStatus.FAILED:
+            await uow.orders.release_refund(order, refund)
+
+
+async def _post_settlement(uow: UnitOfWork, order: PaymentOrder) -> None:
+    """Once per order: an order back in SETTLED after a refused refund was posted when it settled."""
+    assert order.settled_at is not None
+    if await uow.ledger.find(keys.transfer_key(order.order_id, "settle")) is not None:
+        return
+    bill = ledger.SettledBill(
+        order_id=order.order_id,
+        scene=order.scene,
+        channel=order.settlement_channel,
+        bill_total=order.total,
+        cash=order.cash_paid - order.refunded_cash,
+        split=order.split,
+    )
+    await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at))
+    await uow.record_event(events.order_settled(order))
+
+
+async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> None:
+    """A refund of a settled order reverses its settlement entry; other refunds gave back cash that
+    was never posted as revenue."""
+    assert refund.succeeded_at is not None
+    settled = await uow.ledger.find(keys.transfer_key(order.order_id, "settle"))
+    if refund.kind is RefundKind.REQUESTED and settled is not None:
+        reversal = ledger.reversal_of(settled, f"refund-R{refund.refund_no}", refund.succeeded_at)
+        await uow.ledger.post(reversal)
+    channel = next((p.channel for p in order.payments if p.payment_id == refund.payment_id), CHANNEL_NONE)
+    await uow.record_event(events.refund_succeeded(order, refund, channel))

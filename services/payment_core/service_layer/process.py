@@ -1,0 +1,235 @@
+"""`OrderProcess.advance`: run an order's next step, as domain.process decides it, and record it.
+
+One step is two short transactions around one outbound call:
+
+  1. lock the order, ask `next_step`; if it is due, take the order's lease and commit (the step's
+     intent — the payment or refund row with its business key — is already committed by then);
+  2. make the call (no transaction is open while the channel or the insurer thinks);
+  3. lock the order again, record the outcome with the events and postings it implies, release the
+     lease, commit; then ask again, until the order waits, is done, or someone else holds it.
+
+The lease (holder + expiry on the order row) is what keeps two callers — two janitors of two
+replicas, a janitor and a notification — from running a step of the same order at once. A holder
+that died loses it when its instance stops heart-beating (or at the latest when it expires), and
+whoever comes next runs the step again with the same business key, which the partner answers as a
+replay. Steps that only change the order's own record run inside the deciding transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from services.payment_core.domain import process
+from services.payment_core.domain.order import PaymentOrder
+from services.payment_core.service_layer.dependencies import Dependencies
+from services.payment_core.service_layer.effects import Snapshot, record_effects
+from services.payment_core.service_layer.steps import Outcome, Record, StepInputs, StepRunners
+from services.payment_core.service_layer.unit_of_work import UnitOfWork
+from services.runtime import errors
+from services.runtime.clock import new_id
+from services.runtime.interceptors import detached_context
+from services.runtime.telemetry import ATTR_ORDER_ID, tracer
+
+log = logging.getLogger(__name__)
+# More steps than any flow has in one go (place → query → close → cancel …); a guard, not a rule.
+MAX_STEPS_PER_CALL = 12
+HolderAlive = Callable[[UnitOfWork, str], Awaitable[bool]]
+
+
+async def _trust_the_expiry(uow: UnitOfWork, instance_id: str) -> bool:
+    return True
+
+
+@dataclass(frozen=True)
+class Leases:
+    """Who may run a step of an order now."""
+
+    # This process; a lease token is "<instance_id>/<call>", so two calls of one process exclude
+    # each other too.
+    instance_id: str
+    # Longer than any step's outbound deadline: a live holder never loses a lease mid-call.
+    hold_for: timedelta = timedelta(seconds=60)
+    # While a step runs elsewhere, the janitor looks again this often (to take over a dead holder's).
+    recheck_after: timedelta = timedelta(seconds=5)
+    holder_alive: HolderAlive = _trust_the_expiry
+
+    def new_token(self) -> str:
+        return f"{self.instance_id}/{new_id('l')[2:14]}"
+
+    async def held_by_another(self, uow: UnitOfWork, order: PaymentOrder, now: datetime) -> bool:
+        holder, until = order.lease_holder, order.lease_expires_at
+        if not holder or until is None or until <= now:
+            return False
+        instance = holder.split("/", 1)[0]
+        return instance == self.instance_id or await self.holder_alive(uow, instance)
+
+
+@dataclass
+class _Decided:
+    order: PaymentOrder
+    step: process.Step | None = None
+    token: str = ""
+    at_intent: Snapshot | None = None
+
+
+class OrderProcess:
+    def __init__(self, deps: Dependencies, schedule: process.Schedule, leases: Leases) -> None:
+        self._deps = deps
+        self._schedule = schedule
+        self._leases = leases
+        self._runners = StepRunners(deps)
+        self._tracer = tracer(__name__)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def schedule(self) -> process.Schedule:
+        return self._schedule
+
+    async def advance(
+        self, order_id: str, caller: process.Caller | None = None, inputs: StepInputs | None = None
+    ) -> PaymentOrder:
+        """Run the order's due steps until it waits, is done, or another holder has it."""
+        inputs = inputs or StepInputs()
+        for _ in range(MAX_STEPS_PER_CALL):
+            decided = await self._decide(order_id, caller)
+            if decided.step is None:
+                return decided.order
+            if not decided.token:
+                continue  # a step on the order's own record was committed: decide again
+            outcome = await self._run(decided, inputs)
+            order = await self._record(order_id, decided, outcome)
+            if outcome.error is not None:
+                raise outcome.error
+        log.warning("order %s still had steps after %d; the janitor continues", order_id, MAX_STEPS_PER_CALL)
+        return order
+
+    async def record(self, order_id: str, record: Record) -> PaymentOrder:
+        """Record what someone told us or asked for, then run what is due."""
+        await self.note(order_id, record)
+        return await self.advance(order_id)
+
+    async def note(self, order_id: str, record: Record) -> None:
+        """Record what someone told us (a channel notification); a repeat changes nothing."""
+        async with self._deps.uow() as uow:
+            order = await uow.lock_order(order_id)
+            await self._apply(uow, order, record, since=None, counts_as_attempt=False)
+
+    def advance_soon(self, order_id: str) -> None:
+        """Advance in the background, in the caller's trace but not under its deadline (a channel
+        wants its notification answered now; the 2207 it leads to may take longer)."""
+        task = asyncio.create_task(
+            self._advance_logged(order_id), name=f"advance:{order_id}", context=detached_context()
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def drain(self, timeout_s: float) -> None:
+        """At shutdown: let running steps finish; the janitor of the next start takes the rest."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout_s)
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _advance_logged(self, order_id: str) -> None:
+        try:
+            await self.advance(order_id)
+        except errors.MedPayError as error:
+            log.info("order %s: %s (recorded; the janitor carries on)", order_id, error.message)
+        except Exception:
+            log.exception("advancing order %s failed; the janitor carries on", order_id)
+
+    # ---- the two transactions --------------------------------------------------------------------
+
+    async def _decide(self, order_id: str, caller: process.Caller | None) -> _Decided:
+        async with self._deps.uow() as uow:
+            order = await uow.lock_order(order_id)
+            now = self._deps.clock()
+            step = process.next_step(order, now, self._schedule, caller)
+            if isinstance(step, process.Wait | process.Done):
+                await self._set_due(uow, order, step.until if isinstance(step, process.Wait) else None)
+                return _Decided(order)
+            if await self._leases.held_by_another(uow, order, now):
+                await self._set_due(uow, order, min(_far(order), now + self._leases.recheck_after))
+                return _Decided(order)
+            if isinstance(step, process.LOCAL_STEPS):
+                await self._apply(uow, order, self._local(step), since=None)
+                return _Decided(order, step)
+            token = self._leases.new_token()
+            order.lease_holder, order.lease_expires_at = token, now + self._leases.hold_for
+            order.due_at = now + self._leases.recheck_after
+            await uow.orders.save_order_row(order)
+            return _Decided(order, step, token, Snapshot.of(order))
+
+    async def _run(self, decided: _Decided, inputs: StepInputs) -> Outcome:
+        assert decided.step is not None
+        name = type(decided.step).__name__
+        with self._tracer.start_as_current_span(
+            f"order step {name}", attributes={ATTR_ORDER_ID: decided.order.order_id}
+        ):
+            try:
+                return await self._runners.run(decided.step, decided.order, inputs)
+            except errors.MedPayError as error:
+                return Outcome(error=error)
+
+    async def _record(self, order_id: str, decided: _Decided, outcome: Outcome) -> PaymentOrder:
+        async with self._deps.uow() as uow:
+            if outcome.forget:
+                await uow.orders.delete_intent(order_id)
+                return decided.order
+            order = await uow.lock_order(order_id)
+            if order.lease_holder == decided.token:
+                order.lease_holder, order.lease_expires_at = None, None
+            await self._apply(uow, order, outcome.record, decided.at_intent)
+        return order
+
+    async def _apply(
+        self,
+        uow: UnitOfWork,
+        order: PaymentOrder,
+        record: Record,
+        since: Snapshot | None,
+        counts_as_attempt: bool = True,
+    ) -> None:
+        """Record a change with its effects. The schedule restarts if the order moved since `since`
+        (the state its step was decided on; default: now); else the question counts as asked once
+        more (a repeated notification counts as nothing)."""
+        now = self._deps.clock()
+        before = Snapshot.of(order)
+        record(order, now)
+        await record_effects(uow, before, order)
+        if Snapshot.of(order) != (since or before):
+            order.moved(now)
+        elif counts_as_attempt:
+            order.still_waiting(now)
+        else:
+            return
+        await uow.orders.save(order)
+
+    async def _set_due(self, uow: UnitOfWork, order: PaymentOrder, due: datetime | None) -> None:
+        if order.due_at != due:
+            order.due_at = due
+            await uow.orders.save_order_row(order)
+
+    def _local(self, step: process.Step) -> Record:
+        match step:
+            case process.CloseOrder(reason):
+                return lambda o, _now: o.close(reason)
+            case process.GiveUp(attention, reason):
+                return lambda o, _now: o.give_up(attention, reason)
+            case process.RefundLateSuccess(payment_id):
+                refund_id = self._deps.new_id("rfd")
+                return lambda o, now: _give_back(o, refund_id, payment_id, now)
+        raise AssertionError(f"{step!r} is not a local step")
+
+
+def _give_back(order: PaymentOrder, refund_id: str, payment_id: str, now: datetime) -> None:
+    payment = next(p for p in order.payments if p.payment_id == payment_id)
+    order.give_back(refund_id, payment, now)
+
+
+def _far(order: PaymentOrder) -> datetime:
+    return order.lease_expires_at or order.expires_at

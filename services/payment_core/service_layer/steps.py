@@ -1,0 +1,324 @@
+"""How each step of the process manager talks to the outside: one runner per step.
+
+A runner makes the step's outbound call with the step's business key (out_trade_no, out_refund_no,
+the insurer request_id) and returns an `Outcome`: what to record on the order, under its lock, once
+the answer is in. Runners decide nothing about what comes next (domain.process does) and never touch
+storage; an answer that says nothing new records nothing, which the process manager counts as an
+inconclusive attempt and asks again on its schedule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from services.payment_core.adapters.channels import ports
+from services.payment_core.adapters.insurance import InsurerSettlement, InsurerStatus, PresettleAsk
+from services.payment_core.domain import keys, process
+from services.payment_core.domain.model import CHANNEL_NONE, ChannelPaymentSeen, Payment, PaymentStatus
+from services.payment_core.domain.order import PaymentOrder
+from services.payment_core.service_layer.channel_errors import as_runtime_error
+from services.payment_core.service_layer.dependencies import Dependencies
+from services.runtime import errors
+from services.runtime.money import Money
+
+Record = Callable[[PaymentOrder, datetime], None]
+
+
+def _nothing(order: PaymentOrder, now: datetime) -> None:
+    """An answer that says nothing new."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: Record = _nothing
+    # Raised to the caller once the outcome is committed (the janitor only logs it).
+    error: errors.MedPayError | None = None
+    # The pre-settlement was refused before anything was owed: the order is forgotten.
+    forget: bool = False
+
+
+@dataclass(frozen=True)
+class StepInputs:
+    """What only the caller has: the voucher for Presettle, the screen text for PlacePayment."""
+
+    presettle: PresettleAsk | None = None
+    # The order was created by this very call: nothing earlier can have reached the insurer.
+    first_presettle: bool = False
+    description: str = ""
+
+
+_PAID = frozenset({ports.TradeState.PAID, ports.TradeState.REFUNDED})
+_ENDED = {ports.TradeState.CLOSED: PaymentStatus.CLOSED, ports.TradeState.FAILED: PaymentStatus.FAILED}
+
+
+class StepRunners:
+    def __init__(self, deps: Dependencies) -> None:
+        self._deps = deps
+
+    async def run(self, step: process.Step, order: PaymentOrder, inputs: StepInputs) -> Outcome:
+        match step:
+            case process.Presettle():
+                assert inputs.presettle is not None
+                return await self._presettle(order, inputs.presettle, inputs.first_presettle)
+            case process.PlacePayment(out_trade_no):
+                return await self._place(order, out_trade_no, inputs.description)
+            case process.QueryPayment(out_trade_no):
+                return await self._query_payment(out_trade_no, close_unpaid=False)
+            case process.CloseAtChannel(out_trade_no):
+                return await self._query_payment(out_trade_no, close_unpaid=True)
+            case process.Settle():
+                return await self._settle(order)
+            case process.CancelPresettlement():
+                return await self._cancel_presettlement(order)
+            case process.RevokeSettlement(refund_id):
+                return await self._revoke(order, refund_id)
+            case process.PayOutRefund(refund_id):
+                return await self._pay_out(order, refund_id)
+            case process.QueryRefund(refund_id):
+                return await self._query_refund(order, refund_id)
+        raise AssertionError(f"no runner for {step!r}")
+
+    # ---- the insurer ---------------------------------------------------------------------------
+
+    async def _presettle(self, order: PaymentOrder, ask: PresettleAsk, first: bool) -> Outcome:
+        try:
+            answer = await self._deps.insurance.presettle(ask)
+        except (
+            errors.InsurerRejected,
+            errors.InvalidArgument,
+            errors.StateConflict,
+            errors.NotFound,
+        ) as error:
+            return Outcome(error=error, forget=True)
+        except errors.InsurerUnavailable as error:
+            # Nothing happened at the insurer: a first attempt can be forgotten (the HIS retries).
+            return Outcome(error=error, forget=first)
+        except errors.OutcomeUnknown as error:
+            reason = error.message
+            return Outcome(lambda o, _now: o.presettlement_unknown(reason), error=error)
+        problems = answer.split.problems(order.total) if answer.split else ["no split in the answer"]
+        if problems:
+            await self._deps.insurance.cancel_presettlement(
+                keys.insurer_request_id(order.order_id, "cancel"), answer.settlement_id
+            )
+            refused = errors.InsurerRejected("the insurer's split does not add up: " + "; ".join(problems))
+            return Outcome(error=refused, forget=True)
+        assert answer.split is not None
+        split = answer.split
+        return Outcome(lambda o, _now: o.accept_presettlement(answer.settlement_id, split, answer.insutype))
+
+    async def _settle(self, order: PaymentOrder) -> Outcome:
+        if not order.insured:
+            return Outcome(lambda o, now: _confirm(o, None, now))
+        try:
+            answer = await self._deps.insurance.settle(
+                keys.insurer_request_id(order.order_id, "settle"), order.settlement_id
+            )
+        except errors.InsurerRejected as error:
+            return Outcome(_refused(self._deps.new_id("rfd"), error.message))
+        except errors.MedPayError as error:
+            # Unknown, unreachable or unexpected: asked again on the schedule; never guessed.
+            reason = f"{error.reason}: {error.message}"
+            return Outcome(lambda o, _now: o.note(reason))
+        if answer.status is InsurerStatus.SETTLED:
+            return Outcome(lambda o, now: _confirm(o, answer, now))
+        if answer.status in (InsurerStatus.FAILED, InsurerStatus.CANCELLED):
+            reason = answer.status_reason or f"settlement {answer.status.value}"
+            return Outcome(_refused(self._deps.new_id("rfd"), reason))
+        status = answer.status.value
+        return Outcome(lambda o, _now: o.note(f"insurer settlement is {status}"))
+
+    async def _cancel_presettlement(self, order: PaymentOrder) -> Outcome:
+        request_id = keys.insurer_request_id(order.order_id, "cancel")
+        try:
+            await self._deps.insurance.cancel_presettlement(request_id, order.settlement_id, order.order_id)
+        except (errors.StateConflict, errors.NotFound):
+            pass  # nothing open at the insurer for this order (settled, failed or never pre-settled)
+        except errors.MedPayError as error:
+            return Outcome(error=error)
+        return Outcome(lambda o, _now: o.presettlement_undone())
+
+    async def _revoke(self, order: PaymentOrder, refund_id: str) -> Outcome:
+        refund = order.refund_by_id(refund_id)
+        request_id = keys.insurer_request_id(order.order_id, f"revoke{refund.refund_no}")
+        try:
+            await self._deps.insurance.revoke_settlement(request_id, order.settlement_id, refund.reason)
+        except errors.OutcomeUnknown as error:
+            reason = error.message
+            return Outcome(lambda o, _now: o.note(f"2208: {reason}"), error=error)
+        except errors.InsurerUnavailable as error:
+            return Outcome(error=error)
+        except errors.MedPayError as error:
+            message = error.message
+            return Outcome(lambda o, _now: o.refund_failed(o.refund_by_id(refund_id), message), error=error)
+        return Outcome(lambda o, _now: o.settlement_revoked_for(o.refund_by_id(refund_id)))
+
+    # ---- the channel ---------------------------------------------------------------------------
+
+    async def _place(self, order: PaymentOrder, out_trade_no: str, description: str) -> Outcome:
+        payment = _payment(order, out_trade_no)
+        assert payment.expires_at is not None
+        text = description or f"{order.campus_code} 门诊缴费"
+        try:
+            placed = await self._deps.channel.place_order(
+                out_trade_no, payment.amount, text, self._deps.notify_url, payment.expires_at
+            )
+        except ports.ChannelRejected as error:
+            return Outcome(_attempt_ended(out_trade_no, PaymentStatus.FAILED), error=as_runtime_error(error))
+        except (ports.ChannelOutcomeUnknown, ports.ChannelProtocolError) as error:
+            return Outcome(_attempt_unknown(out_trade_no), error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            # Unavailable: nothing happened; the attempt stays open and is queried on the schedule.
+            return Outcome(error=as_runtime_error(error))
+        code_url = placed.code_url
+        return Outcome(lambda o, _now: _if_open(o, out_trade_no, lambda p: o.payment_placed(p, code_url)))
+
+    async def _query_payment(self, out_trade_no: str, close_unpaid: bool) -> Outcome:
+        try:
+            status = await self._deps.channel.query(out_trade_no)
+            if status.state in _PAID:
+                return Outcome(paid(status))
+            if status.state in _ENDED:
+                return Outcome(_attempt_ended(out_trade_no, _ENDED[status.state]))
+            if close_unpaid and status.state is ports.TradeState.NOT_PAID:
+                # Closed only after a query showed it unpaid; a patient paying now is refused by it.
+                await self._deps.channel.close(out_trade_no)
+                return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
+        except ports.ChannelRejected as error:
+            return self._query_refused(out_trade_no, error, close_unpaid)
+        except ports.ChannelError as error:
+            return Outcome(error=as_runtime_error(error))
+        return Outcome()
+
+    def _query_refused(self, out_trade_no: str, error: ports.ChannelRejected, closing: bool) -> Outcome:
+        reason = error.reason
+        if reason is ports.RejectionReason.ALREADY_PAID:
+            return Outcome()  # paid between the query and the close: the next query applies it
+        if reason is ports.RejectionReason.ALREADY_CLOSED:
+            return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
+        if reason is ports.RejectionReason.NOT_FOUND:
+            # The channel never saw it (the placement was lost): nothing can be collected on it.
+            return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
+        return Outcome(error=as_runtime_error(error))
+
+    async def _pay_out(self, order: PaymentOrder, refund_id: str) -> Outcome:
+        refund = order.refund_by_id(refund_id)
+        payment = next((p for p in order.payments if p.payment_id == refund.payment_id), None)
+        if refund.cash.fen == 0 or payment is None or payment.channel == CHANNEL_NONE:
+            return Outcome(_refund_done(refund_id, ""))
+        try:
+            answer = await self._deps.channel.refund(
+                refund.out_refund_no, payment.out_trade_no, refund.cash, payment.amount, refund.reason
+            )
+        except ports.ChannelRejected as error:
+            message = f"{error.code}: {error.message}"
+            return Outcome(lambda o, _now: o.refund_failed(o.refund_by_id(refund_id), message))
+        except ports.ChannelUnavailable:
+            return Outcome()  # nothing happened; sent again with the same out_refund_no
+        except ports.ChannelError as error:
+            reason = str(error)
+            return Outcome(lambda o, _now: o.refund_unknown(o.refund_by_id(refund_id), reason))
+        return Outcome(refund_answered(answer))
+
+    async def _query_refund(self, order: PaymentOrder, refund_id: str) -> Outcome:
+        refund = order.refund_by_id(refund_id)
+        try:
+            answer = await self._deps.channel.query_refund(refund.out_refund_no)
+        except ports.ChannelRejected as error:
+            if error.reason is ports.RejectionReason.NOT_FOUND:
+                return Outcome()  # the refund never reached the channel: it is sent again
+            return Outcome(error=as_runtime_error(error))
+        except ports.ChannelError:
+            return Outcome()
+        return Outcome(refund_answered(answer))
+
+
+# ---- outcomes ----------------------------------------------------------------------------------------
+
+
+def paid(status: ports.ChannelTradeStatus) -> Record:
+    """The channel's word that an attempt was paid (a query answer or a notification)."""
+
+    def record(order: PaymentOrder, now: datetime) -> None:
+        seen = ChannelPaymentSeen(
+            status.out_trade_no,
+            status.transaction_id or "",
+            Money(status.amount.fen),
+            status.success_time or now,
+        )
+        order.record_channel_success(seen, now)
+
+    return record
+
+
+def trade_news(status: ports.ChannelTradeStatus) -> Record:
+    if status.state in _PAID:
+        return paid(status)
+    if status.state in _ENDED:
+        return _attempt_ended(status.out_trade_no, _ENDED[status.state])
+    return _nothing
+
+
+def refund_answered(answer: ports.ChannelRefund) -> Record:
+    """The channel's word on a refund (its answer, a query or a notification); idempotent."""
+
+    def record(order: PaymentOrder, now: datetime) -> None:
+        refund = next((r for r in order.refunds if r.out_refund_no == answer.out_refund_no), None)
+        if refund is None or not refund.is_open:
+            return
+        if answer.status is ports.RefundStatus.SUCCEEDED:
+            order.refund_succeeded(refund, answer.refund_id, answer.success_time or now)
+        elif answer.status is ports.RefundStatus.FAILED:
+            order.refund_failed(refund, f"channel status {answer.channel_status}")
+        elif answer.status is ports.RefundStatus.ABNORMAL:
+            order.refund_abnormal(refund, answer.refund_id)
+        else:
+            order.refund_processing(refund, answer.refund_id)
+
+    return record
+
+
+def _refund_done(refund_id: str, channel_refund_id: str) -> Record:
+    def record(order: PaymentOrder, now: datetime) -> None:
+        order.refund_succeeded(order.refund_by_id(refund_id), channel_refund_id, now)
+
+    return record
+
+
+def _confirm(order: PaymentOrder, answer: InsurerSettlement | None, now: datetime) -> None:
+    if order.awaits_settlement:
+        setl_id, split = (answer.setl_id, answer.split) if answer else ("", None)
+        order.settlement_confirmed(setl_id, split, now)
+
+
+def _refused(refund_id: str, reason: str) -> Record:
+    """2207 refused for good: the cash goes back (a COMPENSATION refund) or the order closes."""
+
+    def record(order: PaymentOrder, now: datetime) -> None:
+        if order.awaits_settlement:
+            order.settlement_refused(refund_id, reason, now)
+
+    return record
+
+
+def _attempt_ended(out_trade_no: str, status: PaymentStatus) -> Record:
+    return lambda o, _now: _if_open(o, out_trade_no, lambda p: o.payment_ended(p, status))
+
+
+def _attempt_unknown(out_trade_no: str) -> Record:
+    return lambda o, _now: _if_open(o, out_trade_no, o.payment_unknown)
+
+
+def _if_open(order: PaymentOrder, out_trade_no: str, change: Callable[..., None]) -> None:
+    payment = order.payment_by_trade_no(out_trade_no)
+    if payment is not None and payment.is_open:
+        change(payment)
+
+
+def _payment(order: PaymentOrder, out_trade_no: str) -> Payment:
+    payment = order.payment_by_trade_no(out_trade_no)
+    if payment is None:
+        raise errors.NotFound(f"no payment {out_trade_no} on {order.order_id}")
+    return payment

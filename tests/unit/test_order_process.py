@@ -1,0 +1,353 @@
+"""The order's process manager (domain.process.next_step): every (state, age) → step pair, as a table.
+
+Each row builds an order in one state with the domain's own methods, looks at it `age` after its
+last move, and names the one step the process manager must take. No I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from services.payment_core.domain import process as p
+from services.payment_core.domain.model import (
+    Attention,
+    ChannelPaymentSeen,
+    ChargeLine,
+    InsuranceSplit,
+    OrderStatus,
+    PaymentStatus,
+)
+from services.payment_core.domain.order import PaymentOrder
+from services.runtime.money import Money
+
+T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
+TTL = timedelta(minutes=30)
+QR = timedelta(minutes=15)
+SCHEDULE = p.Schedule.escalating(timedelta(seconds=10), timedelta(seconds=5), max_attempts=4)
+OID = "ord_0123456789abcdef01234567"
+TRADE = f"{OID}_01"
+s, m = timedelta(seconds=1), timedelta(minutes=1)
+
+
+def _line() -> ChargeLine:
+    return ChargeLine("1", "ZC0001", "110200001010000", "诊查费", "01", "02", 10_000,
+                      Money(12_500), Money(12_500), "0301", "D0301")  # fmt: skip
+
+
+def _order(insured: bool = False) -> PaymentOrder:
+    return PaymentOrder(
+        order_id=OID, create_request_id="req-1", his_order_no="MZ1", scene="OUTPATIENT", campus_code="FZ",
+        dept_code="0301", his_patient_id="P1", masked_cert_no="3501**1234", lines=(_line(),),
+        insured=insured, insutype="310" if insured else "", med_type="11",
+        status=OrderStatus.PRESETTLING if insured else OrderStatus.AWAITING_PAYMENT,
+        total=Money(12_500), cash_due=Money(0) if insured else Money(12_500), created_at=T0,
+        expires_at=T0 + TTL, last_step_at=T0,
+    )  # fmt: skip
+
+
+def _split() -> InsuranceSplit:
+    return InsuranceSplit.from_fen({
+        "medfee_sumamt": 12_500, "inscp_scp_amt": 12_500, "hifp_pay": 8_750, "fund_pay_sumamt": 8_750,
+        "psn_part_amt": 3_750, "acct_pay": 0, "psn_cash_pay": 3_750,
+    })  # fmt: skip
+
+
+def _seen(order: PaymentOrder) -> ChannelPaymentSeen:
+    payment = order.payments[-1]
+    return ChannelPaymentSeen(payment.out_trade_no, "4200001", payment.amount, T0 + m)
+
+
+# ---- states, built with the domain's own moves -------------------------------------------------------
+
+
+def presettling() -> PaymentOrder:
+    return _order(insured=True)
+
+
+def presettle_unknown() -> PaymentOrder:
+    order = _order(insured=True)
+    order.presettlement_unknown("timeout")
+    return order
+
+
+def awaiting(insured: bool = False) -> PaymentOrder:
+    order = _order(insured)
+    if insured:
+        order.accept_presettlement("stl-1", _split(), "310")
+    return order
+
+
+def recorded_attempt(insured: bool = False) -> PaymentOrder:
+    order = awaiting(insured)
+    order.start_payment("pay_1", "WECHAT_PAY", "NATIVE_QR", T0, T0 + QR)
+    return order
+
+
+def placed(insured: bool = False) -> PaymentOrder:
+    order = recorded_attempt(insured)
+    order.payment_placed(order.payments[0], "weixin://wxpay/bizpayurl?pr=1")
+    return order
+
+
+def placed_asked(times: int) -> Callable[[], PaymentOrder]:
+    def build() -> PaymentOrder:
+        order = placed()
+        for _ in range(times):
+            order.still_waiting(T0)
+        return order
+
+    return build
+
+
+def placement_unknown() -> PaymentOrder:
+    order = recorded_attempt()
+    order.payment_unknown(order.payments[0])
+    return order
+
+
+def closing_placed() -> PaymentOrder:
+    order = placed()
+    order.request_close("patient left")
+    return order
+
+
+def closing_without_attempt() -> PaymentOrder:
+    order = awaiting()
+    order.request_close("patient left")
+    return order
+
+
+def settling(attempts: int = 0) -> PaymentOrder:
+    order = placed(insured=True)
+    order.record_channel_success(_seen(order), T0)
+    for _ in range(attempts):
+        order.still_waiting(T0)
+    return order
+
+
+def settled() -> PaymentOrder:
+    order = settling()
+    order.settlement_confirmed("setl-1", None, T0)
+    return order
+
+
+def closed_insured(cancelled: bool = False) -> PaymentOrder:
+    order = awaiting(insured=True)
+    order.close("patient left")
+    if cancelled:
+        order.presettlement_undone()
+    return order
+
+
+def closed_insured_asked(times: int) -> PaymentOrder:
+    order = closed_insured()
+    for _ in range(times):
+        order.still_waiting(T0)
+    return order
+
+
+def closed_self_pay() -> PaymentOrder:
+    order = awaiting()
+    order.close("patient left")
+    return order
+
+
+def paid_after_close() -> PaymentOrder:
+    order = placed()
+    order.close("patient left")
+    order.record_channel_success(_seen(order), T0)
+    return order
+
+
+def giving_back_late_success() -> PaymentOrder:
+    order = paid_after_close()
+    order.give_back("rfd_1", order.payments[0], T0)
+    return order
+
+
+def refund_requested(insured: bool = True) -> PaymentOrder:
+    order = settled() if insured else _self_pay_settled()
+    order.begin_refund("rfd_1", Money(0), "drug returned", T0)
+    return order
+
+
+def _self_pay_settled() -> PaymentOrder:
+    order = placed()
+    order.record_channel_success(_seen(order), T0)
+    return order
+
+
+def refund_revoked() -> PaymentOrder:
+    order = refund_requested()
+    order.settlement_revoked_for(order.refunds[0])
+    return order
+
+
+def refund_processing(attempts: int = 0) -> Callable[[], PaymentOrder]:
+    def build() -> PaymentOrder:
+        order = refund_revoked()
+        order.refund_processing(order.refunds[0], "50300001")
+        for _ in range(attempts):
+            order.still_waiting(T0)
+        return order
+
+    return build
+
+
+def asked(build: Callable[[], PaymentOrder], times: int) -> PaymentOrder:
+    order = build()
+    for _ in range(times):
+        order.still_waiting(T0)
+    return order
+
+
+def refund_unknown() -> PaymentOrder:
+    order = refund_revoked()
+    order.refund_unknown(order.refunds[0], "timeout")
+    return order
+
+
+def compensating() -> PaymentOrder:
+    order = settling()
+    order.settlement_refused("rfd_1", "insurer refused", T0)
+    return order
+
+
+def refund_abnormal() -> PaymentOrder:
+    order = refund_revoked()
+    order.refund_abnormal(order.refunds[0], "50300001")
+    return order
+
+
+def refunded() -> PaymentOrder:
+    order = refund_revoked()
+    order.refund_succeeded(order.refunds[0], "50300001", T0)
+    return order
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    build: Callable[[], PaymentOrder]
+    age: timedelta
+    expected: p.Step
+    caller: p.Caller = p.Caller()  # noqa: RUF009 - frozen, one shared default is safe
+
+
+VOUCHER, PLACING, LOOKING = p.Caller(has_voucher=True), p.Caller(placing=TRADE), p.Caller(eager=True)
+RID = "rfd_1"
+NOT_PRESETTLED = p.CloseOrder("not pre-settled before it expired")
+
+
+def retry(build: Callable[[], PaymentOrder]) -> p.Wait:
+    """Waiting for the schedule's next retry of the order `build` makes."""
+    return p.Wait(SCHEDULE.retry_at(build(), T0))
+
+
+TABLE = [
+    # creating an insured order: only the HIS (it has the voucher) pre-settles; else it expires
+    Row("presettling, the HIS asks", presettling, 0 * s, p.Presettle(), VOUCHER),
+    Row("presettling, nobody with the voucher", presettling, 5 * m, p.Wait(T0 + TTL)),
+    Row("presettling, expired", presettling, TTL, NOT_PRESETTLED),
+    Row("presettle unknown, the HIS retries", presettle_unknown, 1 * m, p.Presettle(), VOUCHER),
+    Row("presettle unknown, expired", presettle_unknown, TTL + s, NOT_PRESETTLED),
+    # waiting for a payment
+    Row("awaiting payment", awaiting, 1 * m, p.Wait(T0 + TTL)),
+    Row("awaiting payment, expired", awaiting, TTL, p.CloseOrder("expired unpaid")),
+    Row("insured awaiting, expired", lambda: awaiting(True), TTL, p.CloseOrder("expired unpaid")),
+    Row("close asked, no attempt", closing_without_attempt, 0 * s, p.CloseOrder("patient left")),
+    # an attempt: placed only by the request that asked for it; otherwise queried on the schedule
+    Row("attempt recorded, its request", recorded_attempt, 0 * s, p.PlacePayment(TRADE), PLACING),
+    Row("attempt recorded, request gone", recorded_attempt, 5 * s, p.Wait(T0 + 10 * s)),
+    Row("attempt recorded, request gone 10 s", recorded_attempt, 10 * s, p.QueryPayment(TRADE)),
+    Row("placed, no notification yet", placed, 9 * s, p.Wait(T0 + 10 * s)),
+    Row("placed, first query due", placed, 10 * s, p.QueryPayment(TRADE)),
+    Row("placed, a kiosk looks after 1 s", placed, 1 * s, p.Wait(T0 + 2 * s), LOOKING),
+    Row("placed, a kiosk looks after 2 s", placed, 2 * s, p.QueryPayment(TRADE), LOOKING),
+    Row("placed, asked once, 4 s", placed_asked(1), 4 * s, retry(placed_asked(1))),
+    Row("placed, asked once, 7 s", placed_asked(1), 7 * s, p.QueryPayment(TRADE)),
+    Row("placed, asked 3 times, 19 s", placed_asked(3), 19 * s, retry(placed_asked(3))),
+    Row("placed, asked 3 times, 25 s", placed_asked(3), 25 * s, p.QueryPayment(TRADE)),
+    Row("placed, asked 9 times, not capped", placed_asked(9), 15 * m - s, p.Wait(T0 + QR)),
+    Row("placed, its QR expired", placed, QR, p.CloseAtChannel(TRADE)),
+    Row("placed, the order expired", placed, TTL, p.CloseAtChannel(TRADE)),
+    Row("placed, close asked", closing_placed, 0 * s, p.CloseAtChannel(TRADE)),
+    Row("placement unknown", placement_unknown, 10 * s, p.QueryPayment(TRADE)),
+    Row("placement unknown, HIS retries pay", placement_unknown, 1 * s, p.PlacePayment(TRADE), PLACING),
+    # the insurer settlement
+    Row("settling, first time", settling, 0 * s, p.Settle()),
+    Row("settling, unknown once, 4 s", lambda: settling(1), 4 * s, retry(lambda: settling(1))),
+    Row("settling, unknown once, 7 s", lambda: settling(1), 7 * s, p.Settle()),
+    Row("settling, attempts spent", lambda: settling(4), 1 * m,
+        p.GiveUp(Attention.SETTLEMENT_UNKNOWN, "the insurer's settlement outcome is still unknown")),
+    Row("settled", settled, 1 * m, p.Done()),
+    # closing an insured order undoes its pre-settlement once
+    Row("closed insured, 2205 not yet", closed_insured, 0 * s, p.CancelPresettlement()),
+    Row("closed insured, 2205 done", lambda: closed_insured(True), 0 * s, p.Done()),
+    Row("closed insured, 2205 failed once", lambda: closed_insured_asked(1), 1 * s,
+        retry(lambda: closed_insured_asked(1))),
+    Row("closed insured, 2205 retry due", lambda: closed_insured_asked(1), 7 * s, p.CancelPresettlement()),
+    Row("closed insured, 2205 attempts spent", lambda: closed_insured_asked(4), 1 * m,
+        p.GiveUp(Attention.PRESETTLEMENT_OPEN, p._GIVE_UP_REASONS[Attention.PRESETTLEMENT_OPEN])),
+    Row("closed self-pay", closed_self_pay, 0 * s, p.Done()),
+    # a success that comes after close is given back, then its refund runs like any other
+    Row("paid after close", paid_after_close, 0 * s, p.RefundLateSuccess("pay_1")),
+    Row("late success being given back", giving_back_late_success, 0 * s, p.PayOutRefund(RID)),
+    # refunds: revoke (insured) first, then pay out, then the channel's answer is awaited
+    Row("refund requested, insured", refund_requested, 0 * s, p.RevokeSettlement(RID)),
+    Row("refund requested, self-pay", lambda: refund_requested(False), 0 * s, p.PayOutRefund(RID)),
+    Row("refund revoked", refund_revoked, 0 * s, p.PayOutRefund(RID)),
+    Row("refund not sent, channel was down", lambda: asked(refund_revoked, 1), 7 * s, p.PayOutRefund(RID)),
+    Row("refund not sent, waiting", lambda: asked(refund_revoked, 1), 1 * s,
+        retry(lambda: asked(refund_revoked, 1))),
+    Row("2208 not confirmed, retry due", lambda: asked(refund_requested, 1), 7 * s, p.RevokeSettlement(RID)),
+    Row("2208 attempts spent", lambda: asked(refund_requested, 4), 1 * m,
+        p.GiveUp(Attention.REVOKE_UNKNOWN, "the insurer did not confirm the revocation (2208)")),
+    Row("compensation", compensating, 0 * s, p.PayOutRefund(RID)),
+    Row("refund processing, fresh", refund_processing(), 2 * s, retry(refund_processing())),
+    Row("refund processing, due", refund_processing(), 6 * s, p.QueryRefund(RID)),
+    Row("refund processing, asked twice", refund_processing(2), 13 * s, p.QueryRefund(RID)),
+    Row("refund unknown, due", refund_unknown, 6 * s, p.QueryRefund(RID)),
+    Row("refund processing, attempts spent", refund_processing(4), 1 * m,
+        p.GiveUp(Attention.REFUND_UNKNOWN, "no final answer from the channel about the refund")),
+    Row("refund abnormal: a person", refund_abnormal, 1 * m, p.Done()),
+    Row("refunded", refunded, 1 * m, p.Done()),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("row", TABLE, ids=[row.name for row in TABLE])
+def test_the_next_step_of_each_state(row: Row) -> None:
+    order = row.build()
+    assert p.next_step(order, T0 + row.age, SCHEDULE, row.caller) == row.expected
+
+
+def test_every_step_kind_is_in_the_table() -> None:
+    kinds = {type(row.expected) for row in TABLE}
+    assert kinds == set(p.Step.__args__)  # type: ignore[attr-defined]
+
+
+def test_the_schedule_escalates_with_bounded_jitter() -> None:
+    order = settling(1)
+    delays = []
+    for attempts in range(1, 12):
+        order.attempts = attempts
+        delays.append(SCHEDULE.retry_at(order, T0) - T0)
+    bases = [min(5 * 2 ** (n - 1), 3600) for n in range(1, 12)]
+    assert all(b <= d.total_seconds() <= b * 1.2 for d, b in zip(delays, bases, strict=True))
+    assert delays == sorted(delays)
+
+
+def test_jitter_spreads_orders_but_is_the_same_for_the_same_order() -> None:
+    first, second = settling(2), settling(2)
+    second.order_id = "ord_fedcba9876543210fedcba98"
+    assert SCHEDULE.retry_at(first, T0) == SCHEDULE.retry_at(settling(2), T0)
+    assert SCHEDULE.retry_at(first, T0) != SCHEDULE.retry_at(second, T0)
+
+
+def test_a_closed_attempt_leaves_the_order_waiting_for_another() -> None:
+    order = placed()
+    order.payment_ended(order.payments[0], PaymentStatus.CLOSED)
+    assert p.next_step(order, T0 + m, SCHEDULE) == p.Wait(T0 + TTL)
