@@ -72,7 +72,7 @@ class PaymentCore:
             name=SERVICE_NAME,
             address=self.settings.address(self.settings.payment_core_port),
             register=self.register,
-            background=[self.database.outbox.run_relay, self.resumer.run],
+            background=[self.database.outbox.run_relay, self.resumer.run, self.database.instance.run],
             side_servers=[(self.notify_server.start, self.notify_server.stop)],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
