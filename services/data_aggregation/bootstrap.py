@@ -45,7 +45,7 @@ class DataAggregationApp:
             name=SERVICE_NAME,
             address=self.settings.grpc_address,
             register=self.register,
-            background=[self.ingestor.follow_feeds],
+            background=[self.ingestor.follow_feeds, self.db.instance.run],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,

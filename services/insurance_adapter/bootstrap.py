@@ -55,7 +55,7 @@ class InsuranceAdapter:
             name=SERVICE_NAME,
             address=self.settings.grpc_address,
             register=self.register,
-            background=[self.database.outbox.run_relay],
+            background=[self.database.outbox.run_relay, self.database.instance.run],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,

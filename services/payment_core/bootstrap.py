@@ -29,10 +29,11 @@ from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
 from services.payment_core.service_layer.notifications import ChannelNews
 from services.payment_core.service_layer.process import Leases, OrderProcess
-from services.payment_core.service_layer.unit_of_work import unit_of_work_factory
+from services.payment_core.service_layer.unit_of_work import UnitOfWork, unit_of_work_factory
 from services.runtime.bootstrap import ServiceDatabase, command_line, serve_or_migrate, start_process
-from services.runtime.clock import new_id, utcnow
+from services.runtime.clock import utcnow
 from services.runtime.grpc_client import open_channel
+from services.runtime.instances import ServiceInstance
 from services.runtime.outbox import EventFeedServicer
 from services.runtime.server import ServiceHost
 
@@ -72,16 +73,20 @@ class PaymentCore:
             name=SERVICE_NAME,
             address=self.settings.address(self.settings.payment_core_port),
             register=self.register,
-            background=[self.database.outbox.run_relay, self.janitor.run],
+            background=[self.database.outbox.run_relay, self.janitor.run, self.database.instance.run],
             side_servers=[(self.notify_server.start, self.notify_server.stop)],
+            on_drain=[self.drain],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,
         )
 
-    async def close(self) -> None:
-        """Let running steps finish (the next start's janitor takes up the rest), then let go."""
+    async def drain(self) -> None:
+        """Let running steps finish under this instance's leases (the next janitor takes the rest)."""
         await self.process.drain(self.settings.shutdown_grace_s)
+
+    async def close(self) -> None:
+        await self.drain()
         for close in self.closers:
             await close()
         await self.database.close()
@@ -103,7 +108,7 @@ def build(
         insurance=insurance, notify_url=settings.notify_url(),
         qr_valid_for=_seconds(settings.payment_core_qr_valid_s), clock=clock,
     )  # fmt: skip
-    process = OrderProcess(deps, _schedule(settings), _leases(settings, new_id("ins")))
+    process = OrderProcess(deps, _schedule(settings), _leases(settings, database.instance))
     orders = PaymentOrders(deps, process, _seconds(settings.payment_core_order_ttl_s))
     janitor = Janitor(deps, process, JanitorSettings(
         interval=_seconds(settings.payment_core_janitor_interval_s),
@@ -132,8 +137,15 @@ def _schedule(settings: PaymentCoreSettings) -> Schedule:
     )
 
 
-def _leases(settings: PaymentCoreSettings, instance_id: str) -> Leases:
-    return Leases(instance_id=instance_id, hold_for=_seconds(settings.payment_core_step_lease_s))
+def _leases(settings: PaymentCoreSettings, instance: ServiceInstance) -> Leases:
+    async def alive(uow: UnitOfWork, holder: str) -> bool:
+        return await instance.is_alive(uow.session, holder)
+
+    return Leases(
+        instance_id=instance.instance_id,
+        hold_for=_seconds(settings.payment_core_step_lease_s),
+        holder_alive=alive,
+    )
 
 
 def _channel(settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]) -> PaymentChannel:

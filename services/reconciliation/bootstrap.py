@@ -57,7 +57,7 @@ class ReconciliationApp:
             name=SERVICE_NAME,
             address=self.settings.grpc_address,
             register=self.register,
-            background=[self.db.outbox.run_relay],
+            background=[self.db.outbox.run_relay, self.db.instance.run],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,

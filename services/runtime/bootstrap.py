@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from services.runtime.config import MeshSettings
 from services.runtime.db import create_engine, session_factory
 from services.runtime.idempotency import IdempotencyStore
+from services.runtime.instances import ServiceInstance
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import migrate
 from services.runtime.outbox import Outbox
@@ -24,7 +25,9 @@ from services.runtime.telemetry import configure_tracing, instrument_httpx
 @dataclass
 class ServiceDatabase:
     """A service's own database (its schema on PostgreSQL, its file on SQLite) and the runtime
-    components that live in it: the outbox and the idempotency keys."""
+    components that live in it: the outbox, the idempotency keys, and this process's instance
+    (run `instance.run` as a background task; hold work with `instance.instance_id` and ask
+    `instance.is_alive()` / `instance.alive_clause()` whether another holder still lives)."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
@@ -33,6 +36,7 @@ class ServiceDatabase:
     migrations: Path
     outbox: Outbox
     idempotency: IdempotencyStore
+    instance: ServiceInstance
 
     @classmethod
     def open(
@@ -41,6 +45,13 @@ class ServiceDatabase:
         url, schema = settings.database_for(service)
         engine = create_engine(url, schema)
         sessions = session_factory(engine)
+        instance = ServiceInstance(
+            sessions,
+            metadata,
+            service,
+            heartbeat_s=settings.instance_heartbeat_s,
+            dead_after_s=settings.instance_dead_after_s,
+        )
         return cls(
             engine=engine,
             sessions=sessions,
@@ -48,7 +59,8 @@ class ServiceDatabase:
             schema=schema,
             migrations=migrations,
             outbox=Outbox(sessions, metadata),
-            idempotency=IdempotencyStore(sessions, metadata),
+            idempotency=IdempotencyStore(sessions, metadata, instance),
+            instance=instance,
         )
 
     async def migrate(self) -> None:
@@ -84,11 +96,13 @@ async def serve_or_migrate(
     migrate_on_start: bool,
 ) -> None:
     """`migrate`: bring the schema to head and exit. `serve`: migrate (unless turned off), then
-    serve until SIGTERM."""
+    serve until SIGTERM. The instance registers before the server starts, so no request this
+    process claims can be seen without a live holder."""
     if command == "migrate":
         await database.migrate()
         await close()
         return
     if migrate_on_start:
         await database.migrate()
+    await database.instance.register()
     await serve(host())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -39,7 +39,18 @@ class MeshSettings(BaseSettings):
     # that sent no deadline); each outbound call is also bounded by its own deadline.
     max_deadline_s: float = Field(default=60.0, gt=0)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    # Every process refreshes its row in service_instances this often; a process whose row is
+    # older than instance_dead_after_s (or gone) is dead, and a retry takes over the requests it
+    # held at once (services.runtime.instances). Keep dead_after a few heartbeats long.
+    instance_heartbeat_s: float = Field(default=2.0, gt=0)
+    instance_dead_after_s: float = Field(default=6.0, gt=0)
     migrate_on_start: bool = True
+
+    @model_validator(mode="after")
+    def _dead_after_outlasts_heartbeats(self) -> MeshSettings:
+        if self.instance_dead_after_s <= self.instance_heartbeat_s:
+            raise ValueError("MEDPAY_INSTANCE_DEAD_AFTER_S must be longer than MEDPAY_INSTANCE_HEARTBEAT_S")
+        return self
 
     def address(self, port: int) -> str:
         return f"{self.host}:{port}"

@@ -68,7 +68,8 @@ def is_postgres(engine: AsyncEngine) -> bool:
 
 
 def add_runtime_tables(metadata: MetaData) -> None:
-    """The outbox and the idempotency keys, in every service's own schema."""
+    """The outbox, the idempotency keys and the live service instances, in every service's own
+    schema."""
     Table(
         "outbox_events",
         metadata,
@@ -91,4 +92,15 @@ def add_runtime_tables(metadata: MetaData) -> None:
         Column("response", LargeBinary, nullable=True),
         Column("created_at", DateTime(timezone=True), nullable=False),
         Column("updated_at", DateTime(timezone=True), nullable=False),
+        # The service instance processing an in_progress claim (see services.runtime.instances);
+        # NULL for claims made before holders were recorded.
+        Column("holder", String(40), nullable=True),
+    )
+    Table(
+        "service_instances",
+        metadata,
+        Column("instance_id", String(40), primary_key=True),
+        Column("service", String(32), nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("heartbeat_at", DateTime(timezone=True), nullable=False),
     )

@@ -4,6 +4,11 @@ Same request_id + same request → the stored response is replayed. Same request
 request → RequestIdReused. A request_id being processed right now → RequestInProgress. The claim is
 a row with a primary key, so two concurrent claims cannot both win. If the handler fails the claim
 is released and nothing is stored; business keys (out_trade_no, msgid...) make the retry safe.
+
+A claim records its holder, the service instance processing it (services.runtime.instances). If
+that process dies mid-request its claim stays `in_progress`; the first retry that finds the holder
+dead (heartbeat older than MEDPAY_INSTANCE_DEAD_AFTER_S, or no row) takes the claim over and runs
+the request, seconds after the crash. A claim held by a live instance answers RequestInProgress.
 """
 
 from __future__ import annotations
@@ -15,17 +20,18 @@ from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import MetaData, Table, delete, insert, select, update
+from sqlalchemy import MetaData, Table, and_, delete, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from services.runtime.clock import as_utc, utcnow
+from services.runtime.clock import utcnow
 from services.runtime.errors import RequestIdReused, RequestInProgress
+from services.runtime.instances import ServiceInstance
 from services.runtime.validation import Violations
 
-# A claim older than this is from a process that died mid-request; a retry may take it over.
-# Longer than any RPC may run (max deadline 60 s; a reconciliation run included), so a slow
-# request is never run twice; a crashed one answers REQUEST_IN_PROGRESS until then.
+# Last resort: a claim untouched this long is taken over whatever its holder looks like (a claim
+# with no holder recorded, or a holder that is alive but stuck). Longer than any RPC may run (max
+# deadline 60 s; a reconciliation run included), so a slow request is never run twice.
 STALE_CLAIM_AFTER = timedelta(minutes=5)
 
 
@@ -36,9 +42,14 @@ def request_fingerprint(method: str, request: Message) -> str:
 
 
 class IdempotencyStore:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], metadata: MetaData) -> None:
+    """Claims on request ids, held by `instance` (this process)."""
+
+    def __init__(
+        self, sessions: async_sessionmaker[AsyncSession], metadata: MetaData, instance: ServiceInstance
+    ) -> None:
         self._sessions = sessions
         self._keys: Table = metadata.tables["idempotency_keys"]
+        self._instance = instance
 
     async def claim(self, method: str, request_id: str, request: Message) -> bytes | None:
         """Claim the request_id; returns the stored response if this exact request already ran."""
@@ -55,6 +66,7 @@ class IdempotencyStore:
                         response=None,
                         created_at=now,
                         updated_at=now,
+                        holder=self._instance.instance_id,
                     )
                 )
             return None
@@ -75,12 +87,27 @@ class IdempotencyStore:
                 )
             if row.state == "done":
                 return bytes(row.response)
-            if utcnow() - as_utc(row.updated_at) < STALE_CLAIM_AFTER:
+            if not await self._take_over(session, request_id):
                 raise RequestInProgress(f"request {request_id} is being processed", {"method": method})
-            await session.execute(
-                update(self._keys).where(self._keys.c.request_id == request_id).values(updated_at=utcnow())
-            )
             return None
+
+    async def _take_over(self, session: AsyncSession, request_id: str) -> bool:
+        """Make this instance the holder of an in_progress claim whose holder is dead (or that is
+        stale). One statement, so of two retries racing for a dead holder's claim one wins: the
+        other sees the winner, alive, as the holder."""
+        keys, now = self._keys, utcnow()
+        holder_dead = and_(keys.c.holder.is_not(None), ~self._instance.alive_clause(keys.c.holder, now))
+        taken = await session.execute(
+            update(keys)
+            .where(
+                keys.c.request_id == request_id,
+                keys.c.state == "in_progress",
+                or_(holder_dead, keys.c.updated_at < now - STALE_CLAIM_AFTER),
+            )
+            .values(holder=self._instance.instance_id, updated_at=now)
+            .returning(keys.c.request_id)
+        )
+        return taken.first() is not None
 
     async def complete(self, request_id: str, response: Message) -> None:
         async with self._sessions.begin() as session:
@@ -91,10 +118,15 @@ class IdempotencyStore:
             )
 
     async def release(self, request_id: str) -> None:
+        """Drop this instance's claim after a failure. A claim another instance took over (this one
+        looked dead meanwhile) is that instance's now, and stays."""
+        keys = self._keys
         async with self._sessions.begin() as session:
             await session.execute(
-                delete(self._keys).where(
-                    self._keys.c.request_id == request_id, self._keys.c.state == "in_progress"
+                delete(keys).where(
+                    keys.c.request_id == request_id,
+                    keys.c.state == "in_progress",
+                    keys.c.holder == self._instance.instance_id,
                 )
             )
 

@@ -7,6 +7,7 @@ INTERNAL with no detail (the detail goes to the log, scrubbed), never a stack tr
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -73,7 +74,8 @@ def _pack(message: Any) -> any_pb2.Any:
 
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]
+# A server-streaming handler yields its messages, or writes them itself and returns a coroutine.
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any] | Awaitable[None]]
 
 
 class ErrorAndDeadlineInterceptor(grpc.aio.ServerInterceptor):
@@ -168,6 +170,11 @@ def _guard_stream(method: str, behavior: StreamBehavior, max_deadline_s: float) 
                 responses = behavior(request, context)
             except NotImplementedError:
                 raise NotOffered(f"{method} is part of the contract but not offered yet") from None
+            if inspect.isawaitable(responses):
+                # A handler that writes its messages with context.write() and returns None, like
+                # grpc.health.v1.Health/Watch: the stream is what it wrote.
+                await responses
+                return
             async for response in responses:
                 yield response
         except BaseException as error:  # noqa: BLE001 - mapped, or re-raised, by guard.fail

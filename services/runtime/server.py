@@ -12,10 +12,10 @@ from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from services.runtime.interceptors import ErrorAndDeadlineInterceptor
+from services.runtime.reflection import enable_reflection
 
 log = logging.getLogger("medpay.server")
 
@@ -34,6 +34,9 @@ class ServiceHost:
         default_factory=list
     )
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Run once the server has stopped taking calls but while the background tasks (the instance's
+    # heartbeat among them) still run: work begun by this instance finishes under its live leases.
+    on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     grace_s: float = 5.0
     # Ceiling on any call's budget for outbound work (MEDPAY_MAX_DEADLINE_S).
     max_deadline_s: float = 60.0
@@ -49,13 +52,26 @@ def build_server(max_deadline_s: float = 60.0) -> grpc.aio.Server:
     )
 
 
-async def serve(host: ServiceHost) -> None:
-    server = build_server(host.max_deadline_s)
-    names = list(host.register(server))
+def add_health_and_reflection(
+    server: grpc.aio.Server, service_names: Sequence[str]
+) -> tuple[health.aio.HealthServicer, list[str]]:
+    """grpc.health.v1 and reflection (v1 and v1alpha) beside the service's own servicers; returns
+    the health servicer and every service the server now offers."""
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    names += [health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME]
-    reflection.enable_server_reflection(names, server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    return health_servicer, enable_reflection([*service_names, health_name], server)
+
+
+async def report_serving(health_servicer: health.aio.HealthServicer, service_names: Sequence[str]) -> None:
+    """SERVING for each service and for the server as a whole (the empty name)."""
+    for service_name in [*service_names, ""]:
+        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+
+
+async def serve(host: ServiceHost) -> None:
+    server = build_server(host.max_deadline_s)
+    health_servicer, names = add_health_and_reflection(server, host.register(server))
     if server.add_insecure_port(host.address) == 0:
         raise RuntimeError(f"{host.name}: cannot bind {host.address}")
     await server.start()
@@ -65,8 +81,7 @@ async def serve(host: ServiceHost) -> None:
         asyncio.create_task(job(), name=f"{host.name}:{getattr(job, '__name__', 'background')}")
         for job in host.background
     ]
-    for service_name in [*names, ""]:
-        await health_servicer.set(service_name, health_pb2.HealthCheckResponse.SERVING)
+    await report_serving(health_servicer, names)
     log.info("%s serving on %s", host.name, host.address)
 
     stop = asyncio.Event()
@@ -80,6 +95,8 @@ async def serve(host: ServiceHost) -> None:
     for _, stop_side in host.side_servers:
         await stop_side()
     await server.stop(host.grace_s)
+    for drain in host.on_drain:
+        await drain()
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)

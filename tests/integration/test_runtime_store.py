@@ -1,29 +1,41 @@
-"""The runtime's idempotency keys and outbox against the test database (PostgreSQL in CI)."""
+"""The runtime's idempotency keys, service instances and outbox against the test database
+(PostgreSQL in CI)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
 
 import pytest
 from medpay.events.v1 import events_pb2
 from medpay.payment.v1 import payment_pb2
-from sqlalchemy import MetaData
+from sqlalchemy import MetaData, Row, delete, insert, select, update
 
+from services.runtime.clock import as_utc, utcnow
 from services.runtime.db import add_runtime_tables, create_engine, session_factory
 from services.runtime.errors import RequestIdReused, RequestInProgress
-from services.runtime.idempotency import IdempotencyStore
+from services.runtime.idempotency import STALE_CLAIM_AFTER, IdempotencyStore
+from services.runtime.instances import PRUNE_AFTER, ServiceInstance
 from services.runtime.outbox import Outbox, new_envelope
 
 
 class Store:
+    """One process's runtime stores; `replica()` is another process of the same service."""
+
     def __init__(self, url: str) -> None:
         self.metadata = MetaData()
         add_runtime_tables(self.metadata)
         self.engine = create_engine(url, None)
         self.sessions = session_factory(self.engine)
-        self.idempotency = IdempotencyStore(self.sessions, self.metadata)
+        self.instance = ServiceInstance(self.sessions, self.metadata, "payment-core")
+        self.idempotency = IdempotencyStore(self.sessions, self.metadata, self.instance)
         self.outbox = Outbox(self.sessions, self.metadata)
+
+    def replica(self) -> tuple[ServiceInstance, IdempotencyStore]:
+        instance = ServiceInstance(self.sessions, self.metadata, "payment-core")
+        return instance, IdempotencyStore(self.sessions, self.metadata, instance)
 
 
 @pytest.fixture
@@ -69,6 +81,199 @@ async def test_a_released_claim_can_be_retried(store: Store) -> None:
     await store.idempotency.claim("Create", "req-1", _request())
     await store.idempotency.release("req-1")
     assert await store.idempotency.claim("Create", "req-1", _request()) is None
+
+
+# --- claims tied to their holder ----------------------------------------------------------------
+
+
+async def _set_heartbeat(store: Store, instance: ServiceInstance, moment: datetime) -> None:
+    table = store.metadata.tables["service_instances"]
+    async with store.sessions.begin() as session:
+        await session.execute(
+            update(table).where(table.c.instance_id == instance.instance_id).values(heartbeat_at=moment)
+        )
+
+
+async def _claim_row(store: Store, request_id: str = "req-1") -> Row[Any]:
+    keys = store.metadata.tables["idempotency_keys"]
+    async with store.sessions() as session:
+        return (await session.execute(select(keys).where(keys.c.request_id == request_id))).one()
+
+
+async def test_a_claim_records_its_holder(store: Store) -> None:
+    await store.idempotency.claim("Create", "req-1", _request())
+    assert (await _claim_row(store)).holder == store.instance.instance_id
+
+
+async def test_a_claim_by_a_dead_instance_is_taken_over_by_the_first_retry(store: Store) -> None:
+    """The process holding the claim crashed: its heartbeat stopped a minute ago."""
+    await store.instance.register()
+    await store.idempotency.claim("Create", "req-1", _request())
+    await _set_heartbeat(store, store.instance, utcnow() - timedelta(minutes=1))
+    survivor, survivor_claims = store.replica()
+    await survivor.register()
+    assert await survivor_claims.claim("Create", "req-1", _request()) is None
+    row = await _claim_row(store)
+    assert row.holder == survivor.instance_id and row.state == "in_progress"
+    response = payment_pb2.CreatePaymentOrderResponse(order=payment_pb2.PaymentOrder(order_id="ord_1"))
+    await survivor_claims.complete("req-1", response)
+    assert await store.idempotency.claim("Create", "req-1", _request()) is not None  # replayed
+
+
+async def test_a_holder_that_only_looked_dead_cannot_release_the_claim_taken_from_it(store: Store) -> None:
+    await store.idempotency.claim("Create", "req-1", _request())  # never registered: looks dead
+    survivor, survivor_claims = store.replica()
+    await survivor.register()
+    assert await survivor_claims.claim("Create", "req-1", _request()) is None
+    await store.idempotency.release("req-1")  # the first holder's handler fails after all
+    assert (await _claim_row(store)).holder == survivor.instance_id
+    await survivor_claims.release("req-1")
+    assert await store.idempotency.claim("Create", "req-1", _request()) is None
+
+
+async def test_a_claim_by_an_instance_without_a_row_is_taken_over(store: Store) -> None:
+    """A holder with no row at all (its row was removed, or it never got to write one)."""
+    await store.idempotency.claim("Create", "req-1", _request())  # store.instance never registered
+    _, survivor_claims = store.replica()
+    assert await survivor_claims.claim("Create", "req-1", _request()) is None
+
+
+async def test_a_claim_by_a_live_instance_stays_in_progress(store: Store) -> None:
+    await store.instance.register()
+    await store.idempotency.claim("Create", "req-1", _request())
+    other, other_claims = store.replica()
+    await other.register()
+    with pytest.raises(RequestInProgress):
+        await other_claims.claim("Create", "req-1", _request())
+    with pytest.raises(RequestInProgress):  # the holder itself is always alive to itself
+        await store.idempotency.claim("Create", "req-1", _request())
+    assert (await _claim_row(store)).holder == store.instance.instance_id
+
+
+async def test_retries_racing_for_a_dead_holders_claim_let_one_through(store: Store) -> None:
+    await store.idempotency.claim("Create", "req-1", _request())  # its holder has no row: dead
+    replicas = [store.replica() for _ in range(3)]
+    for instance, _ in replicas:
+        await instance.register()
+    retries = [claims.claim("Create", "req-1", _request()) for _, claims in replicas for _ in range(2)]
+    outcomes = await asyncio.gather(*retries, return_exceptions=True)
+    assert len([o for o in outcomes if o is None]) == 1
+    assert all(isinstance(o, RequestInProgress) for o in outcomes if o is not None)
+
+
+async def test_a_claim_without_a_holder_waits_for_the_stale_fallback(store: Store) -> None:
+    """Claims written before holders were recorded (NULL) are only taken over once stale."""
+    keys = store.metadata.tables["idempotency_keys"]
+    await store.idempotency.claim("Create", "req-1", _request())
+    async with store.sessions.begin() as session:
+        await session.execute(update(keys).values(holder=None))
+    _, other_claims = store.replica()
+    with pytest.raises(RequestInProgress):
+        await other_claims.claim("Create", "req-1", _request())
+    async with store.sessions.begin() as session:
+        await session.execute(
+            update(keys).values(updated_at=utcnow() - STALE_CLAIM_AFTER - timedelta(seconds=1))
+        )
+    assert await other_claims.claim("Create", "req-1", _request()) is None
+
+
+# --- service instances ---------------------------------------------------------------------------
+
+
+async def test_liveness_follows_the_heartbeat(store: Store) -> None:
+    other, _ = store.replica()
+    async with store.sessions() as session:
+        assert await store.instance.is_alive(session, store.instance.instance_id)  # no row, still itself
+        assert not await store.instance.is_alive(session, other.instance_id)  # no row
+        assert not await store.instance.is_alive(session, None)
+    await other.register()
+    async with store.sessions() as session:
+        assert await store.instance.is_alive(session, other.instance_id)
+    await _set_heartbeat(store, other, utcnow() - other.dead_after - timedelta(seconds=1))
+    async with store.sessions() as session:
+        assert not await store.instance.is_alive(session, other.instance_id)
+
+
+async def test_the_alive_clause_selects_rows_by_their_holders_liveness(store: Store) -> None:
+    keys = store.metadata.tables["idempotency_keys"]
+    live, _ = store.replica()
+    dead, _ = store.replica()
+    for instance in (live, dead):
+        await instance.register()
+    await _set_heartbeat(store, dead, utcnow() - timedelta(minutes=1))
+    holders = {"mine": store.instance.instance_id, "live": live.instance_id, "dead": dead.instance_id,
+               "gone": "ins_gone", "none": None}  # fmt: skip
+    async with store.sessions.begin() as session:
+        for request_id, holder in holders.items():
+            await session.execute(
+                insert(keys).values(request_id=request_id, method="m", request_hash="h", state="in_progress",
+                                    created_at=utcnow(), updated_at=utcnow(), holder=holder)
+            )  # fmt: skip
+    async with store.sessions() as session:
+        alive = store.instance.alive_clause(keys.c.holder)
+        held = set((await session.execute(select(keys.c.request_id).where(alive))).scalars())
+        free = set((await session.execute(select(keys.c.request_id).where(~alive))).scalars())
+    assert held == {"mine", "live"}
+    assert free == {"dead", "gone", "none"}
+
+
+async def _heartbeat_of(store: Store, instance: ServiceInstance) -> datetime | None:
+    table = store.metadata.tables["service_instances"]
+    async with store.sessions() as session:
+        found = await session.execute(
+            select(table.c.heartbeat_at).where(table.c.instance_id == instance.instance_id)
+        )
+        moment = found.scalar_one_or_none()
+    return None if moment is None else as_utc(moment)
+
+
+async def _until(condition: Callable[[], Awaitable[bool]], tries: int = 500) -> None:
+    """Poll the database (there is no event to await across processes), a bounded number of times."""
+    for _ in range(tries):
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the condition did not come true")
+
+
+async def test_the_heartbeat_keeps_the_row_fresh_and_removes_it_on_cancel(store: Store) -> None:
+    instance = ServiceInstance(
+        store.sessions, store.metadata, "payment-core", heartbeat_s=0.05, dead_after_s=1
+    )
+    table = store.metadata.tables["service_instances"]
+    task = asyncio.create_task(instance.run())
+    try:
+        await _until(lambda: _registered(store, instance))
+        first = await _heartbeat_of(store, instance)
+        assert first is not None
+
+        async def refreshed() -> bool:
+            moment = await _heartbeat_of(store, instance)
+            return moment is not None and moment > first
+
+        await _until(refreshed)
+        async with store.sessions.begin() as session:  # someone removes the row: it comes back
+            await session.execute(delete(table).where(table.c.instance_id == instance.instance_id))
+        await _until(lambda: _registered(store, instance))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await _heartbeat_of(store, instance) is None
+    async with store.sessions() as session:
+        assert not await store.instance.is_alive(session, instance.instance_id)
+
+
+async def _registered(store: Store, instance: ServiceInstance) -> bool:
+    return await _heartbeat_of(store, instance) is not None
+
+
+async def test_registering_prunes_instances_dead_for_long(store: Store) -> None:
+    ancient, _ = store.replica()
+    await ancient.register()
+    await _set_heartbeat(store, ancient, utcnow() - PRUNE_AFTER - timedelta(minutes=1))
+    await store.instance.register()
+    assert await _heartbeat_of(store, ancient) is None
+    assert await _heartbeat_of(store, store.instance) is not None
 
 
 def _event(order_id: str) -> events_pb2.EventEnvelope:
@@ -122,3 +327,14 @@ async def test_a_reader_does_not_wait_for_a_writer(database_url: str) -> None:
                 assert result.all() == []  # the writer has not committed
     finally:
         await store.engine.dispose()
+
+
+def test_a_dead_after_no_longer_than_the_heartbeat_is_refused_at_boot(store: Store) -> None:
+    from pydantic import ValidationError
+
+    from services.runtime.config import MeshSettings
+
+    with pytest.raises(ValidationError, match="MEDPAY_INSTANCE_DEAD_AFTER_S"):
+        MeshSettings(instance_heartbeat_s=5, instance_dead_after_s=5)
+    with pytest.raises(ValueError, match="dead_after_s"):
+        ServiceInstance(store.sessions, store.metadata, "payment-core", heartbeat_s=2, dead_after_s=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -161,3 +162,68 @@ async def test_a_detached_task_keeps_the_trace_but_not_the_callers_deadline() ->
         assert await asyncio.create_task(budget()) <= 0.5  # a plain task inherits the deadline
     finally:
         inbound_time_remaining.set(None)
+
+
+@contextlib.asynccontextmanager
+async def serving_like_a_service() -> AsyncIterator[grpc.aio.Channel]:
+    """The runtime's server with what `serve()` adds to every service: health and reflection,
+    every service SERVING."""
+    from services.runtime.server import add_health_and_reflection, report_serving
+
+    server = build_server()
+    data_pb2_grpc.add_DataAggregationServiceServicer_to_server(Servicer(), server)
+    health_servicer, names = add_health_and_reflection(server, [DATA_SERVICE])
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    await report_serving(health_servicer, names)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield channel
+    finally:
+        await server.stop(0)
+
+
+DATA_SERVICE = data_pb2.DESCRIPTOR.services_by_name["DataAggregationService"].full_name
+
+
+@pytest.mark.parametrize("service", ["", DATA_SERVICE])
+async def test_health_watch_streams_serving(service: str) -> None:
+    """What a load balancer's health watch sees (Watch writes with context.write, it yields nothing)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    async with serving_like_a_service() as channel:
+        call = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(service=service))
+        try:
+            first = await asyncio.wait_for(call.read(), timeout=5)
+        finally:
+            call.cancel()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_v1_lists_the_services_and_describes_itself() -> None:
+    """A client of grpc.reflection.v1 (what current grpcurl asks first), with v1 messages."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    pool = descriptor_pool.Default()
+    request_type = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionRequest")
+    )
+    response_type = message_factory.GetMessageClass(
+        pool.FindMessageTypeByName("grpc.reflection.v1.ServerReflectionResponse")
+    )
+    async with serving_like_a_service() as channel:
+        reflect = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=lambda message: message.SerializeToString(),
+            response_deserializer=response_type.FromString,
+        )
+        asks = [request_type(list_services=""), request_type(file_containing_symbol=DATA_SERVICE)]
+        answers = [answer async for answer in reflect(iter(asks), timeout=5)]
+    listed = {service.name for service in answers[0].list_services_response.service}
+    assert {DATA_SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= listed
+    assert "grpc.reflection.v1alpha.ServerReflection" in listed
+    files = [
+        descriptor_pb2.FileDescriptorProto.FromString(raw)
+        for raw in answers[1].file_descriptor_response.file_descriptor_proto
+    ]
+    assert any(f.package == "medpay.data.v1" for f in files)
