@@ -1,6 +1,6 @@
 """Crashes and unknown outcomes in the insured settlement, through the real mesh.
 
-A mesh of its own with a quick resumer and a short insurer deadline, so that recovery happens in
+A mesh of its own with a quick janitor and a short insurer deadline, so that recovery happens in
 seconds. Invariants checked: the insurer settles once, the patient pays once, the platform never
 decides an unknown outcome by guessing, and the order ends SETTLED (or its cash refunded).
 """
@@ -24,8 +24,8 @@ from tests.e2e.flows import PEOPLE, Status, Stubs, insured_order_request, patien
 pytestmark = pytest.mark.e2e
 
 QUICK_RECOVERY = {
-    "MEDPAY_PAYMENT_CORE_RESUME_INTERVAL_S": "0.5",
-    "MEDPAY_PAYMENT_CORE_RESUME_QUIET_S": "1",
+    "MEDPAY_PAYMENT_CORE_JANITOR_INTERVAL_S": "0.5",
+    "MEDPAY_PAYMENT_CORE_RETRY_BASE_S": "1",
     "MEDPAY_NHSA_TIMEOUT_S": "2",
     "MEDPAY_NHSA_SIM_HANG_S": "4",
 }

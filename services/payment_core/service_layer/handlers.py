@@ -129,7 +129,8 @@ class PaymentOrders:
         if payment.code_url or not payment.is_open:
             return order, payment
         caller = process.Caller(placing=payment.out_trade_no)
-        order = await self._process.advance(order.order_id, caller, StepInputs(description=cmd.description))
+        inputs = StepInputs(description=cmd.description)
+        order = await self._process.advance_now(order.order_id, caller, inputs, _PATIENCE_S)
         return order, _payment(order, payment.out_trade_no)
 
     async def _attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
@@ -229,6 +230,8 @@ def _payment(order: PaymentOrder, out_trade_no: str) -> Payment:
     return payment
 
 
+# How long a PayPaymentOrder waits for a concurrent one placing the same attempt (for its QR code).
+_PATIENCE_S = 10.0
 _QUESTIONS = (process.QueryPayment, process.QueryRefund, process.Settle, process.CloseAtChannel)
 
 

@@ -18,6 +18,7 @@ replay. Steps that only change the order's own record run inside the deciding tr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -37,6 +38,8 @@ from services.runtime.telemetry import ATTR_ORDER_ID, tracer
 log = logging.getLogger(__name__)
 # More steps than any flow has in one go (place → query → close → cancel …); a guard, not a rule.
 MAX_STEPS_PER_CALL = 12
+# How long a caller waiting for another replica's step looks again (a holder here wakes it at once).
+_LOOK_AGAIN_S = 0.2
 HolderAlive = Callable[[UnitOfWork, str], Awaitable[bool]]
 
 
@@ -84,6 +87,8 @@ class OrderProcess:
         self._runners = StepRunners(deps)
         self._tracer = tracer(__name__)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Orders a caller of this process waits on (advance_now), set when a step is recorded.
+        self._changes: dict[str, asyncio.Event] = {}
 
     @property
     def schedule(self) -> process.Schedule:
@@ -106,6 +111,22 @@ class OrderProcess:
                 raise outcome.error
         log.warning("order %s still had steps after %d; the janitor continues", order_id, MAX_STEPS_PER_CALL)
         return order
+
+    async def advance_now(
+        self, order_id: str, caller: process.Caller, inputs: StepInputs, patience_s: float
+    ) -> PaymentOrder:
+        """`advance` for a caller that needs the step's answer (PayPaymentOrder needs its QR code):
+        when another caller holds the order's lease, wait for its step to be recorded (up to
+        `patience_s`) and ask again, instead of running the same step beside it."""
+        deadline = asyncio.get_running_loop().time() + patience_s
+        while True:
+            changed = self._change_of(order_id)
+            order = await self.advance(order_id, caller, inputs)
+            if not self._busy_elsewhere(order) or asyncio.get_running_loop().time() >= deadline:
+                return order
+            with contextlib.suppress(TimeoutError):
+                # A holder in this process wakes us; one in another replica is seen on the next look.
+                await asyncio.wait_for(changed.wait(), timeout=min(_LOOK_AGAIN_S, deadline - _now()))
 
     async def record(self, order_id: str, record: Record) -> PaymentOrder:
         """Record what someone told us or asked for, then run what is due."""
@@ -184,6 +205,7 @@ class OrderProcess:
             if order.lease_holder == decided.token:
                 order.lease_holder, order.lease_expires_at = None, None
             await self._apply(uow, order, outcome.record, decided.at_intent)
+        self._changed(order_id)
         return order
 
     async def _apply(
@@ -209,6 +231,18 @@ class OrderProcess:
             return
         await uow.orders.save(order)
 
+    def _change_of(self, order_id: str) -> asyncio.Event:
+        return self._changes.setdefault(order_id, asyncio.Event())
+
+    def _changed(self, order_id: str) -> None:
+        event = self._changes.pop(order_id, None)
+        if event is not None:
+            event.set()
+
+    def _busy_elsewhere(self, order: PaymentOrder) -> bool:
+        until = order.lease_expires_at
+        return bool(order.lease_holder) and until is not None and until > self._deps.clock()
+
     async def _set_due(self, uow: UnitOfWork, order: PaymentOrder, due: datetime | None) -> None:
         if order.due_at != due:
             order.due_at = due
@@ -229,6 +263,10 @@ class OrderProcess:
 def _give_back(order: PaymentOrder, refund_id: str, payment_id: str, now: datetime) -> None:
     payment = next(p for p in order.payments if p.payment_id == payment_id)
     order.give_back(refund_id, payment, now)
+
+
+def _now() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _far(order: PaymentOrder) -> datetime:
