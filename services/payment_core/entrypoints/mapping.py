@@ -38,6 +38,8 @@ def order_to_proto(order: PaymentOrder) -> payment_pb2.PaymentOrder:
         refunds=[refund_to_proto(r) for r in order.refunds], setl_id=order.setl_id,
         created_at=_stamp(order.created_at), settled_at=_stamp(order.settled_at),
         attention_reason=order.attention_reason,
+        expires_at=_stamp(order.expires_at),
+        close_reason=order.close_reason if order.status is OrderStatus.CLOSED else "",
     )  # fmt: skip
 
 

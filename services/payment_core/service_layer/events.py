@@ -106,6 +106,8 @@ def refund_succeeded(order: PaymentOrder, refund: Refund, channel: str) -> event
             fund_fen=refund.fund.fen,
             personal_account_fen=refund.personal_account.fen,
             business_date=business_date_of(refund.succeeded_at).isoformat(),
+            kind=refund.kind.value,
+            reason=refund.reason,
         )
     )
     return envelope

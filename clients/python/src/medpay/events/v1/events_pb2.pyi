@@ -283,6 +283,8 @@ class RefundSucceeded(_message.Message):
     FUND_FEN_FIELD_NUMBER: _builtins.int
     PERSONAL_ACCOUNT_FEN_FIELD_NUMBER: _builtins.int
     BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     refund_id: _builtins.str
     channel: _builtins.str
@@ -290,6 +292,13 @@ class RefundSucceeded(_message.Message):
     fund_fen: _builtins.int
     personal_account_fen: _builtins.int
     business_date: _builtins.str
+    kind: _builtins.str
+    """Why the cash went back: "REQUESTED" (RefundPaymentOrder), "COMPENSATION" (the insurer refused
+    the settlement), "EXCESS" (a success the order must not keep — paid after close, or twice —
+    given back automatically).
+    """
+    reason: _builtins.str
+    """The refund's reason as recorded (the audit record of an automatic refund says what triggered it)."""
     def __init__(
         self,
         *,
@@ -300,10 +309,12 @@ class RefundSucceeded(_message.Message):
         fund_fen: _builtins.int = ...,
         personal_account_fen: _builtins.int = ...,
         business_date: _builtins.str = ...,
+        kind: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "cash_fen", b"cash_fen", "channel", b"channel", "fund_fen", b"fund_fen", "order_id", b"order_id", "personal_account_fen", b"personal_account_fen", "refund_id", b"refund_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "cash_fen", b"cash_fen", "channel", b"channel", "fund_fen", b"fund_fen", "kind", b"kind", "order_id", b"order_id", "personal_account_fen", b"personal_account_fen", "reason", b"reason", "refund_id", b"refund_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -200,6 +200,12 @@ class _RefundStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RefundSt
     REFUND_STATUS_SUCCEEDED: _RefundStatus.ValueType  # 2
     REFUND_STATUS_FAILED: _RefundStatus.ValueType  # 3
     REFUND_STATUS_UNKNOWN: _RefundStatus.ValueType  # 4
+    REFUND_STATUS_PROCESSING: _RefundStatus.ValueType  # 5
+    """Accepted by the channel; the money is on its way back (its notification or a query ends it)."""
+    REFUND_STATUS_ABNORMAL: _RefundStatus.ValueType  # 6
+    """Accepted but not deliverable (e.g. the patient's card was closed): never re-issued; the order
+    needs attention and a person re-routes the refund at the channel.
+    """
 
 class RefundStatus(_RefundStatus, metaclass=_RefundStatusEnumTypeWrapper): ...
 
@@ -208,6 +214,12 @@ REFUND_STATUS_PENDING: RefundStatus.ValueType  # 1
 REFUND_STATUS_SUCCEEDED: RefundStatus.ValueType  # 2
 REFUND_STATUS_FAILED: RefundStatus.ValueType  # 3
 REFUND_STATUS_UNKNOWN: RefundStatus.ValueType  # 4
+REFUND_STATUS_PROCESSING: RefundStatus.ValueType  # 5
+"""Accepted by the channel; the money is on its way back (its notification or a query ends it)."""
+REFUND_STATUS_ABNORMAL: RefundStatus.ValueType  # 6
+"""Accepted but not deliverable (e.g. the patient's card was closed): never re-issued; the order
+needs attention and a person re-routes the refund at the channel.
+"""
 Global___RefundStatus: _TypeAlias = RefundStatus  # noqa: Y015
 
 @_typing.final
@@ -386,6 +398,8 @@ class PaymentOrder(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     SETTLED_AT_FIELD_NUMBER: _builtins.int
     ATTENTION_REASON_FIELD_NUMBER: _builtins.int
+    EXPIRES_AT_FIELD_NUMBER: _builtins.int
+    CLOSE_REASON_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     his_order_no: _builtins.str
     """The HIS bill number; unique per campus."""
@@ -406,7 +420,11 @@ class PaymentOrder(_message.Message):
     setl_id: _builtins.str
     """The insurer's settlement id (setl_id) once settled."""
     attention_reason: _builtins.str
-    """Why the order needs attention, when it does."""
+    """Why the order needs attention, when it does (or, while it waits, why: "insurer settlement is
+    UNKNOWN").
+    """
+    close_reason: _builtins.str
+    """Why a CLOSED order was closed: the reason given to ClosePaymentOrder, or "expired unpaid"."""
     @_builtins.property
     def patient(self) -> _common_pb2.Patient: ...
     @_builtins.property
@@ -423,6 +441,12 @@ class PaymentOrder(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def settled_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def expires_at(self) -> _timestamp_pb2.Timestamp:
+        """An order not paid by then is closed by the platform (its channel attempts closed after a query
+        shows them unpaid, its insured pre-settlement undone).
+        """
+
     def __init__(
         self,
         *,
@@ -448,10 +472,12 @@ class PaymentOrder(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         settled_at: _timestamp_pb2.Timestamp | None = ...,
         attention_reason: _builtins.str = ...,
+        expires_at: _timestamp_pb2.Timestamp | None = ...,
+        close_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "patient", b"patient", "settled_at", b"settled_at", "split", b"split"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "patient", b"patient", "settled_at", b"settled_at", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attention_reason", b"attention_reason", "campus_code", b"campus_code", "cash_due_fen", b"cash_due_fen", "cash_paid_fen", b"cash_paid_fen", "created_at", b"created_at", "dept_code", b"dept_code", "his_order_no", b"his_order_no", "insured", b"insured", "insutype", b"insutype", "items", b"items", "med_type", b"med_type", "order_id", b"order_id", "patient", b"patient", "payments", b"payments", "refunded_cash_fen", b"refunded_cash_fen", "refunds", b"refunds", "scene", b"scene", "setl_id", b"setl_id", "settled_at", b"settled_at", "split", b"split", "status", b"status", "total_fen", b"total_fen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attention_reason", b"attention_reason", "campus_code", b"campus_code", "cash_due_fen", b"cash_due_fen", "cash_paid_fen", b"cash_paid_fen", "close_reason", b"close_reason", "created_at", b"created_at", "dept_code", b"dept_code", "expires_at", b"expires_at", "his_order_no", b"his_order_no", "insured", b"insured", "insutype", b"insutype", "items", b"items", "med_type", b"med_type", "order_id", b"order_id", "patient", b"patient", "payments", b"payments", "refunded_cash_fen", b"refunded_cash_fen", "refunds", b"refunds", "scene", b"scene", "setl_id", b"setl_id", "settled_at", b"settled_at", "split", b"split", "status", b"status", "total_fen", b"total_fen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
