@@ -151,7 +151,7 @@ def _leases(settings: PaymentCoreSettings, instance: ServiceInstance) -> Leases:
 def _channel(settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]) -> PaymentChannel:
     if settings.payment_core_channel == "fake":
         return FakeChannel()
-    wechatpay = build_wechatpay_channel(settings)
+    wechatpay = build_wechatpay_channel(settings, notify_url=settings.notify_url())
     closers.append(wechatpay.aclose)
     return wechatpay
 

@@ -4,7 +4,9 @@ against the simulator, served by uvicorn on an ephemeral loopback port, keys mad
 A channel passes when a patient's whole payment life behaves the same through it: place -> query
 NOT_PAID -> the patient pays -> notification verified and parsed -> query PAID -> partial refund ->
 refund beyond the rest refused -> close of a paid order refused -> the day's bill lists the payment
-and the refund with matching amounts. WeChat-only checks (faults, retries, decryption) follow.
+and the refund with matching amounts. Refunds that answer PROCESSING end later, by notification and
+query, as SUCCEEDED, ABNORMAL (the amount stays taken) or FAILED (the amount is refundable again).
+WeChat-only checks (faults, retries, decryption) follow.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -88,6 +91,24 @@ class NotificationInbox:
             )
         return list(self.received[out_trade_no])
 
+    async def wait_for_refund(
+        self, key: str, channel: PaymentChannel, out_refund_no: str, timeout_s: float = 5.0
+    ) -> Notification:
+        """The first notification under `key` that the channel reads as this refund's."""
+
+        def found() -> Notification | None:
+            for headers, body in self.received[key]:
+                parsed = channel.parse_notification(headers, body)
+                if parsed is not None and parsed.refund and parsed.refund.out_refund_no == out_refund_no:
+                    return headers, body
+            return None
+
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: found() is not None), timeout_s)
+        notification = found()
+        assert notification is not None
+        return notification
+
 
 @asynccontextmanager
 async def serving(app: ASGIApp) -> AsyncIterator[str]:
@@ -117,9 +138,14 @@ class WechatWorld:
     key_dir: Path
     control: httpx.AsyncClient
 
-    def channel(self, timeout: tuple[float, float] = (2.0, 5.0)) -> WechatPayChannel:
+    def channel(
+        self, timeout: tuple[float, float] = (2.0, 5.0), refund_inbox: str | None = None
+    ) -> WechatPayChannel:
         credentials = WechatPayCredentials.from_key_dir(self.key_dir)
-        return WechatPayChannel(credentials, self.sim_url, timeout=timeout)
+        refund_notify_url = f"{self.inbox_url}/notify/{refund_inbox}" if refund_inbox else None
+        return WechatPayChannel(
+            credentials, self.sim_url, timeout=timeout, refund_notify_url=refund_notify_url
+        )
 
     async def arm(self, operation: str, mode: str, count: int = 1, delay_s: float = 1.5) -> None:
         fault = {"operation": operation, "mode": mode, "count": count, "delay_s": delay_s}
@@ -129,13 +155,31 @@ class WechatWorld:
     async def pay(self, out_trade_no: str) -> httpx.Response:
         return await self.control.post("/sim/pay", json={"out_trade_no": out_trade_no})
 
+    async def attempts(
+        self, out_trade_no: str, until: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 5.0
+    ) -> list[dict[str, Any]]:
+        """The simulator's delivery attempts for the order, once `until` holds for them (the sim
+        records an attempt only after the answer, so the inbox can see a notification first)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while True:
+            response = await self.control.get("/sim/notifications", params={"out_trade_no": out_trade_no})
+            attempts: list[dict[str, Any]] = response.json()
+            if until(attempts) or loop.time() > deadline:
+                return attempts
+            await asyncio.sleep(0.02)
+
+    async def finish_refund(self, out_refund_no: str) -> None:
+        response = await self.control.post("/sim/refunds/finish", json={"out_refund_no": out_refund_no})
+        assert response.status_code == 200, response.text
+
 
 @pytest.fixture(scope="session")
 async def wechat_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WechatWorld]:
     root = tmp_path_factory.mktemp("wechatpay")
-    config = SimulatorConfig(
-        key_dir=root / "keys", db_path=root / "wechatpay_sim.sqlite3", notify_delays=(0.0, 0.05, 0.1, 0.2)
-    )
+    # WeChat's own resend schedule and the real refund way (PROCESSING, then SUCCESS), on a clock
+    # 1000 times faster: resends after 15 ms, 15 ms, 30 ms, ...; refunds finish after 5 ms.
+    config = SimulatorConfig(key_dir=root / "keys", db_path=root / "wechatpay_sim.sqlite3", time_scale=0.001)
     inbox = NotificationInbox()
     receiver = Starlette(routes=[Route("/notify/{out_trade_no}", inbox.endpoint, methods=["POST"])])
     async with serving(build_asgi_app(WechatPaySimulator(config))) as sim_url, serving(receiver) as inbox_url:
@@ -157,24 +201,60 @@ class Harness:
     channel: PaymentChannel
     notify_url: Callable[[str], str]
     patient_pays: Callable[[str], Awaitable[Notification]]
+    # The next refund answers PROCESSING and, once `refund_ends`, reaches the given status.
+    hold_next_refund: Callable[[RefundStatus], Awaitable[None]]
+    # The held refund reaches its status now; returns the REFUND.* notification the channel sent.
+    refund_ends: Callable[[str], Awaitable[Notification]]
 
 
 def fake_harness() -> Harness:
     fake = FakeChannel()
+    held: dict[str, RefundStatus] = {}
 
     async def patient_pays(out_trade_no: str) -> Notification:
         return fake.patient_pays(out_trade_no)
 
-    return Harness(fake, lambda no: f"https://his.hospital.example/notify/{no}", patient_pays)
+    async def hold_next_refund(final: RefundStatus) -> None:
+        fake.answer_next_refunds(RefundStatus.PROCESSING)
+        held["next"] = final
+
+    async def refund_ends(out_refund_no: str) -> Notification:
+        return fake.finish_refund(out_refund_no, held.pop("next"))
+
+    return Harness(
+        fake,
+        lambda no: f"https://his.hospital.example/notify/{no}",
+        patient_pays,
+        hold_next_refund,
+        refund_ends,
+    )
 
 
-def wechat_harness(world: WechatWorld, channel: WechatPayChannel) -> Harness:
+_FAULT_FOR = {
+    RefundStatus.SUCCEEDED: "processing",
+    RefundStatus.ABNORMAL: "abnormal",
+    RefundStatus.FAILED: "closed",
+}
+
+
+def wechat_harness(world: WechatWorld, channel: WechatPayChannel, refund_inbox: str = "") -> Harness:
+    """`refund_inbox`: the inbox key the channel's refund_notify_url points at."""
+
     async def patient_pays(out_trade_no: str) -> Notification:
         response = await world.pay(out_trade_no)
         assert response.status_code == 200, response.text
         return (await world.inbox.wait_for(out_trade_no))[0]
 
-    return Harness(channel, lambda no: f"{world.inbox_url}/notify/{no}", patient_pays)
+    async def hold_next_refund(final: RefundStatus) -> None:
+        await world.arm("refund", _FAULT_FOR[final], delay_s=600)  # until refund_ends
+
+    async def refund_ends(out_refund_no: str) -> Notification:
+        await world.finish_refund(out_refund_no)
+        return await world.inbox.wait_for_refund(refund_inbox, channel, out_refund_no)
+
+    return Harness(
+        channel, lambda no: f"{world.inbox_url}/notify/{no}", patient_pays, hold_next_refund, refund_ends
+    )
 
 
 @pytest.fixture(params=["fake", "wechatpay"])
@@ -184,9 +264,10 @@ async def harness(request: pytest.FixtureRequest, wechat: WechatWorld) -> AsyncI
     if request.param == "fake":
         yield fake_harness()
         return
-    channel = wechat.channel()
+    refund_inbox = f"refunds-{uuid.uuid4().hex[:8]}"
+    channel = wechat.channel(refund_inbox=refund_inbox)
     try:
-        yield wechat_harness(wechat, channel)
+        yield wechat_harness(wechat, channel, refund_inbox)
     finally:
         await channel.aclose()
 
@@ -258,6 +339,66 @@ async def test_a_patient_payment_from_order_to_bill(harness: Harness) -> None:
     assert [(row.refund_amount, row.out_refund_no, row.refund_id) for row in refunds] == [
         (Money(5_000), out_refund_no, refund.refund_id)
     ]
+
+
+async def test_a_refund_processing_at_first_succeeds_later(harness: Harness) -> None:
+    channel, out_trade_no = harness.channel, await place(harness)
+    await harness.patient_pays(out_trade_no)
+    await harness.hold_next_refund(RefundStatus.SUCCEEDED)
+    out_refund_no = f"RF{uuid.uuid4().hex[:20]}"
+    answer = await channel.refund(out_refund_no, out_trade_no, Money(5_000), Money(12_500), "患者退药")
+    assert (answer.status, answer.success_time, answer.amount) == (
+        RefundStatus.PROCESSING,
+        None,
+        Money(5_000),
+    )
+    replay = await channel.refund(out_refund_no, out_trade_no, Money(5_000), Money(12_500), "患者退药")
+    assert (replay.status, replay.refund_id) == (RefundStatus.PROCESSING, answer.refund_id)
+    assert (await channel.query_refund(out_refund_no)).status is RefundStatus.PROCESSING
+
+    notification = channel.parse_notification(*await harness.refund_ends(out_refund_no))
+    assert notification is not None and notification.refund is not None
+    assert notification.event_type == "REFUND.SUCCESS" and notification.out_trade_no == out_trade_no
+    assert (notification.refund.status, notification.refund.refund_id) == (
+        RefundStatus.SUCCEEDED,
+        answer.refund_id,
+    )
+    assert notification.refund.amount == Money(5_000)
+    done = await channel.query_refund(out_refund_no)
+    assert done.status is RefundStatus.SUCCEEDED and done.success_time is not None
+    assert (await channel.query(out_trade_no)).state is TradeState.REFUNDED
+
+
+@pytest.mark.parametrize(
+    ("final", "event_type", "refundable_again"),
+    [(RefundStatus.ABNORMAL, "REFUND.ABNORMAL", False), (RefundStatus.FAILED, "REFUND.CLOSED", True)],
+)
+async def test_a_refund_the_channel_cannot_pay_out(
+    harness: Harness, final: RefundStatus, event_type: str, refundable_again: bool
+) -> None:
+    """ABNORMAL: the money is stuck at the bank, the refund stands (its amount stays taken) until a
+    person re-routes it. FAILED (WeChat CLOSED): nothing was paid; the whole amount is refundable."""
+    channel, out_trade_no = harness.channel, await place(harness)
+    await harness.patient_pays(out_trade_no)
+    await harness.hold_next_refund(final)
+    out_refund_no = f"RF{uuid.uuid4().hex[:20]}"
+    answer = await channel.refund(out_refund_no, out_trade_no, Money(12_500), Money(12_500), "退费")
+    assert answer.status is RefundStatus.PROCESSING
+
+    notification = channel.parse_notification(*await harness.refund_ends(out_refund_no))
+    assert notification is not None and notification.refund is not None
+    assert (notification.event_type, notification.refund.status) == (event_type, final)
+    assert (await channel.query_refund(out_refund_no)).status is final
+
+    second = f"RF{uuid.uuid4().hex[:20]}"
+    if refundable_again:
+        assert (await channel.query(out_trade_no)).state is TradeState.PAID
+        again = await channel.refund(second, out_trade_no, Money(12_500), Money(12_500), "退费")
+        assert again.refund_id != answer.refund_id
+        return
+    with pytest.raises(ChannelRejected) as refused:
+        await channel.refund(second, out_trade_no, Money(1), Money(12_500), "退费")
+    assert refused.value.reason is RejectionReason.REFUND_EXCEEDS_PAID
 
 
 async def test_the_same_out_trade_no_with_another_amount_is_refused(harness: Harness) -> None:
@@ -364,19 +505,22 @@ async def test_wechat_answers_signed_by_another_key_are_not_trusted(wechat: Wech
         await fooled.aclose()
 
 
-async def test_wechat_refund_notification(wechat: WechatWorld) -> None:
+@pytest.mark.parametrize("sync", [False, True])
+async def test_wechat_refund_notification(wechat: WechatWorld, sync: bool) -> None:
+    """By default the refund answers PROCESSING and its REFUND.SUCCESS follows on its own; the
+    sync_success switch makes it SUCCESS in the answer, still notified."""
     inbox_key = f"refunds-{uuid.uuid4().hex[:8]}"
-    credentials = WechatPayCredentials.from_key_dir(wechat.key_dir)
-    channel = WechatPayChannel(
-        credentials, wechat.sim_url, refund_notify_url=f"{wechat.inbox_url}/notify/{inbox_key}"
-    )
+    channel = wechat.channel(refund_inbox=inbox_key)
     try:
-        harness = wechat_harness(wechat, channel)
+        harness = wechat_harness(wechat, channel, inbox_key)
         out_trade_no = await place(harness)
         await harness.patient_pays(out_trade_no)
+        if sync:
+            await wechat.arm("refund", "sync_success")
         refund = await channel.refund(
             "RF" + uuid.uuid4().hex[:20], out_trade_no, Money(2_000), Money(12_500), "退号"
         )
+        assert refund.status is (RefundStatus.SUCCEEDED if sync else RefundStatus.PROCESSING)
         ((headers, body),) = await wechat.inbox.wait_for(inbox_key)
         notification = channel.parse_notification(headers, body)
         assert notification is not None and notification.refund is not None
@@ -437,8 +581,12 @@ async def test_wechat_notifications_retry_and_duplicate(wechat: WechatWorld) -> 
         retried = await place(harness)
         wechat.inbox.failures_to_give[retried] = 2
         await harness.patient_pays(retried)
-        attempts = (await wechat.control.get("/sim/notifications", params={"out_trade_no": retried})).json()
-        assert [attempt["status_code"] for attempt in attempts] == [500, 500, 200]
+        attempts = await wechat.attempts(retried, until=lambda found: len(found) >= 3)
+        assert [(a["attempt"], a["status_code"], a["acknowledged"]) for a in attempts] == [
+            (1, 500, False),
+            (2, 500, False),
+            (3, 200, True),
+        ]
 
         doubled = await place(harness)
         await wechat.arm("pay_notify", "duplicate")
@@ -446,6 +594,8 @@ async def test_wechat_notifications_retry_and_duplicate(wechat: WechatWorld) -> 
         first, second = await wechat.inbox.wait_for(doubled, count=2)
         one, two = channel.parse_notification(*first), channel.parse_notification(*second)
         assert one is not None and two is not None and one.event_id == two.event_id
+        attempts = await wechat.attempts(doubled, until=lambda found: len(found) >= 2)
+        assert [(a["delivery"], a["acknowledged"]) for a in attempts] == [(1, True), (2, True)]
 
         lost = await place(harness)
         await wechat.arm("pay_notify", "lost")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import httpx
@@ -159,6 +161,41 @@ async def patient_scans(mesh: MeshProcesses, out_trade_no: str, traceparent: str
             headers=headers,
         )
         reply.raise_for_status()
+
+
+async def arm_wechat_fault(mesh: MeshProcesses, operation: str, mode: str, **extra: object) -> None:
+    async with httpx.AsyncClient(timeout=10) as client:
+        armed = await client.post(
+            f"{mesh.layout.http_base('wechatpay-sim')}/sim/faults",
+            json={"operation": operation, "mode": mode, "count": 1, **extra},
+        )
+        armed.raise_for_status()
+
+
+Attempts = list[dict[str, Any]]
+
+
+async def wait_for_deliveries(
+    mesh: MeshProcesses, out_trade_no: str, until: Callable[[Attempts], bool], timeout_s: float = 30.0
+) -> Attempts:
+    """The WeChat Pay simulator's delivery attempts of the order's notifications, once `until`
+    holds for them (each attempt is recorded after payment-core's answer to it)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    url = f"{mesh.layout.http_base('wechatpay-sim')}/sim/notifications"
+    async with httpx.AsyncClient(timeout=10) as client:
+        while True:
+            attempts: Attempts = (await client.get(url, params={"out_trade_no": out_trade_no})).json()
+            if until(attempts):
+                return attempts
+            if loop.time() > deadline:
+                raise AssertionError(f"deliveries of {out_trade_no} never got there: {attempts}")
+            await asyncio.sleep(0.1)
+
+
+def acknowledged(attempts: Attempts, event_type: str) -> list[int]:
+    """The deliveries (1, 2 for a duplicate, ...) of `event_type` that the merchant acknowledged."""
+    return sorted({a["delivery"] for a in attempts if a["event_type"] == event_type and a["acknowledged"]})
 
 
 async def wait_for_status(

@@ -21,11 +21,15 @@ from tests.e2e.flows import (
     PEOPLE,
     Status,
     Stubs,
+    acknowledged,
+    arm_wechat_fault,
     insured_order_request,
     patient_scans,
     pay_and_settle,
     self_pay_order_request,
     split_adds_up,
+    wait_for_deliveries,
+    wait_for_status,
 )
 
 pytestmark = pytest.mark.e2e
@@ -162,22 +166,49 @@ async def test_a_reused_request_id_with_another_request_is_refused(stubs: Stubs)
 
 
 async def test_a_duplicate_channel_notification_collects_once(mesh: MeshProcesses, stubs: Stubs) -> None:
-    async with httpx.AsyncClient(timeout=10) as client:
-        armed = await client.post(
-            f"{mesh.layout.http_base('wechatpay-sim')}/sim/faults",
-            json={"operation": "pay_notify", "mode": "duplicate", "count": 1},
-        )
-        armed.raise_for_status()
+    await arm_wechat_fault(mesh, "pay_notify", "duplicate")
     created = await stubs.payment.CreatePaymentOrder(
         insured_order_request(PEOPLE[4], _his_no(), 9), timeout=30
     )
     settled = await pay_and_settle(mesh, stubs, created.order)
-    await asyncio.sleep(0.5)  # let the duplicate land
+    [payment] = settled.payments
+    # payment-core answers a notification only once it has applied it: when the simulator has its
+    # acknowledgement of the second delivery, the duplicate has been through payment-core.
+    await wait_for_deliveries(
+        mesh, payment.out_trade_no, lambda attempts: acknowledged(attempts, "TRANSACTION.SUCCESS") == [1, 2]
+    )
     again = await stubs.payment.GetPaymentOrder(payment_pb2.GetPaymentOrderRequest(order_id=settled.order_id))
     succeeded = [p for p in again.order.payments if p.status == payment_pb2.PAYMENT_STATUS_SUCCEEDED]
     assert len(succeeded) == 1
     assert again.order.cash_paid_fen == again.order.cash_due_fen
     assert again.order.status == Status.ORDER_STATUS_SETTLED
+
+
+async def test_a_refund_the_channel_finishes_later_completes_by_its_notification(
+    mesh: MeshProcesses, stubs: Stubs
+) -> None:
+    """The real gateway's way: the refund answers PROCESSING; its REFUND.SUCCESS, sent to the
+    notify_url payment-core gave with the refund, completes it (before the janitor's first query)."""
+    created = await stubs.payment.CreatePaymentOrder(self_pay_order_request(_his_no(), 4), timeout=30)
+    settled = await pay_and_settle(mesh, stubs, created.order)
+    await arm_wechat_fault(mesh, "refund", "processing", delay_s=0.5)
+    refund = payment_pb2.RefundPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=settled.order_id, reason="patient left before the test"
+    )
+    answered = await stubs.payment.RefundPaymentOrder(refund, timeout=30)
+    assert answered.order.status == Status.ORDER_STATUS_REFUNDING
+    assert answered.refund.status == payment_pb2.REFUND_STATUS_PROCESSING
+
+    refunded = await wait_for_status(stubs, settled.order_id, Status.ORDER_STATUS_REFUNDED, timeout_s=20)
+    [done] = refunded.refunds
+    assert (done.status, done.cash_fen) == (payment_pb2.REFUND_STATUS_SUCCEEDED, settled.cash_paid_fen)
+    [payment] = settled.payments
+    attempts = await wait_for_deliveries(
+        mesh, payment.out_trade_no, lambda found: acknowledged(found, "REFUND.SUCCESS") == [1]
+    )
+    assert {a["out_refund_no"] for a in attempts if a["event_type"] == "REFUND.SUCCESS"} == {
+        done.out_refund_no
+    }
 
 
 async def test_the_data_platform_sees_every_settlement_once(mesh: MeshProcesses, stubs: Stubs) -> None:

@@ -42,7 +42,10 @@ async def test_an_unpaid_order_is_closed_at_its_expiry(harness: Harness) -> None
     harness.clock.offset = timedelta(minutes=15, seconds=1)  # its QR code expired, the order not yet
     await harness.core.janitor.sweep()
     order = await stored(harness, paying.order.order_id)
-    assert order.status == pb.ORDER_STATUS_AWAITING_PAYMENT and order.payments[0].status == pb.PAYMENT_STATUS_CLOSED
+    assert (
+        order.status == pb.ORDER_STATUS_AWAITING_PAYMENT
+        and order.payments[0].status == pb.PAYMENT_STATUS_CLOSED
+    )
     channel_view = await harness.channel.query(paying.payment.out_trade_no)
     assert channel_view.state is ports.TradeState.CLOSED  # closed at the channel, after a query
 

@@ -1,9 +1,11 @@
 """The WeChat Pay simulator's own rules: keys, request signatures, idempotency, expiry, refunds,
-persistence, and signed + encrypted notifications that carry the order's trace (no network: the
-app runs on httpx's ASGI transport and notifications go to a mock transport)."""
+persistence, signed + encrypted notifications that carry the order's trace, and WeChat's resend
+schedule (no network: the app runs on httpx's ASGI transport and notifications go to a mock
+transport). The refund lifecycle has its own module, test_wechatpay_sim_refunds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -17,9 +19,10 @@ from cryptography.hazmat.primitives import serialization
 from wechatpayv3.utils import build_authorization, load_private_key
 
 from infra.simulators.wechatpay.app import build_asgi_app
-from infra.simulators.wechatpay.faults import validate
-from infra.simulators.wechatpay.gateway import Merchant, SimulatedGateway, WechatError
+from infra.simulators.wechatpay.faults import FaultBook, validate
+from infra.simulators.wechatpay.gateway import SYNCHRONOUS_SUCCESS, Merchant, SimulatedGateway, WechatError
 from infra.simulators.wechatpay.keys import APPID, MCHID, WechatKeyPaths, ensure_keys, read_text
+from infra.simulators.wechatpay.notifier import RESEND_INTERVALS_S, Notice, Notifier, delivery_schedule
 from infra.simulators.wechatpay.signing import (
     MerchantVerifier,
     PlatformSigner,
@@ -141,16 +144,16 @@ def test_an_order_past_time_expire_reads_closed_and_cannot_be_paid() -> None:
 
 def test_refunds_are_idempotent_and_bounded_by_the_paid_total() -> None:
     gateway = paid_gateway()
-    first, _, created = gateway.refund(refund_body("RF1", 5_000), None)
-    replay, _, created_again = gateway.refund(refund_body("RF1", 5_000), None)
+    first, _, created = gateway.refund(refund_body("RF1", 5_000), None, lambda: SYNCHRONOUS_SUCCESS)
+    replay, _, created_again = gateway.refund(refund_body("RF1", 5_000), None, lambda: SYNCHRONOUS_SUCCESS)
     assert (created, created_again, replay.refund_id) == (True, False, first.refund_id)
     with pytest.raises(WechatError, match="INVALID_REQUEST"):
-        gateway.refund(refund_body("RF1", 4_000), None)
+        gateway.refund(refund_body("RF1", 4_000), None, lambda: SYNCHRONOUS_SUCCESS)
     with pytest.raises(WechatError, match="PARAM_ERROR"):
-        gateway.refund(refund_body("RF2", 1_000, total_fen=99_999), None)
+        gateway.refund(refund_body("RF2", 1_000, total_fen=99_999), None, lambda: SYNCHRONOUS_SUCCESS)
     with pytest.raises(WechatError, match="NOT_ENOUGH"):
-        gateway.refund(refund_body("RF3", 7_501), None)
-    gateway.refund(refund_body("RF4", 7_500), None)
+        gateway.refund(refund_body("RF3", 7_501), None, lambda: SYNCHRONOUS_SUCCESS)
+    gateway.refund(refund_body("RF4", 7_500), None, lambda: SYNCHRONOUS_SUCCESS)
     assert gateway.order("MP0000000001").trade_state == "REFUND"
 
 
@@ -173,6 +176,12 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         ("refund", "duplicate", False),
         ("pay_notify", "http_500", False),
         ("pay", "lost", False),
+        ("refund", "processing", True),
+        ("refund", "abnormal", True),
+        ("refund", "closed", True),
+        ("refund", "sync_success", True),
+        ("query", "abnormal", False),
+        ("refund_notify", "closed", False),
     ],
 )
 def test_fault_combinations(operation: str, mode: str, allowed: bool) -> None:
@@ -256,3 +265,119 @@ def test_a_notification_decrypts_only_with_the_merchants_apiv3_key(
     body = json.dumps(envelope).encode()
     channel = WechatPayChannel(WechatPayCredentials.from_key_dir(keys.directory), "http://wechatpay.sim")
     assert (channel.parse_notification(signer.headers_for(body), body) is not None) is accepted
+
+
+# --- WeChat's resend schedule ------------------------------------------------------------------
+
+
+def test_the_resend_schedule_is_wechats_24h4m_and_scales() -> None:
+    minute, hour = 60, 3600
+    assert delivery_schedule() == (
+        0, 15, 15, 30, 3 * minute, 10 * minute, 20 * minute, 30 * minute, 30 * minute, 30 * minute,
+        hour, 3 * hour, 3 * hour, 3 * hour, 6 * hour, 6 * hour,
+    )  # fmt: skip
+    assert sum(RESEND_INTERVALS_S) == 24 * hour + 4 * minute
+    assert delivery_schedule(0.01)[:4] == pytest.approx((0.0, 0.15, 0.15, 0.3))
+    with pytest.raises(ValueError):
+        delivery_schedule(0)
+    config = SimulatorConfig(Path("keys"), Path("sim.sqlite3"), time_scale=0.01)
+    assert config.delivery_schedule() == delivery_schedule(0.01)
+
+
+class InstantWaits:
+    """The notifier's sleep in tests: records every wait and returns at once."""
+
+    def __init__(self) -> None:
+        self.waits: list[float] = []
+
+    async def __call__(self, seconds: float) -> None:
+        self.waits.append(seconds)
+
+
+class Answers:
+    """A merchant endpoint that answers from a script (a status, or None for no answer), then 500."""
+
+    def __init__(self, *script: int | None) -> None:
+        self.script = list(script)
+        self.requests: list[httpx.Request] = []
+        self.reached = asyncio.Event()
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        self.reached.set()
+        status = self.script.pop(0) if self.script else 500
+        if status is None:
+            raise httpx.ReadTimeout("no answer within 5 s", request=request)
+        return httpx.Response(status)
+
+
+def notice(out_trade_no: str = "MP0000000009") -> Notice:
+    resource = {"out_trade_no": out_trade_no, "trade_state": "SUCCESS"}
+    return Notice(
+        "TRANSACTION.SUCCESS", "支付成功", "transaction", resource, "https://his/n", out_trade_no, None, None
+    )
+
+
+async def notifier_for(
+    keys: WechatKeyPaths, answers: Answers, waits: InstantWaits, store: SimStore
+) -> Notifier:
+    platform_key = serialization.load_pem_private_key(keys.platform_private_key.read_bytes(), password=None)
+    signer = PlatformSigner(platform_key, read_text(keys.public_key_id))  # type: ignore[arg-type]
+    client = httpx.AsyncClient(transport=httpx.MockTransport(answers))
+    return Notifier(client, signer, read_text(keys.apiv3_key), store, FaultBook(), Clock(), sleep=waits)
+
+
+async def test_an_unacknowledged_notification_is_resent_on_the_schedule_then_given_up(
+    keys: WechatKeyPaths,
+) -> None:
+    answers, waits, store = Answers(), InstantWaits(), SimStore(Path(":memory:"))
+    notifier = await notifier_for(keys, answers, waits, store)
+    notifier.send(notice(), "pay_notify")
+    await asyncio.wait_for(notifier.settle(), timeout=5)
+
+    attempts = store.deliveries("MP0000000009")
+    assert waits.waits == list(delivery_schedule())  # the whole schedule, and nothing after it
+    assert [a.attempt for a in attempts] == list(range(1, 17))
+    assert {(a.delivery, a.status_code, a.acknowledged) for a in attempts} == {(1, 500, False)}
+    assert len({a.event_id for a in attempts}) == 1 and len(answers.requests) == 16
+
+
+async def test_a_notification_is_resent_until_acknowledged_and_no_answer_counts_as_a_failure(
+    keys: WechatKeyPaths,
+) -> None:
+    answers, waits, store = Answers(503, None, 204), InstantWaits(), SimStore(Path(":memory:"))
+    notifier = await notifier_for(keys, answers, waits, store)
+    notifier.send(notice(), "pay_notify")
+    await asyncio.wait_for(notifier.settle(), timeout=5)
+
+    attempts = store.deliveries("MP0000000009")
+    assert [(a.attempt, a.status_code, a.acknowledged) for a in attempts] == [
+        (1, 503, False),
+        (2, None, False),
+        (3, 204, True),
+    ]
+    assert attempts[1].error is not None and "ReadTimeout" in attempts[1].error
+    assert waits.waits == [0.0, 15.0, 15.0]
+
+
+async def test_stopping_the_simulator_stops_the_resends(keys: WechatKeyPaths, tmp_path: Path) -> None:
+    answers = Answers()  # never acknowledges: the next resend would come 15 s later
+    config = SimulatorConfig(
+        keys.directory, tmp_path / "sim.sqlite3", notify_transport=httpx.MockTransport(answers)
+    )
+    simulator = WechatPaySimulator(config)
+    await simulator.start()
+    notifier = simulator.notifier
+    transport = httpx.ASGITransport(app=build_asgi_app(simulator))
+    async with httpx.AsyncClient(transport=transport, base_url="http://wechatpay.sim") as client:
+        body = json.dumps(order_body("MP0000000010"))
+        headers = signed_headers(keys, "POST", "/v3/pay/transactions/native", body)
+        assert (await client.post("/v3/pay/transactions/native", content=body, headers=headers)).is_success
+        assert (await client.post("/sim/pay", json={"out_trade_no": "MP0000000010"})).is_success
+    await asyncio.wait_for(answers.reached.wait(), timeout=5)
+    assert notifier.in_flight == 1  # waiting for its first resend
+
+    await asyncio.wait_for(simulator.stop(), timeout=2)
+    assert notifier.in_flight == 0 and len(answers.requests) == 1
+    notifier.send(notice(), "pay_notify")  # a stopped simulator sends nothing more
+    assert notifier.in_flight == 0

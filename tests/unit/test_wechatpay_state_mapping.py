@@ -66,7 +66,8 @@ def test_an_unknown_trade_state_is_a_protocol_error(unknown: str) -> None:
 def test_refund_statuses_never_turn_an_abnormal_refund_into_a_failed_one() -> None:
     assert set(REFUND_STATUSES) == {"SUCCESS", "PROCESSING", "ABNORMAL", "CLOSED"}
     assert refund_status_of("SUCCESS") is RefundStatus.SUCCEEDED
-    assert refund_status_of("ABNORMAL") is RefundStatus.PROCESSING  # must not be re-issued
+    # Stuck at the bank: not FAILED (must not be re-issued), not PROCESSING (a person must act).
+    assert refund_status_of("ABNORMAL") is RefundStatus.ABNORMAL
     assert refund_status_of("CLOSED") is RefundStatus.FAILED
     with pytest.raises(ChannelProtocolError):
         refund_status_of("DONE")
@@ -133,5 +134,42 @@ def test_refund_answers_and_refund_notifications() -> None:
     assert (notification.refund.status, notification.out_trade_no) == (RefundStatus.SUCCEEDED, "MP1")
 
 
+@pytest.mark.parametrize(
+    ("event_type", "refund_status", "ours"),
+    [
+        ("REFUND.SUCCESS", "SUCCESS", RefundStatus.SUCCEEDED),
+        ("REFUND.ABNORMAL", "ABNORMAL", RefundStatus.ABNORMAL),
+        ("REFUND.CLOSED", "CLOSED", RefundStatus.FAILED),
+    ],
+)
+def test_each_refund_notification_carries_its_status(
+    event_type: str, refund_status: str, ours: RefundStatus
+) -> None:
+    resource = {
+        "refund_id": "50300",
+        "out_refund_no": "RF1",
+        "out_trade_no": "MP1",
+        "refund_status": refund_status,
+        "amount": {"total": 12_500, "refund": 5_000, "payer_total": 12_500, "payer_refund": 5_000},
+    }
+    notification = notification_from({"id": "EV-3", "event_type": event_type, "resource": resource})
+    assert notification is not None and notification.refund is not None
+    assert (notification.event_type, notification.refund.status) == (event_type, ours)
+
+
+def test_a_refund_notification_whose_status_contradicts_its_event_is_refused() -> None:
+    resource = {
+        "refund_id": "50300",
+        "out_refund_no": "RF1",
+        "out_trade_no": "MP1",
+        "refund_status": "ABNORMAL",
+        "amount": {"total": 12_500, "refund": 5_000},
+    }
+    with pytest.raises(ChannelProtocolError):
+        notification_from({"id": "EV-4", "event_type": "REFUND.SUCCESS", "resource": resource})
+
+
 def test_an_unknown_event_type_is_not_a_notification() -> None:
     assert notification_from({"id": "EV-2", "event_type": "COUPON.USE", "resource": {}}) is None
+    unknown_refund_event = {"id": "EV-5", "event_type": "REFUND.SOMETHING", "resource": {}}
+    assert notification_from(unknown_refund_event) is None

@@ -17,9 +17,7 @@ def main() -> None:
     configure_logging(SERVICE_NAME, settings.log_level, settings.log_dir)
     provider = configure_tracing(SERVICE_NAME, settings.trace_dir)
     instrument_httpx()
-    simulator = WechatPaySimulator(
-        SimulatorConfig(key_dir=settings.wechatpay_key_dir, db_path=settings.sim_db_path())
-    )
+    simulator = WechatPaySimulator(SimulatorConfig.from_settings(settings))
     try:
         uvicorn.run(
             build_asgi_app(simulator),

@@ -23,9 +23,9 @@ from starlette.types import ASGIApp
 
 from infra.simulators.wechatpay import faults as fault_rules
 from infra.simulators.wechatpay.bill import render_all_bill
-from infra.simulators.wechatpay.gateway import WechatError, param_error
+from infra.simulators.wechatpay.gateway import RefundPlan, WechatError, param_error
 from infra.simulators.wechatpay.notifier import Notice
-from infra.simulators.wechatpay.shapes import placed_json, refund_json, refund_notice_json, transaction_json
+from infra.simulators.wechatpay.shapes import placed_json, refund_json, transaction_json
 from infra.simulators.wechatpay.signing import SignatureRefused
 from infra.simulators.wechatpay.simulator import WechatPaySimulator
 from infra.simulators.wechatpay.store import SimOrder
@@ -101,23 +101,27 @@ class WechatPayApi:
         return 204, None
 
     def refund(self, request: Request, body: Payload) -> Answer:
-        refund, order, created = self.sim.gateway.refund(body, request.headers.get("traceparent"))
-        if created and refund.notify_url:
-            notice = Notice(
-                "REFUND.SUCCESS",
-                "退款成功",
-                "refund",
-                refund_notice_json(refund, order),
-                refund.notify_url,
-                order.out_trade_no,
-                refund.out_refund_no,
-                refund.traceparent,
-            )
-            self.sim.notifier.send(notice, "refund_notify")
+        """PROCESSING (or SUCCESS) now; the refund desk finishes it and sends REFUND.*."""
+        traceparent = request.headers.get("traceparent")
+        refund, order, created = self.sim.gateway.refund(body, traceparent, self._refund_plan)
+        if created:
+            self.sim.refund_desk.accepted(refund, order)
         return 200, refund_json(refund, order)
+
+    def _refund_plan(self) -> RefundPlan:
+        fault = self.sim.faults.take({"refund"}, fault_rules.REFUND_OUTCOME_MODES)
+        return self.sim.refund_desk.plan(fault)
 
     def query_refund(self, request: Request, _: Payload) -> Answer:
         refund, order = self.sim.gateway.refund_record(request.path_params["out_refund_no"])
+        return 200, refund_json(refund, order)
+
+    def reroute_refund(self, request: Request, body: Payload) -> Answer:
+        """apply-abnormal-refund: what a person does for an ABNORMAL refund."""
+        refund_id = request.path_params["refund_id"]
+        plan = self.sim.refund_desk.rerouted_plan()
+        refund, order = self.sim.gateway.reroute_abnormal_refund(refund_id, body, plan)
+        self.sim.refund_desk.accepted(refund, order)
         return 200, refund_json(refund, order)
 
     def trade_bill(self, request: Request, _: Payload) -> Answer:
@@ -153,6 +157,19 @@ class WechatPayApi:
             self.sim.notifier.send(_payment_notice(order), "pay_notify")
         return JSONResponse(transaction_json(order))
 
+    async def finish_refund(self, request: Request) -> Response:
+        """Test control: a PROCESSING refund reaches its planned outcome now (and notifies)."""
+        try:
+            out_refund_no = str(_json_object(await request.body()).get("out_refund_no", ""))
+            refund, _ = self.sim.gateway.refund_record(out_refund_no)
+        except WechatError as exc:
+            return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+        finished = self.sim.refund_desk.finish_now(out_refund_no)
+        if finished is None:
+            message = f"refund is {refund.status}, not PROCESSING"
+            return JSONResponse({"code": "INVALID_REQUEST", "message": message}, status_code=409)
+        return JSONResponse(refund_json(*finished))
+
     def _late_success(self) -> bool:
         operations = {"close", "pay_notify"}
         return self.sim.faults.take(operations, {fault_rules.LATE_SUCCESS}) is not None
@@ -163,7 +180,7 @@ class WechatPayApi:
         except WechatError as exc:
             return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
         operation, mode = str(body.get("operation", "")), str(body.get("mode", ""))
-        count, delay_s = body.get("count", 1), body.get("delay_s", fault_rules.DEFAULT_DELAY_S)
+        count, delay_s = body.get("count", 1), body.get("delay_s", self._default_delay_s(mode))
         if not isinstance(count, int) or not isinstance(delay_s, (int, float)):
             return JSONResponse({"code": "PARAM_ERROR", "message": "count and delay_s are numbers"}, 400)
         problem = fault_rules.validate(operation, mode, count, float(delay_s))
@@ -171,6 +188,11 @@ class WechatPayApi:
             return JSONResponse({"code": "PARAM_ERROR", "message": problem}, status_code=400)
         self.sim.faults.arm(fault_rules.Fault(operation, mode, count, float(delay_s)))
         return JSONResponse(self._faults_json(), status_code=201)
+
+    def _default_delay_s(self, mode: str) -> float:
+        if mode in fault_rules.REFUND_OUTCOME_MODES:  # a refund outcome comes after the usual delay
+            return self.sim.refund_desk.delay_s
+        return fault_rules.DEFAULT_DELAY_S
 
     async def list_faults(self, _: Request) -> Response:
         return JSONResponse(self._faults_json())
@@ -180,16 +202,21 @@ class WechatPayApi:
         return Response(status_code=204)
 
     async def deliveries(self, request: Request) -> Response:
-        attempts = self.sim.store.deliveries(request.query_params.get("out_trade_no", ""))
+        """Every delivery attempt of the order's notifications (or of one refund's), in order."""
+        params = request.query_params
+        attempts = self.sim.store.deliveries(params.get("out_trade_no", ""), params.get("out_refund_no"))
         return JSONResponse(
             [
                 {
                     "event_id": a.event_id,
                     "event_type": a.event_type,
+                    "delivery": a.delivery,
                     "attempt": a.attempt,
                     "status_code": a.status_code,
+                    "acknowledged": a.acknowledged,
                     "error": a.error,
                     "out_refund_no": a.out_refund_no,
+                    "sent_at": a.sent_at.isoformat(),
                 }
                 for a in attempts
             ]
@@ -272,7 +299,7 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
         finally:
             await sim.stop()
 
-    transactions = "/v3/pay/transactions"
+    transactions, refunds = "/v3/pay/transactions", "/v3/refund/domestic/refunds"
     routes = [
         route(f"{transactions}/native", "place_order", api.place("NATIVE"), "POST"),
         route(f"{transactions}/jsapi", "place_order", api.place("JSAPI"), "POST"),
@@ -281,9 +308,11 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
         route(f"{transactions}/out-trade-no/{{out_trade_no}}/close", "close", api.close, "POST"),
         route("/v3/refund/domestic/refunds", "refund", api.refund, "POST"),
         route("/v3/refund/domestic/refunds/{out_refund_no}", "query", api.query_refund, "GET"),
+        route(f"{refunds}/{{refund_id}}/apply-abnormal-refund", "refund", api.reroute_refund, "POST"),
         route("/v3/bill/tradebill", None, api.trade_bill, "GET"),
         Route("/v3/billdownload/file", api.download_bill, methods=["GET"]),
         Route("/sim/pay", api.patient_pays, methods=["POST"]),
+        Route("/sim/refunds/finish", api.finish_refund, methods=["POST"]),
         Route("/sim/faults", api.arm_fault, methods=["POST"]),
         Route("/sim/faults", api.list_faults, methods=["GET"]),
         Route("/sim/faults", api.clear_faults, methods=["DELETE"]),

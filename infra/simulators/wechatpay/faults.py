@@ -5,6 +5,14 @@ Request faults (place_order, query, refund, close):
     timeout   do the work, then stall `delay_s` before answering (the caller times out after its
               request was applied: the classic "outcome unknown");
     lost      the request vanishes: nothing is done, the answer comes only after `delay_s`.
+Refund outcomes (operation refund), each for the next `count` refunds created (replays do not use
+them up); `delay_s` is how long (wall clock) the refund stays PROCESSING, by default the
+simulator's refund delay:
+    processing    answer PROCESSING, then SUCCESS + REFUND.SUCCESS (also when refunds are sync);
+    abnormal      answer PROCESSING, then ABNORMAL + REFUND.ABNORMAL (the money is stuck until
+                  the merchant re-routes it with apply-abnormal-refund);
+    closed        answer PROCESSING, then CLOSED + REFUND.CLOSED (the amount is refundable again);
+    sync_success  answer SUCCESS at once, with REFUND.SUCCESS right away.
 Notification faults (pay_notify, refund_notify):
     lost      the notification is never sent;
     duplicate it is delivered twice (same event id), as the real gateway sometimes does.
@@ -20,6 +28,7 @@ from dataclasses import dataclass, replace
 REQUEST_OPERATIONS = frozenset({"place_order", "query", "refund", "close"})
 NOTIFY_OPERATIONS = frozenset({"pay_notify", "refund_notify"})
 REQUEST_MODES = frozenset({"http_500", "timeout", "lost"})
+REFUND_OUTCOME_MODES = frozenset({"processing", "abnormal", "closed", "sync_success"})
 NOTIFY_MODES = frozenset({"lost", "duplicate"})
 LATE_SUCCESS = "late_success_after_close"
 DEFAULT_DELAY_S = 5.0
@@ -39,6 +48,9 @@ def validate(operation: str, mode: str, count: int, delay_s: float) -> str | Non
         return "count must be >= 1 and delay_s >= 0"
     if mode == LATE_SUCCESS:
         return None if operation in {"close", "pay_notify"} else "late_success_after_close needs close"
+    if operation == "refund":
+        modes = REQUEST_MODES | REFUND_OUTCOME_MODES
+        return None if mode in modes else f"refund takes one of {sorted(modes)}"
     if operation in REQUEST_OPERATIONS:
         return None if mode in REQUEST_MODES else f"{operation} takes one of {sorted(REQUEST_MODES)}"
     if operation in NOTIFY_OPERATIONS:

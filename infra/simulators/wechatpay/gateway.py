@@ -1,6 +1,11 @@
 """What the WeChat Pay gateway decides: orders, payment by the patient, close, refunds, bill days.
 
 Every method runs without an `await`, so in the simulator's single event loop each one is atomic.
+
+Refunds follow the real lifecycle: the answer is usually PROCESSING and the refund reaches its
+outcome later (SUCCESS; ABNORMAL when the patient's card cannot take the money, until the merchant
+re-routes it with apply-abnormal-refund; CLOSED, which gives the amount back to what is refundable).
+A `RefundPlan` says which; `finish_refund` applies the outcome when its time comes.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from infra.simulators.wechatpay.shapes import PAID_STATES, SHANGHAI
 from infra.simulators.wechatpay.store import SimOrder, SimRefund, SimStore
@@ -18,6 +24,9 @@ Clock = Callable[[], datetime]
 _OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*|]{6,32}$")
 _OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-*|@]{1,64}$")
 _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+REFUND_OUTCOMES = frozenset({"SUCCESS", "ABNORMAL", "CLOSED"})
+_REROUTE_TYPES = frozenset({"USER_BANK_CARD", "MERCHANT_BANK_CARD"})
+_BANK_CARD_FIELDS = ("bank_type", "bank_account", "real_name")
 
 
 class WechatError(Exception):
@@ -40,6 +49,28 @@ class Merchant:
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundPlan:
+    """How a refund goes: `after_s` None is SUCCESS in the answer itself; otherwise the refund
+    answers PROCESSING and reaches `outcome` `after_s` (wall-clock) seconds later."""
+
+    outcome: str = "SUCCESS"
+    after_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.outcome not in REFUND_OUTCOMES:
+            raise ValueError(f"unknown refund outcome {self.outcome!r}")
+        if self.after_s is None and self.outcome != "SUCCESS":
+            raise ValueError("only SUCCESS can come in the answer itself")
+
+    @property
+    def synchronous(self) -> bool:
+        return self.after_s is None
+
+
+SYNCHRONOUS_SUCCESS = RefundPlan()
 
 
 class SimulatedGateway:
@@ -90,8 +121,11 @@ class SimulatedGateway:
         self._store.replace_order(paid)
         return paid, True
 
-    def refund(self, body: Mapping[str, object], traceparent: str | None) -> tuple[SimRefund, SimOrder, bool]:
-        """Refund part or all of a paid order; replays return the first refund. Completes at once."""
+    def refund(
+        self, body: Mapping[str, object], traceparent: str | None, plan_for_new: Callable[[], RefundPlan]
+    ) -> tuple[SimRefund, SimOrder, bool]:
+        """Refund part or all of a paid order; a replay answers the first refund as it stands now.
+        `plan_for_new` is asked only when a refund is really created."""
         out_refund_no = _text(body, "out_refund_no", _OUT_REFUND_NO)
         refund_fen, total_fen = _refund_amounts(body)
         order = self._refunded_order(body)
@@ -99,7 +133,7 @@ class SimulatedGateway:
         if existing is not None:
             return _replayed_refund(existing, order, refund_fen), order, False
         _check_refundable(order, total_fen, refund_fen, self._store.refunds_of(order.out_trade_no))
-        refund = self._new_refund(out_refund_no, order, refund_fen, body, traceparent)
+        refund = self._new_refund(out_refund_no, order, refund_fen, body, traceparent, plan_for_new())
         self._store.add_refund(refund)
         self._store.replace_order(replace(order, trade_state="REFUND"))
         return refund, order, True
@@ -109,6 +143,39 @@ class SimulatedGateway:
         if found is None:
             raise WechatError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
         return found, self.order(found.out_trade_no)
+
+    def finish_refund(self, out_refund_no: str) -> tuple[SimRefund, SimOrder] | None:
+        """A PROCESSING refund reaches its planned outcome; None when there is nothing to finish."""
+        refund = self._store.refund(out_refund_no)
+        if refund is None or refund.status != "PROCESSING" or refund.outcome is None:
+            return None
+        success_time = self._now() if refund.outcome == "SUCCESS" else None
+        finished = replace(
+            refund, status=refund.outcome, success_time=success_time, outcome=None, outcome_at=None
+        )
+        self._store.replace_refund(finished)
+        order = self.order(refund.out_trade_no)
+        if finished.status == "CLOSED":
+            order = self._paid_again_if_nothing_refunded(order)
+        return finished, order
+
+    def refunds_in_flight(self) -> list[SimRefund]:
+        return self._store.refunds_in_flight()
+
+    def reroute_abnormal_refund(
+        self, refund_id: str, body: Mapping[str, object], plan: RefundPlan
+    ) -> tuple[SimRefund, SimOrder]:
+        """POST .../refunds/{refund_id}/apply-abnormal-refund: an ABNORMAL refund goes out again,
+        to another bank card (the patient's or the merchant's), and is PROCESSING once more."""
+        refund = self._store.refund_by_id(refund_id)
+        if refund is None or body.get("out_refund_no") != refund.out_refund_no:
+            raise WechatError(404, "RESOURCE_NOT_EXISTS", "退款单不存在")
+        _check_reroute(body)
+        if refund.status != "ABNORMAL":
+            raise WechatError(400, "INVALID_REQUEST", "退款单状态不是退款异常，不能发起异常退款")
+        rerouted = replace(refund, **self._planned(plan))
+        self._store.replace_refund(rerouted)
+        return rerouted, self.order(refund.out_trade_no)
 
     def bill_day(self, bill_date: date) -> tuple[list[SimOrder], list[tuple[SimRefund, SimOrder]]]:
         """Payments that succeeded and refunds initiated on one Beijing-time calendar day."""
@@ -151,6 +218,7 @@ class SimulatedGateway:
         refund_fen: int,
         body: Mapping[str, object],
         traceparent: str | None,
+        plan: RefundPlan,
     ) -> SimRefund:
         now = self._now()
         return SimRefund(
@@ -160,11 +228,27 @@ class SimulatedGateway:
             refund_fen=refund_fen,
             reason=_optional_text(body, "reason"),
             notify_url=_notify_url(body, required=False),
-            status="SUCCESS",
             created_at=now,
-            success_time=now,
             traceparent=traceparent,
+            **self._planned(plan),
         )
+
+    def _planned(self, plan: RefundPlan) -> dict[str, Any]:
+        """The status fields of a refund that follows `plan` from now."""
+        if plan.after_s is None:
+            return {"status": "SUCCESS", "success_time": self._now(), "outcome": None, "outcome_at": None}
+        due = self._clock().astimezone(UTC) + timedelta(seconds=plan.after_s)
+        return {"status": "PROCESSING", "success_time": None, "outcome": plan.outcome, "outcome_at": due}
+
+    def _paid_again_if_nothing_refunded(self, order: SimOrder) -> SimOrder:
+        """A closed refund paid nothing out: when it was the order's only refund, the trade reads
+        SUCCESS again (and its whole amount is refundable, see `_check_refundable`)."""
+        live = [r for r in self._store.refunds_of(order.out_trade_no) if r.status != "CLOSED"]
+        if live or order.trade_state != "REFUND":
+            return order
+        paid = replace(order, trade_state="SUCCESS")
+        self._store.replace_order(paid)
+        return paid
 
     def _refunded_order(self, body: Mapping[str, object]) -> SimOrder:
         transaction_id = body.get("transaction_id")
@@ -218,6 +302,14 @@ def _check_refundable(order: SimOrder, total_fen: int, refund_fen: int, earlier:
     refunded = sum(refund.refund_fen for refund in earlier if refund.status != "CLOSED")
     if refunded + refund_fen > order.total_fen:
         raise WechatError(400, "NOT_ENOUGH", "申请退款金额超过订单可退金额")
+
+
+def _check_reroute(body: Mapping[str, object]) -> None:
+    kind = body.get("type")
+    if kind not in _REROUTE_TYPES:
+        raise param_error(f"type 只能为 {'/'.join(sorted(_REROUTE_TYPES))}")
+    if kind == "USER_BANK_CARD" and not all(_optional_text(body, name) for name in _BANK_CARD_FIELDS):
+        raise param_error("退款至用户银行卡需要 bank_type、bank_account、real_name")
 
 
 def _text(body: Mapping[str, object], name: str, pattern: re.Pattern[str]) -> str:

@@ -77,7 +77,7 @@ def refund_json(refund: SimRefund, order: SimOrder) -> dict[str, object]:
 
 
 def refund_notice_json(refund: SimRefund, order: SimOrder) -> dict[str, object]:
-    """The decrypted resource of a REFUND.SUCCESS notification."""
+    """The decrypted resource of a REFUND.SUCCESS, REFUND.ABNORMAL or REFUND.CLOSED notification."""
     body: dict[str, object] = {
         "mchid": order.mchid,
         "out_trade_no": order.out_trade_no,

@@ -45,7 +45,9 @@ CREATE TABLE IF NOT EXISTS refunds (
     status        TEXT NOT NULL,
     created_at    TEXT NOT NULL,
     success_time  TEXT,
-    traceparent   TEXT
+    traceparent   TEXT,
+    outcome       TEXT,
+    outcome_at    TEXT
 );
 CREATE TABLE IF NOT EXISTS notifications (
     id            INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -54,12 +56,18 @@ CREATE TABLE IF NOT EXISTS notifications (
     out_trade_no  TEXT NOT NULL,
     out_refund_no TEXT,
     notify_url    TEXT NOT NULL,
+    delivery      INTEGER NOT NULL DEFAULT 1,
     attempt       INTEGER NOT NULL,
     status_code   INTEGER,
     error         TEXT,
     sent_at       TEXT NOT NULL
 );
 """
+# Columns added after the first release; a simulator file written by an older build gains them.
+_ADDED_COLUMNS = {
+    "refunds": {"outcome": "TEXT", "outcome_at": "TEXT"},
+    "notifications": {"delivery": "INTEGER NOT NULL DEFAULT 1"},
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +103,9 @@ class SimRefund:
     created_at: datetime
     success_time: datetime | None
     traceparent: str | None
+    # While PROCESSING: the status the refund will reach (SUCCESS, ABNORMAL, CLOSED) and when.
+    outcome: str | None = None
+    outcome_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +115,18 @@ class DeliveryAttempt:
     out_trade_no: str
     out_refund_no: str | None
     notify_url: str
-    attempt: int
+    attempt: int  # 1 for the first try of this delivery, then one more per resend
     status_code: int | None
     error: str | None
     sent_at: datetime
+    delivery: int = 1  # 2 for the copy a `duplicate` fault sends after the first delivery
+
+    @property
+    def acknowledged(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
 
 
-_TIME_COLUMNS = {"time_expire", "success_time", "created_at", "sent_at"}
+_TIME_COLUMNS = {"time_expire", "success_time", "created_at", "sent_at", "outcome_at"}
 
 
 def to_text(moment: datetime) -> str:
@@ -131,6 +147,7 @@ class SimStore:
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._add_missing_columns()
 
     def close(self) -> None:
         self._db.close()
@@ -156,8 +173,31 @@ class SimStore:
     def refund(self, out_refund_no: str) -> SimRefund | None:
         return self._one(SimRefund, "SELECT * FROM refunds WHERE out_refund_no = ?", out_refund_no)
 
+    def refund_by_id(self, refund_id: str) -> SimRefund | None:
+        return self._one(SimRefund, "SELECT * FROM refunds WHERE refund_id = ?", refund_id)
+
     def refunds_of(self, out_trade_no: str) -> list[SimRefund]:
         return self._all(SimRefund, "SELECT * FROM refunds WHERE out_trade_no = ?", out_trade_no)
+
+    def replace_refund(self, refund: SimRefund) -> None:
+        self._db.execute(
+            "UPDATE refunds SET status = ?, success_time = ?, outcome = ?, outcome_at = ?"
+            " WHERE out_refund_no = ?",
+            (
+                refund.status,
+                _opt_text(refund.success_time),
+                refund.outcome,
+                _opt_text(refund.outcome_at),
+                refund.out_refund_no,
+            ),
+        )
+
+    def refunds_in_flight(self) -> list[SimRefund]:
+        """PROCESSING refunds with an outcome still to reach, soonest first."""
+        query = (
+            "SELECT * FROM refunds WHERE status = 'PROCESSING' AND outcome IS NOT NULL ORDER BY outcome_at"
+        )
+        return self._all(SimRefund, query)
 
     def orders_paid_between(self, start: datetime, end: datetime) -> list[SimOrder]:
         query = "SELECT * FROM orders WHERE success_time >= ? AND success_time < ? ORDER BY success_time"
@@ -170,9 +210,19 @@ class SimStore:
     def record_delivery(self, attempt: DeliveryAttempt) -> None:
         self._insert("notifications", attempt)
 
-    def deliveries(self, out_trade_no: str) -> list[DeliveryAttempt]:
-        query = "SELECT * FROM notifications WHERE out_trade_no = ? ORDER BY id"
-        return self._all(DeliveryAttempt, query, out_trade_no)
+    def deliveries(self, out_trade_no: str, out_refund_no: str | None = None) -> list[DeliveryAttempt]:
+        if out_refund_no is None:
+            query = "SELECT * FROM notifications WHERE out_trade_no = ? ORDER BY id"
+            return self._all(DeliveryAttempt, query, out_trade_no)
+        query = "SELECT * FROM notifications WHERE out_trade_no = ? AND out_refund_no = ? ORDER BY id"
+        return self._all(DeliveryAttempt, query, out_trade_no, out_refund_no)
+
+    def _add_missing_columns(self) -> None:
+        for table, columns in _ADDED_COLUMNS.items():
+            present = {row["name"] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns.items():
+                if name not in present:
+                    self._db.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
 
     def _insert(self, table: str, row: Any) -> None:
         names = [field.name for field in fields(row)]

@@ -16,7 +16,13 @@ from datetime import datetime
 from services.payment_core.adapters.channels import ports
 from services.payment_core.adapters.insurance import InsurerSettlement, InsurerStatus, PresettleAsk
 from services.payment_core.domain import keys, process
-from services.payment_core.domain.model import CHANNEL_NONE, ChannelPaymentSeen, Payment, PaymentStatus
+from services.payment_core.domain.model import (
+    CHANNEL_NONE,
+    ChannelPaymentSeen,
+    Payment,
+    PaymentStatus,
+    RefundStatus,
+)
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer.channel_errors import as_runtime_error
 from services.payment_core.service_layer.dependencies import Dependencies
@@ -266,15 +272,17 @@ def refund_answered(answer: ports.ChannelRefund) -> Record:
 
     def record(order: PaymentOrder, now: datetime) -> None:
         refund = next((r for r in order.refunds if r.out_refund_no == answer.out_refund_no), None)
-        if refund is None or not refund.is_open:
+        # An ABNORMAL refund a person re-routed at the channel still ends by the channel's word.
+        if refund is None or not (refund.is_open or refund.status is RefundStatus.ABNORMAL):
             return
         if answer.status is ports.RefundStatus.SUCCEEDED:
             order.refund_succeeded(refund, answer.refund_id, answer.success_time or now)
         elif answer.status is ports.RefundStatus.FAILED:
             order.refund_failed(refund, f"channel status {answer.channel_status}")
         elif answer.status is ports.RefundStatus.ABNORMAL:
-            order.refund_abnormal(refund, answer.refund_id)
-        else:
+            if refund.status is not RefundStatus.ABNORMAL:
+                order.refund_abnormal(refund, answer.refund_id)
+        elif refund.is_open:
             order.refund_processing(refund, answer.refund_id)
 
     return record

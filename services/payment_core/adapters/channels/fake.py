@@ -2,7 +2,11 @@
 
 It passes the same conformance suite as WechatPayChannel. Notifications are JSON signed with an
 HMAC key private to the instance, so a tampered body or signature parses to None, as with a real
-channel. `patient_pays` is the test control standing in for "the patient scans and pays".
+channel. Test controls: `patient_pays` stands in for "the patient scans and pays";
+`answer_next_refunds` makes the next refunds answer PROCESSING, ABNORMAL or FAILED (closed) instead
+of SUCCEEDED, and `finish_refund` later moves a PROCESSING (or ABNORMAL, once re-routed) refund on
+and returns the REFUND.* notification the channel sends. As on WeChat Pay, a FAILED refund gives its
+amount back to what is refundable; an ABNORMAL one keeps it.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hmac
 import itertools
 import json
 import secrets
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -36,6 +41,17 @@ from services.runtime.money import Money, total
 BEIJING = ZoneInfo("Asia/Shanghai")
 SIGNATURE_HEADER = "fake-signature"
 _PAID = (TradeState.PAID, TradeState.REFUNDED)
+Notification = tuple[dict[str, str], bytes]
+_REFUND_EVENTS = {
+    RefundStatus.SUCCEEDED: "REFUND.SUCCESS",
+    RefundStatus.ABNORMAL: "REFUND.ABNORMAL",
+    RefundStatus.FAILED: "REFUND.CLOSED",
+}
+# Where a refund may go from each unfinished state (ABNORMAL -> SUCCEEDED: a person re-routed it).
+_REFUND_MOVES = {
+    RefundStatus.PROCESSING: frozenset({RefundStatus.SUCCEEDED, RefundStatus.ABNORMAL, RefundStatus.FAILED}),
+    RefundStatus.ABNORMAL: frozenset({RefundStatus.SUCCEEDED}),
+}
 
 
 def _utc_now() -> datetime:
@@ -79,6 +95,7 @@ class FakeChannel:
         self._clock = clock
         self._serial = itertools.count(1)
         self._secret = secrets.token_bytes(32)
+        self._refund_answers: deque[RefundStatus] = deque()
 
     async def place_order(
         self, out_trade_no: str, amount: Money, description: str, notify_url: str, expires_at: datetime
@@ -112,17 +129,19 @@ class FakeChannel:
             return _replayed_refund(earlier.refund, out_trade_no, refund_amount)
         self._check_refundable(order, refund_amount, order_total)
         now = self._clock()
+        status = self._refund_answers.popleft() if self._refund_answers else RefundStatus.SUCCEEDED
         refund = ChannelRefund(
             out_refund_no,
             out_trade_no,
             f"fake-refund-{next(self._serial)}",
-            RefundStatus.SUCCEEDED,
+            status,
             refund_amount,
-            now,
-            channel_status="SUCCEEDED",
+            now if status is RefundStatus.SUCCEEDED else None,
+            channel_status=status.value,
         )
         self._refunds[out_refund_no] = _Refund(refund, now)
         self._orders[out_trade_no] = replace(order, state=TradeState.REFUNDED)
+        self._paid_again_if_nothing_refunded(out_trade_no)
         return refund
 
     async def query_refund(self, out_refund_no: str) -> ChannelRefund:
@@ -130,6 +149,24 @@ class FakeChannel:
         if found is None:
             raise ChannelRejected("RESOURCE_NOT_EXISTS", "no such refund", RejectionReason.NOT_FOUND)
         return found.refund
+
+    def answer_next_refunds(self, status: RefundStatus, count: int = 1) -> None:
+        """Test control: the next `count` new refunds answer `status` (replays do not count)."""
+        self._refund_answers.extend([status] * count)
+
+    def finish_refund(
+        self, out_refund_no: str, status: RefundStatus = RefundStatus.SUCCEEDED
+    ) -> Notification:
+        """Test control: the channel moves a PROCESSING (or ABNORMAL) refund to `status`; returns
+        the REFUND.* notification (headers, body) it sends."""
+        item = self._refunds[out_refund_no]
+        if status not in _REFUND_MOVES.get(item.refund.status, frozenset()):
+            raise ValueError(f"a {item.refund.status.value} refund cannot become {status.value}")
+        success_time = self._clock() if status is RefundStatus.SUCCEEDED else None
+        refund = replace(item.refund, status=status, success_time=success_time, channel_status=status.value)
+        self._refunds[out_refund_no] = replace(item, refund=refund)
+        self._paid_again_if_nothing_refunded(refund.out_trade_no)
+        return self._signed(_refund_notification_body(refund))
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelNotification | None:
         lowered = {name.lower(): value for name, value in headers.items()}
@@ -167,8 +204,25 @@ class FakeChannel:
             self._orders[out_trade_no] = order
         elif order.state not in _PAID:
             raise ChannelRejected("ORDERCLOSED", "order is closed", RejectionReason.ALREADY_CLOSED)
-        body = json.dumps(_notification_body(order)).encode("utf-8")
+        return self._signed(_notification_body(order))
+
+    def _signed(self, payload: dict[str, Any]) -> Notification:
+        body = json.dumps(payload).encode("utf-8")
         return {SIGNATURE_HEADER: self._sign(body), "content-type": "application/json"}, body
+
+    def _paid_again_if_nothing_refunded(self, out_trade_no: str) -> None:
+        """A failed (closed) refund paid nothing: with no other refund the order reads PAID again."""
+        if not any(self._live_refunds(out_trade_no)):
+            order = self._orders[out_trade_no]
+            self._orders[out_trade_no] = replace(order, state=TradeState.PAID)
+
+    def _live_refunds(self, out_trade_no: str) -> list[ChannelRefund]:
+        """The order's refunds that hold (or paid out) their amount: all but the failed ones."""
+        return [
+            item.refund
+            for item in self._refunds.values()
+            if item.refund.out_trade_no == out_trade_no and item.refund.status is not RefundStatus.FAILED
+        ]
 
     def _order(self, out_trade_no: str) -> _Order:
         order = self._orders.get(out_trade_no)
@@ -187,11 +241,7 @@ class FakeChannel:
             raise ChannelRejected("INVALID_REQUEST", "order not paid", RejectionReason.INVALID_REQUEST)
         if order_total != order.amount or refund_amount.fen <= 0:
             raise ChannelRejected("PARAM_ERROR", "refund amounts", RejectionReason.INVALID_REQUEST)
-        refunded = total(
-            item.refund.amount
-            for item in self._refunds.values()
-            if item.refund.out_trade_no == order.out_trade_no
-        )
+        refunded = total(refund.amount for refund in self._live_refunds(order.out_trade_no))
         if refunded + refund_amount > order.amount:
             raise ChannelRejected(
                 "NOT_ENOUGH", "refund exceeds the rest", RejectionReason.REFUND_EXCEEDS_PAID
@@ -259,7 +309,25 @@ def _notification_body(order: _Order) -> dict[str, Any]:
     }
 
 
+def _refund_notification_body(refund: ChannelRefund) -> dict[str, Any]:
+    return {
+        "id": f"fake-event-{refund.out_refund_no}-{refund.status.value}",
+        "event_type": _REFUND_EVENTS[refund.status],
+        "refund": {
+            "out_refund_no": refund.out_refund_no,
+            "out_trade_no": refund.out_trade_no,
+            "refund_id": refund.refund_id,
+            "status": refund.status.value,
+            "amount_fen": refund.amount.fen,
+            "success_time": refund.success_time.isoformat() if refund.success_time else None,
+        },
+    }
+
+
 def _notification_from(body: Mapping[str, Any]) -> ChannelNotification:
+    if "refund" in body:
+        refund = _refund_from(body["refund"])
+        return ChannelNotification(str(body["id"]), str(body["event_type"]), refund=refund)
     trade = body["trade"]
     success_time = datetime.fromisoformat(trade["success_time"]) if trade["success_time"] else None
     status = ChannelTradeStatus(
@@ -271,6 +339,19 @@ def _notification_from(body: Mapping[str, Any]) -> ChannelNotification:
         channel_state=trade["state"],
     )
     return ChannelNotification(str(body["id"]), str(body["event_type"]), trade=status)
+
+
+def _refund_from(item: Mapping[str, Any]) -> ChannelRefund:
+    success_time = datetime.fromisoformat(item["success_time"]) if item["success_time"] else None
+    return ChannelRefund(
+        item["out_refund_no"],
+        item["out_trade_no"],
+        item["refund_id"],
+        RefundStatus(item["status"]),
+        Money(item["amount_fen"]),
+        success_time,
+        channel_status=item["status"],
+    )
 
 
 def _conforms_to_the_port(channel: FakeChannel) -> PaymentChannel:

@@ -27,11 +27,17 @@ class TradeState(StrEnum):
 
 
 class RefundStatus(StrEnum):
+    """A channel refund's state. PROCESSING is the usual first answer; the final word comes later
+    by notification or `query_refund`."""
+
     PROCESSING = "PROCESSING"  # accepted, money not yet back with the patient
     SUCCEEDED = "SUCCEEDED"
     FAILED = "FAILED"  # closed without paying out: the amount is refundable again
-    # accepted, but the money could not reach the patient (card closed...): never re-issued; a person
-    # re-routes it at the channel
+    # The channel could not pay the patient (e.g. the bank card is closed or frozen): the money sits
+    # with the channel and the refund still exists. Not final and not FAILED: never issue it again
+    # (that would pay twice once it is re-routed); a person must re-route it (WeChat Pay:
+    # apply-abnormal-refund, or the merchant platform), after which it goes PROCESSING -> SUCCEEDED.
+    # Payment-core flags the order for a person instead of waiting as if PROCESSING.
     ABNORMAL = "ABNORMAL"
 
 
@@ -166,11 +172,15 @@ class PaymentChannel(Protocol):
     async def refund(
         self, out_refund_no: str, out_trade_no: str, refund_amount: Money, order_total: Money, reason: str
     ) -> ChannelRefund:
-        """Refund part of a paid order; replays return the first refund. Refunding more than what
-        remains is ChannelRejected(REFUND_EXCEEDS_PAID)."""
+        """Refund part of a paid order; replays return the first refund as it stands now. The answer
+        is often PROCESSING: the outcome follows by notification (to the channel's refund notify URL)
+        or `query_refund`. Refunding more than what remains (refunds not FAILED count against the
+        order) is ChannelRejected(REFUND_EXCEEDS_PAID)."""
         ...
 
-    async def query_refund(self, out_refund_no: str) -> ChannelRefund: ...
+    async def query_refund(self, out_refund_no: str) -> ChannelRefund:
+        """The refund as the channel sees it now; ChannelRejected(NOT_FOUND) if it never saw it."""
+        ...
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelNotification | None:
         """Verify and decode a callback. None when it cannot be trusted (fail closed): a bad or

@@ -92,7 +92,9 @@ class WechatPayCredentials:
 class WechatPaySettings(BaseSettings):
     """MEDPAY_WECHATPAY_*: where the keys are and which gateway to talk to. Without a gateway URL
     the adapter talks to the local simulator (MEDPAY_HOST:MEDPAY_WECHATPAY_SIM_PORT); production
-    sets MEDPAY_WECHATPAY_GATEWAY_URL=https://api.mch.weixin.qq.com."""
+    sets MEDPAY_WECHATPAY_GATEWAY_URL=https://api.mch.weixin.qq.com. Refund results are notified
+    to MEDPAY_WECHATPAY_REFUND_NOTIFY_URL when set, else to payment-core's notify endpoint (the
+    one payment notifications use: it reads both)."""
 
     model_config = SettingsConfigDict(env_prefix="MEDPAY_WECHATPAY_", extra="ignore")
 
@@ -104,16 +106,17 @@ class WechatPaySettings(BaseSettings):
 
 
 def build_wechatpay_channel(
-    mesh: MeshSettings, settings: WechatPaySettings | None = None
+    mesh: MeshSettings, settings: WechatPaySettings | None = None, *, notify_url: str | None = None
 ) -> WechatPayChannel:
-    """Composition-root factory. The channel opens its HTTP client on first use; `aclose()` it."""
+    """Composition-root factory. The channel opens its HTTP client on first use; `aclose()` it.
+    `notify_url` is payment-core's notify endpoint, where refund results go by default."""
     settings = settings or WechatPaySettings()
     gateway = settings.gateway_url or f"http://{mesh.host}:{mesh.wechatpay_sim_port}"
     return WechatPayChannel(
         WechatPayCredentials.from_key_dir(settings.key_dir),
         gateway,
         timeout=(settings.connect_timeout_s, settings.read_timeout_s),
-        refund_notify_url=settings.refund_notify_url,
+        refund_notify_url=settings.refund_notify_url or notify_url,
     )
 
 
@@ -129,6 +132,8 @@ class WechatPayChannel:
         timeout: tuple[float, float] = (3.0, 10.0),
         refund_notify_url: str | None = None,
     ) -> None:
+        """`refund_notify_url`: where WeChat Pay sends REFUND.* results (the refund request's
+        notify_url). Without it the refund's outcome is known only by `query_refund`."""
         self._sdk = AsyncWeChatPay(
             wechatpay_type=WeChatPayType.NATIVE,
             mchid=credentials.mchid,

@@ -32,10 +32,18 @@ TRADE_STATES: Mapping[str, TradeState] = {
 REFUND_STATUSES: Mapping[str, RefundStatus] = {
     "SUCCESS": RefundStatus.SUCCEEDED,
     "PROCESSING": RefundStatus.PROCESSING,
-    # ABNORMAL: the money could not reach the patient's card and waits for a manual re-route
-    # (apply-abnormal-refund). It is not FAILED: the refund still exists and must not be re-issued.
-    "ABNORMAL": RefundStatus.PROCESSING,
-    "CLOSED": RefundStatus.FAILED,
+    # ABNORMAL (退款异常): the money could not reach the patient's card and waits for a person to
+    # re-route it (apply-abnormal-refund). Not FAILED: the refund still exists and must not be
+    # re-issued. Not PROCESSING either: nothing happens until someone acts.
+    "ABNORMAL": RefundStatus.ABNORMAL,
+    "CLOSED": RefundStatus.FAILED,  # 退款关闭: nothing was paid out
+}
+
+# The refund notifications WeChat Pay sends, and the status each one must carry.
+REFUND_EVENTS: Mapping[str, str] = {
+    "REFUND.SUCCESS": "SUCCESS",
+    "REFUND.ABNORMAL": "ABNORMAL",
+    "REFUND.CLOSED": "CLOSED",
 }
 
 REJECTIONS: Mapping[str, RejectionReason] = {
@@ -108,9 +116,16 @@ def notification_from(callback: Mapping[str, Any]) -> ChannelNotification | None
     event_id = str(callback.get("id", ""))
     if event_type.startswith("TRANSACTION."):
         return ChannelNotification(event_id, event_type, trade=trade_status_from(resource))
-    if event_type.startswith("REFUND."):
-        return ChannelNotification(event_id, event_type, refund=refund_from(resource, "refund_status"))
+    if event_type in REFUND_EVENTS:
+        return _refund_notification(event_id, event_type, resource)
     return None
+
+
+def _refund_notification(event_id: str, event_type: str, resource: Mapping[str, Any]) -> ChannelNotification:
+    refund = refund_from(resource, "refund_status")
+    if refund.channel_status != REFUND_EVENTS[event_type]:
+        raise ChannelProtocolError(f"{event_type} carries refund_status {refund.channel_status!r}")
+    return ChannelNotification(event_id, event_type, refund=refund)
 
 
 def _text(body: Mapping[str, Any], key: str) -> str:
