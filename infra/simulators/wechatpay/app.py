@@ -281,7 +281,7 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
         route(f"{transactions}/out-trade-no/{{out_trade_no}}/close", "close", api.close, "POST"),
         route("/v3/refund/domestic/refunds", "refund", api.refund, "POST"),
         route("/v3/refund/domestic/refunds/{out_refund_no}", "query", api.query_refund, "GET"),
-        route("/v3/bill/tradebill", None, api.trade_bill, "GET"),
+        route("/v3/bill/tradebill", "trade_bill", api.trade_bill, "GET"),
         Route("/v3/billdownload/file", api.download_bill, methods=["GET"]),
         Route("/sim/pay", api.patient_pays, methods=["POST"]),
         Route("/sim/faults", api.arm_fault, methods=["POST"]),
