@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -19,11 +22,13 @@ from services.reconciliation.adapters.wechatpay_client import WechatPayTradeBill
 from services.reconciliation.config import SERVICE_NAME, ReconciliationSettings
 from services.reconciliation.entrypoints.grpc_servicer import ReconciliationServicer
 from services.reconciliation.service_layer.handlers import ReconciliationHandlers
+from services.reconciliation.service_layer.jobs import JobPolicy, ReconciliationJobs
 from services.reconciliation.service_layer.ports import (
     ChannelBillSource,
     InsurerTotalsSource,
     PlatformLedgerSource,
 )
+from services.reconciliation.service_layer.reconcile_day import DayReconciler
 from services.reconciliation.service_layer.unit_of_work import UnitOfWork
 from services.runtime.bootstrap import ServiceDatabase, command_line, run, serve_or_migrate, start_process
 from services.runtime.clock import utcnow
@@ -40,6 +45,7 @@ class ReconciliationApp:
 
     settings: ReconciliationSettings
     db: ServiceDatabase
+    jobs: ReconciliationJobs
     handlers: ReconciliationHandlers
     servicer: ReconciliationServicer
     channels: list[grpc.aio.Channel] = field(default_factory=list)
@@ -57,13 +63,14 @@ class ReconciliationApp:
             name=SERVICE_NAME,
             address=self.settings.grpc_address,
             register=self.register,
-            background=[self.db.outbox.run_relay, self.db.instance.run],
+            background=[self.db.outbox.run_relay, self.db.instance.run, self.jobs.run],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,
         )
 
     async def close(self) -> None:
+        await self.jobs.stop()
         for channel in self.channels:
             await channel.close()
         await self.db.close()
@@ -91,11 +98,34 @@ def build(
     if channel_bill is None:
         key_dir, base_url = settings.wechatpay_key_dir, settings.wechatpay_base_url
         channel_bill = WechatPayTradeBills(key_dir, base_url, settings.default_deadline_s)
-    handlers = ReconciliationHandlers(
-        lambda: UnitOfWork(db.sessions, db.outbox), platform_ledger, channel_bill, insurer_totals, clock
+
+    def unit_of_work() -> UnitOfWork:
+        return UnitOfWork(db.sessions, db.outbox)
+
+    reconcile = DayReconciler(platform_ledger, channel_bill, insurer_totals, clock)
+    jobs = ReconciliationJobs(unit_of_work, reconcile, job_policy(settings), clock)
+    handlers = ReconciliationHandlers(unit_of_work, jobs)
+    servicer = ReconciliationServicer(handlers, db.idempotency, settings.reconciliation_answer_within_s)
+    return ReconciliationApp(settings, db, jobs, handlers, servicer, channels)
+
+
+def job_policy(settings: ReconciliationSettings) -> JobPolicy:
+    return JobPolicy(
+        holder=process_holder(),
+        lease=timedelta(seconds=settings.reconciliation_lease_s),
+        renew_every=timedelta(seconds=settings.reconciliation_lease_renew_s),
+        sweep_every=timedelta(seconds=settings.reconciliation_takeover_interval_s),
+        max_attempts=settings.reconciliation_max_attempts,
+        max_concurrent=settings.reconciliation_max_concurrent_runs,
+        retry_after=timedelta(seconds=settings.reconciliation_retry_after_s),
+        attempt_limit=timedelta(seconds=settings.reconciliation_attempt_limit_s),
     )
-    servicer = ReconciliationServicer(handlers, db.idempotency)
-    return ReconciliationApp(settings, db, handlers, servicer, channels)
+
+
+def process_holder() -> str:
+    """This process as the holder of run leases: host and pid, plus a random part, because a pid is
+    reused by a later process (which must not mistake a dead one's runs for its own)."""
+    return f"{socket.gethostname()[:50]}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 async def run_service(command: str, settings: ReconciliationSettings) -> None:

@@ -1,8 +1,10 @@
-"""Crashes and unknown outcomes in the insured settlement, through the real mesh.
+"""Crashes and unknown outcomes in the insured settlement and in a reconciliation run, through the
+real mesh.
 
-A mesh of its own with a quick janitor and a short insurer deadline, so that recovery happens in
-seconds. Invariants checked: the insurer settles once, the patient pays once, the platform never
-decides an unknown outcome by guessing, and the order ends SETTLED (or its cash refunded).
+A mesh of its own with a quick janitor, a short insurer deadline and short reconciliation leases,
+so that recovery happens in seconds. Invariants checked: the insurer settles once, the patient pays
+once, the platform never decides an unknown outcome by guessing, and the order ends SETTLED (or its
+cash refunded); a reconciliation run whose process is killed ends COMPLETED, not RUNNING forever.
 """
 
 from __future__ import annotations
@@ -11,13 +13,16 @@ import asyncio
 import signal
 import uuid
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import httpx
 import pytest
 from medpay.insurance.v1 import insurance_pb2
 from medpay.payment.v1 import payment_pb2
+from medpay.reconciliation.v1 import reconciliation_pb2
 
 from infra.local.processes import MeshProcesses
+from services.runtime.clock import business_date_of, utcnow
 from tests.conftest import running_mesh
 from tests.e2e.flows import PEOPLE, Status, Stubs, insured_order_request, patient_scans, wait_for_status
 
@@ -28,6 +33,10 @@ QUICK_RECOVERY = {
     "MEDPAY_PAYMENT_CORE_RETRY_BASE_S": "1",
     "MEDPAY_NHSA_TIMEOUT_S": "2",
     "MEDPAY_NHSA_SIM_HANG_S": "4",
+    "MEDPAY_RECONCILIATION_ANSWER_WITHIN_S": "1",
+    "MEDPAY_RECONCILIATION_LEASE_S": "2",
+    "MEDPAY_RECONCILIATION_LEASE_RENEW_S": "0.5",
+    "MEDPAY_RECONCILIATION_TAKEOVER_INTERVAL_S": "0.5",
 }
 
 
@@ -135,3 +144,58 @@ async def test_an_insurer_refusal_after_payment_refunds_the_cash(
     assert current.refunded_cash_fen == current.cash_paid_fen
     [settlement] = await insurer_side(stubs, order.order_id)
     assert settlement.status == insurance_pb2.SETTLEMENT_STATUS_FAILED
+
+
+async def wechat_faults(mesh: MeshProcesses, fault: dict[str, object] | None = None) -> list[object]:
+    """Arm one fault on the WeChat Pay simulator (when given); the faults still armed."""
+    async with httpx.AsyncClient(timeout=5) as client:
+        base = f"{mesh.layout.http_base('wechatpay-sim')}/sim/faults"
+        reply = await (client.post(base, json=fault) if fault else client.get(base))
+        reply.raise_for_status()
+        armed: list[object] = reply.json()
+        return armed
+
+
+async def until_reconciled(
+    stubs: Stubs, run_id: str, timeout_s: float
+) -> reconciliation_pb2.ReconciliationRun:
+    request = reconciliation_pb2.GetReconciliationRunRequest(run_id=run_id)
+    for _ in range(int(timeout_s / 0.25)):
+        run = (await stubs.reconciliation.GetReconciliationRun(request, timeout=5)).run
+        if run.status != reconciliation_pb2.RUN_STATUS_RUNNING:
+            return run
+        await asyncio.sleep(0.25)
+    return run
+
+
+async def test_reconciliation_killed_mid_run_is_taken_over_and_completes(
+    crash_mesh: MeshProcesses, stubs: Stubs
+) -> None:
+    # The trade bill download stalls 30 s (longer than the run waits for it): the run is mid-way
+    # when its process is killed, and the restarted process must finish it.
+    await wechat_faults(crash_mesh, {"operation": "trade_bill", "mode": "timeout", "count": 1, "delay_s": 30})
+    yesterday = (business_date_of(utcnow()) - timedelta(days=1)).isoformat()
+    request = reconciliation_pb2.RunReconciliationRequest(
+        request_id=uuid.uuid4().hex, business_date=yesterday
+    )
+    started = (await stubs.reconciliation.RunReconciliation(request, timeout=10)).run
+    for _ in range(100):  # until the run is inside the stalled download
+        if not await wechat_faults(crash_mesh):
+            break
+        await asyncio.sleep(0.1)
+    assert await wechat_faults(crash_mesh) == []
+    crash_mesh.stop_process("reconciliation", signal.SIGKILL)
+    crash_mesh.start_process("reconciliation")
+    await crash_mesh.wait_ready(["reconciliation"])
+
+    done = await until_reconciled(stubs, started.run_id, timeout_s=30)
+    replayed = (await stubs.reconciliation.RunReconciliation(request, timeout=10)).run
+
+    assert started.status == reconciliation_pb2.RUN_STATUS_RUNNING
+    assert done.status == reconciliation_pb2.RUN_STATUS_COMPLETED, done.failure_reason
+    assert (done.run_id, done.business_date, done.started_at) == (
+        started.run_id,
+        yesterday,
+        started.started_at,
+    )
+    assert (replayed.run_id, replayed.status) == (started.run_id, reconciliation_pb2.RUN_STATUS_COMPLETED)

@@ -171,6 +171,7 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
     ("operation", "mode", "allowed"),
     [
         ("place_order", "timeout", True),
+        ("trade_bill", "timeout", True),
         ("pay_notify", "duplicate", True),
         ("close", "late_success_after_close", True),
         ("refund", "duplicate", False),

@@ -309,7 +309,7 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
         route("/v3/refund/domestic/refunds", "refund", api.refund, "POST"),
         route("/v3/refund/domestic/refunds/{out_refund_no}", "query", api.query_refund, "GET"),
         route(f"{refunds}/{{refund_id}}/apply-abnormal-refund", "refund", api.reroute_refund, "POST"),
-        route("/v3/bill/tradebill", None, api.trade_bill, "GET"),
+        route("/v3/bill/tradebill", "trade_bill", api.trade_bill, "GET"),
         Route("/v3/billdownload/file", api.download_bill, methods=["GET"]),
         Route("/sim/pay", api.patient_pays, methods=["POST"]),
         Route("/sim/refunds/finish", api.finish_refund, methods=["POST"]),

@@ -1,6 +1,6 @@
 """Fault injection, armed by tests through POST /sim/faults and consumed one firing at a time.
 
-Request faults (place_order, query, refund, close):
+Request faults (place_order, query, refund, close, trade_bill):
     http_500  answer 500 SYSTEM_ERROR without doing anything;
     timeout   do the work, then stall `delay_s` before answering (the caller times out after its
               request was applied: the classic "outcome unknown");
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-REQUEST_OPERATIONS = frozenset({"place_order", "query", "refund", "close"})
+REQUEST_OPERATIONS = frozenset({"place_order", "query", "refund", "close", "trade_bill"})
 NOTIFY_OPERATIONS = frozenset({"pay_notify", "refund_notify"})
 REQUEST_MODES = frozenset({"http_500", "timeout", "lost"})
 REFUND_OUTCOME_MODES = frozenset({"processing", "abnormal", "closed", "sync_success"})

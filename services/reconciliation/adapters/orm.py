@@ -17,6 +17,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    text,
 )
 
 from services.reconciliation.domain.model import DiscrepancyClass, DiscrepancyStatus, RunStatus
@@ -30,6 +31,11 @@ def _one_of(column: str, values: type[RunStatus] | type[DiscrepancyClass] | type
     return f"{column} IN ({', '.join(repr(member.value) for member in values)})"
 
 
+_RUNNING = text("status = 'RUNNING'")
+
+# A RUNNING run is a job under a lease: `holder` (a process id) executes it until
+# `lease_expires_at`, renewing it as it works. At most one RUNNING run per business day (a partial
+# unique index), so a second request for the day joins the running one instead of racing it.
 reconciliation_runs = Table(
     "reconciliation_runs",
     metadata,
@@ -41,9 +47,27 @@ reconciliation_runs = Table(
     Column("failure_reason", Text, nullable=False, default=""),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("holder", String(80), nullable=False, server_default=""),
+    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("last_error", Text, nullable=False, server_default=""),
     CheckConstraint(_one_of("status", RunStatus), name="ck_reconciliation_runs_status"),
     Index("ix_reconciliation_runs_newest", "started_at", "run_id"),
     Index("ix_reconciliation_runs_business_date", "business_date"),
+    Index(
+        "uq_reconciliation_runs_running_day",
+        "business_date",
+        unique=True,
+        sqlite_where=_RUNNING,
+        postgresql_where=_RUNNING,
+    ),
+    # What the takeover sweep reads every few seconds: RUNNING runs by lease expiry.
+    Index(
+        "ix_reconciliation_runs_running_leases",
+        "lease_expires_at",
+        sqlite_where=_RUNNING,
+        postgresql_where=_RUNNING,
+    ),
 )
 
 # One row per source a run read: what moved on that source for the day.

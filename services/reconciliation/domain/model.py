@@ -14,6 +14,8 @@ from enum import StrEnum
 from services.runtime.money import Money
 
 PLATFORM_SOURCE = "platform"
+# Why an execution ended when all we know is that its holder stopped renewing the lease.
+HOLDER_STOPPED = "the process executing it stopped before it finished (its lease expired)"
 # Money is frozen, so one shared zero is a safe dataclass default.
 NO_MONEY = Money(0)
 
@@ -185,6 +187,10 @@ class RecordedDiscrepancy:
 
 @dataclass(frozen=True, slots=True)
 class ReconciliationRun:
+    """One reconciliation of one business day. A RUNNING run is a job: `holder` (a process) executes
+    it while `lease_expires_at` lies ahead, renewing it as it works; a run whose lease ran out was
+    abandoned (its process died) and is started again from a clean slate, `attempts` times at most."""
+
     run_id: str
     business_date: date
     status: RunStatus
@@ -194,10 +200,40 @@ class ReconciliationRun:
     discrepancy_count: int = 0
     totals: tuple[SourceTotals, ...] = ()
     failure_reason: str = ""
+    holder: str = ""
+    lease_expires_at: datetime | None = None
+    # Executions started so far (the first one included).
+    attempts: int = 0
+    # Why the previous execution ended without an outcome.
+    last_error: str = ""
 
     @classmethod
-    def start(cls, run_id: str, business_date: date, now: datetime) -> ReconciliationRun:
-        return cls(run_id=run_id, business_date=business_date, status=RunStatus.RUNNING, started_at=now)
+    def start(
+        cls, run_id: str, business_date: date, now: datetime, holder: str, lease_until: datetime
+    ) -> ReconciliationRun:
+        return cls(
+            run_id=run_id, business_date=business_date, status=RunStatus.RUNNING, started_at=now,
+            holder=holder, lease_expires_at=lease_until, attempts=1,
+        )  # fmt: skip
+
+    def lease_expired(self, now: datetime) -> bool:
+        if self.status is not RunStatus.RUNNING:
+            return False
+        return self.lease_expires_at is None or self.lease_expires_at <= now
+
+    def attempted_again(self, holder: str, lease_until: datetime, why_last_ended: str) -> ReconciliationRun:
+        """The next execution, by `holder`, after the previous one ended without an outcome."""
+        return replace(
+            self, holder=holder, lease_expires_at=lease_until, attempts=self.attempts + 1,
+            last_error=why_last_ended,
+        )  # fmt: skip
+
+    def given_up(self, why_last_ended: str, now: datetime) -> ReconciliationRun:
+        """No attempt left: the run ends FAILED and says why, instead of staying RUNNING forever."""
+        reason = f"gave up after {self.attempts} attempts; the last one ended: {why_last_ended}"
+        return replace(
+            self, status=RunStatus.FAILED, finished_at=now, failure_reason=reason, last_error=why_last_ended
+        )
 
     def completed(
         self, matched_count: int, discrepancy_count: int, totals: tuple[SourceTotals, ...], now: datetime

@@ -16,26 +16,53 @@ from services.reconciliation.entrypoints.mapping import (
 from services.reconciliation.service_layer.handlers import ReconciliationHandlers
 from services.runtime.clock import business_date_of, utcnow
 from services.runtime.errors import InvalidArgument, NotOffered
-from services.runtime.idempotency import IdempotencyStore, idempotent
+from services.runtime.idempotency import IdempotencyStore
 from services.runtime.pagination import decode_page_token, encode_page_token
 from services.runtime.validation import Violations
 
-# grpc ships no type hints; the servicer never touches the context beyond passing it on.
+# grpc ships no type hints; the servicer reads the caller's deadline from the context, nothing else.
 Context = Any
+# Time kept back from the caller's deadline to read the run and send the answer: a fifth of what is
+# left, at most this.
+_ANSWER_MARGIN_S = 1.0
 
 
 class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServicer):
-    def __init__(self, handlers: ReconciliationHandlers, idempotency: IdempotencyStore) -> None:
+    def __init__(
+        self, handlers: ReconciliationHandlers, idempotency: IdempotencyStore, answer_within_s: float = 30.0
+    ) -> None:
         self._handlers = handlers
         self.idempotency = idempotency
+        self._answer_within_s = answer_within_s
 
-    @idempotent(pb.RunReconciliationResponse)
     async def RunReconciliation(
         self, request: pb.RunReconciliationRequest, context: Context
     ) -> pb.RunReconciliationResponse:
-        """Reconcile the day to the end; a FAILED run is an answer, not an error."""
-        run = await self._handlers.run_reconciliation(_day_to_reconcile(request.business_date))
+        """Start (or join) the day's run and wait for it, bounded: the run COMPLETED or FAILED if it
+        ended by then (a FAILED run is an answer, not an error), else RUNNING, to be polled."""
+        run_id = await self._run_of_request(request)
+        run = await self._handlers.await_run(run_id, _answer_within(context, self._answer_within_s))
         return pb.RunReconciliationResponse(run=run_to_proto(run))
+
+    async def _run_of_request(self, request: pb.RunReconciliationRequest) -> str:
+        """The run this request_id stands for: the one it started or joined before (a replay, then
+        answered as it stands now), else the day's RUNNING run or a new one. The request_id is
+        settled as soon as the run is stored, not when it ends, so a retry after a lost answer or a
+        crash finds the run rather than REQUEST_IN_PROGRESS."""
+        violations = Violations()
+        violations.require_request_id(request.request_id)
+        violations.raise_if_any()
+        stored = await self.idempotency.claim("RunReconciliation", request.request_id, request)
+        if stored is not None:
+            return str(pb.RunReconciliationResponse.FromString(stored).run.run_id)
+        try:
+            run = await self._handlers.start_reconciliation(_day_to_reconcile(request.business_date))
+        except BaseException:
+            await self.idempotency.release(request.request_id)
+            raise
+        answer = pb.RunReconciliationResponse(run=run_to_proto(run))
+        await self.idempotency.complete(request.request_id, answer)
+        return run.run_id
 
     async def GetReconciliationRun(
         self, request: pb.GetReconciliationRunRequest, context: Context
@@ -97,6 +124,15 @@ class ReconciliationServicer(reconciliation_pb2_grpc.ReconciliationServiceServic
     ) -> pb.ImportStatementResponse:
         # Only the WeChat Pay bill is read in this release, downloaded by the run itself.
         raise NotOffered("ImportStatement is not offered yet", {"rpc": "ImportStatement"})
+
+
+def _answer_within(context: Context, ceiling_s: float) -> float:
+    """How long RunReconciliation waits for its run: the configured ceiling, less when the caller's
+    deadline is nearer (minus a margin to send the answer before it)."""
+    remaining: float | None = context.time_remaining()
+    if remaining is None:
+        return ceiling_s
+    return max(0.0, min(ceiling_s, remaining - min(_ANSWER_MARGIN_S, remaining / 5)))
 
 
 def _day_to_reconcile(text: str) -> date:

@@ -18,6 +18,7 @@ from rich.markup import escape
 
 from medpay.client import Addresses, MedPayClient, MedPayError, tables
 from medpay.payment.v1 import payment_pb2
+from medpay.reconciliation.v1 import reconciliation_pb2
 
 app = typer.Typer(help="Operate the MedPay Mesh payment middle platform.", no_args_is_help=True)
 order_app = typer.Typer(help="Payment orders.", no_args_is_help=True)
@@ -110,13 +111,25 @@ def order_refund(
 
 
 @recon_app.command("run")
-def recon_run(day: DateArgument) -> None:
-    """Reconcile a business day: platform, WeChat Pay bill, insurer totals."""
+def recon_run(
+    day: DateArgument,
+    wait_s: Annotated[
+        float, typer.Option("--wait", min=1, help="Stop waiting after this many seconds; the run goes on.")
+    ] = 300.0,
+) -> None:
+    """Reconcile a business day: platform, WeChat Pay bill, insurer totals. Waits for the run to end;
+    exit 1 if it is still running by then (run the same command again: it answers the same run)."""
     when = business_date(day)
 
     async def reconcile(client: MedPayClient) -> None:
-        run = await client.run_reconciliation(when)
+        run = await client.run_reconciliation(when, timeout_s=wait_s)
         console.print(tables.run_table(run))
+        if run.status == reconciliation_pb2.RUN_STATUS_RUNNING:
+            console.print(
+                f"[yellow]still running after {wait_s:g}s[/yellow]: `medpay recon run {when}` again "
+                "waits for the same run"
+            )
+            raise typer.Exit(1)
         if run.discrepancy_count:
             discrepancies = [item async for item in client.list_discrepancies(run.run_id)]
             console.print(tables.discrepancy_counts_table(discrepancies))

@@ -18,7 +18,8 @@ Response = TypeVar("Response")
 @dataclass(frozen=True, slots=True)
 class Deadlines:
     """Per-attempt deadlines in seconds. Writes are longer: an insured order waits for four
-    insurer transactions; a reconciliation run answers only when the whole day is matched."""
+    insurer transactions. `reconciliation_s` bounds the whole wait for a reconciliation run (the
+    service answers a long run while it is RUNNING, and the facade polls it)."""
 
     read_s: float = 5.0
     write_s: float = 20.0

@@ -49,6 +49,8 @@ OrderStatus: TypeAlias = payment_pb2.OrderStatus.ValueType
 _NOT_SETTLING = frozenset({payment_pb2.ORDER_STATUS_CLOSED, payment_pb2.ORDER_STATUS_REFUNDED})
 _NOT_REFUNDING = frozenset({payment_pb2.ORDER_STATUS_CLOSED})
 _PAGE_SIZE = 200
+# A reconciliation run takes seconds to minutes: looking twice a second is plenty.
+_RUN_POLL_S = 0.5
 
 
 def new_request_id() -> str:
@@ -277,16 +279,49 @@ class MedPayClient:
     # ---- reconciliation ------------------------------------------------------------------
 
     async def run_reconciliation(
-        self, business_date: date | str, *, request_id: str | None = None
+        self, business_date: date | str, *, request_id: str | None = None, timeout_s: float | None = None
     ) -> reconciliation_pb2.ReconciliationRun:
-        """Reconcile one business day three ways; answers when the run is complete."""
+        """Reconcile one business day three ways, and wait for the run to end: it is returned
+        COMPLETED, FAILED (see its failure_reason), or still RUNNING when `timeout_s` (default
+        `Deadlines.reconciliation_s`) passed first. The service answers a long run while it is still
+        RUNNING, so this polls GetReconciliationRun meanwhile. A call for a day that has a RUNNING
+        run answers that same run, so calling again after a timeout waits for it some more."""
+        loop = asyncio.get_running_loop()
+        budget_s = self._deadlines.reconciliation_s if timeout_s is None else timeout_s
+        give_up_at = loop.time() + budget_s
         request = reconciliation_pb2.RunReconciliationRequest(
             request_id=request_id or new_request_id(), business_date=_iso(business_date)
         )
         response: reconciliation_pb2.RunReconciliationResponse = await self._call(
-            self._reconciliation.RunReconciliation, request, self._deadlines.reconciliation_s
+            self._reconciliation.RunReconciliation, request, budget_s
+        )
+        return await self._until_run_ended(response.run, give_up_at - loop.time())
+
+    async def get_reconciliation_run(self, run_id: str) -> reconciliation_pb2.ReconciliationRun:
+        request = reconciliation_pb2.GetReconciliationRunRequest(run_id=run_id)
+        response: reconciliation_pb2.GetReconciliationRunResponse = await self._call(
+            self._reconciliation.GetReconciliationRun, request, self._deadlines.read_s
         )
         return response.run
+
+    async def wait_until_reconciled(
+        self, run_id: str, timeout_s: float = 60.0
+    ) -> reconciliation_pb2.ReconciliationRun:
+        """Poll a run until it is COMPLETED or FAILED, or `timeout_s` pass; the run as last seen."""
+        return await self._until_run_ended(await self.get_reconciliation_run(run_id), timeout_s)
+
+    async def _until_run_ended(
+        self, run: reconciliation_pb2.ReconciliationRun, timeout_s: float
+    ) -> reconciliation_pb2.ReconciliationRun:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        while run.status == reconciliation_pb2.RUN_STATUS_RUNNING:
+            left = give_up_at - loop.time()
+            if left <= 0:
+                return run
+            await asyncio.sleep(min(_RUN_POLL_S, left))
+            run = await self.get_reconciliation_run(run.run_id)
+        return run
 
     async def list_discrepancies(self, run_id: str) -> AsyncIterator[reconciliation_pb2.Discrepancy]:
         token = ""

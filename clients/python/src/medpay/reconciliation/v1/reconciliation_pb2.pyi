@@ -30,17 +30,29 @@ class _RunStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RunStatus.V
     DESCRIPTOR: _descriptor.EnumDescriptor
     RUN_STATUS_UNSPECIFIED: _RunStatus.ValueType  # 0
     RUN_STATUS_RUNNING: _RunStatus.ValueType  # 1
+    """Stored and being executed (or about to be taken over, when the process executing it died).
+    Poll GetReconciliationRun until it is COMPLETED or FAILED; it is never RUNNING forever.
+    """
     RUN_STATUS_COMPLETED: _RunStatus.ValueType  # 2
     RUN_STATUS_FAILED: _RunStatus.ValueType  # 3
-    """A source could not be read; the run stores what it had and says which source failed."""
+    """A source could not be read; the run stores what it had and says which source failed. Also the
+    end of a run whose executions kept stopping (its process died, or it raised) until no attempt
+    was left: failure_reason then starts "gave up after N attempts".
+    """
 
 class RunStatus(_RunStatus, metaclass=_RunStatusEnumTypeWrapper): ...
 
 RUN_STATUS_UNSPECIFIED: RunStatus.ValueType  # 0
 RUN_STATUS_RUNNING: RunStatus.ValueType  # 1
+"""Stored and being executed (or about to be taken over, when the process executing it died).
+Poll GetReconciliationRun until it is COMPLETED or FAILED; it is never RUNNING forever.
+"""
 RUN_STATUS_COMPLETED: RunStatus.ValueType  # 2
 RUN_STATUS_FAILED: RunStatus.ValueType  # 3
-"""A source could not be read; the run stores what it had and says which source failed."""
+"""A source could not be read; the run stores what it had and says which source failed. Also the
+end of a run whose executions kept stopping (its process died, or it raised) until no attempt
+was left: failure_reason then starts "gave up after N attempts".
+"""
 Global___RunStatus: _TypeAlias = RunStatus  # noqa: Y015
 
 class _DiscrepancyClass:
@@ -178,12 +190,17 @@ class ReconciliationRun(_message.Message):
     matched_count: _builtins.int
     discrepancy_count: _builtins.int
     failure_reason: _builtins.str
+    """Why a FAILED run failed; empty otherwise."""
     @_builtins.property
     def totals(self) -> _containers.RepeatedCompositeFieldContainer[Global___SourceTotals]: ...
     @_builtins.property
-    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    def started_at(self) -> _timestamp_pb2.Timestamp:
+        """When the run was first stored; a run taken over after a crash keeps it."""
+
     @_builtins.property
-    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def finished_at(self) -> _timestamp_pb2.Timestamp:
+        """Set once the run is COMPLETED or FAILED."""
+
     def __init__(
         self,
         *,

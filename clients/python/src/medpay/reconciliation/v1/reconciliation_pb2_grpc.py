@@ -76,9 +76,18 @@ class ReconciliationServiceServicer:
 
     def RunReconciliation(self, request, context):
         """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
-        Runs to completion before answering. The same request_id replays the stored run; a new
-        request_id for a day already reconciled starts a new run. Errors: INVALID_ARGUMENT
-        (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED (REQUEST_IN_PROGRESS).
+        A run is a job of the service: stored RUNNING first, then executed in the background. This call
+        waits for it for a bounded time (the service's limit, less when the caller's deadline is
+        nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll
+        GetReconciliationRun until it is not. A run whose process dies is taken over and executed again
+        from a clean slate (its discrepancies are those of one whole execution, never a mix); after a
+        bounded number of attempts it ends FAILED with the reason.
+        One run per day at a time: while the day has a RUNNING run, a request for the day answers that
+        run (same run_id) instead of starting another. The same request_id replays its run, as it
+        stands now. A new request_id for a day whose runs have all ended starts a new run, which
+        supersedes them (the newest run of a day is the day's reconciliation). Errors:
+        INVALID_ARGUMENT (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED
+        (REQUEST_IN_PROGRESS).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

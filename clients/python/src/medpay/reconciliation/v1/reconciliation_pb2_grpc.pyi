@@ -35,9 +35,18 @@ class ReconciliationServiceStub:
     def __new__(cls, channel: _aio.Channel) -> ReconciliationServiceAsyncStub: ...
     RunReconciliation: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.RunReconciliationRequest, _reconciliation_pb2.RunReconciliationResponse]
     """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
-    Runs to completion before answering. The same request_id replays the stored run; a new
-    request_id for a day already reconciled starts a new run. Errors: INVALID_ARGUMENT
-    (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED (REQUEST_IN_PROGRESS).
+    A run is a job of the service: stored RUNNING first, then executed in the background. This call
+    waits for it for a bounded time (the service's limit, less when the caller's deadline is
+    nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll
+    GetReconciliationRun until it is not. A run whose process dies is taken over and executed again
+    from a clean slate (its discrepancies are those of one whole execution, never a mix); after a
+    bounded number of attempts it ends FAILED with the reason.
+    One run per day at a time: while the day has a RUNNING run, a request for the day answers that
+    run (same run_id) instead of starting another. The same request_id replays its run, as it
+    stands now. A new request_id for a day whose runs have all ended starts a new run, which
+    supersedes them (the newest run of a day is the day's reconciliation). Errors:
+    INVALID_ARGUMENT (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED
+    (REQUEST_IN_PROGRESS).
     """
     GetReconciliationRun: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRunRequest, _reconciliation_pb2.GetReconciliationRunResponse]
     """Errors: INVALID_ARGUMENT, NOT_FOUND."""
@@ -62,9 +71,18 @@ class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RunReconciliation: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.RunReconciliationRequest, _reconciliation_pb2.RunReconciliationResponse]  # type: ignore[assignment]
     """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
-    Runs to completion before answering. The same request_id replays the stored run; a new
-    request_id for a day already reconciled starts a new run. Errors: INVALID_ARGUMENT
-    (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED (REQUEST_IN_PROGRESS).
+    A run is a job of the service: stored RUNNING first, then executed in the background. This call
+    waits for it for a bounded time (the service's limit, less when the caller's deadline is
+    nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll
+    GetReconciliationRun until it is not. A run whose process dies is taken over and executed again
+    from a clean slate (its discrepancies are those of one whole execution, never a mix); after a
+    bounded number of attempts it ends FAILED with the reason.
+    One run per day at a time: while the day has a RUNNING run, a request for the day answers that
+    run (same run_id) instead of starting another. The same request_id replays its run, as it
+    stands now. A new request_id for a day whose runs have all ended starts a new run, which
+    supersedes them (the newest run of a day is the day's reconciliation). Errors:
+    INVALID_ARGUMENT (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED
+    (REQUEST_IN_PROGRESS).
     """
     GetReconciliationRun: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.GetReconciliationRunRequest, _reconciliation_pb2.GetReconciliationRunResponse]  # type: ignore[assignment]
     """Errors: INVALID_ARGUMENT, NOT_FOUND."""
@@ -92,9 +110,18 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_reconciliation_pb2.RunReconciliationResponse, _abc.Awaitable[_reconciliation_pb2.RunReconciliationResponse]]:
         """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
-        Runs to completion before answering. The same request_id replays the stored run; a new
-        request_id for a day already reconciled starts a new run. Errors: INVALID_ARGUMENT
-        (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED (REQUEST_IN_PROGRESS).
+        A run is a job of the service: stored RUNNING first, then executed in the background. This call
+        waits for it for a bounded time (the service's limit, less when the caller's deadline is
+        nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll
+        GetReconciliationRun until it is not. A run whose process dies is taken over and executed again
+        from a clean slate (its discrepancies are those of one whole execution, never a mix); after a
+        bounded number of attempts it ends FAILED with the reason.
+        One run per day at a time: while the day has a RUNNING run, a request for the day answers that
+        run (same run_id) instead of starting another. The same request_id replays its run, as it
+        stands now. A new request_id for a day whose runs have all ended starts a new run, which
+        supersedes them (the newest run of a day is the day's reconciliation). Errors:
+        INVALID_ARGUMENT (business_date), FAILED_PRECONDITION (REQUEST_ID_REUSED), ABORTED
+        (REQUEST_IN_PROGRESS).
         """
 
     @_abc_1.abstractmethod
