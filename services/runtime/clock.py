@@ -14,7 +14,8 @@ def utcnow() -> datetime:
 
 
 def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
+    """A naive datetime is UTC by the platform's convention (db.UtcDateTime stores every moment
+    in UTC and reads it back aware); an aware one is converted."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

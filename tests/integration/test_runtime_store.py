@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from medpay.events.v1 import events_pb2
 from medpay.payment.v1 import payment_pb2
-from sqlalchemy import MetaData
+from sqlalchemy import Column, Integer, MetaData, Table, select
 
-from services.runtime.db import add_runtime_tables, create_engine, session_factory
+from services.runtime.db import UtcDateTime, add_runtime_tables, create_engine, session_factory
 from services.runtime.errors import RequestIdReused, RequestInProgress
 from services.runtime.idempotency import IdempotencyStore
 from services.runtime.outbox import Outbox, new_envelope
@@ -122,3 +124,34 @@ async def test_a_reader_does_not_wait_for_a_writer(database_url: str) -> None:
                 assert result.all() == []  # the writer has not committed
     finally:
         await store.engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "test-database"])
+def either_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/times.sqlite3"
+    return str(request.getfixturevalue("database_url"))
+
+
+async def test_a_time_in_another_zone_is_stored_and_read_back_as_utc(either_backend: str) -> None:
+    """WeChat Pay's success_time comes as +08:00; SQLite keeps no offset, so it must be UTC when
+    written, and every backend reads it back as the same aware UTC instant."""
+    metadata = MetaData()
+    moments = Table("moments", metadata, Column("id", Integer, primary_key=True), Column("at", UtcDateTime()))
+    engine = create_engine(either_backend, None)
+    beijing = datetime.fromisoformat("2026-11-25T10:00:00+08:00")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+            await connection.execute(moments.insert().values(id=1, at=beijing))
+        async with engine.connect() as connection:
+            stored = (await connection.execute(select(moments.c.at))).scalar_one()
+            # The same instant as a bound, in UTC: a half-open day query finds it.
+            utc = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+            found = await connection.execute(
+                select(moments.c.id).where(moments.c.at >= utc, moments.c.at < utc + timedelta(seconds=1))
+            )
+            assert found.scalars().all() == [1]
+    finally:
+        await engine.dispose()
+    assert stored == utc and stored.tzinfo is not None and stored.utcoffset() == timedelta(0)

@@ -10,7 +10,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -21,7 +20,7 @@ from sqlalchemy import (
 )
 
 from services.payment_core.domain.model import InsuranceSplit
-from services.runtime.db import BigId, add_runtime_tables
+from services.runtime.db import BigId, UtcDateTime, add_runtime_tables
 
 metadata = MetaData(
     naming_convention={
@@ -36,7 +35,7 @@ add_runtime_tables(metadata)
 
 
 def _when(name: str, nullable: bool = True) -> Column[object]:
-    return Column(name, DateTime(timezone=True), nullable=nullable)
+    return Column(name, UtcDateTime(), nullable=nullable)
 
 
 SPLIT_COLUMNS = tuple(f"split_{name}_fen" for name in InsuranceSplit.field_names())
