@@ -7,6 +7,10 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
+# The business days the platform answers for. A day outside is a caller's mistake (0001-01-01,
+# 9999-12-31), and the UTC bounds of the first and last days datetime can hold do not exist.
+FIRST_BUSINESS_DATE = date(2000, 1, 1)
+LAST_BUSINESS_DATE = date(2099, 12, 31)
 
 
 def utcnow() -> datetime:

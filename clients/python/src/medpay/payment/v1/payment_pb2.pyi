@@ -729,7 +729,7 @@ class ListPaymentOrdersRequest(_message.Message):
     status: Global___OrderStatus.ValueType
     """Optional filters."""
     business_date: _builtins.str
-    """"YYYY-MM-DD" (Asia/Shanghai) of order creation."""
+    """"YYYY-MM-DD" (Asia/Shanghai) of order creation, 2000-01-01..2099-12-31."""
     his_patient_id: _builtins.str
     def __init__(
         self,
@@ -878,7 +878,7 @@ class ExportTransactionsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     business_date: _builtins.str
-    """"YYYY-MM-DD" in Asia/Shanghai. Required."""
+    """"YYYY-MM-DD" in Asia/Shanghai, 2000-01-01..2099-12-31. Required."""
     page_size: _builtins.int
     page_token: _builtins.str
     def __init__(
