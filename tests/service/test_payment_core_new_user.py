@@ -4,19 +4,19 @@ SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 
+import grpc
 import pytest
 from medpay.payment.v1 import payment_pb2 as pb
 
 from tests.service import test_payment_core as base
-from tests.service.test_payment_core import Harness, created_and_paying, self_pay
+from tests.service.test_payment_core import Harness, created_and_paying, details, insured, self_pay
 
 # The fixtures of the existing harness, shared rather than copied.
 database = base.database
 harness = base.harness
-
-BEIJING = timezone(timedelta(hours=8))
 
 
 @pytest.mark.parametrize(
@@ -46,3 +46,46 @@ async def test_a_beijing_success_time_is_stored_as_the_utc_instant_it_names(
         pb.ExportTransactionsRequest(business_date="2026-11-26")
     )
     assert order.order_id not in [t.order_id for t in next_day.transactions]
+
+
+def _priced(request: pb.CreatePaymentOrderRequest, quantity: int, unit_price: int, line_total: int) -> None:
+    item = request.items[1]
+    item.quantity_milli_units, item.unit_price_fen, item.line_total_fen = quantity, unit_price, line_total
+
+
+@pytest.mark.parametrize("make_request", [self_pay, insured], ids=["self-pay", "insured"])
+@pytest.mark.parametrize(
+    ("quantity", "unit_price", "line_total"),
+    [
+        (10_000, 2_500, 2_501),  # 1 unit at 25.00: one fen too much
+        (1_000_000, 250, 25_050),  # 100 units at 2.50, 50 fen too much
+        (15_000, 333, 499),  # 1.5 × 3.33 = 4.995 rounds half-up to 5.00, not down
+        (10_000, 0, 100),  # a free item cannot bill 1.00
+    ],
+)
+async def test_a_line_total_other_than_quantity_times_unit_price_is_refused_for_every_order(
+    harness: Harness,
+    make_request: Callable[[], pb.CreatePaymentOrderRequest],
+    quantity: int,
+    unit_price: int,
+    line_total: int,
+) -> None:
+    request = make_request()
+    _priced(request, quantity, unit_price, line_total)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.payment.CreatePaymentOrder(request)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details(caught.value) == ("FIELD_INVALID", ["items[1].line_total_fen"])
+    assert harness.insurance.calls == []
+    listed = await harness.payment.ListPaymentOrders(pb.ListPaymentOrdersRequest())
+    assert list(listed.orders) == []
+
+
+@pytest.mark.parametrize("make_request", [self_pay, insured], ids=["self-pay", "insured"])
+async def test_a_line_total_rounded_half_up_to_the_fen_is_accepted_for_every_order(
+    harness: Harness, make_request: Callable[[], pb.CreatePaymentOrderRequest]
+) -> None:
+    request = make_request()
+    _priced(request, 15_000, 333, 500)  # 1.5 × 3.33 = 4.995 → 5.00
+    created = await harness.payment.CreatePaymentOrder(request)
+    assert created.order.total_fen == request.items[0].line_total_fen + 500

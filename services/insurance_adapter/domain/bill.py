@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from services.runtime.money import Money
+from services.runtime.money import Money, line_total
 
 # ChargeItem.quantity_milli_units counts ten-thousandths of a unit (NHSA cnt is 16,4).
 QUANTITY_SCALE = 10_000
@@ -28,8 +28,9 @@ class ChargeLine:
 
 
 def billed_total(quantity_milli_units: int, unit_price: Money) -> Money:
-    """round(quantity × unit price) half-up, in integers: what the HIS must have billed."""
-    return Money((quantity_milli_units * unit_price.fen + QUANTITY_SCALE // 2) // QUANTITY_SCALE)
+    """round(quantity × unit price) half-up, in integers: what the HIS must have billed (the
+    platform's one rule, which payment-core applies to every order too)."""
+    return line_total(quantity_milli_units, unit_price)
 
 
 @dataclass(frozen=True, slots=True)

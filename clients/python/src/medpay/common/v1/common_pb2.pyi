@@ -195,9 +195,16 @@ class ChargeItem(_message.Message):
     quantity_milli_units: _builtins.int
     """Quantity in ten-thousandths of a unit (NHSA cnt is 16,4): 1 unit = 10000."""
     unit_price_fen: _builtins.int
-    """Unit price in fen."""
+    """Unit price in fen, >= 0: the price the line is billed at (a HIS that prices finer than the fen,
+    as NHSA pric 16,6 allows, sends the price rounded to the fen and bills the line at it).
+    """
     line_total_fen: _builtins.int
-    """Line total in fen. Must equal round(quantity * unit price) as the HIS billed it; > 0."""
+    """Line total in fen, > 0: quantity × unit price rounded half-up to the fen (NHSA
+    det_item_fee_sumamt is 16,2; cnt 16,4), i.e. in integers
+      line_total_fen = (quantity × unit_price_fen + 5000) div 10000.
+    The same rule, with no tolerance, for every order, self-pay or insured: any other value is
+    INVALID_ARGUMENT naming items[i].line_total_fen.
+    """
     dept_code: _builtins.str
     """Department and doctor who ordered it."""
     doctor_code: _builtins.str
