@@ -109,7 +109,7 @@ def charge_item(position: int, code: str, quantity: int) -> common_pb2.ChargeIte
         national_code=item.med_list_codg,
         name=item.name,
         med_chrgitm_type=item.med_chrgitm_type,
-        quantity_milli_units=quantity,
+        quantity_ten_thousandths=quantity,
         unit_price_fen=item.unit_price_fen,
         line_total_fen=item.unit_price_fen * quantity // 10_000,
         line_no=f"{position:04d}",

@@ -50,7 +50,7 @@ async def test_a_beijing_success_time_is_stored_as_the_utc_instant_it_names(
 
 def _priced(request: pb.CreatePaymentOrderRequest, quantity: int, unit_price: int, line_total: int) -> None:
     item = request.items[1]
-    item.quantity_milli_units, item.unit_price_fen, item.line_total_fen = quantity, unit_price, line_total
+    item.quantity_ten_thousandths, item.unit_price_fen, item.line_total_fen = quantity, unit_price, line_total
 
 
 @pytest.mark.parametrize("make_request", [self_pay, insured], ids=["self-pay", "insured"])

@@ -89,15 +89,19 @@ def _charge_line(
         found.require_text(item.national_code, f"{at}.national_code", 64)
     _max_lengths(found, at, item, {"national_code": 64, "name": 128, "chrgitm_lv": 4, "med_chrgitm_type": 8,
                                    "dept_code": 32, "doctor_code": 32, "line_no": 32})  # fmt: skip
-    found.require(item.quantity_milli_units > 0, f"{at}.quantity_milli_units", "must be > 0")
+    found.require(item.quantity_ten_thousandths > 0, f"{at}.quantity_ten_thousandths", "must be > 0")
     found.require(item.unit_price_fen >= 0, f"{at}.unit_price_fen", "must be >= 0")
     found.require(0 < item.line_total_fen <= MAX_BILL_FEN, f"{at}.line_total_fen", "must be > 0")
-    if item.unit_price_fen >= 0 and item.quantity_milli_units > 0 and 0 < item.line_total_fen <= MAX_BILL_FEN:
+    if (
+        item.unit_price_fen >= 0
+        and item.quantity_ten_thousandths > 0
+        and 0 < item.line_total_fen <= MAX_BILL_FEN
+    ):
         _require_line_total(found, at, item)
     return ChargeLine(
         line_no=item.line_no or str(index + 1), hospital_code=item.hospital_code,
         national_code=item.national_code, name=item.name, chrgitm_lv=item.chrgitm_lv,
-        med_chrgitm_type=item.med_chrgitm_type, quantity_milli_units=item.quantity_milli_units,
+        med_chrgitm_type=item.med_chrgitm_type, quantity_ten_thousandths=item.quantity_ten_thousandths,
         unit_price=Money(item.unit_price_fen), line_total=Money(item.line_total_fen),
         dept_code=item.dept_code, doctor_code=item.doctor_code,
     )  # fmt: skip
@@ -106,7 +110,7 @@ def _charge_line(
 def _require_line_total(found: Violations, at: str, item: common_pb2.ChargeItem) -> None:
     """The same rule for a self-pay bill as the insurer applies to an insured one (no tolerance):
     quantity × unit price rounded half-up to the fen."""
-    expected = line_total(item.quantity_milli_units, Money(item.unit_price_fen))
+    expected = line_total(item.quantity_ten_thousandths, Money(item.unit_price_fen))
     found.require(
         expected.fen == item.line_total_fen,
         f"{at}.line_total_fen",
