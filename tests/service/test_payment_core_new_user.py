@@ -11,8 +11,9 @@ import grpc
 import pytest
 from medpay.payment.v1 import payment_pb2 as pb
 
+from services.runtime.errors import OutcomeUnknown
 from tests.service import test_payment_core as base
-from tests.service.test_payment_core import Harness, created_and_paying, details, insured, self_pay
+from tests.service.test_payment_core import Harness, created_and_paying, details, insured, pay, self_pay
 
 # The fixtures of the existing harness, shared rather than copied.
 database = base.database
@@ -89,3 +90,38 @@ async def test_a_line_total_rounded_half_up_to_the_fen_is_accepted_for_every_ord
     _priced(request, 15_000, 333, 500)  # 1.5 × 3.33 = 4.995 → 5.00
     created = await harness.payment.CreatePaymentOrder(request)
     assert created.order.total_fen == request.items[0].line_total_fen + 500
+
+
+async def test_a_self_pay_order_shows_a_split_with_no_insurer_share(harness: Harness) -> None:
+    created = (await harness.payment.CreatePaymentOrder(self_pay())).order
+    paying = await harness.payment.PayPaymentOrder(pay(created.order_id))
+    reply = await harness.notify(*harness.channel.patient_pays(paying.payment.out_trade_no))
+    assert reply.status_code == 204
+    await harness.settled()
+    settled = await harness.order(created.order_id)
+
+    for order in (created, settled):
+        assert not order.insured and order.HasField("split")
+        split, bill = order.split, order.total_fen
+        # The whole bill is the patient's own cash; every fund, account and hospital share is zero.
+        assert (split.medfee_sumamt_fen, split.fulamt_ownpay_amt_fen) == (bill, bill)
+        assert (split.psn_part_amt_fen, split.psn_cash_pay_fen) == (bill, order.cash_due_fen)
+        zero = [f"{name}_fen" for name in ("overlmt_selfpay", "preselfpay_amt", "inscp_scp_amt",
+                                          "act_pay_dedc", "hifp_pay", "fund_pay_sumamt", "acct_pay",
+                                          "hosp_part_amt", "balc")]  # fmt: skip
+        assert [getattr(split, name) for name in zero] == [0] * len(zero)
+        # The contract's identities hold as for an insured order.
+        assert split.medfee_sumamt_fen == (
+            split.fulamt_ownpay_amt_fen + split.overlmt_selfpay_fen + split.preselfpay_amt_fen
+            + split.inscp_scp_amt_fen
+        )  # fmt: skip
+        assert split.psn_part_amt_fen == split.acct_pay_fen + split.psn_cash_pay_fen
+
+
+async def test_an_insured_order_whose_presettlement_is_unknown_shows_no_split(harness: Harness) -> None:
+    harness.insurance.fail_next["presettle"] = [OutcomeUnknown("2206 timed out")]
+    request = insured()
+    with pytest.raises(grpc.aio.AioRpcError):
+        await harness.payment.CreatePaymentOrder(request)
+    [waiting] = (await harness.payment.ListPaymentOrders(pb.ListPaymentOrdersRequest())).orders
+    assert waiting.insured and not waiting.HasField("split")  # not an all-cash bill: not known yet

@@ -413,7 +413,14 @@ class PaymentOrder(_message.Message):
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChargeItem]: ...
     @_builtins.property
     def split(self) -> _common_pb2.SettlementBreakdown:
-        """The insurer's split; all zero for self-pay orders (then cash_due_fen = total_fen)."""
+        """The insurer's split of the bill, so that split.psn_cash_pay_fen = cash_due_fen on every order.
+        Self-pay orders: always present, with every insurer share zero (fund, personal account,
+        deductible, policy scope, hospital share, balance) and the whole bill the patient's own cash:
+        medfee_sumamt = fulamt_ownpay_amt = psn_part_amt = psn_cash_pay = total_fen (= cash_due_fen),
+        so the SettlementBreakdown identities hold. Insured orders: the pre-settlement's split, then the
+        settlement's; absent only while the pre-settlement is not known yet (PRESETTLING, or
+        NEEDS_ATTENTION after an unknown 2206 outcome).
+        """
 
     @_builtins.property
     def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
