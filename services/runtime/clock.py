@@ -7,6 +7,10 @@ from datetime import UTC, date, datetime
 from zoneinfo import ZoneInfo
 
 HOSPITAL_TZ = ZoneInfo("Asia/Shanghai")
+# The business days the platform answers for. A day outside is a caller's mistake (0001-01-01,
+# 9999-12-31), and the UTC bounds of the first and last days datetime can hold do not exist.
+FIRST_BUSINESS_DATE = date(2000, 1, 1)
+LAST_BUSINESS_DATE = date(2099, 12, 31)
 
 
 def utcnow() -> datetime:
@@ -14,7 +18,8 @@ def utcnow() -> datetime:
 
 
 def as_utc(moment: datetime) -> datetime:
-    """SQLite hands back naive datetimes; they were stored as UTC."""
+    """A naive datetime is UTC by the platform's convention (db.UtcDateTime stores every moment
+    in UTC and reads it back aware); an aware one is converted."""
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 

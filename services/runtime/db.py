@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Dialect,
     Integer,
     LargeBinary,
     MetaData,
     String,
     Table,
+    TypeDecorator,
     event,
 )
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -23,6 +26,29 @@ READ_ONLY = "medpay_read_only"
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (so SQLite's rowid autoincrement works).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Every stored moment is UTC, and reads back as an aware UTC datetime on every backend.
+
+    SQLite's DateTime(timezone=True) keeps the wall-clock digits and drops the offset, so an aware
+    time in another zone (WeChat Pay's `+08:00` success_time, the insurer's Beijing setl_time) would
+    be read back 8 hours off: it is converted to UTC here, on the way in, for every column and every
+    comparison against one. A naive datetime is taken as UTC, the platform's convention."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        moment = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return moment.replace(tzinfo=None) if dialect.name == "sqlite" else moment
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def create_engine(url: str, schema: str | None, pool_size: int = 10) -> AsyncEngine:
@@ -78,7 +104,7 @@ def add_runtime_tables(metadata: MetaData) -> None:
         Column("event_type", String(64), nullable=False),
         Column("aggregate_id", String(64), nullable=False),
         Column("payload", LargeBinary, nullable=False),
-        Column("created_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False),
         # Feed position, assigned by the relay after commit; NULL until then.
         Column("sequence", BigInteger, nullable=True, unique=True),
     )
@@ -90,8 +116,8 @@ def add_runtime_tables(metadata: MetaData) -> None:
         Column("request_hash", String(64), nullable=False),
         Column("state", String(16), nullable=False),
         Column("response", LargeBinary, nullable=True),
-        Column("created_at", DateTime(timezone=True), nullable=False),
-        Column("updated_at", DateTime(timezone=True), nullable=False),
+        Column("created_at", UtcDateTime(), nullable=False),
+        Column("updated_at", UtcDateTime(), nullable=False),
         # The service instance processing an in_progress claim (see services.runtime.instances);
         # NULL for claims made before holders were recorded.
         Column("holder", String(40), nullable=True),
@@ -101,6 +127,6 @@ def add_runtime_tables(metadata: MetaData) -> None:
         metadata,
         Column("instance_id", String(40), primary_key=True),
         Column("service", String(32), nullable=False),
-        Column("started_at", DateTime(timezone=True), nullable=False),
-        Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+        Column("started_at", UtcDateTime(), nullable=False),
+        Column("heartbeat_at", UtcDateTime(), nullable=False),
     )

@@ -8,6 +8,8 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
 _FEN_PER_YUAN = 100
 _TWO_PLACES = Decimal("0.01")
+# A charge line's quantity counts ten-thousandths of a unit (NHSA cnt is 16,4): 1 unit = 10000.
+QUANTITY_SCALE = 10_000
 
 
 @dataclass(frozen=True, order=True, slots=True)
@@ -65,3 +67,10 @@ def total(amounts: Iterable[Money]) -> Money:
     for amount in amounts:
         result += amount.fen
     return Money(result)
+
+
+def line_total(quantity: int, unit_price: Money) -> Money:
+    """What a charge line bills: quantity (ten-thousandths of a unit, > 0) × unit price (>= 0),
+    rounded half-up to the fen as det_item_fee_sumamt (16,2) is, in integers. The one rule for
+    every order: payment-core checks it on self-pay and insured bills, insurance-adapter on 2204."""
+    return Money((quantity * unit_price.fen + QUANTITY_SCALE // 2) // QUANTITY_SCALE)

@@ -7,9 +7,12 @@ from datetime import date
 
 from google.protobuf.message import Message
 
+from services.runtime.clock import FIRST_BUSINESS_DATE, LAST_BUSINESS_DATE
 from services.runtime.errors import FieldViolation, InvalidArgument
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+# date.fromisoformat also reads 20261125 and 2026-W48-3; the contracts say YYYY-MM-DD.
+_ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 
 class Violations:
@@ -32,11 +35,17 @@ class Violations:
         self.require(0 < len(value.strip()) <= max_length, field, f"required, at most {max_length} chars")
 
     def business_date(self, value: str, field: str = "business_date") -> date | None:
+        """A business day (Asia/Shanghai) as YYYY-MM-DD, within the days the platform serves."""
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value) if _ISO_DATE.fullmatch(value) else None
         except ValueError:
+            day = None
+        if day is None:
             self.add(field, "required: a date as YYYY-MM-DD")
-            return None
+        elif not FIRST_BUSINESS_DATE <= day <= LAST_BUSINESS_DATE:
+            self.add(field, f"must be between {FIRST_BUSINESS_DATE} and {LAST_BUSINESS_DATE}")
+            day = None
+        return day
 
     def page_size(self, value: int, field: str = "page_size", default: int = 50, maximum: int = 500) -> int:
         if value < 0 or value > maximum:
@@ -51,6 +60,15 @@ class Violations:
     def raise_if_any(self) -> None:
         if self._found:
             raise InvalidArgument(self._found)
+
+
+def require_business_date(value: str, field: str = "business_date") -> date:
+    """The business day of a request that has no other field to check; InvalidArgument if not one."""
+    found = Violations()
+    day = found.business_date(value, field)
+    found.raise_if_any()
+    assert day is not None
+    return day
 
 
 def nul_character_field(message: Message, prefix: str = "") -> str | None:

@@ -182,7 +182,7 @@ def charge_line(position: int, code: str, quantity: int) -> ChargeLine:
         name=item.name,
         chrgitm_lv=item.chrgitm_lv,
         med_chrgitm_type=item.med_chrgitm_type,
-        quantity_milli_units=quantity,
+        quantity_ten_thousandths=quantity,
         unit_price=price,
         line_total=billed_total(quantity, price),
         dept_code="A03",

@@ -68,7 +68,7 @@ def charge_items(count: int = 3, offset: int = 0) -> list[common_pb2.ChargeItem]
                 hospital_code=entry.medins_list_codg,
                 national_code=entry.med_list_codg,
                 name=entry.name,
-                quantity_milli_units=10_000,
+                quantity_ten_thousandths=10_000,
                 unit_price_fen=entry.unit_price_fen,
                 line_total_fen=entry.unit_price_fen,
                 dept_code="0301",

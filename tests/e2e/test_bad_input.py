@@ -5,6 +5,7 @@ Seeded, bounded, loopback only."""
 from __future__ import annotations
 
 import random
+import uuid
 from typing import Any
 
 import grpc
@@ -19,7 +20,7 @@ from medpay.payment.v1 import payment_pb2
 from medpay.reconciliation.v1 import reconciliation_pb2
 
 from infra.local.processes import MeshProcesses
-from tests.e2e.errors import violated_fields
+from tests.e2e.errors import error_reason, violated_fields
 
 pytestmark = pytest.mark.e2e
 
@@ -39,12 +40,16 @@ HOSTILE_TEXT = [
     "🙂🙂",
     "'; DROP TABLE payment_orders; --",
     "2026-13-45",
+    "0001-01-01",
+    "9999-12-31",
     "-1",
     "\x00",
     "350102199001011234",
 ]
 HOSTILE_INT = [0, -1, 1, 12_500, 2**62, -(2**62)]
 ATTEMPTS_PER_RPC = 20
+# Real dates the platform does not answer for (it serves 2000-01-01..2099-12-31).
+OUT_OF_RANGE_DAYS = ["0001-01-01", "1999-12-31", "2100-01-01", "9999-12-31"]
 
 
 def _value(field: FieldDescriptor, rng: random.Random, depth: int) -> Any:
@@ -120,3 +125,42 @@ async def test_hostile_requests_get_a_clear_status(
                         f"{method}: INVALID_ARGUMENT without a field: {error.details()}"
                     )
                 assert "350102199001011234" not in (error.details() or "")
+
+
+def _methods_taking_a_business_date() -> list[tuple[str, ServiceDescriptor, str]]:
+    return [
+        (service, descriptor, method)
+        for service, descriptor, method in _unary_methods()
+        if "business_date" in descriptor.methods_by_name[method].input_type.fields_by_name
+    ]
+
+
+@pytest.mark.parametrize(
+    ("service", "descriptor", "method"),
+    _methods_taking_a_business_date(),
+    ids=lambda v: getattr(v, "name", v),
+)
+async def test_a_business_date_out_of_range_is_invalid_argument_naming_it(
+    mesh: MeshProcesses, service: str, descriptor: ServiceDescriptor, method: str
+) -> None:
+    rpc = descriptor.methods_by_name[method]
+    request_class = GetMessageClass(rpc.input_type)
+    async with grpc.aio.insecure_channel(mesh.layout.grpc_address(service)) as channel:
+        call = channel.unary_unary(
+            f"/{descriptor.full_name}/{method}",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=GetMessageClass(rpc.output_type).FromString,
+        )
+        for day in OUT_OF_RANGE_DAYS:
+            request = request_class(business_date=day)
+            if "request_id" in rpc.input_type.fields_by_name:
+                request.request_id = uuid.uuid4().hex
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(request, timeout=30)
+            if caught.value.code() == grpc.StatusCode.UNIMPLEMENTED:
+                assert error_reason(caught.value) == "NOT_OFFERED"
+                pytest.skip(f"{method} is not offered yet")
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+                f"{method}({day}): {caught.value.code()} {caught.value.details()}"
+            )
+            assert "business_date" in violated_fields(caught.value), f"{method}({day})"

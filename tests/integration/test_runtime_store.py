@@ -5,16 +5,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from medpay.events.v1 import events_pb2
 from medpay.payment.v1 import payment_pb2
-from sqlalchemy import MetaData, Row, delete, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, Row, Table, delete, insert, select, update
 
 from services.runtime.clock import as_utc, utcnow
-from services.runtime.db import add_runtime_tables, create_engine, session_factory
+from services.runtime.db import UtcDateTime, add_runtime_tables, create_engine, session_factory
 from services.runtime.errors import RequestIdReused, RequestInProgress
 from services.runtime.idempotency import STALE_CLAIM_AFTER, IdempotencyStore
 from services.runtime.instances import PRUNE_AFTER, ServiceInstance
@@ -338,3 +339,34 @@ def test_a_dead_after_no_longer_than_the_heartbeat_is_refused_at_boot(store: Sto
         MeshSettings(instance_heartbeat_s=5, instance_dead_after_s=5)
     with pytest.raises(ValueError, match="dead_after_s"):
         ServiceInstance(store.sessions, store.metadata, "payment-core", heartbeat_s=2, dead_after_s=1)
+
+
+@pytest.fixture(params=["sqlite", "test-database"])
+def either_backend(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/times.sqlite3"
+    return str(request.getfixturevalue("database_url"))
+
+
+async def test_a_time_in_another_zone_is_stored_and_read_back_as_utc(either_backend: str) -> None:
+    """WeChat Pay's success_time comes as +08:00; SQLite keeps no offset, so it must be UTC when
+    written, and every backend reads it back as the same aware UTC instant."""
+    metadata = MetaData()
+    moments = Table("moments", metadata, Column("id", Integer, primary_key=True), Column("at", UtcDateTime()))
+    engine = create_engine(either_backend, None)
+    beijing = datetime.fromisoformat("2026-11-25T10:00:00+08:00")
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+            await connection.execute(moments.insert().values(id=1, at=beijing))
+        async with engine.connect() as connection:
+            stored = (await connection.execute(select(moments.c.at))).scalar_one()
+            # The same instant as a bound, in UTC: a half-open day query finds it.
+            utc = datetime(2026, 11, 25, 2, 0, tzinfo=UTC)
+            found = await connection.execute(
+                select(moments.c.id).where(moments.c.at >= utc, moments.c.at < utc + timedelta(seconds=1))
+            )
+            assert found.scalars().all() == [1]
+    finally:
+        await engine.dispose()
+    assert stored == utc and stored.tzinfo is not None and stored.utcoffset() == timedelta(0)

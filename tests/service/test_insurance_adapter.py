@@ -9,6 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,7 @@ def charge_item(position: int, code: str, quantity: int) -> common_pb2.ChargeIte
         national_code=item.med_list_codg,
         name=item.name,
         med_chrgitm_type=item.med_chrgitm_type,
-        quantity_milli_units=quantity,
+        quantity_ten_thousandths=quantity,
         unit_price_fen=item.unit_price_fen,
         line_total_fen=item.unit_price_fen * quantity // 10_000,
         line_no=f"{position:04d}",
@@ -264,6 +265,17 @@ async def test_presettle_settle_revoke_with_amounts_adding_up(mesh: Mesh) -> Non
     assert events[0].insurance_settled.breakdown == split
     assert events[1].insurance_settlement_revoked.breakdown == split
     assert person.certno not in str(events) and person.psn_name not in str(events)
+
+
+@pytest.mark.parametrize("database_choice", ["sqlite-file", "test-database"], indirect=True)
+async def test_the_insurers_beijing_setl_time_is_stored_as_the_utc_instant_it_names(mesh: Mesh) -> None:
+    # 2207 answers setl_time as Beijing wall-clock time; kept as if it were UTC it is 8 hours ahead.
+    before = utcnow().replace(microsecond=0)
+    presettled = await mesh.presettle(EMPLOYEES[6], "ord_setltime00001")
+    await mesh.settle(presettled.settlement_id, "settle-setltime")
+    get = pb.GetSettlementRequest(settlement_id=presettled.settlement_id)
+    stored = (await mesh.insurance.GetSettlement(get)).settlement
+    assert before <= stored.settled_at.ToDatetime(tzinfo=UTC) <= utcnow()
 
 
 async def test_a_replayed_request_id_answers_the_same_and_the_insurer_sees_one_2207(mesh: Mesh) -> None:

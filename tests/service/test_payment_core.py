@@ -122,7 +122,7 @@ def items(*totals: int) -> list[common_pb2.ChargeItem]:
     return [
         common_pb2.ChargeItem(
             hospital_code=f"ZC{n:04d}", national_code=f"11020000101{n:04d}", name="普通门诊诊查费",
-            chrgitm_lv="01", med_chrgitm_type="02", quantity_milli_units=10_000, unit_price_fen=total,
+            chrgitm_lv="01", med_chrgitm_type="02", quantity_ten_thousandths=10_000, unit_price_fen=total,
             line_total_fen=total, dept_code="0301", doctor_code="D0301", line_no=str(n + 1),
         )
         for n, total in enumerate(totals)

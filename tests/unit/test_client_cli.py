@@ -25,7 +25,7 @@ NAME = "林志强"
 def _order() -> payment_pb2.PaymentOrder:
     voucher = common_pb2.PatientVoucher(mdtrt_cert_type="02", mdtrt_cert_no=CERTNO, psn_name=NAME)
     item = common_pb2.ChargeItem(
-        line_no="1", hospital_code="YP0002", name="当归（饮片）", quantity_milli_units=15_000,
+        line_no="1", hospital_code="YP0002", name="当归（饮片）", quantity_ten_thousandths=15_000,
         unit_price_fen=350, line_total_fen=525,
     )  # fmt: skip
     return payment_pb2.PaymentOrder(

@@ -21,7 +21,7 @@ def test_line_total_is_quantity_times_price_rounded_half_up() -> None:
 def test_quantity_travels_in_ten_thousandths() -> None:
     line = ChargeLine("XY0001", "XJ01CAA040A001010101445", "阿莫西林胶囊", unit_price_fen=1_250, quantity=2)
     item = line.to_proto("1")
-    assert (item.quantity_milli_units, item.unit_price_fen, item.line_total_fen, item.line_no) == (
+    assert (item.quantity_ten_thousandths, item.unit_price_fen, item.line_total_fen, item.line_no) == (
         20_000,
         1_250,
         2_500,

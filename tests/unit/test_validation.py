@@ -15,6 +15,26 @@ def test_all_violations_are_reported_together() -> None:
     assert [v.field for v in caught.value.violations] == ["request_id", "his_order_no", "business_date"]
 
 
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        ("2000-01-01", True),
+        ("2099-12-31", True),
+        ("2026-11-25", True),
+        ("1999-12-31", False),
+        ("2100-01-01", False),
+        ("0001-01-01", False),
+        ("9999-12-31", False),
+        ("20261125", False),  # date.fromisoformat reads it; the contract says YYYY-MM-DD
+        ("2026-W48-3", False),
+    ],
+)
+def test_a_business_date_is_yyyy_mm_dd_within_the_days_the_platform_serves(text: str, kept: bool) -> None:
+    violations = Violations()
+    day = violations.business_date(text)
+    assert (day is not None, [v.field for v in violations.found]) == (kept, [] if kept else ["business_date"])
+
+
 def test_request_id_shape() -> None:
     good, bad = Violations(), Violations()
     good.require_request_id("his-20261125-000123_a")

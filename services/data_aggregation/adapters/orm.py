@@ -8,7 +8,6 @@ from sqlalchemy import (
     Boolean,
     Column,
     Date,
-    DateTime,
     Index,
     Integer,
     MetaData,
@@ -16,7 +15,7 @@ from sqlalchemy import (
     Table,
 )
 
-from services.runtime.db import add_runtime_tables
+from services.runtime.db import UtcDateTime, add_runtime_tables
 
 metadata = MetaData()
 # The outbox stays empty (this service publishes nothing); the runtime's database object expects it.
@@ -30,7 +29,7 @@ feed_cursors = Table(
     Column("cursor", BigInteger, nullable=False),
     Column("events_ingested", BigInteger, nullable=False),
     Column("head_sequence", BigInteger, nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", UtcDateTime(), nullable=False),
 )
 
 # One row per event ever ingested: a replayed or duplicated event finds its id here and does nothing.
@@ -41,7 +40,7 @@ ingested_events = Table(
     Column("source_service", String(40), nullable=False),
     Column("sequence", BigInteger, nullable=False),
     Column("event_type", String(64), nullable=False),
-    Column("ingested_at", DateTime(timezone=True), nullable=False),
+    Column("ingested_at", UtcDateTime(), nullable=False),
 )
 
 settled_orders = Table(
@@ -57,8 +56,8 @@ settled_orders = Table(
     Column("fund_fen", BigInteger, nullable=False),
     Column("personal_account_fen", BigInteger, nullable=False),
     Column("cash_fen", BigInteger, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("settled_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("settled_at", UtcDateTime(), nullable=False),
     Column("settle_ms", BigInteger, nullable=False),
     Column("business_date", Date, nullable=False),
     Index("ix_settled_orders_business_date", "business_date"),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Any
 
 from medpay.data.v1 import data_pb2 as pb
@@ -10,7 +9,8 @@ from medpay.data.v1 import data_pb2_grpc
 
 from services.data_aggregation.entrypoints.mapping import cursor_to_proto, summary_to_proto, times_to_proto
 from services.data_aggregation.service_layer.handlers import AggregationQueries
-from services.runtime.errors import InvalidArgument, NotOffered
+from services.runtime.errors import NotOffered
+from services.runtime.validation import require_business_date
 
 # grpc ships no type hints; the servicer never touches the context.
 Context = Any
@@ -23,13 +23,13 @@ class DataAggregationServicer(data_pb2_grpc.DataAggregationServiceServicer):
     async def GetDailySummary(
         self, request: pb.GetDailySummaryRequest, context: Context
     ) -> pb.GetDailySummaryResponse:
-        summary = await self._queries.daily_summary(_business_date(request.business_date))
+        summary = await self._queries.daily_summary(require_business_date(request.business_date))
         return pb.GetDailySummaryResponse(summary=summary_to_proto(summary))
 
     async def GetSettlementTimes(
         self, request: pb.GetSettlementTimesRequest, context: Context
     ) -> pb.GetSettlementTimesResponse:
-        slices = await self._queries.settlement_times(_business_date(request.business_date))
+        slices = await self._queries.settlement_times(require_business_date(request.business_date))
         return pb.GetSettlementTimesResponse(slices=[times_to_proto(item) for item in slices])
 
     async def GetIngestStatus(
@@ -52,10 +52,3 @@ class DataAggregationServicer(data_pb2_grpc.DataAggregationServiceServicer):
         self, request: pb.UpsertCodeMappingRequest, context: Context
     ) -> pb.UpsertCodeMappingResponse:
         raise NotOffered("code-mapping dictionaries are not offered yet", {"rpc": "UpsertCodeMapping"})
-
-
-def _business_date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError as error:
-        raise InvalidArgument.field("business_date", "required: a date as YYYY-MM-DD") from error

@@ -245,7 +245,7 @@ def _fee_lines(visit: InsuredVisit, chrg_bchno: str, bill: OutpatientBill, at: d
             med_list_codg=line.national_code,
             medins_list_codg=line.hospital_code,
             det_item_fee_sumamt=line.line_total,
-            cnt=Decimal(line.quantity_milli_units).scaleb(-4),  # ten-thousandths → NHSA cnt (16,4)
+            cnt=Decimal(line.quantity_ten_thousandths).scaleb(-4),  # ten-thousandths → NHSA cnt (16,4)
             pric=line.unit_price,
             fee_ocur_time=at,
             bilg_dept_codg=line.dept_code or bill.dept_code,

@@ -422,8 +422,8 @@ def _holds(member: _Member, cert_type: str, number: str) -> bool:
 
 def _check_line(line: ChargeLine) -> None:
     """Amounts not negative, and the line total within one fen of quantity × unit price."""
-    billed = line.quantity_milli_units * line.unit_price.fen
-    if line.line_total.is_negative() or line.quantity_milli_units <= 0 or line.unit_price.is_negative():
+    billed = line.quantity_ten_thousandths * line.unit_price.fen
+    if line.line_total.is_negative() or line.quantity_ten_thousandths <= 0 or line.unit_price.is_negative():
         raise _refused("2204", f"费用明细 {line.line_no} 金额、数量或单价不合法")
     if abs(billed - line.line_total.fen * QUANTITY_SCALE) > QUANTITY_SCALE:
         raise _refused("2204", f"费用明细 {line.line_no} 明细总额与单价×数量不符")

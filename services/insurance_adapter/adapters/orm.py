@@ -12,7 +12,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -28,7 +27,7 @@ from services.insurance_adapter.domain.settlement import (
     SettlementBreakdown,
     SettlementStatus,
 )
-from services.runtime.db import BigId, add_runtime_tables
+from services.runtime.db import BigId, UtcDateTime, add_runtime_tables
 
 metadata = MetaData()
 add_runtime_tables(metadata)
@@ -60,10 +59,10 @@ settlements = Table(
     Column("invoice_no", String(20), nullable=False, server_default=""),
     Column("status_reason", String(200), nullable=False, server_default=""),
     *(Column(f"{name}_fen", BigInteger, nullable=True) for name in SettlementBreakdown.field_names()),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("presettled_at", DateTime(timezone=True), nullable=True),
-    Column("settled_at", DateTime(timezone=True), nullable=True),
-    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("presettled_at", UtcDateTime(), nullable=True),
+    Column("settled_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
     CheckConstraint(f"status IN ({_STATUSES})", name="ck_settlements_status"),
     CheckConstraint(
         "status NOT IN ('SETTLED', 'REVOKED') OR (setl_id <> '' AND settled_at IS NOT NULL)",
@@ -92,7 +91,7 @@ charge_lines = Table(
     Column("name", String(200), nullable=False),
     Column("chrgitm_lv", String(3), nullable=False),
     Column("med_chrgitm_type", String(6), nullable=False),
-    Column("quantity_milli_units", BigInteger, nullable=False),
+    Column("quantity_ten_thousandths", BigInteger, nullable=False),
     Column("unit_price_fen", BigInteger, nullable=False),
     Column("line_total_fen", BigInteger, nullable=False),
     Column("dept_code", String(30), nullable=False),
@@ -124,7 +123,7 @@ insurer_messages = Table(
     Column("request_json", Text, nullable=False),
     Column("response_json", Text, nullable=False),
     Column("elapsed_ms", BigInteger, nullable=False),
-    Column("sent_at", DateTime(timezone=True), nullable=False),
+    Column("sent_at", UtcDateTime(), nullable=False),
     Column("order_ref", String(64), nullable=False, server_default=""),
     Index("ix_insurer_messages_infno", "infno"),
     Index("ix_insurer_messages_order_ref", "order_ref"),
@@ -147,6 +146,6 @@ totals_statements = Table(
     # The insurer's own totals, when its answer carries them.
     *(Column(f"insurer_{name}_fen", BigInteger, nullable=True) for name in _TOTALS),
     Column("insurer_settlement_count", Integer, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False),
     Index("ix_totals_statements_day", "business_date", "insutype"),
 )

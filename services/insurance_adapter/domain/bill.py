@@ -6,9 +6,9 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 
-from services.runtime.money import Money
+from services.runtime.money import Money, line_total
 
-# ChargeItem.quantity_milli_units counts ten-thousandths of a unit (NHSA cnt is 16,4).
+# ChargeItem.quantity_ten_thousandths per unit (NHSA cnt is 16,4).
 QUANTITY_SCALE = 10_000
 
 
@@ -20,16 +20,17 @@ class ChargeLine:
     name: str
     chrgitm_lv: str
     med_chrgitm_type: str
-    quantity_milli_units: int
+    quantity_ten_thousandths: int
     unit_price: Money
     line_total: Money
     dept_code: str
     doctor_code: str
 
 
-def billed_total(quantity_milli_units: int, unit_price: Money) -> Money:
-    """round(quantity × unit price) half-up, in integers: what the HIS must have billed."""
-    return Money((quantity_milli_units * unit_price.fen + QUANTITY_SCALE // 2) // QUANTITY_SCALE)
+def billed_total(quantity_ten_thousandths: int, unit_price: Money) -> Money:
+    """round(quantity × unit price) half-up, in integers: what the HIS must have billed (the
+    platform's one rule, which payment-core applies to every order too)."""
+    return line_total(quantity_ten_thousandths, unit_price)
 
 
 @dataclass(frozen=True, slots=True)

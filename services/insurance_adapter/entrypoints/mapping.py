@@ -82,7 +82,7 @@ def _line_from_proto(item: common_pb2.ChargeItem) -> ChargeLine:
         name=item.name,
         chrgitm_lv=item.chrgitm_lv,
         med_chrgitm_type=item.med_chrgitm_type,
-        quantity_milli_units=item.quantity_milli_units,
+        quantity_ten_thousandths=item.quantity_ten_thousandths,
         unit_price=Money(item.unit_price_fen),
         line_total=Money(item.line_total_fen),
         dept_code=item.dept_code,

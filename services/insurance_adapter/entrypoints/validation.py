@@ -60,12 +60,12 @@ def check_item(violations: Violations, item: common_pb2.ChargeItem, path: str) -
     violations.require(len(item.name) <= 200, f"{path}.name", "at most 200 characters")
     _optional_code(violations, item.chrgitm_lv, f"{path}.chrgitm_lv")
     _optional_code(violations, item.med_chrgitm_type, f"{path}.med_chrgitm_type")
-    violations.require(item.quantity_milli_units > 0, f"{path}.quantity_milli_units", "must be > 0")
+    violations.require(item.quantity_ten_thousandths > 0, f"{path}.quantity_ten_thousandths", "must be > 0")
     violations.require(item.unit_price_fen >= 0, f"{path}.unit_price_fen", "must be >= 0")
     if item.line_total_fen <= 0:
         violations.add(f"{path}.line_total_fen", "must be > 0")
-    elif item.quantity_milli_units > 0 and item.unit_price_fen >= 0:
-        expected = billed_total(item.quantity_milli_units, Money(item.unit_price_fen))
+    elif item.quantity_ten_thousandths > 0 and item.unit_price_fen >= 0:
+        expected = billed_total(item.quantity_ten_thousandths, Money(item.unit_price_fen))
         violations.require(
             expected.fen == item.line_total_fen,
             f"{path}.line_total_fen",

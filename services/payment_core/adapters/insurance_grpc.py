@@ -159,7 +159,7 @@ def _item(line: ChargeLine) -> common_pb2.ChargeItem:
         name=line.name,
         chrgitm_lv=line.chrgitm_lv,
         med_chrgitm_type=line.med_chrgitm_type,
-        quantity_milli_units=line.quantity_milli_units,
+        quantity_ten_thousandths=line.quantity_ten_thousandths,
         unit_price_fen=line.unit_price.fen,
         line_total_fen=line.line_total.fen,
         dept_code=line.dept_code,

@@ -10,7 +10,6 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -21,7 +20,7 @@ from sqlalchemy import (
 )
 
 from services.payment_core.domain.model import InsuranceSplit
-from services.runtime.db import BigId, add_runtime_tables
+from services.runtime.db import BigId, UtcDateTime, add_runtime_tables
 
 metadata = MetaData(
     naming_convention={
@@ -36,7 +35,7 @@ add_runtime_tables(metadata)
 
 
 def _when(name: str, nullable: bool = True) -> Column[object]:
-    return Column(name, DateTime(timezone=True), nullable=nullable)
+    return Column(name, UtcDateTime(), nullable=nullable)
 
 
 SPLIT_COLUMNS = tuple(f"split_{name}_fen" for name in InsuranceSplit.field_names())
@@ -70,7 +69,8 @@ payment_orders = Table(
     Column("settlement_revoked", Boolean, nullable=False, default=False),
     # The process manager (domain/process.py): expiry, a requested close, 2205 done, its clock,
     # when the janitor looks next, and the lease of whoever runs a step now.
-    _when("expires_at", nullable=False),
+    # NULL: never expires (nothing writes it so; kept nullable for a migration without a table copy).
+    _when("expires_at"),
     Column("close_requested", Boolean, nullable=False, default=False),
     Column("close_reason", String(256), nullable=False, default=""),
     Column("presettlement_cancelled", Boolean, nullable=False, default=False),
@@ -105,7 +105,7 @@ charge_lines = Table(
     Column("name", String(128), nullable=False),
     Column("chrgitm_lv", String(4), nullable=False),
     Column("med_chrgitm_type", String(8), nullable=False),
-    Column("quantity_milli_units", BigInteger, nullable=False),
+    Column("quantity_ten_thousandths", BigInteger, nullable=False),
     Column("unit_price_fen", BigInteger, nullable=False),
     Column("line_total_fen", BigInteger, nullable=False),
     Column("dept_code", String(32), nullable=False),

@@ -24,7 +24,7 @@ from services.payment_core.domain.model import (
     RefundKind,
     RefundStatus,
 )
-from services.payment_core.domain.order import PaymentOrder
+from services.payment_core.domain.order import NEVER, PaymentOrder
 from services.runtime.clock import as_utc, utcnow
 from services.runtime.errors import RefundExceedsPaid
 from services.runtime.masking import scrub
@@ -189,7 +189,7 @@ def _order_from(
         split=_split_from(row), setl_id=row.setl_id, settled_at=_utc(row.settled_at),
         attention=Attention(row.attention) if row.attention else None, attention_reason=row.attention_reason,
         status_before_attention=OrderStatus(before) if before else None,
-        settlement_revoked=row.settlement_revoked, expires_at=as_utc(row.expires_at),
+        settlement_revoked=row.settlement_revoked, expires_at=as_utc(row.expires_at) if row.expires_at else NEVER,
         close_requested=row.close_requested, close_reason=row.close_reason,
         presettlement_cancelled=row.presettlement_cancelled, attempts=row.attempts,
         last_step_at=_utc(row.last_step_at), due_at=_utc(row.due_at), lease_holder=row.lease_holder,
@@ -214,7 +214,7 @@ def _line_from(row: Row[Any]) -> ChargeLine:
         name=row.name,
         chrgitm_lv=row.chrgitm_lv,
         med_chrgitm_type=row.med_chrgitm_type,
-        quantity_milli_units=row.quantity_milli_units,
+        quantity_ten_thousandths=row.quantity_ten_thousandths,
         unit_price=Money(row.unit_price_fen),
         line_total=Money(row.line_total_fen),
         dept_code=row.dept_code,
@@ -332,7 +332,7 @@ def _line_values(order_id: str, index: int, line: ChargeLine) -> dict[str, Any]:
         "name": line.name,
         "chrgitm_lv": line.chrgitm_lv,
         "med_chrgitm_type": line.med_chrgitm_type,
-        "quantity_milli_units": line.quantity_milli_units,
+        "quantity_ten_thousandths": line.quantity_ten_thousandths,
         "unit_price_fen": line.unit_price.fen,
         "line_total_fen": line.line_total.fen,
         "dept_code": line.dept_code,

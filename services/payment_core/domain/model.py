@@ -108,7 +108,7 @@ class ChargeLine:
     name: str
     chrgitm_lv: str
     med_chrgitm_type: str
-    quantity_milli_units: int
+    quantity_ten_thousandths: int
     unit_price: Money
     line_total: Money
     dept_code: str

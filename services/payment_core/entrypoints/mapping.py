@@ -32,7 +32,7 @@ def order_to_proto(order: PaymentOrder) -> payment_pb2.PaymentOrder:
         campus_code=order.campus_code, dept_code=order.dept_code,
         patient=common_pb2.Patient(his_patient_id=order.his_patient_id, masked_cert_no=order.masked_cert_no),
         items=[_item(line) for line in order.lines], total_fen=order.total.fen, insured=order.insured,
-        insutype=order.insutype, med_type=order.med_type, split=_breakdown(order.split),
+        insutype=order.insutype, med_type=order.med_type, split=_split(order),
         cash_due_fen=order.cash_due.fen, cash_paid_fen=order.cash_paid.fen,
         refunded_cash_fen=order.refunded_cash.fen, payments=[payment_to_proto(p) for p in order.payments],
         refunds=[refund_to_proto(r) for r in order.refunds], setl_id=order.setl_id,
@@ -85,13 +85,27 @@ def _item(line: ChargeLine) -> common_pb2.ChargeItem:
     return common_pb2.ChargeItem(
         hospital_code=line.hospital_code, national_code=line.national_code, name=line.name,
         chrgitm_lv=line.chrgitm_lv, med_chrgitm_type=line.med_chrgitm_type,
-        quantity_milli_units=line.quantity_milli_units, unit_price_fen=line.unit_price.fen,
+        quantity_ten_thousandths=line.quantity_ten_thousandths, unit_price_fen=line.unit_price.fen,
         line_total_fen=line.line_total.fen, dept_code=line.dept_code, doctor_code=line.doctor_code,
         line_no=line.line_no,
     )  # fmt: skip
 
 
-def _breakdown(split: InsuranceSplit | None) -> common_pb2.SettlementBreakdown | None:
-    if split is None:
-        return None
+def _split(order: PaymentOrder) -> common_pb2.SettlementBreakdown | None:
+    """The insurer's split; absent only while an insured order's pre-settlement is not known."""
+    if order.split is not None:
+        return _breakdown(order.split)
+    return None if order.insured else _breakdown(_all_cash(order))
+
+
+def _all_cash(order: PaymentOrder) -> InsuranceSplit:
+    """A self-pay bill's split: no insurer share at all, the whole bill the patient's own cash, so
+    the contract's identities hold and psn_cash_pay = cash_due as on an insured order."""
+    bill = order.total.fen
+    return InsuranceSplit.from_fen(
+        {"medfee_sumamt": bill, "fulamt_ownpay_amt": bill, "psn_part_amt": bill, "psn_cash_pay": bill}
+    )
+
+
+def _breakdown(split: InsuranceSplit) -> common_pb2.SettlementBreakdown:
     return common_pb2.SettlementBreakdown(**{f"{name}_fen": fen for name, fen in split.as_fen().items()})

@@ -15,7 +15,7 @@ from services.payment_core.domain.model import CHANNEL_NONE, ChargeLine, OrderSt
 from services.payment_core.service_layer import commands
 from services.runtime.errors import NotOffered
 from services.runtime.masking import PatientIdentifier
-from services.runtime.money import Money
+from services.runtime.money import Money, line_total
 from services.runtime.pagination import decode_page_token
 from services.runtime.validation import Violations
 
@@ -23,7 +23,6 @@ OFFERED_SCENES = frozenset({"REGISTRATION", "OUTPATIENT", "PHARMACY"})
 MAX_ITEMS = 500
 # 100 million yuan: far above any outpatient bill, far below int64 overflow.
 MAX_BILL_FEN = 10_000_000_000
-UNITS = 10_000  # quantity_milli_units per unit (NHSA cnt has four decimals)
 CARD_CERT_TYPE = "03"
 
 
@@ -90,27 +89,33 @@ def _charge_line(
         found.require_text(item.national_code, f"{at}.national_code", 64)
     _max_lengths(found, at, item, {"national_code": 64, "name": 128, "chrgitm_lv": 4, "med_chrgitm_type": 8,
                                    "dept_code": 32, "doctor_code": 32, "line_no": 32})  # fmt: skip
-    found.require(item.quantity_milli_units > 0, f"{at}.quantity_milli_units", "must be > 0")
+    found.require(item.quantity_ten_thousandths > 0, f"{at}.quantity_ten_thousandths", "must be > 0")
     found.require(item.unit_price_fen >= 0, f"{at}.unit_price_fen", "must be >= 0")
     found.require(0 < item.line_total_fen <= MAX_BILL_FEN, f"{at}.line_total_fen", "must be > 0")
-    if item.unit_price_fen > 0 and item.quantity_milli_units > 0 and item.line_total_fen > 0:
-        found.require(
-            _adds_up(item), f"{at}.line_total_fen", "must equal quantity x unit price, rounded to the fen"
-        )
+    if (
+        item.unit_price_fen >= 0
+        and item.quantity_ten_thousandths > 0
+        and 0 < item.line_total_fen <= MAX_BILL_FEN
+    ):
+        _require_line_total(found, at, item)
     return ChargeLine(
         line_no=item.line_no or str(index + 1), hospital_code=item.hospital_code,
         national_code=item.national_code, name=item.name, chrgitm_lv=item.chrgitm_lv,
-        med_chrgitm_type=item.med_chrgitm_type, quantity_milli_units=item.quantity_milli_units,
+        med_chrgitm_type=item.med_chrgitm_type, quantity_ten_thousandths=item.quantity_ten_thousandths,
         unit_price=Money(item.unit_price_fen), line_total=Money(item.line_total_fen),
         dept_code=item.dept_code, doctor_code=item.doctor_code,
     )  # fmt: skip
 
 
-def _adds_up(item: common_pb2.ChargeItem) -> bool:
-    """Line total vs quantity x unit price, in 1/10000 fen: half a fen for the final rounding plus
-    half a fen per unit, since the HIS rounded the unit price to the fen before sending it."""
-    gap = abs(item.line_total_fen * UNITS - item.quantity_milli_units * item.unit_price_fen)
-    return bool(gap <= UNITS // 2 + item.quantity_milli_units // 2)
+def _require_line_total(found: Violations, at: str, item: common_pb2.ChargeItem) -> None:
+    """The same rule for a self-pay bill as the insurer applies to an insured one (no tolerance):
+    quantity × unit price rounded half-up to the fen."""
+    expected = line_total(item.quantity_ten_thousandths, Money(item.unit_price_fen))
+    found.require(
+        expected.fen == item.line_total_fen,
+        f"{at}.line_total_fen",
+        f"must equal quantity x unit price rounded half-up to the fen = {expected.fen} fen",
+    )
 
 
 def _max_lengths(found: Violations, at: str, message: Message, limits: dict[str, int]) -> None:

@@ -7,7 +7,6 @@ from sqlalchemy import (
     CheckConstraint,
     Column,
     Date,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -21,7 +20,7 @@ from sqlalchemy import (
 )
 
 from services.reconciliation.domain.model import DiscrepancyClass, DiscrepancyStatus, RunStatus
-from services.runtime.db import add_runtime_tables
+from services.runtime.db import UtcDateTime, add_runtime_tables
 
 metadata = MetaData()
 add_runtime_tables(metadata)
@@ -45,10 +44,10 @@ reconciliation_runs = Table(
     Column("matched_count", Integer, nullable=False, default=0),
     Column("discrepancy_count", Integer, nullable=False, default=0),
     Column("failure_reason", Text, nullable=False, default=""),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("finished_at", DateTime(timezone=True), nullable=True),
+    Column("started_at", UtcDateTime(), nullable=False),
+    Column("finished_at", UtcDateTime(), nullable=True),
     Column("holder", String(80), nullable=False, server_default=""),
-    Column("lease_expires_at", DateTime(timezone=True), nullable=True),
+    Column("lease_expires_at", UtcDateTime(), nullable=True),
     Column("attempts", Integer, nullable=False, server_default="1"),
     Column("last_error", Text, nullable=False, server_default=""),
     CheckConstraint(_one_of("status", RunStatus), name="ck_reconciliation_runs_status"),
@@ -100,7 +99,7 @@ discrepancies = Table(
     Column("platform_amount_fen", BigInteger, nullable=False),
     Column("source_amount_fen", BigInteger, nullable=False),
     Column("evidence", Text, nullable=False),
-    Column("found_at", DateTime(timezone=True), nullable=False),
+    Column("found_at", UtcDateTime(), nullable=False),
     UniqueConstraint("run_id", "ordinal", name="uq_discrepancies_run_ordinal"),
     CheckConstraint(_one_of("discrepancy_class", DiscrepancyClass), name="ck_discrepancies_class"),
     CheckConstraint(_one_of("status", DiscrepancyStatus), name="ck_discrepancies_status"),

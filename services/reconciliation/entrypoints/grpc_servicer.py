@@ -18,7 +18,7 @@ from services.runtime.clock import business_date_of, utcnow
 from services.runtime.errors import InvalidArgument, NotOffered
 from services.runtime.idempotency import IdempotencyStore
 from services.runtime.pagination import decode_page_token, encode_page_token
-from services.runtime.validation import Violations
+from services.runtime.validation import Violations, require_business_date
 
 # grpc ships no type hints; the servicer reads the caller's deadline from the context, nothing else.
 Context = Any
@@ -137,10 +137,7 @@ def _answer_within(context: Context, ceiling_s: float) -> float:
 
 def _day_to_reconcile(text: str) -> date:
     """A run needs the day's bills, so a day that has not begun yet cannot be reconciled."""
-    try:
-        day = date.fromisoformat(text)
-    except ValueError as error:
-        raise InvalidArgument.field("business_date", "required: a date as YYYY-MM-DD") from error
+    day = require_business_date(text)
     if day > business_date_of(utcnow()):
         raise InvalidArgument.field("business_date", "must not be after today (Asia/Shanghai)")
     return day

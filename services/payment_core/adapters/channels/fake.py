@@ -191,14 +191,15 @@ class FakeChannel:
         ]
         return sorted(payments + refunds, key=lambda row: row.trade_time)
 
-    def patient_pays(self, out_trade_no: str) -> tuple[dict[str, str], bytes]:
-        """Test control: the patient pays; returns the notification (headers, body) the channel sends."""
+    def patient_pays(self, out_trade_no: str, at: datetime | None = None) -> tuple[dict[str, str], bytes]:
+        """Test control: the patient pays (at `at`, in whatever zone it is given, else now); returns
+        the notification (headers, body) the channel sends."""
         order = self._order(out_trade_no)
         if order.state == TradeState.NOT_PAID:
             order = replace(
                 order,
                 state=TradeState.PAID,
-                success_time=self._clock(),
+                success_time=at or self._clock(),
                 transaction_id=f"fake-txn-{next(self._serial)}",
             )
             self._orders[out_trade_no] = order

@@ -14,7 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from medpay.common.v1 import common_pb2
 from medpay.payment.v1 import payment_pb2
 
-# ChargeItem.quantity_milli_units counts ten-thousandths of a unit (NHSA cnt is 16,4).
+# ChargeItem.quantity_ten_thousandths per unit (NHSA cnt is 16,4).
 QUANTITY_SCALE = 10_000
 
 PAYMENT_ADDR = "127.0.0.1:50051"
@@ -89,7 +89,7 @@ class ChargeLine:
             name=self.name,
             chrgitm_lv=self.chrgitm_lv,
             med_chrgitm_type=self.med_chrgitm_type,
-            quantity_milli_units=int(Decimal(self.quantity) * QUANTITY_SCALE),
+            quantity_ten_thousandths=int(Decimal(self.quantity) * QUANTITY_SCALE),
             unit_price_fen=self.unit_price_fen,
             line_total_fen=self.line_total_fen,
             dept_code=self.dept_code,

@@ -61,7 +61,7 @@ def order_table(order: payment_pb2.PaymentOrder) -> Table:
 
 def quantity(item: common_pb2.ChargeItem) -> str:
     """Ten-thousandths of a unit, shown as a plain decimal: 15000 -> "1.5"."""
-    return f"{(Decimal(item.quantity_milli_units) / QUANTITY_SCALE).normalize():f}"
+    return f"{(Decimal(item.quantity_ten_thousandths) / QUANTITY_SCALE).normalize():f}"
 
 
 def items_table(items: Iterable[common_pb2.ChargeItem]) -> Table:

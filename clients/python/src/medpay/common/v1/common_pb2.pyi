@@ -177,7 +177,7 @@ class ChargeItem(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     CHRGITM_LV_FIELD_NUMBER: _builtins.int
     MED_CHRGITM_TYPE_FIELD_NUMBER: _builtins.int
-    QUANTITY_MILLI_UNITS_FIELD_NUMBER: _builtins.int
+    QUANTITY_TEN_THOUSANDTHS_FIELD_NUMBER: _builtins.int
     UNIT_PRICE_FEN_FIELD_NUMBER: _builtins.int
     LINE_TOTAL_FEN_FIELD_NUMBER: _builtins.int
     DEPT_CODE_FIELD_NUMBER: _builtins.int
@@ -192,12 +192,21 @@ class ChargeItem(_message.Message):
     """收费项目等级 chrgitm_lv: "01" 甲类, "02" 乙类, "03" 丙类. Filled by the insurer's answer when empty."""
     med_chrgitm_type: _builtins.str
     """医疗收费项目类别 med_chrgitm_type (national category code, e.g. "09" 西药费)."""
-    quantity_milli_units: _builtins.int
-    """Quantity in ten-thousandths of a unit (NHSA cnt is 16,4): 1 unit = 10000."""
+    quantity_ten_thousandths: _builtins.int
+    """Quantity in ten-thousandths of a unit (NHSA cnt is 16,4): 1 unit = 10000, 1.5 units = 15000,
+    0.1 unit = 1000; > 0. (Called quantity_milli_units until it was renamed to say what it holds.)
+    """
     unit_price_fen: _builtins.int
-    """Unit price in fen."""
+    """Unit price in fen, >= 0: the price the line is billed at (a HIS that prices finer than the fen,
+    as NHSA pric 16,6 allows, sends the price rounded to the fen and bills the line at it).
+    """
     line_total_fen: _builtins.int
-    """Line total in fen. Must equal round(quantity * unit price) as the HIS billed it; > 0."""
+    """Line total in fen, > 0: quantity × unit price rounded half-up to the fen (NHSA
+    det_item_fee_sumamt is 16,2; cnt 16,4), i.e. in integers
+      line_total_fen = (quantity_ten_thousandths × unit_price_fen + 5000) div 10000.
+    The same rule, with no tolerance, for every order, self-pay or insured: any other value is
+    INVALID_ARGUMENT naming items[i].line_total_fen.
+    """
     dept_code: _builtins.str
     """Department and doctor who ordered it."""
     doctor_code: _builtins.str
@@ -211,7 +220,7 @@ class ChargeItem(_message.Message):
         name: _builtins.str = ...,
         chrgitm_lv: _builtins.str = ...,
         med_chrgitm_type: _builtins.str = ...,
-        quantity_milli_units: _builtins.int = ...,
+        quantity_ten_thousandths: _builtins.int = ...,
         unit_price_fen: _builtins.int = ...,
         line_total_fen: _builtins.int = ...,
         dept_code: _builtins.str = ...,
@@ -220,7 +229,7 @@ class ChargeItem(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chrgitm_lv", b"chrgitm_lv", "dept_code", b"dept_code", "doctor_code", b"doctor_code", "hospital_code", b"hospital_code", "line_no", b"line_no", "line_total_fen", b"line_total_fen", "med_chrgitm_type", b"med_chrgitm_type", "name", b"name", "national_code", b"national_code", "quantity_milli_units", b"quantity_milli_units", "unit_price_fen", b"unit_price_fen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chrgitm_lv", b"chrgitm_lv", "dept_code", b"dept_code", "doctor_code", b"doctor_code", "hospital_code", b"hospital_code", "line_no", b"line_no", "line_total_fen", b"line_total_fen", "med_chrgitm_type", b"med_chrgitm_type", "name", b"name", "national_code", b"national_code", "quantity_ten_thousandths", b"quantity_ten_thousandths", "unit_price_fen", b"unit_price_fen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

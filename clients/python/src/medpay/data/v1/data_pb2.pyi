@@ -191,6 +191,7 @@ class GetDailySummaryRequest(_message.Message):
 
     BUSINESS_DATE_FIELD_NUMBER: _builtins.int
     business_date: _builtins.str
+    """"YYYY-MM-DD" (Asia/Shanghai), 2000-01-01..2099-12-31. Required."""
     def __init__(
         self,
         *,
@@ -230,6 +231,7 @@ class GetSettlementTimesRequest(_message.Message):
 
     BUSINESS_DATE_FIELD_NUMBER: _builtins.int
     business_date: _builtins.str
+    """"YYYY-MM-DD" (Asia/Shanghai), 2000-01-01..2099-12-31. Required."""
     def __init__(
         self,
         *,
@@ -360,6 +362,7 @@ class ListSettlementFactsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     business_date: _builtins.str
+    """"YYYY-MM-DD" (Asia/Shanghai), 2000-01-01..2099-12-31. Required."""
     page_size: _builtins.int
     page_token: _builtins.str
     def __init__(

@@ -626,7 +626,7 @@ class ListSettlementsRequest(_message.Message):
     page_size: _builtins.int
     page_token: _builtins.str
     business_date: _builtins.str
-    """"YYYY-MM-DD" (Asia/Shanghai) of settlement; optional."""
+    """"YYYY-MM-DD" (Asia/Shanghai) of settlement, 2000-01-01..2099-12-31; optional."""
     status: Global___SettlementStatus.ValueType
     def __init__(
         self,
@@ -677,7 +677,7 @@ class ReconcileTotalsRequest(_message.Message):
     CLR_TYPE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     business_date: _builtins.str
-    """"YYYY-MM-DD". Required."""
+    """"YYYY-MM-DD" (Asia/Shanghai), 2000-01-01..2099-12-31. Required."""
     insutype: _builtins.str
     """Required ("310", "390", ...)."""
     clr_type: _builtins.str
@@ -985,6 +985,7 @@ class ReconcileDetailsRequest(_message.Message):
     CLR_TYPE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     business_date: _builtins.str
+    """"YYYY-MM-DD" (Asia/Shanghai), 2000-01-01..2099-12-31. Required."""
     insutype: _builtins.str
     clr_type: _builtins.str
     def __init__(

@@ -431,7 +431,14 @@ class PaymentOrder(_message.Message):
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChargeItem]: ...
     @_builtins.property
     def split(self) -> _common_pb2.SettlementBreakdown:
-        """The insurer's split; all zero for self-pay orders (then cash_due_fen = total_fen)."""
+        """The insurer's split of the bill, so that split.psn_cash_pay_fen = cash_due_fen on every order.
+        Self-pay orders: always present, with every insurer share zero (fund, personal account,
+        deductible, policy scope, hospital share, balance) and the whole bill the patient's own cash:
+        medfee_sumamt = fulamt_ownpay_amt = psn_part_amt = psn_cash_pay = total_fen (= cash_due_fen),
+        so the SettlementBreakdown identities hold. Insured orders: the pre-settlement's split, then the
+        settlement's; absent only while the pre-settlement is not known yet (PRESETTLING, or
+        NEEDS_ATTENTION after an unknown 2206 outcome).
+        """
 
     @_builtins.property
     def payments(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
@@ -755,7 +762,7 @@ class ListPaymentOrdersRequest(_message.Message):
     status: Global___OrderStatus.ValueType
     """Optional filters."""
     business_date: _builtins.str
-    """"YYYY-MM-DD" (Asia/Shanghai) of order creation."""
+    """"YYYY-MM-DD" (Asia/Shanghai) of order creation, 2000-01-01..2099-12-31."""
     his_patient_id: _builtins.str
     def __init__(
         self,
@@ -904,7 +911,7 @@ class ExportTransactionsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     business_date: _builtins.str
-    """"YYYY-MM-DD" in Asia/Shanghai. Required."""
+    """"YYYY-MM-DD" in Asia/Shanghai, 2000-01-01..2099-12-31. Required."""
     page_size: _builtins.int
     page_token: _builtins.str
     def __init__(

@@ -286,6 +286,7 @@ class RunReconciliationRequest(_message.Message):
     BUSINESS_DATE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     business_date: _builtins.str
+    """"YYYY-MM-DD" (Asia/Shanghai), 2000-01-01..2099-12-31, not after today. Required."""
     def __init__(
         self,
         *,
@@ -369,6 +370,7 @@ class ListReconciliationRunsRequest(_message.Message):
     page_size: _builtins.int
     page_token: _builtins.str
     business_date: _builtins.str
+    """"YYYY-MM-DD" (Asia/Shanghai) of the runs, 2000-01-01..2099-12-31; optional."""
     def __init__(
         self,
         *,
@@ -575,6 +577,7 @@ class ImportStatementRequest(_message.Message):
     source: _builtins.str
     """"alipay", "unionpay", "pos:<bank>", ..."""
     business_date: _builtins.str
+    """"YYYY-MM-DD" (Asia/Shanghai), 2000-01-01..2099-12-31."""
     content: _builtins.bytes
     """The file exactly as the channel delivered it (zip, GBK CSV, ...)."""
     filename: _builtins.str
