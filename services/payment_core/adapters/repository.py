@@ -189,7 +189,7 @@ def _order_from(
         split=_split_from(row), setl_id=row.setl_id, settled_at=_utc(row.settled_at),
         attention=Attention(row.attention) if row.attention else None, attention_reason=row.attention_reason,
         status_before_attention=OrderStatus(before) if before else None,
-        settlement_revoked=row.settlement_revoked, expires_at=as_utc(row.expires_at) if row.expires_at else NEVER,
+        settlement_revoked=row.settlement_revoked, expires_at=_utc(row.expires_at) or NEVER,
         close_requested=row.close_requested, close_reason=row.close_reason,
         presettlement_cancelled=row.presettlement_cancelled, attempts=row.attempts,
         last_step_at=_utc(row.last_step_at), due_at=_utc(row.due_at), lease_holder=row.lease_holder,
