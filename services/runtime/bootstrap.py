@@ -11,8 +11,9 @@ from pathlib import Path
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.runtime.changes import ChangeBroker, ChangeListener, listener_dsn, notify_channel
 from services.runtime.config import MeshSettings
-from services.runtime.db import create_engine, session_factory
+from services.runtime.db import create_engine, is_postgres, session_factory
 from services.runtime.idempotency import IdempotencyStore
 from services.runtime.logging import configure_logging
 from services.runtime.migrations import migrate
@@ -24,7 +25,8 @@ from services.runtime.telemetry import configure_tracing, instrument_httpx
 @dataclass
 class ServiceDatabase:
     """A service's own database (its schema on PostgreSQL, its file on SQLite) and the runtime
-    components that live in it: the outbox and the idempotency keys."""
+    components that live in it: the outbox, the idempotency keys, and the signals of what its
+    commits changed (`changes`; on PostgreSQL `listener` brings in other replicas' commits)."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
@@ -33,6 +35,8 @@ class ServiceDatabase:
     migrations: Path
     outbox: Outbox
     idempotency: IdempotencyStore
+    changes: ChangeBroker
+    listener: ChangeListener | None
 
     @classmethod
     def open(
@@ -41,6 +45,10 @@ class ServiceDatabase:
         url, schema = settings.database_for(service)
         engine = create_engine(url, schema)
         sessions = session_factory(engine)
+        changes = ChangeBroker(notify_channel(service) if is_postgres(engine) else None)
+        listener = None
+        if changes.channel is not None:
+            listener = ChangeListener(changes, listener_dsn(engine), f"medpay {service} changes")
         return cls(
             engine=engine,
             sessions=sessions,
@@ -49,10 +57,18 @@ class ServiceDatabase:
             migrations=migrations,
             outbox=Outbox(sessions, metadata),
             idempotency=IdempotencyStore(sessions, metadata),
+            changes=changes,
+            listener=listener,
         )
 
     async def migrate(self) -> None:
         await migrate(self.engine, self.migrations, self.schema)
+
+    async def listen_for_changes(self) -> None:
+        """Background task: other replicas' commits into `changes` (PostgreSQL). SQLite is one
+        process: its commits are published in-process, so there is nothing to listen to."""
+        if self.listener is not None:
+            await self.listener.run()
 
     async def close(self) -> None:
         await self.engine.dispose()
