@@ -29,6 +29,7 @@ from services.payment_core.service_layer.recovery import Resumer
 from services.payment_core.service_layer.refunds import Refunds
 from services.payment_core.service_layer.settlement import Settlements
 from services.payment_core.service_layer.unit_of_work import unit_of_work_factory
+from services.payment_core.service_layer.watching import OrderWatch
 from services.runtime.bootstrap import ServiceDatabase, command_line, serve_or_migrate, start_process
 from services.runtime.clock import utcnow
 from services.runtime.grpc_client import open_channel
@@ -72,7 +73,7 @@ class PaymentCore:
             name=SERVICE_NAME,
             address=self.settings.address(self.settings.payment_core_port),
             register=self.register,
-            background=[self.database.outbox.run_relay, self.resumer.run],
+            background=[self.database.outbox.run_relay, self.resumer.run, self.database.listen_for_changes],
             side_servers=[(self.notify_server.start, self.notify_server.stop)],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
@@ -99,7 +100,7 @@ def build(
     channel = channel or _channel(settings, closers)
     insurance = insurance or _insurance(settings, closers)
     deps = Dependencies(
-        uow=unit_of_work_factory(database.sessions, database.outbox), channel=channel,
+        uow=unit_of_work_factory(database.sessions, database.outbox, database.changes), channel=channel,
         insurance=insurance, notify_url=settings.notify_url(),
         qr_valid_for=_seconds(settings.payment_core_qr_valid_s), clock=clock,
     )  # fmt: skip
@@ -113,7 +114,7 @@ def build(
     return PaymentCore(
         settings=settings, database=database, channel=channel, insurance=insurance, orders=orders,
         refunds=refunds, settlements=settlements, resumer=resumer,
-        servicer=PaymentServicer(orders, refunds, database.idempotency),
+        servicer=PaymentServicer(orders, refunds, OrderWatch(orders, database.changes), database.idempotency),
         event_feed=EventFeedServicer(database.outbox), notifications=notifications,
         notify_server=NotifyServer(notify_app(notifications), bind, settings.payment_core_notify_port),
         closers=closers,
