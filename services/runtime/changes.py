@@ -80,7 +80,7 @@ class ChangeBroker:
 
     `channel` is the NOTIFY channel units of work send on (PostgreSQL), None for in-process only.
     `origin` marks this process's own NOTIFYs, which its listener skips: they were published
-    locally at commit already."""
+    locally at commit already. Used from the event loop's thread only, like the rest of asyncio."""
 
     def __init__(self, channel: str | None = None) -> None:
         self.channel = channel
