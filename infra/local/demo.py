@@ -1,11 +1,12 @@
 """python -m infra.local.demo [--visits 36 --refunds 2]: a hospital morning on one machine.
 
 Makes the simulated WeChat Pay keys, clears var/traces and (unless --keep-data) the previous
-runs' data, starts the mesh with honcho (SQLite by
-default, logs in var/log/mesh.log), waits for every health check, plays the morning through the
-facade, reconciles the day, waits for the data platform to catch up, prints the day's summary
-(checking that fund + personal account + cash = billed, and that it agrees with what the HIS
-did), the settlement-time percentiles and one insured settlement's trace across the processes.
+runs' data, starts the mesh with honcho (SQLite by default, logs in var/log/mesh.log), waits for
+every health check, plays the morning through the facade (each visit waits for its settlement on
+WatchPaymentOrder, pushed as it commits, not polled), reconciles the day, waits for the data
+platform to catch up, prints the day's summary (checking that fund + personal account + cash =
+billed, and that it agrees with what the HIS did), the settlement-time percentiles and one insured
+settlement's trace across the processes.
 The mesh is always stopped at the end. Exit status 1 if anything failed or did not add up.
 """
 

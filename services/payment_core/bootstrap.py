@@ -30,6 +30,7 @@ from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
 from services.payment_core.service_layer.notifications import ChannelNews
 from services.payment_core.service_layer.process import Leases, OrderProcess
 from services.payment_core.service_layer.unit_of_work import UnitOfWork, unit_of_work_factory
+from services.payment_core.service_layer.watching import OrderWatch
 from services.runtime.bootstrap import ServiceDatabase, command_line, serve_or_migrate, start_process
 from services.runtime.clock import utcnow
 from services.runtime.grpc_client import open_channel
@@ -73,7 +74,8 @@ class PaymentCore:
             name=SERVICE_NAME,
             address=self.settings.address(self.settings.payment_core_port),
             register=self.register,
-            background=[self.database.outbox.run_relay, self.janitor.run, self.database.instance.run],
+            background=[self.database.outbox.run_relay, self.janitor.run, self.database.instance.run,
+                        self.database.listen_for_changes],
             side_servers=[(self.notify_server.start, self.notify_server.stop)],
             on_drain=[self.drain],
             on_shutdown=[self.close],
@@ -104,7 +106,7 @@ def build(
     channel = channel or _channel(settings, closers)
     insurance = insurance or _insurance(settings, closers)
     deps = Dependencies(
-        uow=unit_of_work_factory(database.sessions, database.outbox), channel=channel,
+        uow=unit_of_work_factory(database.sessions, database.outbox, database.changes), channel=channel,
         insurance=insurance, notify_url=settings.notify_url(),
         qr_valid_for=_seconds(settings.payment_core_qr_valid_s), clock=clock,
     )  # fmt: skip
@@ -118,7 +120,8 @@ def build(
     bind = settings.payment_core_notify_bind or settings.host
     return PaymentCore(
         settings=settings, database=database, channel=channel, insurance=insurance, orders=orders,
-        process=process, janitor=janitor, servicer=PaymentServicer(orders, database.idempotency),
+        process=process, janitor=janitor,
+        servicer=PaymentServicer(orders, OrderWatch(orders, database.changes), database.idempotency),
         event_feed=EventFeedServicer(database.outbox), notifications=notifications,
         notify_server=NotifyServer(notify_app(notifications), bind, settings.payment_core_notify_port),
         closers=closers,

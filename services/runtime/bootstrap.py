@@ -11,8 +11,9 @@ from pathlib import Path
 from sqlalchemy import MetaData
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from services.runtime.changes import ChangeBroker, ChangeListener, listener_dsn, notify_channel
 from services.runtime.config import MeshSettings
-from services.runtime.db import create_engine, session_factory
+from services.runtime.db import create_engine, is_postgres, session_factory
 from services.runtime.idempotency import IdempotencyStore
 from services.runtime.instances import ServiceInstance
 from services.runtime.logging import configure_logging
@@ -25,9 +26,11 @@ from services.runtime.telemetry import configure_tracing, instrument_httpx
 @dataclass
 class ServiceDatabase:
     """A service's own database (its schema on PostgreSQL, its file on SQLite) and the runtime
-    components that live in it: the outbox, the idempotency keys, and this process's instance
-    (run `instance.run` as a background task; hold work with `instance.instance_id` and ask
-    `instance.is_alive()` / `instance.alive_clause()` whether another holder still lives)."""
+    components that live in it: the outbox, the idempotency keys, this process's instance (run
+    `instance.run` as a background task; hold work with `instance.instance_id` and ask
+    `instance.is_alive()` / `instance.alive_clause()` whether another holder still lives), and the
+    signals of what its commits changed (`changes`; on PostgreSQL `listener` brings in other
+    replicas' commits)."""
 
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
@@ -37,6 +40,8 @@ class ServiceDatabase:
     outbox: Outbox
     idempotency: IdempotencyStore
     instance: ServiceInstance
+    changes: ChangeBroker
+    listener: ChangeListener | None
 
     @classmethod
     def open(
@@ -52,6 +57,10 @@ class ServiceDatabase:
             heartbeat_s=settings.instance_heartbeat_s,
             dead_after_s=settings.instance_dead_after_s,
         )
+        changes = ChangeBroker(notify_channel(service) if is_postgres(engine) else None)
+        listener = None
+        if changes.channel is not None:
+            listener = ChangeListener(changes, listener_dsn(engine), f"medpay {service} changes")
         return cls(
             engine=engine,
             sessions=sessions,
@@ -61,10 +70,18 @@ class ServiceDatabase:
             outbox=Outbox(sessions, metadata),
             idempotency=IdempotencyStore(sessions, metadata, instance),
             instance=instance,
+            changes=changes,
+            listener=listener,
         )
 
     async def migrate(self) -> None:
         await migrate(self.engine, self.migrations, self.schema)
+
+    async def listen_for_changes(self) -> None:
+        """Background task: other replicas' commits into `changes` (PostgreSQL). SQLite is one
+        process: its commits are published in-process, so there is nothing to listen to."""
+        if self.listener is not None:
+            await self.listener.run()
 
     async def close(self) -> None:
         await self.engine.dispose()

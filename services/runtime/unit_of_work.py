@@ -5,6 +5,10 @@ bound to it and the outbox writing into it.
 back, so a state change and the events describing it commit together or not at all. A service
 subclasses it and binds its repositories in `bind()`. `read_only=True` is for transactions that
 only read: on SQLite they begin deferred and wait for no writer.
+
+`touch(key)` marks an aggregate changed by the transaction (see services.runtime.changes): on
+PostgreSQL it is sent with NOTIFY inside the transaction (delivered to other replicas only if it
+commits), and after the commit, never after a rollback, it is published to this process's broker.
 """
 
 from __future__ import annotations
@@ -13,8 +17,10 @@ from types import TracebackType
 from typing import Self
 
 from medpay.events.v1 import events_pb2
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.runtime.changes import ChangeBroker
 from services.runtime.db import READ_ONLY
 from services.runtime.outbox import Outbox
 
@@ -25,11 +31,14 @@ class SqlUnitOfWork:
         sessions: async_sessionmaker[AsyncSession],
         outbox: Outbox | None = None,
         read_only: bool = False,
+        changes: ChangeBroker | None = None,
     ) -> None:
         self._sessions = sessions
         self._outbox = outbox
         self._read_only = read_only
+        self._changes = changes
         self._session: AsyncSession | None = None
+        self._touched: set[str] = set()
 
     def bind(self, session: AsyncSession) -> None:
         """Attach the service's repositories to the transaction's session."""
@@ -46,21 +55,43 @@ class SqlUnitOfWork:
     async def __aexit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        session = self.session
+        session, committed = self.session, False
         try:
             if kind is None:
+                await self._notify_replicas(session)
                 await session.commit()
+                committed = True
             else:
                 await session.rollback()
         finally:
             await session.close()
             self._session = None
+            touched, self._touched = self._touched, set()
+        if committed and self._changes is not None:
+            for key in sorted(touched):
+                self._changes.publish(key)
 
     @property
     def session(self) -> AsyncSession:
         if self._session is None:
             raise RuntimeError("unit of work used outside `async with`")
         return self._session
+
+    def touch(self, key: str) -> None:
+        """Mark `key` changed by this transaction: its watchers are woken once it commits."""
+        if self._session is None:
+            raise RuntimeError("unit of work used outside `async with`")
+        self._touched.add(key)
+
+    async def _notify_replicas(self, session: AsyncSession) -> None:
+        # PostgreSQL queues a NOTIFY with the transaction and delivers it only on commit.
+        if self._changes is None or self._changes.channel is None:
+            return
+        for key in sorted(self._touched):
+            await session.execute(
+                text("SELECT pg_notify(:channel, :payload)"),
+                {"channel": self._changes.channel, "payload": self._changes.notification(key)},
+            )
 
     async def record_event(self, *envelopes: events_pb2.EventEnvelope) -> None:
         """Events leave through the outbox, in this transaction."""

@@ -3,6 +3,7 @@ event loop): what it shows, what it never shows, and its exit codes."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from concurrent import futures
 
@@ -48,6 +49,20 @@ def _order() -> payment_pb2.PaymentOrder:
 class Payments(payment_pb2_grpc.PaymentServiceServicer):
     def GetPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
         return payment_pb2.GetPaymentOrderResponse(order=_order())
+
+    def WatchPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
+        """ord_1 goes from awaiting payment to settled; any other order stays PAYING."""
+        order = _order()
+        steps = [payment_pb2.ORDER_STATUS_AWAITING_PAYMENT, payment_pb2.ORDER_STATUS_PAYING]
+        for status in steps if request.order_id == "ord_1" else steps[1:]:
+            order.status = status
+            yield payment_pb2.WatchPaymentOrderResponse(order=order)
+        if request.order_id == "ord_1":
+            yield payment_pb2.WatchPaymentOrderResponse(order=_order())
+            return
+        ended = threading.Event()
+        context.add_callback(ended.set)  # the caller's deadline ends the call
+        ended.wait(10)
 
     def RefundPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
         violation = error_details_pb2.BadRequest.FieldViolation(
@@ -107,6 +122,21 @@ def test_order_get_shows_yuan_and_never_the_patient_in_clear(mesh: None) -> None
     assert "12.50" in output and "7.00" in output and "3.00" in output and "2.50" in output
     assert "3501**********3411" in output and "1.5" in output
     assert CERTNO not in output and NAME not in output
+
+
+def test_order_watch_prints_each_change_until_settled(mesh: None) -> None:
+    code, output = _run("order", "watch", "ord_1")
+    assert code == 0, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert [line.split()[1] for line in lines] == ["AWAITING_PAYMENT", "PAYING", "SETTLED"]
+    assert "cash 2.50 of 2.50" in lines[-1]
+    assert CERTNO not in output and NAME not in output
+
+
+def test_order_watch_exits_1_when_the_order_is_not_final_in_time(mesh: None) -> None:
+    code, output = _run("order", "watch", "ord_slow", "--timeout", "0.5")
+    assert code == 1
+    assert "PAYING" in output and "still PAYING after 0.5s" in output
 
 
 def test_a_refused_refund_exits_1_with_the_field_named(mesh: None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import grpc
@@ -13,12 +14,17 @@ S = payment_pb2
 
 
 class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
-    """Records CreatePaymentOrder requests; GetPaymentOrder walks through `statuses`."""
+    """Records CreatePaymentOrder requests; GetPaymentOrder walks through `statuses`;
+    WatchPaymentOrder streams them (repeating none), then ends, or stays open after the last one
+    when `keep_open`. `unavailable` failures are answered first, one per watch."""
 
     def __init__(self) -> None:
         self.created: list[payment_pb2.CreatePaymentOrderRequest] = []
         self.statuses: list[int] = []
         self.gets = 0
+        self.watches = 0
+        self.keep_open = False
+        self.unavailable = 0
 
     async def CreatePaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
         self.created.append(request)
@@ -30,6 +36,16 @@ class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
         status = self.statuses[min(self.gets, len(self.statuses) - 1)]
         self.gets += 1
         return S.GetPaymentOrderResponse(order=S.PaymentOrder(order_id=request.order_id, status=status))
+
+    async def WatchPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
+        self.watches += 1
+        if self.unavailable:
+            self.unavailable -= 1
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
+        for status in self.statuses:
+            yield S.WatchPaymentOrderResponse(order=S.PaymentOrder(order_id=request.order_id, status=status))
+        if self.keep_open:
+            await asyncio.Event().wait()  # until the caller's deadline cancels the call
 
 
 @pytest.fixture
@@ -93,14 +109,43 @@ async def test_a_self_pay_order_has_no_insurance_part(
     assert not sent.patient.HasField("voucher")
 
 
-async def test_wait_until_settled_polls_through_paying(
+async def test_wait_until_settled_follows_the_stream_through_paying(
     client: tuple[ScriptedPaymentService, MedPayClient],
 ) -> None:
     servicer, medpay = client
     servicer.statuses = [S.ORDER_STATUS_PAYING, S.ORDER_STATUS_SETTLING, S.ORDER_STATUS_SETTLED]
     order = await medpay.wait_until_settled("ord_1", timeout_s=5)
     assert order.status == S.ORDER_STATUS_SETTLED
-    assert servicer.gets == 3
+    assert (servicer.watches, servicer.gets) == (1, 0)
+
+
+async def test_a_watch_cut_off_unavailable_is_opened_again(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_PAYING, S.ORDER_STATUS_SETTLED]
+    servicer.unavailable = 2
+    order = await medpay.wait_until_settled("ord_1", timeout_s=5)
+    assert order.status == S.ORDER_STATUS_SETTLED and servicer.watches == 3
+
+
+async def test_watch_order_yields_each_state_once_and_ends_with_the_stream(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_AWAITING_PAYMENT, S.ORDER_STATUS_PAYING, S.ORDER_STATUS_SETTLED]
+    seen = [order.status async for order in medpay.watch_order("ord_1", timeout_s=5)]
+    assert seen == servicer.statuses
+
+
+async def test_wait_until_refunded_gives_up_when_the_refund_ends_settled(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_REFUNDING, S.ORDER_STATUS_SETTLED]
+    with pytest.raises(OrderWaitError, match="will not become ORDER_STATUS_REFUNDED") as caught:
+        await medpay.wait_until_refunded("ord_1", timeout_s=5)
+    assert caught.value.order.status == S.ORDER_STATUS_SETTLED
 
 
 async def test_wait_until_settled_gives_up_on_a_closed_order(
@@ -117,8 +162,9 @@ async def test_wait_until_settled_times_out_with_the_last_state(
     client: tuple[ScriptedPaymentService, MedPayClient],
 ) -> None:
     servicer, medpay = client
-    servicer.statuses = [S.ORDER_STATUS_NEEDS_ATTENTION]
+    servicer.statuses = [S.ORDER_STATUS_PAYING, S.ORDER_STATUS_NEEDS_ATTENTION]
+    servicer.keep_open = True  # NEEDS_ATTENTION does not end the stream
     with pytest.raises(OrderWaitError, match="NEEDS_ATTENTION") as caught:
         await medpay.wait_until_settled("ord_1", timeout_s=0.3)
-    assert servicer.gets >= 2
     assert caught.value.order.status == S.ORDER_STATUS_NEEDS_ATTENTION
+    assert (servicer.watches, servicer.gets) == (1, 0)

@@ -3,8 +3,10 @@ facade only, as a HIS cashier module would use it.
 
 Each visit is one trace: a root span "his.outpatient_visit" around create order -> pay -> the
 patient scanning the QR code (a POST to the WeChat Pay simulator, standing in for the phone) ->
-waiting until SETTLED. With the facade's channels carrying OpenTelemetry's client interceptors and
-httpx instrumented, that trace continues through every service and simulator the visit touches.
+waiting until SETTLED on the facade's watch of the order (WatchPaymentOrder: payment-core pushes
+each change as it commits; nothing polls). With the facade's channels carrying OpenTelemetry's
+client interceptors and httpx instrumented, that trace continues through every service and
+simulator the visit touches.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Payment orders in storage: rows <-> the domain aggregate. `get(..., lock=True)` is the one named
 place where an order is locked for a state change (SELECT ... FOR UPDATE on PostgreSQL; on SQLite the
-runtime's BEGIN IMMEDIATE already serialises writers)."""
+runtime's BEGIN IMMEDIATE already serialises writers). Every write of an order calls `changed` with
+its id (the unit of work turns that into a change signal sent after commit)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -33,9 +34,14 @@ from services.runtime.money import Money
 _SPLIT = dict(zip(InsuranceSplit.field_names(), orm.SPLIT_COLUMNS, strict=True))
 
 
+def _unobserved(_order_id: str) -> None:
+    """No one to tell of a write."""
+
+
 class OrderRepository:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, changed: Callable[[str], None] = _unobserved) -> None:
         self._session = session
+        self._changed = changed
         # Payments and refunds this session has seen in storage: saved by UPDATE, the rest by INSERT.
         self._stored: set[str] = set()
 
@@ -47,6 +53,7 @@ class OrderRepository:
                 [_line_values(order.order_id, i, ln) for i, ln in enumerate(order.lines)],
             )
         await self._save_children(order)
+        self._changed(order.order_id)
 
     async def get(self, order_id: str, lock: bool = False) -> PaymentOrder | None:
         query = select(orm.payment_orders).where(orm.payment_orders.c.order_id == order_id)
@@ -77,9 +84,10 @@ class OrderRepository:
     async def save(self, order: PaymentOrder) -> None:
         await self.save_order_row(order)
         await self._save_children(order)
+        self._changed(order.order_id)
 
     async def save_order_row(self, order: PaymentOrder) -> None:
-        """Only the order's own row (its payments and refunds did not change)."""
+        """Only the order's own row, for what watchers do not see (its lease, when it is due)."""
         table = orm.payment_orders
         await self._session.execute(
             update(table).where(table.c.order_id == order.order_id).values(**_order_values(order))
@@ -101,6 +109,7 @@ class OrderRepository:
         await self._session.execute(
             delete(orm.payment_orders).where(orm.payment_orders.c.order_id == order_id)
         )
+        self._changed(order_id)
 
     async def hydrate(self, rows: Sequence[Row[Any]]) -> list[PaymentOrder]:
         """Whole aggregates (lines, payments, refunds) for order rows, in the rows' order."""
@@ -138,6 +147,7 @@ class OrderRepository:
                 f"refund {refund.out_refund_no} would take more than was paid", {"order_id": order.order_id}
             ) from error
         _apply_refunded(order, refund, delta_fen)
+        self._changed(order.order_id)
 
     async def _save_children(self, order: PaymentOrder) -> None:
         for payment in order.payments:

@@ -4,20 +4,23 @@ raised as services.runtime.errors and mapped to rich statuses by the runtime int
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 
 import grpc
 from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from services.payment_core.entrypoints import mapping, requests
 from services.payment_core.service_layer.handlers import PaymentOrders
+from services.payment_core.service_layer.watching import OrderWatch
 from services.runtime.errors import NotOffered
 from services.runtime.idempotency import IdempotencyStore, idempotent
 from services.runtime.pagination import encode_page_token
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, orders: PaymentOrders, idempotency: IdempotencyStore) -> None:
+    def __init__(self, orders: PaymentOrders, watch: OrderWatch, idempotency: IdempotencyStore) -> None:
         self._orders = orders
+        self._watch = watch
         self.idempotency = idempotency
 
     @idempotent(payment_pb2.CreatePaymentOrderResponse)
@@ -84,8 +87,16 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def WatchPaymentOrder(
         self, request: payment_pb2.WatchPaymentOrderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[payment_pb2.WatchPaymentOrderResponse]:
-        raise NotOffered("WatchPaymentOrder is not offered in this release")
-        yield  # unreachable: makes this an async generator, as the OpenTelemetry stream interceptor requires
+        """The order now, then each committed change visible in it, ending after SETTLED, CLOSED or
+        REFUNDED (or at the caller's deadline, when gRPC cancels the call)."""
+        order_id = requests.order_id(request)
+        sent: payment_pb2.PaymentOrder | None = None
+        async with aclosing(self._watch.follow(order_id)) as orders:
+            async for order in orders:
+                shown = mapping.order_to_proto(order)
+                if shown != sent:
+                    yield payment_pb2.WatchPaymentOrderResponse(order=shown)
+                    sent = shown
 
     async def TopUpDeposit(
         self, request: payment_pb2.TopUpDepositRequest, context: grpc.aio.ServicerContext

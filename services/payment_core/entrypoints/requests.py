@@ -194,7 +194,7 @@ def refund_order(request: payment_pb2.RefundPaymentOrderRequest) -> commands.Ref
     )
 
 
-def order_id(request: payment_pb2.GetPaymentOrderRequest) -> str:
+def order_id(request: payment_pb2.GetPaymentOrderRequest | payment_pb2.WatchPaymentOrderRequest) -> str:
     found = Violations()
     found.require_text(request.order_id, "order_id", 40)
     found.raise_if_any()

@@ -1,5 +1,6 @@
 """payment-core's unit of work: an order's state change, its ledger postings and its events
-commit together or not at all (see services.runtime.unit_of_work)."""
+commit together or not at all (see services.runtime.unit_of_work). Every write of an order through
+`orders` touches the order's key, so its watchers (WatchPaymentOrder) wake once it commits."""
 
 from __future__ import annotations
 
@@ -11,9 +12,15 @@ from services.payment_core.adapters.ledger_store import LedgerStore
 from services.payment_core.adapters.queries import OrderQueries, WorkLists
 from services.payment_core.adapters.repository import OrderRepository
 from services.payment_core.domain.order import PaymentOrder
+from services.runtime.changes import ChangeBroker, aggregate_key
 from services.runtime.errors import NotFound
 from services.runtime.outbox import Outbox
 from services.runtime.unit_of_work import SqlUnitOfWork
+
+
+def order_changes(order_id: str) -> str:
+    """The key under which an order's committed changes are signalled."""
+    return aggregate_key("payment_order", order_id)
 
 
 class UnitOfWork(SqlUnitOfWork):
@@ -23,7 +30,7 @@ class UnitOfWork(SqlUnitOfWork):
     work: WorkLists
 
     def bind(self, session: AsyncSession) -> None:
-        self.orders = OrderRepository(session)
+        self.orders = OrderRepository(session, changed=lambda order_id: self.touch(order_changes(order_id)))
         self.ledger = LedgerStore(session)
         self.queries = OrderQueries(session, self.orders)
         self.work = WorkLists(session)
@@ -40,8 +47,10 @@ class UnitOfWorkFactory(Protocol):
     def __call__(self, read_only: bool = False) -> UnitOfWork: ...
 
 
-def unit_of_work_factory(sessions: async_sessionmaker[AsyncSession], outbox: Outbox) -> UnitOfWorkFactory:
+def unit_of_work_factory(
+    sessions: async_sessionmaker[AsyncSession], outbox: Outbox, changes: ChangeBroker | None = None
+) -> UnitOfWorkFactory:
     def open_unit_of_work(read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(sessions, outbox, read_only)
+        return UnitOfWork(sessions, outbox, read_only, changes)
 
     return open_unit_of_work

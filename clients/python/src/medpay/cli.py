@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import date, datetime, timedelta
 from typing import Annotated
 
+import grpc
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -72,6 +73,31 @@ def order_get(order_id: str) -> None:
             console.print(tables.refunds_table(order.refunds))
 
     _run(show)
+
+
+@order_app.command("watch")
+def order_watch(
+    order_id: str,
+    timeout_s: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Give up after this many seconds.")
+    ] = 300.0,
+) -> None:
+    """Follow an order as it changes (pushed by payment-core as each change commits) until it is
+    SETTLED, CLOSED or REFUNDED; exit 1 if it is not by --timeout."""
+
+    async def follow(client: MedPayClient) -> None:
+        last: payment_pb2.PaymentOrder | None = None
+        try:
+            async for last in client.watch_order(order_id, timeout_s):
+                console.print(f"{datetime.now(tables.HOSPITAL_TZ):%H:%M:%S}  {tables.order_progress(last)}")
+        except MedPayError as error:
+            if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            status = tables.order_status(last) if last is not None else "unknown"
+            console.print(f"[yellow]order {escape(order_id)} still {status} after {timeout_s:g}s[/yellow]")
+            raise typer.Exit(1) from None
+
+    _run(follow)
 
 
 @order_app.command("list")

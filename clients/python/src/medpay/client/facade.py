@@ -3,7 +3,7 @@
     async with MedPayClient.connect() as medpay:
         order = await medpay.create_outpatient_order(his_order_no=..., his_patient_id=..., items=...)
         paid = await medpay.pay(order.order_id, CHANNEL_WECHAT_PAY, PAY_METHOD_NATIVE_QR)
-        settled = await medpay.wait_until_settled(order.order_id, timeout_s=60)
+        settled = await medpay.wait_until_settled(order.order_id, timeout_s=60)  # a stream, no polling
 
 Every mutating call carries a request_id (a fresh uuid4 hex unless the caller passes one, e.g. to
 make a retry after a crash a replay) and every attempt a deadline. UNAVAILABLE (and ABORTED
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from datetime import date
 from types import TracebackType
 from typing import Any, Self, TypeAlias, TypeVar, cast
@@ -36,6 +37,7 @@ from medpay.client.models import (
     PayResult,
     RefundResult,
 )
+from medpay.client.watching import follow_order
 from medpay.common.v1 import common_pb2
 from medpay.data.v1 import data_pb2, data_pb2_grpc
 from medpay.events.v1 import events_pb2, events_pb2_grpc
@@ -45,9 +47,6 @@ from medpay.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
 Response = TypeVar("Response")
 OrderStatus: TypeAlias = payment_pb2.OrderStatus.ValueType
 
-# Terminal states from which an order will not reach the one being waited for.
-_NOT_SETTLING = frozenset({payment_pb2.ORDER_STATUS_CLOSED, payment_pb2.ORDER_STATUS_REFUNDED})
-_NOT_REFUNDING = frozenset({payment_pb2.ORDER_STATUS_CLOSED})
 _PAGE_SIZE = 200
 # A reconciliation run takes seconds to minutes: looking twice a second is plenty.
 _RUN_POLL_S = 0.5
@@ -223,34 +222,45 @@ class MedPayClient:
                 return
             token = page.next_page_token
 
+    async def watch_order(
+        self, order_id: str, timeout_s: float = 60.0
+    ) -> AsyncGenerator[payment_pb2.PaymentOrder, None]:
+        """The order now, then each change as payment-core commits it (WatchPaymentOrder, no
+        polling), ending after SETTLED, CLOSED or REFUNDED; MedPayError DEADLINE_EXCEEDED when
+        `timeout_s` pass first. For a kiosk showing progress."""
+        states = follow_order(self._payment.WatchPaymentOrder, order_id, timeout_s, self._retry)
+        async with aclosing(states):
+            async for order in states:
+                yield order
+
     async def wait_until_settled(self, order_id: str, timeout_s: float = 30.0) -> payment_pb2.PaymentOrder:
-        """Poll GetPaymentOrder until the order is SETTLED; OrderWaitError (carrying the last state
-        seen) if it closes or `timeout_s` pass. NEEDS_ATTENTION is waited through: a query may
-        still settle it."""
-        return await self._wait_for(order_id, payment_pb2.ORDER_STATUS_SETTLED, _NOT_SETTLING, timeout_s)
+        """Wait until the order is SETTLED, following its changes as they commit; OrderWaitError
+        (carrying the last state seen) if it closes or is refunded instead, or `timeout_s` pass.
+        NEEDS_ATTENTION is waited through: a query may still settle it."""
+        return await self._wait_for(order_id, payment_pb2.ORDER_STATUS_SETTLED, timeout_s)
 
     async def wait_until_refunded(self, order_id: str, timeout_s: float = 30.0) -> payment_pb2.PaymentOrder:
-        """Poll until the order is REFUNDED (the channel confirms refunds asynchronously)."""
-        return await self._wait_for(order_id, payment_pb2.ORDER_STATUS_REFUNDED, _NOT_REFUNDING, timeout_s)
+        """Wait until the order is REFUNDED (the channel confirms refunds asynchronously);
+        OrderWaitError if it ends otherwise (a refused refund leaves it SETTLED) or time runs out."""
+        return await self._wait_for(order_id, payment_pb2.ORDER_STATUS_REFUNDED, timeout_s)
 
     async def _wait_for(
-        self, order_id: str, wanted: OrderStatus, hopeless: frozenset[OrderStatus], timeout_s: float
+        self, order_id: str, wanted: OrderStatus, timeout_s: float
     ) -> payment_pb2.PaymentOrder:
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + timeout_s
-        interval = 0.05
-        while True:
-            order = await self.get_order(order_id)
-            if order.status == wanted:
-                return order
-            if order.status in hopeless:
-                raise OrderWaitError(order, f"will not become {payment_pb2.OrderStatus.Name(wanted)}")
-            left = give_up_at - loop.time()
-            if left <= 0:
-                wanted_name = payment_pb2.OrderStatus.Name(wanted)
-                raise OrderWaitError(order, f"not {wanted_name} after {timeout_s:g}s")
-            await asyncio.sleep(min(interval, left))
-            interval = min(interval * 2, 0.5)
+        wanted_name = payment_pb2.OrderStatus.Name(wanted)
+        last: payment_pb2.PaymentOrder | None = None
+        try:
+            async with aclosing(self.watch_order(order_id, timeout_s)) as states:
+                async for last in states:
+                    if last.status == wanted:
+                        return last
+        except MedPayError as error:
+            if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            seen = last if last is not None else await self.get_order(order_id)
+            raise OrderWaitError(seen, f"not {wanted_name} after {timeout_s:g}s") from None
+        seen = last if last is not None else await self.get_order(order_id)
+        raise OrderWaitError(seen, f"will not become {wanted_name}")
 
     async def close_order(
         self, order_id: str, reason: str = "", *, request_id: str | None = None

@@ -59,6 +59,23 @@ def order_table(order: payment_pb2.PaymentOrder) -> Table:
     return table
 
 
+def order_progress(order: payment_pb2.PaymentOrder) -> str:
+    """One line per change an operator watches go by: status, cash, the latest payment and refund."""
+    parts = [
+        f"{order_status(order):<16}",
+        f"cash {format_yuan(order.cash_paid_fen)} of {format_yuan(order.cash_due_fen)}",
+    ]
+    if order.payments:
+        status = payment_pb2.PaymentStatus.Name(order.payments[-1].status)
+        parts.append(f"payment {status.removeprefix('PAYMENT_STATUS_')}")
+    if order.refunds:
+        status = payment_pb2.RefundStatus.Name(order.refunds[-1].status)
+        parts.append(f"refund {status.removeprefix('REFUND_STATUS_')}")
+    if order.attention_reason:
+        parts.append(f"({escape(order.attention_reason)})")
+    return "  ".join(parts)
+
+
 def quantity(item: common_pb2.ChargeItem) -> str:
     """Ten-thousandths of a unit, shown as a plain decimal: 15000 -> "1.5"."""
     return f"{(Decimal(item.quantity_ten_thousandths) / QUANTITY_SCALE).normalize():f}"

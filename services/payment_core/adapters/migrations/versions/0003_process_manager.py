@@ -6,6 +6,7 @@ Revises: 0002
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -21,7 +22,7 @@ _WHEN = sa.DateTime(timezone=True)
 def upgrade() -> None:
     # Plain ADD/DROP COLUMN (PostgreSQL, SQLite >= 3.35): no table copy, so the charge lines,
     # payments and refunds that reference the orders keep their foreign keys intact.
-    new_columns = [
+    new_columns: list[sa.Column[Any]] = [
         sa.Column("expires_at", _WHEN, nullable=True),
         sa.Column("close_requested", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("close_reason", sa.String(length=256), nullable=False, server_default=""),

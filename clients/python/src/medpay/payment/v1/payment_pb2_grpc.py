@@ -161,8 +161,14 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchPaymentOrder(self, request, context):
-        """Stream an order's status changes until it reaches a terminal state (kiosks). Not offered yet:
-        UNIMPLEMENTED (NOT_OFFERED).
+        """Follow one order as it changes (kiosks, the HIS waiting for settlement): the first message is
+        the order as it is now, then one message per committed change visible in the order (status,
+        payments, refunds, amounts), pushed as the change commits (no polling behind it). The stream
+        ends after the order reaches a final state: SETTLED, CLOSED or REFUNDED (a refund of a SETTLED
+        order is a new request; watch again to follow it). NEEDS_ATTENTION does not end it: a query or
+        a person still moves such an order on. Otherwise it lasts until the caller's deadline
+        (DEADLINE_EXCEEDED) or cancellation: set a deadline. Errors: INVALID_ARGUMENT (order_id),
+        NOT_FOUND (RESOURCE_NOT_FOUND).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -70,8 +70,14 @@ class PaymentServiceStub:
     Errors: INVALID_ARGUMENT (business_date).
     """
     WatchPaymentOrder: _grpc.UnaryStreamMultiCallable[_payment_pb2.WatchPaymentOrderRequest, _payment_pb2.WatchPaymentOrderResponse]
-    """Stream an order's status changes until it reaches a terminal state (kiosks). Not offered yet:
-    UNIMPLEMENTED (NOT_OFFERED).
+    """Follow one order as it changes (kiosks, the HIS waiting for settlement): the first message is
+    the order as it is now, then one message per committed change visible in the order (status,
+    payments, refunds, amounts), pushed as the change commits (no polling behind it). The stream
+    ends after the order reaches a final state: SETTLED, CLOSED or REFUNDED (a refund of a SETTLED
+    order is a new request; watch again to follow it). NEEDS_ATTENTION does not end it: a query or
+    a person still moves such an order on. Otherwise it lasts until the caller's deadline
+    (DEADLINE_EXCEEDED) or cancellation: set a deadline. Errors: INVALID_ARGUMENT (order_id),
+    NOT_FOUND (RESOURCE_NOT_FOUND).
     """
     TopUpDeposit: _grpc.UnaryUnaryMultiCallable[_payment_pb2.TopUpDepositRequest, _payment_pb2.TopUpDepositResponse]
     """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
@@ -124,8 +130,14 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     Errors: INVALID_ARGUMENT (business_date).
     """
     WatchPaymentOrder: _aio.UnaryStreamMultiCallable[_payment_pb2.WatchPaymentOrderRequest, _payment_pb2.WatchPaymentOrderResponse]  # type: ignore[assignment]
-    """Stream an order's status changes until it reaches a terminal state (kiosks). Not offered yet:
-    UNIMPLEMENTED (NOT_OFFERED).
+    """Follow one order as it changes (kiosks, the HIS waiting for settlement): the first message is
+    the order as it is now, then one message per committed change visible in the order (status,
+    payments, refunds, amounts), pushed as the change commits (no polling behind it). The stream
+    ends after the order reaches a final state: SETTLED, CLOSED or REFUNDED (a refund of a SETTLED
+    order is a new request; watch again to follow it). NEEDS_ATTENTION does not end it: a query or
+    a person still moves such an order on. Otherwise it lasts until the caller's deadline
+    (DEADLINE_EXCEEDED) or cancellation: set a deadline. Errors: INVALID_ARGUMENT (order_id),
+    NOT_FOUND (RESOURCE_NOT_FOUND).
     """
     TopUpDeposit: _aio.UnaryUnaryMultiCallable[_payment_pb2.TopUpDepositRequest, _payment_pb2.TopUpDepositResponse]  # type: ignore[assignment]
     """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
@@ -223,8 +235,14 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.WatchPaymentOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_payment_pb2.WatchPaymentOrderResponse], _abc.AsyncIterator[_payment_pb2.WatchPaymentOrderResponse]]:
-        """Stream an order's status changes until it reaches a terminal state (kiosks). Not offered yet:
-        UNIMPLEMENTED (NOT_OFFERED).
+        """Follow one order as it changes (kiosks, the HIS waiting for settlement): the first message is
+        the order as it is now, then one message per committed change visible in the order (status,
+        payments, refunds, amounts), pushed as the change commits (no polling behind it). The stream
+        ends after the order reaches a final state: SETTLED, CLOSED or REFUNDED (a refund of a SETTLED
+        order is a new request; watch again to follow it). NEEDS_ATTENTION does not end it: a query or
+        a person still moves such an order on. Otherwise it lasts until the caller's deadline
+        (DEADLINE_EXCEEDED) or cancellation: set a deadline. Errors: INVALID_ARGUMENT (order_id),
+        NOT_FOUND (RESOURCE_NOT_FOUND).
         """
 
     @_abc_1.abstractmethod
