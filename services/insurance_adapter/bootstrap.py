@@ -95,6 +95,7 @@ def nhsa_client_config(settings: InsuranceAdapterSettings) -> nhsa.NhsaClientCon
         opter=settings.nhsa_opter,
         opter_name=settings.nhsa_opter_name,
         timeout_s=settings.nhsa_timeout_s,
+        msgid_node=settings.nhsa_msgid_node,
     )
 
 
