@@ -20,6 +20,7 @@ from services.insurance_adapter.domain.bill import ChargeLine, OutpatientBill
 from services.insurance_adapter.domain.settlement import (
     ACTIVE_STATUSES,
     InsuredVisit,
+    QueryAnswer,
     Settlement,
     SettlementBreakdown,
     SettlementStatus,
@@ -31,8 +32,17 @@ from services.runtime.money import Money
 
 _BREAKDOWN = SettlementBreakdown.field_names()
 # Columns a state change may touch; everything else is written once.
-_MUTABLE = ("status", "chrg_bchno", "setl_id", "settle_msgid", "invoice_no", "status_reason")
-_TIMES = ("presettled_at", "settled_at", "revoked_at")
+_MUTABLE = (
+    "status",
+    "chrg_bchno",
+    "setl_id",
+    "settle_msgid",
+    "invoice_no",
+    "status_reason",
+    "undecided_queries",
+    "last_query",
+)
+_TIMES = ("presettled_at", "settled_at", "revoked_at", "last_queried_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +226,8 @@ def _settlement(row: Row[Any]) -> Settlement:
         settle_msgid=row.settle_msgid or "",
         invoice_no=row.invoice_no,
         status_reason=row.status_reason,
+        undecided_queries=int(row.undecided_queries),
+        last_query=QueryAnswer(row.last_query),
         **{name: as_utc(row._mapping[name]) if row._mapping[name] else None for name in _TIMES},
     )
 
