@@ -9,7 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -282,6 +282,11 @@ async def test_presettle_settle_revoke_with_amounts_adding_up(mesh: Mesh) -> Non
     settled = await mesh.settle(presettled.settlement_id, "settle-flow", invoice_no="INV0001")
     assert settled.status == pb.SETTLEMENT_STATUS_SETTLED and settled.setl_id
     assert settled.breakdown == split and settled.HasField("settled_at")
+    # Read back, the insurer's settlement time (Beijing) is the same instant: on SQLite it used to
+    # be stored as Beijing wall time and read back as UTC, 8 hours late (and off its business day).
+    stored = await settlement_of(mesh, settled.settlement_id)
+    assert abs(stored.settled_at.ToDatetime(tzinfo=UTC) - utcnow()) < timedelta(minutes=1)
+    assert stored.settled_at == settled.settled_at
 
     revoke = pb.RevokeSettlementRequest(request_id="revoke-flow", settlement_id=settled.settlement_id)
     revoked = (await mesh.insurance.RevokeSettlement(revoke)).settlement

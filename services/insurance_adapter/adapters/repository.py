@@ -83,7 +83,7 @@ class SettlementRepository:
     async def save(self, settlement: Settlement) -> None:
         values: dict[str, Any] = {name: getattr(settlement, name) for name in _MUTABLE}
         values["settle_msgid"] = settlement.settle_msgid or None
-        values.update({name: getattr(settlement, name) for name in _TIMES})
+        values.update(_times_row(settlement))
         values.update(_breakdown_row(settlement.breakdown))
         await self._session.execute(
             update(settlements)
@@ -192,9 +192,16 @@ def _settlement_row(settlement: Settlement) -> dict[str, Any]:
         "created_at": settlement.created_at,
         **{name: getattr(settlement, name) for name in _MUTABLE},
         "settle_msgid": settlement.settle_msgid or None,
-        **{name: getattr(settlement, name) for name in _TIMES},
+        **_times_row(settlement),
         **_breakdown_row(settlement.breakdown),
     }
+
+
+def _times_row(settlement: Settlement) -> dict[str, datetime | None]:
+    """The moments in UTC: SQLite keeps a datetime's wall time and drops its offset, so the
+    insurer's Beijing setl_time would otherwise be read back (as UTC) eight hours late."""
+    moments = {name: getattr(settlement, name) for name in _TIMES}
+    return {name: as_utc(moment) if moment else None for name, moment in moments.items()}
 
 
 def _breakdown_row(breakdown: SettlementBreakdown | None) -> dict[str, int | None]:
