@@ -1,11 +1,12 @@
 """The composition root of insurance-adapter: settings → database → NHSA client → handlers →
 servicers → ServiceHost. `build()` returns the wired graph, so a test can serve it itself or pass
-an `insurer` of its own."""
+an `insurer` or a `clock` (what the settlement steps are paced by) of its own."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import grpc
@@ -25,6 +26,7 @@ from services.insurance_adapter.service_layer.reports import ReportHandlers
 from services.insurance_adapter.service_layer.settlement import SettlementHandlers
 from services.insurance_adapter.service_layer.unit_of_work import UnitOfWork
 from services.runtime.bootstrap import ServiceDatabase, command_line, run, serve_or_migrate, start_process
+from services.runtime.clock import utcnow
 from services.runtime.outbox import EventFeedServicer
 from services.runtime.server import ServiceHost
 
@@ -67,7 +69,12 @@ class InsuranceAdapter:
         await self.database.close()
 
 
-def build(settings: InsuranceAdapterSettings, *, insurer: Insurer | None = None) -> InsuranceAdapter:
+def build(
+    settings: InsuranceAdapterSettings,
+    *,
+    insurer: Insurer | None = None,
+    clock: Callable[[], datetime] = utcnow,
+) -> InsuranceAdapter:
     database = ServiceDatabase.open(settings, SERVICE_NAME, metadata, MIGRATIONS)
     message_log = MessageLog(database.sessions)
     client = None
@@ -75,7 +82,10 @@ def build(settings: InsuranceAdapterSettings, *, insurer: Insurer | None = None)
         client = nhsa.NhsaClient(nhsa_client_config(settings), on_exchange=exchange_recorder(message_log))
         insurer = NhsaInsurer(client, settings.nhsa_timeout_s)
     deps = Dependencies(
-        unit_of_work=lambda: UnitOfWork(database), insurer=insurer, setl_optins=settings.nhsa_mdtrtarea_admvs
+        unit_of_work=lambda: UnitOfWork(database),
+        insurer=insurer,
+        setl_optins=settings.nhsa_mdtrtarea_admvs,
+        clock=clock,
     )
     handlers = InsuranceHandlers(
         PresettlementHandlers(deps), SettlementHandlers(deps), ReportHandlers(deps, message_log)
@@ -95,6 +105,7 @@ def nhsa_client_config(settings: InsuranceAdapterSettings) -> nhsa.NhsaClientCon
         opter=settings.nhsa_opter,
         opter_name=settings.nhsa_opter_name,
         timeout_s=settings.nhsa_timeout_s,
+        msgid_node=settings.nhsa_msgid_node,
     )
 
 

@@ -26,6 +26,9 @@ class InsuranceAdapterSettings(MeshSettings):
     nhsa_opter_name: str = "MedPay Mesh"
     # Per-message deadline towards the insurer (further clamped by the caller's own deadline).
     nhsa_timeout_s: float = Field(default=10.0, gt=0)
+    # The msgid node of this replica (0-9): give each replica its own and their NHSA msgids can
+    # never collide; unset, each process draws one at random.
+    nhsa_msgid_node: int | None = Field(default=None, ge=0, le=9)
 
     @property
     def nhsa_url(self) -> str:

@@ -9,7 +9,7 @@ import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from infra.simulators.nhsa.store import NhsaStore
 from infra.simulators.population import InsuredPerson, insured_people
 from services.insurance_adapter.bootstrap import InsuranceAdapter, build
 from services.insurance_adapter.config import InsuranceAdapterSettings
+from services.insurance_adapter.domain.process import QUERY_BACKOFF
 from services.runtime.clock import business_date_of, utcnow
 from services.runtime.server import build_server
 
@@ -62,12 +63,23 @@ class CountingPlatform(NhsaPlatform):
         return await super().answer(envelope)
 
 
+class AdapterClock:
+    """The adapter's clock: now, unless a test holds it still to walk the 5203 schedule."""
+
+    def __init__(self) -> None:
+        self.held: datetime | None = None
+
+    def __call__(self) -> datetime:
+        return self.held or utcnow()
+
+
 @dataclass
 class Mesh:
     insurance: insurance_pb2_grpc.InsuranceServiceStub
     events: events_pb2_grpc.EventFeedServiceStub
     sim: CountingPlatform
     sim_url: str
+    clock: AdapterClock
 
     async def arm_fault(self, infno: str, mode: str) -> None:
         async with httpx.AsyncClient() as http:
@@ -118,6 +130,23 @@ def charge_item(position: int, code: str, quantity: int) -> common_pb2.ChargeIte
 
 def bill_total() -> int:
     return sum(charge_item(i, code, quantity).line_total_fen for i, (code, quantity) in enumerate(BILL, 1))
+
+
+async def settlement_of(mesh: Mesh, settlement_id: str) -> pb.Settlement:
+    request = pb.GetSettlementRequest(settlement_id=settlement_id)
+    return (await mesh.insurance.GetSettlement(request)).settlement
+
+
+async def msgids_sent(mesh: Mesh, order_ref: str, infno: str) -> list[str]:
+    query = pb.ListInsurerMessagesRequest(page_size=50, order_ref=order_ref, infno=infno)
+    return [message.msgid for message in (await mesh.insurance.ListInsurerMessages(query)).messages]
+
+
+async def messages_sent(mesh: Mesh, order_ref: str) -> Counter[str]:
+    """The order's 2207, 2208 and 5203 exchanges in the message log (faulted ones included), by infno."""
+    query = pb.ListInsurerMessagesRequest(page_size=50, order_ref=order_ref)
+    messages = (await mesh.insurance.ListInsurerMessages(query)).messages
+    return Counter(message.infno for message in messages if message.infno in ("2207", "2208", "5203"))
 
 
 def error_of(failure: grpc.aio.AioRpcError) -> tuple[str, list[str]]:
@@ -180,7 +209,8 @@ async def mesh(
         nhsa_base_url=sim_url,
         nhsa_timeout_s=SENT_TIMEOUT_S,
     )
-    adapter = build(settings)
+    clock = AdapterClock()
+    adapter = build(settings, clock=clock)
     await adapter.database.migrate()
     async with serving(adapter) as channel:
         yield Mesh(
@@ -188,6 +218,7 @@ async def mesh(
             events_pb2_grpc.EventFeedServiceStub(channel),
             platform,
             sim_url,
+            clock,
         )
 
 
@@ -251,6 +282,11 @@ async def test_presettle_settle_revoke_with_amounts_adding_up(mesh: Mesh) -> Non
     settled = await mesh.settle(presettled.settlement_id, "settle-flow", invoice_no="INV0001")
     assert settled.status == pb.SETTLEMENT_STATUS_SETTLED and settled.setl_id
     assert settled.breakdown == split and settled.HasField("settled_at")
+    # Read back, the insurer's settlement time (Beijing) is the same instant: on SQLite it used to
+    # be stored as Beijing wall time and read back as UTC, 8 hours late (and off its business day).
+    stored = await settlement_of(mesh, settled.settlement_id)
+    assert abs(stored.settled_at.ToDatetime(tzinfo=UTC) - utcnow()) < timedelta(minutes=1)
+    assert stored.settled_at == settled.settled_at
 
     revoke = pb.RevokeSettlementRequest(request_id="revoke-flow", settlement_id=settled.settlement_id)
     revoked = (await mesh.insurance.RevokeSettlement(revoke)).settlement
@@ -434,3 +470,78 @@ async def test_a_cancelled_presettlement_frees_its_order_and_lists_page_by_page(
     with pytest.raises(grpc.aio.AioRpcError) as bad_token:
         await mesh.insurance.ListSettlements(pb.ListSettlementsRequest(page_token="not-a-token"))
     assert error_of(bad_token.value) == ("FIELD_INVALID", ["page_token"])
+
+
+async def test_a_refused_5203_is_no_refusal_and_the_next_one_waits_its_turn(mesh: Mesh) -> None:
+    order_ref = "ord_query00000001"
+    settlement_id = (await mesh.presettle(EMPLOYEES[10], order_ref)).settlement_id
+    await mesh.arm_fault("2207", "timeout")  # sent, never booked, its answer never comes
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await mesh.settle(settlement_id, "settle-query")
+    assert error_of(lost.value)[0] == "OUTCOME_UNKNOWN"
+
+    mesh.clock.held = utcnow()
+    await mesh.arm_fault("5203", "reject")
+    with pytest.raises(grpc.aio.AioRpcError) as asked:
+        await mesh.settle(settlement_id, "settle-query")
+    # The insurer refused the query, not the settlement: INSURER_REJECTED would make payment-core
+    # refund the patient's cash for a settlement the insurer may have booked.
+    assert (asked.value.code(), error_of(asked.value)[0]) == (grpc.StatusCode.UNAVAILABLE, "OUTCOME_UNKNOWN")
+    assert (await settlement_of(mesh, settlement_id)).status == pb.SETTLEMENT_STATUS_UNKNOWN
+    assert await messages_sent(mesh, order_ref) == {"2207": 1, "5203": 1}
+
+    with pytest.raises(grpc.aio.AioRpcError) as early:  # before its pause is over, nobody is asked
+        await mesh.settle(settlement_id, "settle-query")
+    assert error_of(early.value)[0] == "OUTCOME_UNKNOWN" and "ask again after" in str(early.value.details())
+    assert await messages_sent(mesh, order_ref) == {"2207": 1, "5203": 1}
+
+    mesh.clock.held += QUERY_BACKOFF[0]
+    settled = await mesh.settle(settlement_id, "settle-query")
+    assert settled.status == pb.SETTLEMENT_STATUS_SETTLED and settled.setl_id
+    # 5203 found nothing under the msgid, so the same 2207 went again: one msgid, settled once.
+    assert await messages_sent(mesh, order_ref) == {"2207": 2, "5203": 2}
+    assert len(set(await msgids_sent(mesh, order_ref, "2207"))) == 1
+
+
+async def test_a_refresh_that_finds_nothing_waits_and_settle_sends_the_same_2207_again(mesh: Mesh) -> None:
+    order_ref = "ord_refresh000001"
+    settlement_id = (await mesh.presettle(EMPLOYEES[11], order_ref)).settlement_id
+    await mesh.arm_fault("2207", "timeout")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await mesh.settle(settlement_id, "settle-refresh")
+
+    mesh.clock.held = utcnow()
+    refresh = pb.GetSettlementRequest(settlement_id=settlement_id, refresh=True)
+    for _ in range(2):  # the second refresh, before the pause is over, does not ask again
+        refreshed = (await mesh.insurance.GetSettlement(refresh)).settlement
+        assert refreshed.status == pb.SETTLEMENT_STATUS_UNKNOWN and "5203" in refreshed.status_reason
+        assert await messages_sent(mesh, order_ref) == {"2207": 1, "5203": 1}
+
+    settled = await mesh.settle(settlement_id, "settle-refresh")
+    assert settled.status == pb.SETTLEMENT_STATUS_SETTLED
+    assert await messages_sent(mesh, order_ref) == {"2207": 2, "5203": 1}
+    assert len(set(await msgids_sent(mesh, order_ref, "2207"))) == 1
+    events = await feed_events(mesh, expected=1)
+    assert [event.insurance_settled.setl_id for event in events] == [settled.setl_id]
+
+
+async def test_a_lost_2208_answer_leaves_it_settled_and_the_retry_revokes_it_once(mesh: Mesh) -> None:
+    order_ref = "ord_revoke0000001"
+    presettled = await mesh.presettle(EMPLOYEES[12], order_ref)
+    settled = await mesh.settle(presettled.settlement_id, "settle-revoke")
+    await mesh.arm_fault("2208", "unknown_after_commit")
+    revoke = pb.RevokeSettlementRequest(request_id="revoke-lost", settlement_id=settled.settlement_id)
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await mesh.insurance.RevokeSettlement(revoke)
+    assert error_of(lost.value)[0] == "OUTCOME_UNKNOWN"
+    still = await settlement_of(mesh, settled.settlement_id)
+    assert still.status == pb.SETTLEMENT_STATUS_SETTLED and "2208" in still.status_reason
+
+    revoked = (await mesh.insurance.RevokeSettlement(revoke)).settlement
+    assert revoked.status == pb.SETTLEMENT_STATUS_REVOKED and revoked.setl_id == settled.setl_id
+    assert (await messages_sent(mesh, order_ref))["2208"] == 2
+    events = await feed_events(mesh, expected=2)
+    assert [event.WhichOneof("payload") for event in events] == [
+        "insurance_settled",
+        "insurance_settlement_revoked",
+    ]

@@ -58,11 +58,15 @@ settlements = Table(
     Column("settle_msgid", String(30), nullable=True, unique=True),
     Column("invoice_no", String(20), nullable=False, server_default=""),
     Column("status_reason", String(200), nullable=False, server_default=""),
+    # The 5203 queries since the last 2207 that did not decide it, and what the latest said.
+    Column("undecided_queries", Integer, nullable=False, server_default="0"),
+    Column("last_query", String(12), nullable=False, server_default=""),
     *(Column(f"{name}_fen", BigInteger, nullable=True) for name in SettlementBreakdown.field_names()),
     Column("created_at", UtcDateTime(), nullable=False),
     Column("presettled_at", UtcDateTime(), nullable=True),
     Column("settled_at", UtcDateTime(), nullable=True),
     Column("revoked_at", UtcDateTime(), nullable=True),
+    Column("last_queried_at", UtcDateTime(), nullable=True),
     CheckConstraint(f"status IN ({_STATUSES})", name="ck_settlements_status"),
     CheckConstraint(
         "status NOT IN ('SETTLED', 'REVOKED') OR (setl_id <> '' AND settled_at IS NOT NULL)",

@@ -20,6 +20,7 @@ from services.insurance_adapter.domain.bill import ChargeLine, OutpatientBill
 from services.insurance_adapter.domain.settlement import (
     ACTIVE_STATUSES,
     InsuredVisit,
+    QueryAnswer,
     Settlement,
     SettlementBreakdown,
     SettlementStatus,
@@ -31,8 +32,17 @@ from services.runtime.money import Money
 
 _BREAKDOWN = SettlementBreakdown.field_names()
 # Columns a state change may touch; everything else is written once.
-_MUTABLE = ("status", "chrg_bchno", "setl_id", "settle_msgid", "invoice_no", "status_reason")
-_TIMES = ("presettled_at", "settled_at", "revoked_at")
+_MUTABLE = (
+    "status",
+    "chrg_bchno",
+    "setl_id",
+    "settle_msgid",
+    "invoice_no",
+    "status_reason",
+    "undecided_queries",
+    "last_query",
+)
+_TIMES = ("presettled_at", "settled_at", "revoked_at", "last_queried_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +83,7 @@ class SettlementRepository:
     async def save(self, settlement: Settlement) -> None:
         values: dict[str, Any] = {name: getattr(settlement, name) for name in _MUTABLE}
         values["settle_msgid"] = settlement.settle_msgid or None
-        values.update({name: getattr(settlement, name) for name in _TIMES})
+        values.update(_times_row(settlement))
         values.update(_breakdown_row(settlement.breakdown))
         await self._session.execute(
             update(settlements)
@@ -182,9 +192,16 @@ def _settlement_row(settlement: Settlement) -> dict[str, Any]:
         "created_at": settlement.created_at,
         **{name: getattr(settlement, name) for name in _MUTABLE},
         "settle_msgid": settlement.settle_msgid or None,
-        **{name: getattr(settlement, name) for name in _TIMES},
+        **_times_row(settlement),
         **_breakdown_row(settlement.breakdown),
     }
+
+
+def _times_row(settlement: Settlement) -> dict[str, datetime | None]:
+    """The moments in UTC: SQLite keeps a datetime's wall time and drops its offset, so the
+    insurer's Beijing setl_time would otherwise be read back (as UTC) eight hours late."""
+    moments = {name: getattr(settlement, name) for name in _TIMES}
+    return {name: as_utc(moment) if moment else None for name, moment in moments.items()}
 
 
 def _breakdown_row(breakdown: SettlementBreakdown | None) -> dict[str, int | None]:
@@ -216,6 +233,8 @@ def _settlement(row: Row[Any]) -> Settlement:
         settle_msgid=row.settle_msgid or "",
         invoice_no=row.invoice_no,
         status_reason=row.status_reason,
+        undecided_queries=int(row.undecided_queries),
+        last_query=QueryAnswer(row.last_query),
         **{name: as_utc(row._mapping[name]) if row._mapping[name] else None for name in _TIMES},
     )
 

@@ -8,7 +8,8 @@ The first two states are the pre-settlement's recovery points (2201 done, 2204 d
 Presettle continues from them. SETTLING is the recorded intent of a 2207 (its msgid is known before
 the message leaves); callers see it as UNKNOWN because that is what it is until the answer arrives.
 Nothing leaves SETTLING/UNKNOWN except on the insurer's word: its 2207 answer, a 5203 query, or a
-refused connection (which proves only that this attempt never arrived).
+refused connection (which proves only that this attempt never arrived). Which step comes next, and
+when, is domain/process.py's `next_step`; this module only keeps the transitions honest.
 """
 
 from __future__ import annotations
@@ -48,7 +49,16 @@ _NEXT: dict[SettlementStatus, frozenset[SettlementStatus]] = {
 ACTIVE_STATUSES = frozenset(set(S) - {S.CANCELLED, S.FAILED})
 PRESETTLEMENT_STAGES = frozenset({S.VISIT_REGISTERED, S.FEES_UPLOADED})
 AWAITING_INSURER = frozenset({S.SETTLING, S.UNKNOWN})
+CANCELLABLE = frozenset({S.VISIT_REGISTERED, S.FEES_UPLOADED, S.PRESETTLED})
 _REASON_LENGTH = 200
+
+
+class QueryAnswer(enum.StrEnum):
+    """What the latest 5203 since the last 2207 said, when it did not decide the settlement."""
+
+    NOT_ASKED = ""
+    NOT_FOUND = "NOT_FOUND"  # the insurer has no settlement under the msgid (yet)
+    NO_ANSWER = "NO_ANSWER"  # the query itself failed: nothing was learned
 
 
 def charge_batch_no(settlement_id: str) -> str:
@@ -122,6 +132,10 @@ class Settlement:
     presettled_at: datetime | None = None
     settled_at: datetime | None = None
     revoked_at: datetime | None = None
+    # The 5203 queries since the last 2207 left that did not decide it: they pace the next one.
+    undecided_queries: int = 0
+    last_query: QueryAnswer = QueryAnswer.NOT_ASKED
+    last_queried_at: datetime | None = None
 
     def record_fees_uploaded(self, chrg_bchno: str) -> None:
         self._move(S.FEES_UPLOADED)
@@ -140,6 +154,8 @@ class Settlement:
             self.settle_msgid = new_msgid
             self.invoice_no = invoice_no
         self.status_reason = "2207 sent; awaiting the insurer's answer"
+        # Earlier 5203 answers were about earlier attempts: this one is asked about afresh.
+        self.undecided_queries, self.last_query, self.last_queried_at = 0, QueryAnswer.NOT_ASKED, None
         return self.settle_msgid
 
     def record_settled(self, setl_id: str, breakdown: SettlementBreakdown, at: datetime) -> None:
@@ -168,8 +184,15 @@ class Settlement:
         self._require(AWAITING_INSURER, "note an unresolved outcome")
         self.status_reason = _reason(reason)
 
+    def note_undecided_query(self, answer: QueryAnswer, reason: str, at: datetime) -> None:
+        """A 5203 that found nothing or got no answer: counted, so the next one can wait longer."""
+        self.note_still_unknown(reason)
+        self.undecided_queries += 1
+        self.last_query = answer
+        self.last_queried_at = at
+
     def require_cancellable(self) -> None:
-        self._require(frozenset({S.VISIT_REGISTERED, S.FEES_UPLOADED, S.PRESETTLED}), "cancel")
+        self._require(CANCELLABLE, "cancel")
 
     def cancel(self) -> None:
         self._move(S.CANCELLED)
@@ -205,12 +228,16 @@ class Settlement:
             )
         self.status = target
 
+    def conflict(self, action: str) -> StateConflict:
+        """The conflict to raise when `action` is asked of the settlement as it stands."""
+        return StateConflict(
+            f"settlement {self.settlement_id} is {self.status}; cannot {action}",
+            {"settlement_id": self.settlement_id, "status": self.status.value},
+        )
+
     def _require(self, allowed: frozenset[SettlementStatus], action: str) -> None:
         if self.status not in allowed:
-            raise StateConflict(
-                f"settlement {self.settlement_id} is {self.status}; cannot {action}",
-                {"settlement_id": self.settlement_id, "status": self.status.value},
-            )
+            raise self.conflict(action)
 
 
 def _reason(text: str) -> str:

@@ -1,8 +1,9 @@
-"""The insurance-adapter's business steps, one method each, over a unit of work and the insurer.
+"""What every insurance-adapter handler shares: its dependencies, and loading and locking settlements.
 
-The shared rule: no unit of work stays open while a message is with the insurer. Each step reads
-what it needs, talks to the insurer, then records the outcome in a fresh transaction that locks
-the settlement row again and re-checks its state (another request may have moved it meanwhile).
+The shared rule: no unit of work stays open while a message is with the insurer. A step is decided
+(and its intent recorded) in one transaction, the message goes out, and its outcome is recorded in
+a fresh transaction that locks the settlement row again and re-checks its state (another request
+may have moved it meanwhile). service_layer/process.py is the one place that runs those steps.
 """
 
 from __future__ import annotations
@@ -22,8 +23,8 @@ from services.runtime.errors import NotFound
 from services.runtime.telemetry import ATTR_ORDER_ID, ATTR_SETL_ID
 
 T = TypeVar("T")
-# One state transition, applied to a settlement locked inside a unit of work.
-Step = Callable[[Settlement, UnitOfWork], Awaitable[None]]
+# What an outcome does to a settlement locked inside a unit of work (and the events it records).
+Record = Callable[[Settlement, UnitOfWork], Awaitable[None]]
 SOURCE_SERVICE = "insurance-adapter"
 
 
@@ -53,7 +54,7 @@ class SettlementSteps:
             settlement = await uow.settlements.get(settlement_id)
         if settlement is None:
             raise NotFound(f"settlement {settlement_id} not found", {"settlement_id": settlement_id})
-        _annotate(settlement)
+        annotate(settlement)
         return settlement
 
     async def _change(
@@ -66,11 +67,11 @@ class SettlementSteps:
                 raise NotFound(f"settlement {settlement_id} not found", {"settlement_id": settlement_id})
             result = await change(settlement, uow)
             await uow.settlements.save(settlement)
-        _annotate(settlement)
+        annotate(settlement)
         return settlement, result
 
 
-def _annotate(settlement: Settlement) -> None:
+def annotate(settlement: Settlement) -> None:
     """Tag the server span and the message log with the order; never a patient identifier."""
     current_order_ref.set(settlement.order_ref)
     span = trace.get_current_span()

@@ -15,7 +15,6 @@ by `on_exchange` propagates to the caller.
 from __future__ import annotations
 
 import asyncio
-import secrets
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
@@ -28,6 +27,7 @@ from services.insurance_adapter.adapters.nhsa.errors import (
     InsurerOutcomeUnknown,
     InsurerRejected,
 )
+from services.insurance_adapter.adapters.nhsa.msgid import MsgidSequence
 from services.insurance_adapter.adapters.nhsa.transformers import (
     FeeLine,
     FeeLineResult,
@@ -65,7 +65,7 @@ class NhsaClient:
         self._config = config
         self._clock = clock or (lambda: datetime.now(BEIJING))
         self._transport = NhsaTransport(config, http, on_exchange, self._clock)
-        self._sequence = secrets.randbelow(10_000)
+        self._msgids = MsgidSequence(config.fixmedins_code, self._clock, config.msgid_node)
         self._sign_no: str | None = None
         self._sign_in_lock = asyncio.Lock()
 
@@ -83,11 +83,9 @@ class NhsaClient:
         return self._sign_no
 
     def new_msgid(self) -> str:
-        """fixmedins_code(12) + yyyyMMddHHmmss(14, Beijing) + sequence(4): unique within this
-        process for up to 10,000 messages a second."""
-        self._sequence = (self._sequence + 1) % 10_000
-        now = self._clock().astimezone(BEIJING)
-        return f"{self._config.fixmedins_code}{now:%Y%m%d%H%M%S}{self._sequence:04d}"
+        """fixmedins_code(12) + yyyyMMddHHmmss(14, Beijing) + node(1) + sequence(3): never the
+        same twice in this process, nor across replicas given their own nodes (msgid.py)."""
+        return self._msgids.next()
 
     # 9001
 

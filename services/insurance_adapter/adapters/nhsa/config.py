@@ -26,6 +26,8 @@ class NhsaClientConfig:
     timeout_s: float = 10.0
     connect_timeout_s: float = 3.0
     path: str = CALL_SERVICE_PATH
+    # This process's msgid node (0-9): one per replica keeps their msgids apart; None = random.
+    msgid_node: int | None = None
 
     def __post_init__(self) -> None:
         if len(self.fixmedins_code) != FIXMEDINS_CODE_LENGTH:
