@@ -29,6 +29,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from infra.local import mesh as local_mesh
+from infra.local.recovery_showcase import RecoveryShowcase
 from infra.local.traces import (
     SpanRecord,
     build_tree,
@@ -256,6 +257,8 @@ async def run_demo(
         with console.status("waiting for the mesh to report SERVING ..."):
             await local_mesh.wait_until_ready(mesh, client, local_mesh.simulator_urls(settings))
         demo = Demo(client, settings, arguments, provider.force_flush)
+        wechat_sim = f"http://{settings.host}:{settings.wechatpay_sim_port}"
+        demo.problems += await RecoveryShowcase(client, wechat_sim, console).run()
         await demo.wait_for_ingest()
         before = await client.daily_summary(demo.today)
         report = await demo.play()
