@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
 import pytest
 from medpay.payment.v1 import payment_pb2 as pb
 
@@ -167,3 +168,29 @@ async def test_two_janitors_never_run_the_same_step_of_one_order_at_once(
     assert set(asked) == set(trade_nos)
     assert all(most[t] == 1 for t in trade_nos), most  # never two queries of one order at once
     assert all(asked[t] == 1 for t in trade_nos), asked  # and each due query asked once
+
+
+async def test_a_call_cancelled_mid_step_hands_the_orders_lease_back(harness: Harness) -> None:
+    """A PayPaymentOrder whose caller gives up while the channel thinks must not leave the order
+    leased (nothing could advance it until the lease ran out): the lease goes back at once."""
+    created = await harness.payment.CreatePaymentOrder(self_pay())
+
+    given_up = asyncio.Event()
+
+    async def channel_hangs(*_: object) -> ports.PlacedOrder:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            given_up.set()  # the server cancelled the call at its deadline
+        raise AssertionError("never answered")
+
+    harness.channel.place_order = channel_hangs  # type: ignore[method-assign]
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.payment.PayPaymentOrder(base.pay(created.order.order_id), timeout=1.0)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    await asyncio.wait_for(given_up.wait(), timeout=10)
+    await harness.core.process.drain(5)  # the hand-back runs detached from the cancelled call
+
+    order = await harness.core.orders.get(created.order.order_id, look_now=False)
+    assert order.lease_holder is None and order.due_at is not None
+    assert order.due_at <= harness.core.orders._deps.clock()  # the janitor asks about it next

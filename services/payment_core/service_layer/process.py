@@ -20,9 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from services.payment_core.domain import process
 from services.payment_core.domain.order import PaymentOrder
@@ -105,7 +106,13 @@ class OrderProcess:
                 return decided.order
             if not decided.token:
                 continue  # a step on the order's own record was committed: decide again
-            outcome = await self._run(decided, inputs)
+            try:
+                outcome = await self._run(decided, inputs)
+            except BaseException:
+                # Cancelled mid-call (the caller's deadline passed): hand the lease back at once so
+                # the janitor asks about the outcome, instead of the order waiting out the lease.
+                self._spawn(self._release(order_id, decided.token))
+                raise
             order = await self._record(order_id, decided, outcome)
             if outcome.error is not None:
                 raise outcome.error
@@ -142,11 +149,23 @@ class OrderProcess:
     def advance_soon(self, order_id: str) -> None:
         """Advance in the background, in the caller's trace but not under its deadline (a channel
         wants its notification answered now; the 2207 it leads to may take longer)."""
-        task = asyncio.create_task(
-            self._advance_logged(order_id), name=f"advance:{order_id}", context=detached_context()
-        )
+        self._spawn(self._advance_logged(order_id))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work, context=detached_context())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _release(self, order_id: str, token: str) -> None:
+        try:
+            async with self._deps.uow() as uow:
+                order = await uow.lock_order(order_id)
+                if order.lease_holder == token:
+                    order.lease_holder, order.lease_expires_at = None, None
+                    order.due_at = self._deps.clock()
+                    await uow.orders.save_order_row(order)
+        except Exception:
+            log.exception("could not hand back the lease of order %s; it expires by itself", order_id)
 
     async def drain(self, timeout_s: float) -> None:
         """At shutdown: let running steps finish; the janitor of the next start takes the rest."""
