@@ -51,6 +51,8 @@ class Row:
     max_ms: float
     platform_cpu_ms_per_op: float | None = None
     simulator_cpu_ms_per_op: float | None = None
+    # Per process of the mesh (platform and simulators), CPU ms per settlement.
+    cpu_ms_per_op_by_process: dict[str, float] | None = None
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
@@ -122,6 +124,8 @@ async def settlement_batch(
     platform_pids = [mesh.processes[n].pid for n in PLATFORM]
     simulator_pids = [mesh.processes[n].pid for n in SIMULATORS]
     platform_before, simulators_before = cpu_seconds(platform_pids), cpu_seconds(simulator_pids)
+    each = {n: mesh.processes[n].pid for n in (*PLATFORM, *SIMULATORS)}
+    each_before = {n: cpu_seconds([pid]) for n, pid in each.items()}
     started = time.perf_counter()
     report = await play_morning(client, visits, 0, seed, options=options)
     wall = time.perf_counter() - started
@@ -132,6 +136,9 @@ async def settlement_batch(
     row = latency_row(name, [visit.elapsed_ms for visit in settled], wall)
     row.platform_cpu_ms_per_op = (cpu_seconds(platform_pids) - platform_before) * 1000 / len(settled)
     row.simulator_cpu_ms_per_op = (cpu_seconds(simulator_pids) - simulators_before) * 1000 / len(settled)
+    row.cpu_ms_per_op_by_process = {
+        n: round((cpu_seconds([pid]) - each_before[n]) * 1000 / len(settled), 1) for n, pid in each.items()
+    }
     return row
 
 

@@ -236,6 +236,9 @@ _QUESTIONS = (process.QueryPayment, process.QueryRefund, process.Settle, process
 
 
 def _asks_outside(order: PaymentOrder, now: datetime, schedule: process.Schedule) -> bool:
+    """A question is due and nobody is asking it already (a step holds the order's lease)."""
+    if order.lease_holder and order.lease_expires_at is not None and order.lease_expires_at > now:
+        return False
     step = process.next_step(order, now, schedule, process.Caller(eager=True))
     return isinstance(step, _QUESTIONS)
 

@@ -36,5 +36,4 @@ class ChannelNews:
         if order_id is None:
             log.error("channel reports %s that no order knows", what)
             return
-        await self._process.note(order_id, record)
-        self._process.advance_soon(order_id)
+        await self._process.note_and_carry_on(order_id, record)

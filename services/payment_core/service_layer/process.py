@@ -72,6 +72,20 @@ class Leases:
         return instance == self.instance_id or await self.holder_alive(uow, instance)
 
 
+@dataclass(frozen=True)
+class _Mark:
+    """What a transaction started from, to write only what it changed."""
+
+    snapshot: Snapshot
+    row: tuple[object, ...]
+
+    @classmethod
+    def of(cls, order: PaymentOrder) -> _Mark:
+        row = (order.attempts, order.last_step_at, order.due_at, order.lease_holder, order.lease_expires_at,
+               order.close_requested, order.attention_reason, order.close_reason)  # fmt: skip
+        return cls(Snapshot.of(order), row)
+
+
 @dataclass
 class _Decided:
     order: PaymentOrder
@@ -99,13 +113,15 @@ class OrderProcess:
         self, order_id: str, caller: process.Caller | None = None, inputs: StepInputs | None = None
     ) -> PaymentOrder:
         """Run the order's due steps until it waits, is done, or another holder has it."""
-        inputs = inputs or StepInputs()
+        decided = await self._decide(order_id, caller)
+        return await self._carry_on(order_id, decided, caller, inputs or StepInputs())
+
+    async def _carry_on(
+        self, order_id: str, decided: _Decided, caller: process.Caller | None, inputs: StepInputs
+    ) -> PaymentOrder:
         for _ in range(MAX_STEPS_PER_CALL):
-            decided = await self._decide(order_id, caller)
             if decided.step is None:
                 return decided.order
-            if not decided.token:
-                continue  # a step on the order's own record was committed: decide again
             try:
                 outcome = await self._run(decided, inputs)
             except BaseException:
@@ -113,11 +129,11 @@ class OrderProcess:
                 # the janitor asks about the outcome, instead of the order waiting out the lease.
                 self._spawn(self._release(order_id, decided.token))
                 raise
-            order = await self._record(order_id, decided, outcome)
+            decided = await self._record(order_id, decided, outcome, caller)
             if outcome.error is not None:
                 raise outcome.error
         log.warning("order %s still had steps after %d; the janitor continues", order_id, MAX_STEPS_PER_CALL)
-        return order
+        return decided.order
 
     async def advance_now(
         self, order_id: str, caller: process.Caller, inputs: StepInputs, patience_s: float
@@ -137,19 +153,26 @@ class OrderProcess:
 
     async def record(self, order_id: str, record: Record) -> PaymentOrder:
         """Record what someone told us or asked for, then run what is due."""
-        await self.note(order_id, record)
-        return await self.advance(order_id)
+        decided = await self._note(order_id, record)
+        return await self._carry_on(order_id, decided, None, StepInputs())
 
-    async def note(self, order_id: str, record: Record) -> None:
-        """Record what someone told us (a channel notification); a repeat changes nothing."""
+    async def note_and_carry_on(self, order_id: str, record: Record) -> None:
+        """Record what a channel told us (a repeat changes nothing) and run what it leads to in the
+        background, in the caller's trace but not under its deadline: a channel wants its
+        notification answered now, the 2207 it leads to may take longer."""
+        decided = await self._note(order_id, record)
+        if decided.step is not None:
+            self._spawn(self._carry_on_logged(order_id, decided))
+
+    async def _note(self, order_id: str, record: Record) -> _Decided:
         async with self._deps.uow() as uow:
             order = await uow.lock_order(order_id)
-            await self._apply(uow, order, record, since=None, counts_as_attempt=False)
-
-    def advance_soon(self, order_id: str) -> None:
-        """Advance in the background, in the caller's trace but not under its deadline (a channel
-        wants its notification answered now; the 2207 it leads to may take longer)."""
-        self._spawn(self._advance_logged(order_id))
+            at_start = _Mark.of(order)
+            self._apply(order, record, since=None, counts_as_attempt=False)
+            await record_effects(uow, at_start.snapshot, order)
+            decided = await self._decide_after(uow, order, at_start, None, take_lease=True)
+        self._changed(order_id)
+        return decided
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(work, context=detached_context())
@@ -174,9 +197,9 @@ class OrderProcess:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _advance_logged(self, order_id: str) -> None:
+    async def _carry_on_logged(self, order_id: str, decided: _Decided) -> None:
         try:
-            await self.advance(order_id)
+            await self._carry_on(order_id, decided, None, StepInputs())
         except errors.MedPayError as error:
             log.info("order %s: %s (recorded; the janitor carries on)", order_id, error.message)
         except Exception:
@@ -187,22 +210,38 @@ class OrderProcess:
     async def _decide(self, order_id: str, caller: process.Caller | None) -> _Decided:
         async with self._deps.uow() as uow:
             order = await uow.lock_order(order_id)
+            at_start = _Mark.of(order)
+            decided = await self._decide_in(uow, order, caller)
+            await self._save(uow, order, at_start)
+        return decided
+
+    async def _decide_in(
+        self, uow: UnitOfWork, order: PaymentOrder, caller: process.Caller | None, take_lease: bool = True
+    ) -> _Decided:
+        """Within the caller's transaction: run the local steps that are due, then either take the
+        lease for the next outbound step or note when the order is due again (now, when the
+        caller will not run it: it is about to report an error)."""
+        for _ in range(MAX_STEPS_PER_CALL):
             now = self._deps.clock()
             step = process.next_step(order, now, self._schedule, caller)
             if isinstance(step, process.Wait | process.Done):
-                await self._set_due(uow, order, step.until if isinstance(step, process.Wait) else None)
+                order.due_at = step.until if isinstance(step, process.Wait) else None
                 return _Decided(order)
             if await self._leases.held_by_another(uow, order, now):
-                await self._set_due(uow, order, min(_far(order), now + self._leases.recheck_after))
+                order.due_at = min(_far(order), now + self._leases.recheck_after)
                 return _Decided(order)
-            if isinstance(step, process.LOCAL_STEPS):
-                await self._apply(uow, order, self._local(step), since=None)
-                return _Decided(order, step)
-            token = self._leases.new_token()
-            order.lease_holder, order.lease_expires_at = token, now + self._leases.hold_for
-            order.due_at = now + self._leases.recheck_after
-            await uow.orders.save_order_row(order)
-            return _Decided(order, step, token, Snapshot.of(order))
+            if not isinstance(step, process.LOCAL_STEPS):
+                if not take_lease:
+                    order.due_at = now
+                    return _Decided(order)
+                break
+            before = Snapshot.of(order)
+            self._apply(order, self._local(step), since=None)
+            await record_effects(uow, before, order)
+        token = self._leases.new_token()
+        order.lease_holder, order.lease_expires_at = token, now + self._leases.hold_for
+        order.due_at = now + self._leases.recheck_after
+        return _Decided(order, step, token, Snapshot.of(order))
 
     async def _run(self, decided: _Decided, inputs: StepInputs) -> Outcome:
         assert decided.step is not None
@@ -215,40 +254,61 @@ class OrderProcess:
             except errors.MedPayError as error:
                 return Outcome(error=error)
 
-    async def _record(self, order_id: str, decided: _Decided, outcome: Outcome) -> PaymentOrder:
+    async def _record(
+        self, order_id: str, decided: _Decided, outcome: Outcome, caller: process.Caller | None
+    ) -> _Decided:
+        """The outcome, its effects and the next decision, in one transaction."""
         async with self._deps.uow() as uow:
             if outcome.forget:
                 await uow.orders.delete_intent(order_id)
-                return decided.order
+                return _Decided(decided.order)
             order = await uow.lock_order(order_id)
+            at_start = _Mark.of(order)
             if order.lease_holder == decided.token:
                 order.lease_holder, order.lease_expires_at = None, None
-            await self._apply(uow, order, outcome.record, decided.at_intent)
+            self._apply(order, outcome.record, decided.at_intent)
+            await record_effects(uow, at_start.snapshot, order)
+            following = await self._decide_after(uow, order, at_start, caller, outcome.error is None)
         self._changed(order_id)
-        return order
+        return following
 
-    async def _apply(
+    async def _decide_after(
         self,
         uow: UnitOfWork,
         order: PaymentOrder,
-        record: Record,
-        since: Snapshot | None,
-        counts_as_attempt: bool = True,
+        at_start: _Mark,
+        caller: process.Caller | None,
+        take_lease: bool,
+    ) -> _Decided:
+        """Write what was recorded (storage checks the next step's refund against it), then decide."""
+        await self._save(uow, order, at_start)
+        recorded = _Mark.of(order)
+        decided = await self._decide_in(uow, order, caller, take_lease)
+        await self._save(uow, order, recorded)
+        return decided
+
+    def _apply(
+        self, order: PaymentOrder, record: Record, since: Snapshot | None, counts_as_attempt: bool = True
     ) -> None:
-        """Record a change with its effects. The schedule restarts if the order moved since `since`
-        (the state its step was decided on; default: now); else the question counts as asked once
-        more (a repeated notification counts as nothing)."""
+        """Record a change. The schedule restarts if the order moved since `since` (the state its
+        step was decided on; default: now); else the question counts as asked once more (a
+        repeated notification counts as nothing)."""
         now = self._deps.clock()
         before = Snapshot.of(order)
         record(order, now)
-        await record_effects(uow, before, order)
         if Snapshot.of(order) != (since or before):
             order.moved(now)
         elif counts_as_attempt:
             order.still_waiting(now)
-        else:
-            return
-        await uow.orders.save(order)
+
+    async def _save(self, uow: UnitOfWork, order: PaymentOrder, at_start: _Mark) -> None:
+        """Write what the transaction changed: the whole order when its payments, refunds or
+        status moved (watchers are told), only its row for its clock, lease or due time."""
+        now = _Mark.of(order)
+        if now.snapshot != at_start.snapshot:
+            await uow.orders.save(order)
+        elif now.row != at_start.row:
+            await uow.orders.save_order_row(order)
 
     def _change_of(self, order_id: str) -> asyncio.Event:
         return self._changes.setdefault(order_id, asyncio.Event())
@@ -261,11 +321,6 @@ class OrderProcess:
     def _busy_elsewhere(self, order: PaymentOrder) -> bool:
         until = order.lease_expires_at
         return bool(order.lease_holder) and until is not None and until > self._deps.clock()
-
-    async def _set_due(self, uow: UnitOfWork, order: PaymentOrder, due: datetime | None) -> None:
-        if order.due_at != due:
-            order.due_at = due
-            await uow.orders.save_order_row(order)
 
     def _local(self, step: process.Step) -> Record:
         match step:
