@@ -43,7 +43,7 @@ class OrderRepository:
         self._session = session
         self._changed = changed
         # Payments and refunds this session has seen in storage: saved by UPDATE, the rest by INSERT.
-        self._stored: set[str] = set()
+        self._stored: dict[str, dict[str, Any]] = {}
 
     async def add(self, order: PaymentOrder) -> None:
         await self._session.execute(insert(orm.payment_orders).values(**_order_values(order, created=True)))
@@ -117,9 +117,7 @@ class OrderRepository:
         lines = await self._children(orm.charge_lines, ids, orm.charge_lines.c.line_index)
         pays = await self._children(orm.payments, ids, orm.payments.c.attempt_no)
         backs = await self._children(orm.refunds, ids, orm.refunds.c.refund_no)
-        self._stored.update(p.payment_id for p in pays)
-        self._stored.update(r.refund_id for r in backs)
-        return [
+        orders = [
             _order_from(
                 row,
                 [ln for ln in lines if ln.order_id == row.order_id],
@@ -128,6 +126,10 @@ class OrderRepository:
             )
             for row in rows
         ]
+        for order in orders:
+            self._stored.update({p.payment_id: _unstamped(_payment_values(p)) for p in order.payments})
+            self._stored.update({r.refund_id: _unstamped(_refund_values(r)) for r in order.refunds})
+        return orders
 
     async def _bump_refunded(self, order: PaymentOrder, refund: Refund, delta_fen: int) -> None:
         try:
@@ -158,11 +160,16 @@ class OrderRepository:
             await self._upsert(orm.refunds, orm.refunds.c.refund_id, refund.refund_id, _refund_values(refund))
 
     async def _upsert(self, table: Any, key: Any, key_value: str, values: dict[str, Any]) -> None:
-        if key_value in self._stored:
-            await self._session.execute(update(table).where(key == key_value).values(**values))
+        """INSERT a new row, UPDATE one that changed since it was loaded or written, else nothing."""
+        unstamped = _unstamped(values)
+        stored = self._stored.get(key_value)
+        if stored == unstamped:
             return
-        await self._session.execute(insert(table).values(**values))
-        self._stored.add(key_value)
+        if stored is not None:
+            await self._session.execute(update(table).where(key == key_value).values(**values))
+        else:
+            await self._session.execute(insert(table).values(**values))
+        self._stored[key_value] = unstamped
 
     async def _children(self, table: Any, order_ids: list[str], order_by: Any) -> Sequence[Row[Any]]:
         if not order_ids:
@@ -173,6 +180,10 @@ class OrderRepository:
     async def _scalar(self, query: Any) -> str | None:
         value = (await self._session.execute(query)).scalar_one_or_none()
         return str(value) if value is not None else None
+
+
+def _unstamped(values: dict[str, Any]) -> dict[str, Any]:
+    return {name: value for name, value in values.items() if name != "updated_at"}
 
 
 def _apply_refunded(order: PaymentOrder, refund: Refund, delta_fen: int) -> None:
