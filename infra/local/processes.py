@@ -31,6 +31,8 @@ PORT_SETTINGS = {
     "payment-core-notify": "MEDPAY_PAYMENT_CORE_NOTIFY_PORT",
     "nhsa-sim": "MEDPAY_NHSA_SIM_PORT",
     "wechatpay-sim": "MEDPAY_WECHATPAY_SIM_PORT",
+    # Each service's Prometheus /metrics (services.runtime.metrics), for tests and the bench.
+    **{f"{name}-metrics": f"MEDPAY_{name.upper().replace('-', '_')}_METRICS_PORT" for name in GRPC_SERVICES},
 }
 
 
@@ -80,6 +82,9 @@ class MeshLayout:
 
     def http_base(self, simulator: str) -> str:
         return f"http://127.0.0.1:{self.ports[simulator]}"
+
+    def metrics_url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[f'{service}-metrics']}/metrics"
 
 
 class MeshProcesses:

@@ -81,6 +81,7 @@ class PaymentCore:
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,
+            metrics_address=self.settings.metrics_address(SERVICE_NAME),
         )
 
     async def drain(self) -> None:

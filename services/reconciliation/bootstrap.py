@@ -67,6 +67,7 @@ class ReconciliationApp:
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,
+            metrics_address=self.settings.metrics_address(SERVICE_NAME),
         )
 
     async def close(self) -> None:

@@ -17,6 +17,7 @@ from services.runtime.db import create_engine, is_postgres, session_factory
 from services.runtime.idempotency import IdempotencyStore
 from services.runtime.instances import ServiceInstance
 from services.runtime.logging import configure_logging
+from services.runtime.metrics import count_httpx_requests, count_sql
 from services.runtime.migrations import migrate
 from services.runtime.outbox import Outbox
 from services.runtime.server import ServiceHost, serve
@@ -49,6 +50,7 @@ class ServiceDatabase:
     ) -> ServiceDatabase:
         url, schema = settings.database_for(service)
         engine = create_engine(url, schema)
+        count_sql(engine, service)
         sessions = session_factory(engine)
         instance = ServiceInstance(
             sessions,
@@ -92,6 +94,7 @@ def start_process(service: str, settings: MeshSettings) -> None:
     configure_logging(service, settings.log_level, settings.log_dir)
     configure_tracing(service, settings.trace_dir)
     instrument_httpx()
+    count_httpx_requests()
 
 
 def command_line(service: str) -> str:

@@ -31,6 +31,11 @@ class MeshSettings(BaseSettings):
     reconciliation_port: int = 50053
     data_aggregation_port: int = 50054
     payment_core_notify_port: int = 8081
+    # Prometheus /metrics of each service (services.runtime.metrics); 0 = not served.
+    payment_core_metrics_port: int = Field(default=0, ge=0, le=65535)
+    insurance_adapter_metrics_port: int = Field(default=0, ge=0, le=65535)
+    reconciliation_metrics_port: int = Field(default=0, ge=0, le=65535)
+    data_aggregation_metrics_port: int = Field(default=0, ge=0, le=65535)
     nhsa_sim_port: int = 9101
     wechatpay_sim_port: int = 9102
     # Deadline of an outbound call to another service of the mesh, unless the service sets its own.
@@ -54,6 +59,11 @@ class MeshSettings(BaseSettings):
 
     def address(self, port: int) -> str:
         return f"{self.host}:{port}"
+
+    def metrics_address(self, service: str) -> str | None:
+        """host:port of the service's /metrics (MEDPAY_<SERVICE>_METRICS_PORT), None when off."""
+        port = int(getattr(self, f"{service.replace('-', '_')}_metrics_port"))
+        return self.address(port) if port else None
 
     def database_for(self, service: str) -> tuple[str, str | None]:
         """(url, schema) for one service: its own schema on PostgreSQL, its own file on SQLite."""

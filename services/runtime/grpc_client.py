@@ -1,4 +1,5 @@
-"""Outbound gRPC channels: retries via service config, keepalive, OpenTelemetry client spans."""
+"""Outbound gRPC channels: retries via service config, keepalive, OpenTelemetry client spans, counted
+calls."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import json
 
 import grpc
 from opentelemetry.instrumentation.grpc import aio_client_interceptors
+
+from services.runtime.metrics import CountingClientInterceptor
 
 # Retrying UNAVAILABLE is safe for every method of the mesh: reads are idempotent and every
 # mutating RPC carries a request_id that makes a repeat a replay.
@@ -35,5 +38,5 @@ def open_channel(target: str) -> grpc.aio.Channel:
             ("grpc.enable_retries", 1),
             ("grpc.keepalive_time_ms", 60_000),
         ],
-        interceptors=aio_client_interceptors(),
+        interceptors=[CountingClientInterceptor(), *aio_client_interceptors()],
     )

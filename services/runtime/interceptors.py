@@ -18,6 +18,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from services.runtime import metrics
 from services.runtime.errors import InvalidArgument, MedPayError, NotOffered
 from services.runtime.masking import scrub
 from services.runtime.validation import reject_nul_characters
@@ -110,12 +111,14 @@ class ErrorAndDeadlineInterceptor(grpc.aio.ServerInterceptor):
 
 class _CallGuard:
     """What every call gets, unary or streaming: a deadline check, the inbound deadline recorded
-    for outbound calls, NUL characters refused, errors mapped in one place, one log line."""
+    for outbound calls, NUL characters refused, errors mapped in one place, one log line, and the
+    call counted (the work it does and spawns counted as its own, see services.runtime.metrics)."""
 
     def __init__(self, method: str, context: grpc.aio.ServicerContext, max_deadline_s: float) -> None:
         self.method, self.context, self.max_deadline_s = method, context, max_deadline_s
         self.started = time.monotonic()
         self.outcome = "OK"
+        self.origin = metrics.serving(method)
 
     async def enter(self, request: Any) -> None:
         remaining = self.context.time_remaining()
@@ -141,6 +144,8 @@ class _CallGuard:
         await self.context.abort(grpc.StatusCode.INTERNAL, "internal error; see the service log")
 
     def log(self) -> None:
+        metrics.grpc_served(self.method, self.outcome)
+        metrics.done_serving(self.origin)
         elapsed_ms = round((time.monotonic() - self.started) * 1000, 2)
         level = logging.DEBUG if self.outcome == "OK" else logging.WARNING
         fields = {"rpc.method": self.method, "outcome": self.outcome, "elapsed_ms": elapsed_ms}

@@ -1,5 +1,6 @@
 """The grpc.aio server every service runs: health, reflection, OpenTelemetry, error mapping,
-deadlines, background tasks, and a graceful shutdown on SIGTERM (NOT_SERVING → drain → stop)."""
+deadlines, counted calls and their /metrics, background tasks, and a graceful shutdown on SIGTERM
+(NOT_SERVING → drain → stop)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
 
 from services.runtime.interceptors import ErrorAndDeadlineInterceptor
+from services.runtime.metrics import serve_metrics
 from services.runtime.reflection import enable_reflection
 
 log = logging.getLogger("medpay.server")
@@ -40,6 +42,8 @@ class ServiceHost:
     grace_s: float = 5.0
     # Ceiling on any call's budget for outbound work (MEDPAY_MAX_DEADLINE_S).
     max_deadline_s: float = 60.0
+    # Where Prometheus scrapes this process's counts (MeshSettings.metrics_address); None: nowhere.
+    metrics_address: str | None = None
 
 
 def build_server(max_deadline_s: float = 60.0) -> grpc.aio.Server:
@@ -75,6 +79,7 @@ async def serve(host: ServiceHost) -> None:
     if server.add_insecure_port(host.address) == 0:
         raise RuntimeError(f"{host.name}: cannot bind {host.address}")
     await server.start()
+    stop_metrics = serve_metrics(host.metrics_address) if host.metrics_address else None
     for start, _ in host.side_servers:
         await start()
     tasks = [
@@ -102,4 +107,6 @@ async def serve(host: ServiceHost) -> None:
     await asyncio.gather(*tasks, return_exceptions=True)
     for hook in host.on_shutdown:
         await hook()
+    if stop_metrics is not None:
+        await asyncio.to_thread(stop_metrics)
     log.info("%s stopped", host.name)

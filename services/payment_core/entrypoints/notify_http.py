@@ -24,6 +24,7 @@ from starlette.types import ASGIApp
 from services.payment_core.adapters.channels.ports import PaymentChannel
 from services.payment_core.config import NOTIFY_PATH
 from services.payment_core.service_layer.notifications import ChannelNews
+from services.runtime.metrics import CountingAsgi
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class ChannelNotifications:
 
 def notify_app(notifications: ChannelNotifications) -> ASGIApp:
     app = Starlette(routes=[Route(NOTIFY_PATH, notifications.wechatpay, methods=["POST"])])
-    return OpenTelemetryMiddleware(app)
+    return CountingAsgi(OpenTelemetryMiddleware(app), [NOTIFY_PATH])
 
 
 class _SharedLoopServer(uvicorn.Server):
