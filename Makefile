@@ -7,7 +7,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
 RUN := $(UV) run --frozen
 BUF := node_modules/.bin/buf
 
-.PHONY: install demo test test-fast lint protos protos-check bench clean
+.PHONY: install demo test test-fast lint protos protos-check bench budget clean
 
 .tools/bin/uv:
 	python3 -m venv .tools && .tools/bin/pip install --quiet uv
@@ -45,8 +45,13 @@ lint: install
 	$(RUN) python scripts/gen_protos.py --check
 	$(RUN) mypy services clients/python/src infra bench
 
+## make bench: the settlement benchmark (tables, JSON under bench/results/); about 2-3 minutes.
 bench: install
 	$(RUN) python -m bench.settlement
+
+## make budget: refresh bench/budget.json (round trips per step that tests/integration holds to).
+budget: install
+	$(RUN) python -m bench.settlement --budget-only --visits 20
 
 clean:
 	rm -rf var build .pytest_cache .mypy_cache .ruff_cache

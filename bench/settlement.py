@@ -2,12 +2,17 @@
 
 Starts every service and simulator as its own process on loopback (PostgreSQL when reachable),
 measures a bare gRPC echo between two processes as the floor, then plays bounded batches of visits
-through the HIS driver (create → pay → patient scans → SETTLED) at a fixed concurrency. Reports
-throughput, client-observed latency percentiles, the platform's own order→settled times (from
-data-aggregation), and the CPU seconds the platform's processes spent per settlement (which does
-not depend on how busy the machine is). Prints a table; writes JSON under bench/results/.
+through the HIS driver (create → pay → patient scans → SETTLED): the insured road at 1 in flight
+(latency), each kind of settlement at the default concurrency, the insured road at a high one
+(throughput). For each batch it reports throughput, client-observed latency percentiles, the CPU
+seconds the platform's processes spent per settlement (which does not depend on how busy the
+machine is) and, counted by the services themselves (their /metrics), the round trips per
+settlement: SQL statements and transactions per service, gRPC calls served and made, HTTP requests
+made and served. Then the platform's own order→settled times (data-aggregation), each process's
+RSS, and its CPU over 10 s of no traffic. Prints tables; writes JSON under bench/results/.
 
-    python -m bench.settlement [--visits 60] [--concurrency 4] [--echo-calls 2000]
+    python -m bench.settlement [--visits 60] [--concurrency 4] [--high-concurrency 16]
+    python -m bench.settlement --budget-only     # refresh bench/budget.json only (make budget)
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from pathlib import Path
 
 from medpay.client import MedPayClient
 from rich.console import Console
-from rich.table import Table
 
+from bench import budget, report
 from bench.echo import measure_echo
 from infra.local.processes import MeshLayout, MeshProcesses, free_port
+from infra.local.scrape import Reading, scrape
 from infra.simulators.his_driver.morning import DriverOptions, play_morning
 from services.runtime.clock import business_date_of, utcnow
 
@@ -38,6 +44,13 @@ PLATFORM = ("payment-core", "insurance-adapter", "reconciliation", "data-aggrega
 SIMULATORS = ("nhsa-sim", "wechatpay-sim")
 RESULTS = Path(__file__).with_name("results")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
+INSURED_BY_WECHAT = "insured, cash share by WeChat"
+# name, insured share, personal account used
+KINDS = (
+    (INSURED_BY_WECHAT, 1.0, False),
+    ("insured, personal account used", 1.0, True),
+    ("self-pay, WeChat", 0.0, True),
+)
 
 
 @dataclass
@@ -49,10 +62,25 @@ class Row:
     p90_ms: float
     p99_ms: float
     max_ms: float
+    concurrency: int | None = None
     platform_cpu_ms_per_op: float | None = None
     simulator_cpu_ms_per_op: float | None = None
     # Per process of the mesh (platform and simulators), CPU ms per settlement.
     cpu_ms_per_op_by_process: dict[str, float] | None = None
+    # Round trips per settlement, counted by the services (services.runtime.metrics).
+    sql_statements_per_op_by_service: dict[str, float] | None = None
+    sql_transactions_per_op_by_service: dict[str, float] | None = None
+    sql_checkouts_per_op_by_service: dict[str, float] | None = None
+    grpc_served_per_op: float | None = None
+    grpc_made_per_op: float | None = None
+    http_out_per_op: float | None = None
+    http_in_per_op: float | None = None
+    grpc_served_per_op_by_method: dict[str, float] | None = None
+    http_out_per_op_by_peer: dict[str, float] | None = None
+    # service -> step (the RPC or route served, with what it spawned) -> calls per settlement,
+    # statements and transactions per call (bench/budget.py)
+    steps: budget.Steps | None = None
+    rss_mb_by_process: dict[str, float] | None = None
 
 
 def percentile(sorted_values: list[float], share: float) -> float:
@@ -86,6 +114,18 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / ticks
 
 
+def rss_mb(pid: int) -> float:
+    """Resident set size of the process, from /proc (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def process_ids(mesh: MeshProcesses) -> dict[str, int]:
+    return {name: mesh.processes[name].pid for name in (*PLATFORM, *SIMULATORS)}
+
+
 async def echo_floor(calls: int) -> list[Row]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "bench.echo", "serve", str(port)])  # noqa: ASYNC220
@@ -96,9 +136,11 @@ async def echo_floor(calls: int) -> list[Row]:
             started = time.perf_counter()
             latencies = await measure_echo(f"127.0.0.1:{port}", calls, concurrency)
             wall = time.perf_counter() - started
-            rows.append(
-                latency_row(f"gRPC echo floor, {concurrency} in flight", [x * 1000 for x in latencies], wall)
+            row = latency_row(
+                f"gRPC echo floor, {concurrency} in flight", [x * 1000 for x in latencies], wall
             )
+            row.concurrency = concurrency
+            rows.append(row)
         return rows
     finally:
         server.terminate()
@@ -114,32 +156,69 @@ async def settlement_batch(
     concurrency: int,
     seed: int,
     use_personal_account: bool = True,
-) -> Row:
+) -> tuple[Row, budget.Steps]:
+    """The batch's row, and its steps' counts (bench/budget.py) over the whole batch."""
     options = DriverOptions(
         insured_share=insured_share,
         use_personal_account=use_personal_account,
         concurrency=concurrency,
         wechat_sim_url=mesh.layout.http_base("wechatpay-sim"),
     )
-    platform_pids = [mesh.processes[n].pid for n in PLATFORM]
-    simulator_pids = [mesh.processes[n].pid for n in SIMULATORS]
-    platform_before, simulators_before = cpu_seconds(platform_pids), cpu_seconds(simulator_pids)
-    each = {n: mesh.processes[n].pid for n in (*PLATFORM, *SIMULATORS)}
-    each_before = {n: cpu_seconds([pid]) for n, pid in each.items()}
+    each = process_ids(mesh)
+    cpu_before = {n: cpu_seconds([pid]) for n, pid in each.items()}
+    counts_before = await scrape(mesh.layout)
     started = time.perf_counter()
-    report = await play_morning(client, visits, 0, seed, options=options)
+    report_ = await play_morning(client, visits, 0, seed, options=options)
     wall = time.perf_counter() - started
-    settled = [visit for visit in report.visits if visit.settled]
+    cpu_after = {n: cpu_seconds([pid]) for n, pid in each.items()}
+    counts = await scrape(mesh.layout) - counts_before
+    settled = [visit for visit in report_.visits if visit.settled]
     if len(settled) != visits:
-        failures = [visit.failure for visit in report.visits if visit.failure]
+        failures = [visit.failure for visit in report_.visits if visit.failure]
         raise RuntimeError(f"{name}: {visits - len(settled)} visits failed, first: {failures[:1]}")
     row = latency_row(name, [visit.elapsed_ms for visit in settled], wall)
-    row.platform_cpu_ms_per_op = (cpu_seconds(platform_pids) - platform_before) * 1000 / len(settled)
-    row.simulator_cpu_ms_per_op = (cpu_seconds(simulator_pids) - simulators_before) * 1000 / len(settled)
-    row.cpu_ms_per_op_by_process = {
-        n: round((cpu_seconds([pid]) - each_before[n]) * 1000 / len(settled), 1) for n, pid in each.items()
+    row.concurrency = concurrency
+    spent = {n: (cpu_after[n] - cpu_before[n]) * 1000 / len(settled) for n in each}
+    row.platform_cpu_ms_per_op = sum(spent[n] for n in PLATFORM)
+    row.simulator_cpu_ms_per_op = sum(spent[n] for n in SIMULATORS)
+    row.cpu_ms_per_op_by_process = {n: round(ms, 1) for n, ms in spent.items()}
+    round_trips(row, counts, len(settled), peers(mesh.layout))
+    steps = budget.steps_of(counts)
+    row.steps = budget.described(steps, len(settled))
+    row.rss_mb_by_process = {n: rss_mb(pid) for n, pid in each.items()}
+    return row, steps
+
+
+def peers(layout: MeshLayout) -> dict[str, str]:
+    """host:port → the process listening there (for the HTTP requests made)."""
+    return {f"127.0.0.1:{layout.ports[name]}": name for name in SIMULATORS} | {
+        f"127.0.0.1:{layout.ports['payment-core-notify']}": "payment-core-notify"
     }
-    return row
+
+
+def round_trips(row: Row, counts: Reading, settled: int, hosts: dict[str, str]) -> None:
+    def each(counter: str) -> dict[str, float]:
+        return {s: round(counts.total(s, counter) / settled, 2) for s in PLATFORM}
+
+    def summed(counter: str, label: str, names: dict[str, str] | None = None) -> dict[str, float]:
+        sums: dict[str, float] = {}
+        for service in PLATFORM:
+            for key, value in counts.by_label(service, counter, label).items():
+                key = (names or {}).get(key, key)
+                sums[key] = sums.get(key, 0.0) + value
+        return {key: round(value / settled, 2) for key, value in sorted(sums.items()) if value}
+
+    row.sql_statements_per_op_by_service = each("statements")
+    row.sql_transactions_per_op_by_service = each("transactions")
+    row.sql_checkouts_per_op_by_service = each("checkouts")
+    row.grpc_served_per_op = round(sum(each("grpc_served").values()), 2)
+    row.grpc_made_per_op = round(sum(each("grpc_made").values()), 2)
+    row.http_out_per_op = round(sum(each("http_made").values()), 2)
+    row.http_in_per_op = round(sum(each("http_served").values()), 2)
+    row.grpc_served_per_op_by_method = {
+        method.rsplit("/", 1)[-1]: calls for method, calls in summed("grpc_served", "method").items()
+    }
+    row.http_out_per_op_by_peer = summed("http_made", "host", hosts)
 
 
 async def server_side_times(client: MedPayClient) -> list[dict[str, object]]:
@@ -158,6 +237,14 @@ async def server_side_times(client: MedPayClient) -> list[dict[str, object]]:
         }
         for s in slices
     ]
+
+
+async def idle_cpu_percent(mesh: MeshProcesses, seconds: float) -> dict[str, float]:
+    """Each process's CPU over `seconds` of no traffic, in % of one core."""
+    each = process_ids(mesh)
+    before = {n: cpu_seconds([pid]) for n, pid in each.items()}
+    await asyncio.sleep(seconds)
+    return {n: round((cpu_seconds([pid]) - before[n]) * 100 / seconds, 2) for n, pid in each.items()}
 
 
 async def database_for_bench() -> tuple[str | None, str]:
@@ -186,9 +273,54 @@ async def drop_database(url: str) -> None:
     await connection.close()
 
 
+async def play_batches(
+    mesh: MeshProcesses, client: MedPayClient, arguments: argparse.Namespace, result: dict[str, object]
+) -> list[Row]:
+    visits, rows = arguments.visits, []
+    # Warm-up (connections, the insurer sign-in), then the insured road alone: its latency, and
+    # the round trips per step the budget holds.
+    await settlement_batch(mesh, client, "warm-up", 6, 0.5, 1, seed=1)
+    alone, steps = await settlement_batch(
+        mesh, client, f"{INSURED_BY_WECHAT}, 1 in flight", visits, 1.0, 1, 7, False
+    )
+    rows.append(alone)
+    result["budget_steps"] = budget.per_call(steps)
+    if arguments.budget_only:
+        return rows
+    result["platform_order_to_settled_ms_1_in_flight"] = await server_side_times(client)
+    # Insured: pre-settle, cash share by WeChat native QR, 2207. Insured with the personal
+    # account: many bills need no channel at all. Self-pay: channel only.
+    for name, share, account in KINDS:
+        row, _ = await settlement_batch(mesh, client, name, visits, share, arguments.concurrency, 8, account)
+        rows.append(row)
+    high = arguments.high_concurrency
+    row, _ = await settlement_batch(
+        mesh, client, f"{INSURED_BY_WECHAT}, {high} in flight", visits, 1.0, high, 9, False
+    )
+    rows.append(row)
+    result["platform_order_to_settled_ms"] = await server_side_times(client)
+    await asyncio.sleep(2.0)  # the feeds and relays catch up: then nothing moves
+    result["idle_seconds"] = arguments.idle_seconds
+    result["idle_cpu_percent_by_process"] = await idle_cpu_percent(mesh, arguments.idle_seconds)
+    result["rss_mb_by_process"] = {n: rss_mb(pid) for n, pid in process_ids(mesh).items()}
+    return rows
+
+
 async def run(arguments: argparse.Namespace) -> dict[str, object]:
-    rows = await echo_floor(arguments.echo_calls)
+    rows = [] if arguments.budget_only else await echo_floor(arguments.echo_calls)
     database_url, backend = await database_for_bench()
+    result: dict[str, object] = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
+        "database": backend,
+        "visits_per_batch": arguments.visits,
+        "concurrency": arguments.concurrency,
+        "high_concurrency": arguments.high_concurrency,
+    }
     with tempfile.TemporaryDirectory(prefix="medpay-bench-") as workdir:
         mesh = MeshProcesses(
             MeshLayout(Path(workdir), database_url, extra_env={"MEDPAY_LOG_LEVEL": "WARNING"})
@@ -202,81 +334,13 @@ async def run(arguments: argparse.Namespace) -> dict[str, object]:
                 layout.grpc_address("reconciliation"),
                 layout.grpc_address("data-aggregation"),
             ) as client:
-                await settlement_batch(mesh, client, "warm-up", 6, 0.5, 2, seed=1)
-                # Insured: pre-settle, cash share by WeChat native QR, 2207. Insured with the
-                # personal account: many bills need no channel at all. Self-pay: channel only.
-                for name, share, account in (
-                    ("insured, cash share by WeChat", 1.0, False),
-                    ("insured, personal account used", 1.0, True),
-                    ("self-pay, WeChat", 0.0, True),
-                ):
-                    rows.append(
-                        await settlement_batch(
-                            mesh, client, name, arguments.visits, share, arguments.concurrency, 7, account
-                        )
-                    )
-                server_times = await server_side_times(client)
+                rows += await play_batches(mesh, client, arguments, result)
         finally:
             mesh.stop()
             if database_url:
                 await drop_database(database_url)
-    return {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-        },
-        "database": backend,
-        "visits_per_batch": arguments.visits,
-        "concurrency": arguments.concurrency,
-        "rows": [asdict(row) for row in rows],
-        "platform_order_to_settled_ms": server_times,
-    }
-
-
-def print_table(result: dict[str, object]) -> None:
-    machine: dict[str, object] = result["machine"]  # type: ignore[assignment]
-    table = Table(
-        title=f"MedPay Mesh settlement benchmark: {result['database']}, {machine['cpus']} CPUs, "
-        f"{result['concurrency']} visits in flight, {result['visits_per_batch']} per batch"
-    )
-    for column in (
-        "what",
-        "n",
-        "per s",
-        "p50 ms",
-        "p90 ms",
-        "p99 ms",
-        "max ms",
-        "platform CPU ms/op",
-        "sims CPU ms/op",
-    ):
-        table.add_column(column, justify="left" if column == "what" else "right")
-    for row in result["rows"]:  # type: ignore[attr-defined]
-        cpu = row["platform_cpu_ms_per_op"]
-        sim = row["simulator_cpu_ms_per_op"]
-        table.add_row(
-            row["name"],
-            str(row["count"]),
-            f"{row['per_second']:.1f}",
-            f"{row['p50_ms']:.2f}",
-            f"{row['p90_ms']:.2f}",
-            f"{row['p99_ms']:.2f}",
-            f"{row['max_ms']:.2f}",
-            "" if cpu is None else f"{cpu:.1f}",
-            "" if sim is None else f"{sim:.1f}",
-        )
-    console = Console(width=150)
-    console.print(table)
-    times = Table(title="platform order → settled (data-aggregation), ms")
-    for column in ("slice", "count", "p50", "p90", "p99", "max"):
-        times.add_column(column)
-    for item in result["platform_order_to_settled_ms"]:  # type: ignore[attr-defined]
-        times.add_row(
-            *(str(item.get(k, "")) for k in ("slice", "count", "p50_ms", "p90_ms", "p99_ms", "max_ms"))
-        )
-    console.print(times)
+    result["rows"] = [asdict(row) for row in rows]
+    return result
 
 
 def main() -> int:
@@ -285,16 +349,35 @@ def main() -> int:
     )
     parser.add_argument("--visits", type=int, default=60, help="settlements per batch (bounded)")
     parser.add_argument("--concurrency", type=int, default=4, help="visits in flight")
+    parser.add_argument("--high-concurrency", type=int, default=16, help="visits in flight, throughput run")
     parser.add_argument("--echo-calls", type=int, default=2000)
+    parser.add_argument("--idle-seconds", type=float, default=10.0, help="no traffic, for idle CPU")
+    parser.add_argument(
+        "--write-budget", action="store_true", help=f"also write {budget.BUDGET_PATH.name} from this run"
+    )
+    parser.add_argument(
+        "--budget-only", action="store_true", help="only the 1-in-flight insured batch; write the budget"
+    )
     arguments = parser.parse_args()
-    if not 1 <= arguments.visits <= 2000 or not 1 <= arguments.concurrency <= 64:
-        parser.error("--visits must be 1..2000 and --concurrency 1..64")
+    if not 1 <= arguments.visits <= 2000 or not all(
+        1 <= c <= 64 for c in (arguments.concurrency, arguments.high_concurrency)
+    ):
+        parser.error("--visits must be 1..2000 and the concurrencies 1..64")
+    if not 1 <= arguments.idle_seconds <= 120:
+        parser.error("--idle-seconds must be 1..120")
     result = asyncio.run(run(arguments))
-    print_table(result)
+    console = Console(width=160)
+    report.print_tables(result, console)
+    if arguments.write_budget or arguments.budget_only:
+        steps: budget.Steps = result["budget_steps"]  # type: ignore[assignment]
+        budget.write_budget(steps, str(result["database"]), str(result["when"]))
+        console.print(f"wrote {budget.BUDGET_PATH}")
+    if arguments.budget_only:
+        return 0
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"settlement-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.json"
     path.write_text(json.dumps(result, indent=2, ensure_ascii=False))
-    Console().print(f"wrote {path}")
+    console.print(f"wrote {path}")
     return 0
 
 
