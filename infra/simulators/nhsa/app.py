@@ -103,6 +103,9 @@ class NhsaSimulator:
         await self._platform.expire_sign_ins()
         return JSONResponse({"expired": True})
 
+    async def settlements(self, _request: Request) -> Response:
+        return JSONResponse(await self._platform.settlement_book())
+
     async def health(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "nhsa-sim", "armed_faults": self._faults.pending()})
 
@@ -115,6 +118,7 @@ def build_app(platform: NhsaPlatform, settings: NhsaSimSettings, faults: FaultBo
         Route("/sim/faults", simulator.arm_fault, methods=["POST"]),
         Route("/sim/faults", simulator.clear_faults, methods=["DELETE"]),
         Route("/sim/sign-ins/expire", simulator.expire_sign_ins, methods=["POST"]),
+        Route("/sim/settlements", simulator.settlements, methods=["GET"]),
         Route("/sim/health", simulator.health, methods=["GET"]),
     ]
     return OpenTelemetryMiddleware(

@@ -91,6 +91,23 @@ class NhsaPlatform:
         except Refusal as refusal:
             return self._reply(number, received, FAILURE, None, refusal.err_msg)
 
+    async def settlement_book(self) -> list[dict[str, object]]:
+        """Every settlement and offset booked, for tests and operators of the simulator."""
+        async with self._store.books() as books:
+            rows = await books.all_settlements()
+        return [
+            {
+                "setl_id": row.setl_id,
+                "kind": row.kind,
+                "msgid": row.msgid,
+                "mdtrt_id": row.mdtrt_id,
+                "original_setl_id": row.original_setl_id,
+                "revoked_by": row.revoked_by,
+                "psn_cash_pay_fen": row.psn_cash_pay_fen,
+            }
+            for row in rows
+        ]
+
     async def expire_sign_ins(self) -> None:
         async with self._write_lock, self._store.books() as books:
             await books.sign_out()

@@ -200,6 +200,10 @@ class InsurerBooks:
         )
         return list((await self._db.execute(query)).all())
 
+    async def all_settlements(self) -> list[AnyRow]:
+        table = schema.settlements
+        return list((await self._db.execute(select(table).order_by(table.c.setl_id))).all())
+
     async def _first_settlement(self, *conditions: Any) -> AnyRow | None:
         query = select(schema.settlements).where(*conditions).order_by(schema.settlements.c.setl_id.desc())
         return (await self._db.execute(query)).first()

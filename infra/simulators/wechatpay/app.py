@@ -222,6 +222,29 @@ class WechatPayApi:
             ]
         )
 
+    async def transactions(self, _: Request) -> Response:
+        """Every transaction and refund the gateway holds (for tests and operators)."""
+        refunds: dict[str, list[dict[str, object]]] = {}
+        for refund in self.sim.store.all_refunds():
+            refunds.setdefault(refund.out_trade_no, []).append(
+                {
+                    "out_refund_no": refund.out_refund_no,
+                    "refund_fen": refund.refund_fen,
+                    "status": refund.status,
+                }
+            )
+        return JSONResponse(
+            [
+                {
+                    "out_trade_no": order.out_trade_no,
+                    "trade_state": order.trade_state,
+                    "total_fen": order.total_fen,
+                    "refunds": refunds.get(order.out_trade_no, []),
+                }
+                for order in self.sim.store.all_orders()
+            ]
+        )
+
     async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "SERVING", "mchid": self.sim.merchant.mchid})
 
@@ -317,6 +340,7 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
         Route("/sim/faults", api.list_faults, methods=["GET"]),
         Route("/sim/faults", api.clear_faults, methods=["DELETE"]),
         Route("/sim/notifications", api.deliveries, methods=["GET"]),
+        Route("/sim/transactions", api.transactions, methods=["GET"]),
         Route("/sim/health", api.health, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

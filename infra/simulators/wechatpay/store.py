@@ -192,6 +192,12 @@ class SimStore:
             ),
         )
 
+    def all_orders(self) -> list[SimOrder]:
+        return self._all(SimOrder, "SELECT * FROM orders ORDER BY created_at")
+
+    def all_refunds(self) -> list[SimRefund]:
+        return self._all(SimRefund, "SELECT * FROM refunds ORDER BY created_at")
+
     def refunds_in_flight(self) -> list[SimRefund]:
         """PROCESSING refunds with an outcome still to reach, soonest first."""
         query = (
