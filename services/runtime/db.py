@@ -57,8 +57,12 @@ def create_engine(url: str, schema: str | None, pool_size: int = 10) -> AsyncEng
     connect_args: dict[str, Any] = {}
     if schema:
         connect_args["server_settings"] = {"search_path": schema}
+    # No pre-ping: it costs two round trips on every checkout. A connection the server dropped
+    # fails the one transaction that finds it (SQLAlchemy then discards the pool's stale
+    # connections) and the caller's retry, with its same request id, gets a fresh one; connections
+    # are renewed every half hour anyway, before idle-timeouts of proxies and firewalls.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, connect_args=connect_args
+        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, connect_args=connect_args
     )
 
 

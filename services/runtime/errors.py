@@ -83,6 +83,13 @@ class ChannelUnavailable(MedPayError):
     reason = "CHANNEL_UNAVAILABLE"
 
 
+class DatabaseUnavailable(MedPayError):
+    """The connection to the service's database was lost mid-transaction (rolled back): retry."""
+
+    status_name = "UNAVAILABLE"
+    reason = "DATABASE_UNAVAILABLE"
+
+
 class OutcomeUnknown(MedPayError):
     """An outbound call was sent and its outcome is not known. Never guessed: a query decides."""
 

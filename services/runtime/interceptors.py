@@ -17,9 +17,10 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
 
 from services.runtime import metrics
-from services.runtime.errors import InvalidArgument, MedPayError, NotOffered
+from services.runtime.errors import DatabaseUnavailable, InvalidArgument, MedPayError, NotOffered
 from services.runtime.masking import scrub
 from services.runtime.validation import reject_nul_characters
 
@@ -131,6 +132,9 @@ class _CallGuard:
 
     async def fail(self, error: BaseException) -> None:
         """Map the error to a status (or re-raise what must pass through)."""
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            # Nothing was committed; the retry with the same request id gets a fresh connection.
+            error = DatabaseUnavailable("the database connection was lost; retry the request")
         if isinstance(error, MedPayError):
             self.outcome = error.reason
             status = rpc_status.to_status(to_status(error))

@@ -5,6 +5,7 @@ its id (the unit of work turns that into a change signal sent after commit)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -38,10 +39,37 @@ def _unobserved(_order_id: str) -> None:
     """No one to tell of a write."""
 
 
+class ChargeLinesCache:
+    """An order's charge lines, kept in this process once read or written: they never change
+    after the order is created (a refused order is deleted with them, and ids are never reused),
+    so every later load of the order skips their SELECT. Bounded; the oldest entries go first."""
+
+    def __init__(self, max_orders: int = 20_000) -> None:
+        self._lines: OrderedDict[str, tuple[ChargeLine, ...]] = OrderedDict()
+        self._max_orders = max_orders
+
+    def get(self, order_id: str) -> tuple[ChargeLine, ...] | None:
+        return self._lines.get(order_id)
+
+    def put(self, order_id: str, lines: tuple[ChargeLine, ...]) -> None:
+        self._lines[order_id] = lines
+        if len(self._lines) > self._max_orders:
+            self._lines.popitem(last=False)
+
+    def forget(self, order_id: str) -> None:
+        self._lines.pop(order_id, None)
+
+
 class OrderRepository:
-    def __init__(self, session: AsyncSession, changed: Callable[[str], None] = _unobserved) -> None:
+    def __init__(
+        self,
+        session: AsyncSession,
+        changed: Callable[[str], None] = _unobserved,
+        lines: ChargeLinesCache | None = None,
+    ) -> None:
         self._session = session
         self._changed = changed
+        self._lines = lines or ChargeLinesCache()
         # Payments and refunds this session has seen in storage: saved by UPDATE, the rest by INSERT.
         self._stored: dict[str, dict[str, Any]] = {}
 
@@ -52,6 +80,7 @@ class OrderRepository:
                 insert(orm.charge_lines),
                 [_line_values(order.order_id, i, ln) for i, ln in enumerate(order.lines)],
             )
+        self._lines.put(order.order_id, order.lines)
         await self._save_children(order)
         self._changed(order.order_id)
 
@@ -105,6 +134,7 @@ class OrderRepository:
 
     async def delete_intent(self, order_id: str) -> None:
         """Forget an order whose creation the insurer refused before anything was owed."""
+        self._lines.forget(order_id)
         await self._session.execute(delete(orm.charge_lines).where(orm.charge_lines.c.order_id == order_id))
         await self._session.execute(
             delete(orm.payment_orders).where(orm.payment_orders.c.order_id == order_id)
@@ -114,13 +144,13 @@ class OrderRepository:
     async def hydrate(self, rows: Sequence[Row[Any]]) -> list[PaymentOrder]:
         """Whole aggregates (lines, payments, refunds) for order rows, in the rows' order."""
         ids = [row.order_id for row in rows]
-        lines = await self._children(orm.charge_lines, ids, orm.charge_lines.c.line_index)
+        lines = await self._lines_of(ids)
         pays = await self._children(orm.payments, ids, orm.payments.c.attempt_no)
         backs = await self._children(orm.refunds, ids, orm.refunds.c.refund_no)
         orders = [
             _order_from(
                 row,
-                [ln for ln in lines if ln.order_id == row.order_id],
+                lines[row.order_id],
                 [p for p in pays if p.order_id == row.order_id],
                 [r for r in backs if r.order_id == row.order_id],
             )
@@ -130,6 +160,17 @@ class OrderRepository:
             self._stored.update({p.payment_id: _unstamped(_payment_values(p)) for p in order.payments})
             self._stored.update({r.refund_id: _unstamped(_refund_values(r)) for r in order.refunds})
         return orders
+
+    async def _lines_of(self, order_ids: list[str]) -> dict[str, tuple[ChargeLine, ...]]:
+        known = {order_id: self._lines.get(order_id) for order_id in order_ids}
+        missing = [order_id for order_id, lines in known.items() if lines is None]
+        read: dict[str, list[ChargeLine]] = {order_id: [] for order_id in missing}
+        for row in await self._children(orm.charge_lines, missing, orm.charge_lines.c.line_index):
+            read[row.order_id].append(_line_from(row))
+        for order_id, lines in read.items():
+            known[order_id] = tuple(lines)
+            self._lines.put(order_id, known[order_id])  # type: ignore[arg-type]
+        return {order_id: lines or () for order_id, lines in known.items()}
 
     async def _bump_refunded(self, order: PaymentOrder, refund: Refund, delta_fen: int) -> None:
         try:
@@ -197,14 +238,14 @@ def _apply_refunded(order: PaymentOrder, refund: Refund, delta_fen: int) -> None
 
 
 def _order_from(
-    row: Row[Any], lines: list[Row[Any]], pays: list[Row[Any]], backs: list[Row[Any]]
+    row: Row[Any], lines: tuple[ChargeLine, ...], pays: list[Row[Any]], backs: list[Row[Any]]
 ) -> PaymentOrder:
     before = row.status_before_attention
     return PaymentOrder(
         order_id=row.order_id, create_request_id=row.create_request_id, his_order_no=row.his_order_no,
         scene=row.scene, campus_code=row.campus_code, dept_code=row.dept_code,
         his_patient_id=row.his_patient_id, masked_cert_no=row.masked_cert_no,
-        lines=tuple(_line_from(line) for line in lines), insured=row.insured, insutype=row.insutype,
+        lines=lines, insured=row.insured, insutype=row.insutype,
         med_type=row.med_type, status=OrderStatus(row.status), total=Money(row.total_fen),
         cash_due=Money(row.cash_due_fen), created_at=as_utc(row.created_at), settlement_id=row.settlement_id,
         split=_split_from(row), setl_id=row.setl_id, settled_at=_utc(row.settled_at),

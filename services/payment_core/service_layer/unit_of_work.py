@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.payment_core.adapters.ledger_store import LedgerStore
 from services.payment_core.adapters.queries import OrderQueries, WorkLists
-from services.payment_core.adapters.repository import OrderRepository
+from services.payment_core.adapters.repository import ChargeLinesCache, OrderRepository
 from services.payment_core.domain.order import PaymentOrder
 from services.runtime.changes import ChangeBroker, aggregate_key
 from services.runtime.errors import NotFound
@@ -28,9 +28,13 @@ class UnitOfWork(SqlUnitOfWork):
     ledger: LedgerStore
     queries: OrderQueries
     work: WorkLists
+    # Shared by every unit of work of this process (see ChargeLinesCache).
+    lines: ChargeLinesCache | None = None
 
     def bind(self, session: AsyncSession) -> None:
-        self.orders = OrderRepository(session, changed=lambda order_id: self.touch(order_changes(order_id)))
+        self.orders = OrderRepository(
+            session, changed=lambda order_id: self.touch(order_changes(order_id)), lines=self.lines
+        )
         self.ledger = LedgerStore(session)
         self.queries = OrderQueries(session, self.orders)
         self.work = WorkLists(session)
@@ -50,7 +54,11 @@ class UnitOfWorkFactory(Protocol):
 def unit_of_work_factory(
     sessions: async_sessionmaker[AsyncSession], outbox: Outbox, changes: ChangeBroker | None = None
 ) -> UnitOfWorkFactory:
+    lines = ChargeLinesCache()
+
     def open_unit_of_work(read_only: bool = False) -> UnitOfWork:
-        return UnitOfWork(sessions, outbox, read_only, changes)
+        uow = UnitOfWork(sessions, outbox, read_only, changes)
+        uow.lines = lines
+        return uow
 
     return open_unit_of_work
