@@ -67,6 +67,10 @@ class Outbox:
                 sequence=None,
             )
         )
+
+    def committed(self) -> None:
+        """Events were committed just now (called by the unit of work after its commit): the relay
+        sequences them at once, instead of at its next look."""
         self._wake.set()
 
     async def assign_sequences(self) -> int:
@@ -91,8 +95,10 @@ class Outbox:
                 )
             return len(pending)
 
-    async def run_relay(self, poll_interval_s: float = 0.2) -> None:
-        """Background task: sequence events soon after they commit."""
+    async def run_relay(self, poll_interval_s: float = 5.0) -> None:
+        """Background task: sequence events as soon as this process commits them (`committed`);
+        every `poll_interval_s` also those a process that died between its commit and its relay
+        left unsequenced. An idle relay costs one short transaction per interval, nothing more."""
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_interval_s)

@@ -39,6 +39,7 @@ class SqlUnitOfWork:
         self._changes = changes
         self._session: AsyncSession | None = None
         self._touched: set[str] = set()
+        self._recorded_events = False
 
     def bind(self, session: AsyncSession) -> None:
         """Attach the service's repositories to the transaction's session."""
@@ -67,6 +68,9 @@ class SqlUnitOfWork:
             await session.close()
             self._session = None
             touched, self._touched = self._touched, set()
+            recorded, self._recorded_events = self._recorded_events, False
+        if committed and recorded and self._outbox is not None:
+            self._outbox.committed()
         if committed and self._changes is not None:
             for key in sorted(touched):
                 self._changes.publish(key)
@@ -99,3 +103,4 @@ class SqlUnitOfWork:
             raise RuntimeError("this unit of work has no outbox")
         for envelope in envelopes:
             await self._outbox.record_event(self.session, envelope)
+        self._recorded_events = True

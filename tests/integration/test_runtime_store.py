@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -370,3 +371,26 @@ async def test_a_time_in_another_zone_is_stored_and_read_back_as_utc(either_back
     finally:
         await engine.dispose()
     assert stored == utc and stored.tzinfo is not None and stored.utcoffset() == timedelta(0)
+
+
+async def test_the_relay_sequences_an_event_as_soon_as_it_commits_not_at_its_next_look(store: Store) -> None:
+    """The relay is woken by the commit (an idle relay looks only every few seconds): woken at
+    the insert instead, it would run before the commit, find nothing, and sleep past it."""
+    from services.runtime.unit_of_work import SqlUnitOfWork
+
+    relay = asyncio.create_task(store.outbox.run_relay(poll_interval_s=60))
+    try:
+        await asyncio.sleep(0.2)  # the relay's first look, with nothing to do
+        async with SqlUnitOfWork(store.sessions, store.outbox) as uow:
+            await uow.record_event(_event("ord_prompt"))
+            await asyncio.sleep(0.3)  # the transaction stays open a while before it commits
+        for _ in range(50):
+            events, head = await store.outbox.events_after(0, 10)
+            if events:
+                break
+            await asyncio.sleep(0.05)
+        assert [e.aggregate_id for e in events] == ["ord_prompt"] and head == 1
+    finally:
+        relay.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await relay
