@@ -46,6 +46,7 @@ class InsuranceAdapter:
     servicer: InsuranceServicer
     event_feed: EventFeedServicer
     client: nhsa.NhsaClient | None = None
+    message_log: MessageLog | None = None
 
     def register(self, server: grpc.aio.Server) -> Sequence[str]:
         insurance_pb2_grpc.add_InsuranceServiceServicer_to_server(self.servicer, server)
@@ -57,7 +58,11 @@ class InsuranceAdapter:
             name=SERVICE_NAME,
             address=self.settings.grpc_address,
             register=self.register,
-            background=[self.database.outbox.run_relay, self.database.instance.run],
+            background=[
+                self.database.outbox.run_relay,
+                self.database.instance.run,
+                *([self.message_log.run] if self.message_log else []),
+            ],
             on_shutdown=[self.close],
             grace_s=self.settings.shutdown_grace_s,
             max_deadline_s=self.settings.max_deadline_s,
@@ -65,6 +70,8 @@ class InsuranceAdapter:
         )
 
     async def close(self) -> None:
+        if self.message_log is not None:
+            await self.message_log.close()
         if self.client is not None:
             await self.client.aclose()
         await self.database.close()
@@ -83,7 +90,7 @@ def build(
         client = nhsa.NhsaClient(nhsa_client_config(settings), on_exchange=exchange_recorder(message_log))
         insurer = NhsaInsurer(client, settings.nhsa_timeout_s)
     deps = Dependencies(
-        unit_of_work=lambda: UnitOfWork(database),
+        unit_of_work=lambda: UnitOfWork(database, message_log),
         insurer=insurer,
         setl_optins=settings.nhsa_mdtrtarea_admvs,
         clock=clock,
@@ -92,7 +99,9 @@ def build(
         PresettlementHandlers(deps), SettlementHandlers(deps), ReportHandlers(deps, message_log)
     )
     servicer = InsuranceServicer(handlers, database.idempotency)
-    return InsuranceAdapter(settings, database, servicer, EventFeedServicer(database.outbox), client)
+    return InsuranceAdapter(
+        settings, database, servicer, EventFeedServicer(database.outbox), client, message_log
+    )
 
 
 def nhsa_client_config(settings: InsuranceAdapterSettings) -> nhsa.NhsaClientConfig:

@@ -60,11 +60,14 @@ class SqlUnitOfWork:
         try:
             if kind is None:
                 await self._notify_replicas(session)
+                await self.before_commit(session)
                 await session.commit()
                 committed = True
             else:
                 await session.rollback()
         finally:
+            if not committed:
+                self.not_committed()
             await session.close()
             self._session = None
             touched, self._touched = self._touched, set()
@@ -74,6 +77,12 @@ class SqlUnitOfWork:
         if committed and self._changes is not None:
             for key in sorted(touched):
                 self._changes.publish(key)
+
+    async def before_commit(self, session: AsyncSession) -> None:
+        """A service's last writes into a transaction that is about to commit."""
+
+    def not_committed(self) -> None:
+        """The transaction rolled back (or its commit failed)."""
 
     @property
     def session(self) -> AsyncSession:
