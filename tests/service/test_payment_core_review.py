@@ -12,7 +12,7 @@ import pytest
 from medpay.payment.v1 import payment_pb2 as pb
 
 from services.payment_core.adapters.insurance import InsurerSettlement, InsurerStatus
-from services.runtime.errors import InsurerUnavailable, OutcomeUnknown
+from services.runtime.errors import InsurerRejected, InsurerUnavailable, OutcomeUnknown
 from tests.service import test_payment_core as base
 from tests.service.test_payment_core import Harness, insured, pay, settled_order
 
@@ -89,3 +89,68 @@ async def test_a_failed_2205_is_retried_by_the_janitor(harness: Harness) -> None
     harness.clock.offset = timedelta(seconds=10)
     await harness.core.janitor.sweep()
     assert harness.insurance.settlements["stl-1"].status is InsurerStatus.CANCELLED
+
+
+def _presettled_but_reply_lost(harness: Harness, failure: Exception | None = None) -> None:
+    """insurance-adapter sent 2201/2204 (and the insurer holds the pre-settlement), then was killed
+    before it answered: payment-core's first CreatePaymentOrder sees UNAVAILABLE."""
+    insurer = harness.insurance
+    real_presettle = insurer.presettle
+
+    async def presettled_then_lost(ask):  # type: ignore[no-untyped-def]
+        insurer.presettle = real_presettle  # type: ignore[method-assign]
+        await real_presettle(ask)
+        raise failure or InsurerUnavailable("insurance-adapter unreachable: connection reset")
+
+    insurer.presettle = presettled_then_lost  # type: ignore[method-assign]
+
+
+async def test_a_first_presettlement_lost_mid_way_is_undone_before_the_order_is_forgotten(
+    harness: Harness,
+) -> None:
+    """payment-core used to delete the order at once, leaving the insurer's pre-settlement (and its
+    fee lines) open for an order that no longer existed."""
+    _presettled_but_reply_lost(harness)
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await harness.payment.CreatePaymentOrder(insured("HIS-LOST-1"))
+    assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert [s.status for s in harness.insurance.settlements.values()] == [InsurerStatus.CANCELLED]
+
+    # The HIS retries with the same request: a fresh order, pre-settled once more, nothing left over.
+    again = await harness.payment.CreatePaymentOrder(insured("HIS-LOST-1"))
+    assert again.order.status == pb.ORDER_STATUS_AWAITING_PAYMENT
+    statuses = sorted(s.status.value for s in harness.insurance.settlements.values())
+    assert statuses == ["CANCELLED", "PRESETTLED"]
+
+
+async def test_an_order_whose_presettlement_cannot_be_undone_is_kept_for_the_retry_or_its_expiry(
+    harness: Harness,
+) -> None:
+    _presettled_but_reply_lost(harness)
+    harness.insurance.fail_next["cancel"] = [InsurerUnavailable("insurance-adapter unreachable")]
+    request = insured("HIS-LOST-2")
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await harness.payment.CreatePaymentOrder(request)
+    assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+    listed = await harness.payment.ListPaymentOrders(pb.ListPaymentOrdersRequest(page_size=10))
+    assert [o.status for o in listed.orders] == [pb.ORDER_STATUS_PRESETTLING]
+    assert harness.insurance.settlements["stl-1"].status is InsurerStatus.PRESETTLED
+
+    # Nobody comes back: at its expiry the janitor closes the order and undoes the pre-settlement.
+    harness.clock.offset = timedelta(hours=3)
+    for _ in range(3):
+        await harness.core.janitor.sweep()
+    order = await harness.order(listed.orders[0].order_id)
+    assert order.status == pb.ORDER_STATUS_CLOSED
+    assert harness.insurance.settlements["stl-1"].status is InsurerStatus.CANCELLED
+
+
+async def test_a_presettlement_refused_after_its_fees_were_uploaded_is_undone(harness: Harness) -> None:
+    """A refused 2206 leaves the visit's fee lines at the insurer; the order used to be dropped."""
+    _presettled_but_reply_lost(harness, InsurerRejected("2206: 模拟故障"))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await harness.payment.CreatePaymentOrder(insured("HIS-REFUSED-1"))
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert [s.status for s in harness.insurance.settlements.values()] == [InsurerStatus.CANCELLED]
+    listed = await harness.payment.ListPaymentOrders(pb.ListPaymentOrdersRequest(page_size=10))
+    assert list(listed.orders) == []

@@ -91,16 +91,16 @@ class StepRunners:
     async def _presettle(self, order: PaymentOrder, ask: PresettleAsk, first: bool) -> Outcome:
         try:
             answer = await self._deps.insurance.presettle(ask)
-        except (
-            errors.InsurerRejected,
-            errors.InvalidArgument,
-            errors.StateConflict,
-            errors.NotFound,
-        ) as error:
-            return Outcome(error=error, forget=True)
+        except (errors.InvalidArgument, errors.StateConflict, errors.NotFound) as error:
+            return Outcome(error=error, forget=True)  # refused before anything reached the insurer
+        except errors.InsurerRejected as error:
+            # A refused 2206 leaves 2201/2204 behind: the order is forgotten once they are undone.
+            return Outcome(error=error, forget=await self._nothing_open(order))
         except errors.InsurerUnavailable as error:
-            # Nothing happened at the insurer: a first attempt can be forgotten (the HIS retries).
-            return Outcome(error=error, forget=first)
+            # Unreachable is not "nothing happened": insurance-adapter may have been cut off after
+            # 2201/2204 landed. A first attempt is forgotten only once nothing is open for it;
+            # otherwise the order waits PRESETTLING for the HIS's retry or its expiry, which undoes it.
+            return Outcome(error=error, forget=first and await self._nothing_open(order))
         except errors.OutcomeUnknown as error:
             reason = error.message
             return Outcome(lambda o, _now: o.presettlement_unknown(reason), error=error)
@@ -114,6 +114,17 @@ class StepRunners:
         assert answer.split is not None
         split = answer.split
         return Outcome(lambda o, _now: o.accept_presettlement(answer.settlement_id, split, answer.insutype))
+
+    async def _nothing_open(self, order: PaymentOrder) -> bool:
+        """Whether the insurer holds nothing for `order`, after undoing whatever it held."""
+        request_id = keys.insurer_request_id(order.order_id, "cancel")
+        try:
+            await self._deps.insurance.cancel_presettlement(request_id, "", order.order_id)
+        except (errors.StateConflict, errors.NotFound):
+            return True  # nothing open for this order
+        except errors.MedPayError:
+            return False
+        return True
 
     async def _settle(self, order: PaymentOrder) -> Outcome:
         if not order.insured:
