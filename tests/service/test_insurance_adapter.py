@@ -545,3 +545,37 @@ async def test_a_lost_2208_answer_leaves_it_settled_and_the_retry_revokes_it_onc
         "insurance_settled",
         "insurance_settlement_revoked",
     ]
+
+
+async def fee_lines_held(mesh: Mesh, mdtrt_id: str) -> int:
+    async with mesh.sim._store.books() as books:
+        return len(await books.fee_lines(mdtrt_id))
+
+
+async def test_a_2204_whose_answer_was_lost_is_withdrawn_when_the_order_is_cancelled(mesh: Mesh) -> None:
+    """The 2205 used to be skipped for a settlement still VISIT_REGISTERED, so fee lines whose 2204
+    landed with its answer lost stayed at the insurer for an order nobody would pay."""
+    order_ref = "ord_lost2204000001"
+    await mesh.arm_fault("2204", "unknown_after_commit")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await mesh.presettle(EMPLOYEES[10], order_ref)
+    listed = await mesh.insurance.ListSettlements(pb.ListSettlementsRequest(page_size=10))
+    [settlement] = [s for s in listed.settlements if s.order_ref == order_ref]
+    assert "visit registered" in settlement.status_reason  # 2204's answer never came back
+    assert await fee_lines_held(mesh, settlement.mdtrt_id) == len(BILL)
+
+    cancel = pb.CancelPresettlementRequest(request_id="cancel-lost-2204", order_ref=order_ref)
+    cancelled = (await mesh.insurance.CancelPresettlement(cancel)).settlement
+    assert cancelled.status == pb.SETTLEMENT_STATUS_CANCELLED
+    assert await fee_lines_held(mesh, settlement.mdtrt_id) == 0
+
+
+async def test_a_2204_that_never_landed_cancels_with_the_insurer_holding_nothing(mesh: Mesh) -> None:
+    order_ref = "ord_lost2204000002"
+    await mesh.arm_fault("2204", "error")
+    with pytest.raises(grpc.aio.AioRpcError):
+        await mesh.presettle(EMPLOYEES[11], order_ref)
+    cancel = pb.CancelPresettlementRequest(request_id="cancel-unsent-2204", order_ref=order_ref)
+    cancelled = (await mesh.insurance.CancelPresettlement(cancel)).settlement
+    assert cancelled.status == pb.SETTLEMENT_STATUS_CANCELLED
+    assert mesh.sim.seen["2205"] == 1  # asked, refused (nothing held), and taken as nothing held

@@ -77,7 +77,7 @@ TABLE: dict[tuple[SettlementStatus, Goal], Step] = {
     (S.REVOKED, G.REVOKED): REACHED,
     **{(status, G.REVOKED): NOT_ALLOWED for status in set(S) - {S.SETTLED, S.REVOKED}},
     # Cancel: 2205 of an uploaded batch (none before 2204); nothing once a 2207 went out.
-    (S.VISIT_REGISTERED, G.CANCELLED): CancelPresettlement(""),
+    (S.VISIT_REGISTERED, G.CANCELLED): CancelPresettlement(BATCH, unconfirmed=True),
     (S.FEES_UPLOADED, G.CANCELLED): CancelPresettlement(BATCH),
     (S.PRESETTLED, G.CANCELLED): CancelPresettlement(BATCH),
     (S.CANCELLED, G.CANCELLED): REACHED,

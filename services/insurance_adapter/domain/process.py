@@ -102,9 +102,11 @@ class Revoke:
 
 @dataclass(frozen=True, slots=True)
 class CancelPresettlement:
-    """2205 of the batch, then CANCELLED. chrg_bchno "" = nothing was uploaded: no 2205."""
+    """2205 of the batch, then CANCELLED. `unconfirmed`: the 2204 of that batch may or may not
+    have landed (its answer was lost), so the insurer refusing the 2205 means it holds nothing."""
 
     chrg_bchno: str
+    unconfirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,7 +141,9 @@ def next_step(settlement: Settlement | None, goal: Goal, now: datetime) -> Step:
         if status is S.CANCELLED:
             return Done(Outcome.REACHED)
         if status in CANCELLABLE:
-            return CancelPresettlement("" if status is S.VISIT_REGISTERED else s.chrg_bchno)
+            if status is S.VISIT_REGISTERED:
+                return CancelPresettlement(charge_batch_no(s.settlement_id), unconfirmed=True)
+            return CancelPresettlement(s.chrg_bchno)
         return Done(Outcome.NOT_ALLOWED)
     if goal is Goal.REVOKED:
         if status is S.REVOKED:

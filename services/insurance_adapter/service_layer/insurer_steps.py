@@ -83,9 +83,13 @@ class InsurerSteps:
                 return await self._query(settlement, msgid)
             case Revoke(setl_id):
                 return await self._revoke(settlement, setl_id)
-            case CancelPresettlement(chrg_bchno):
-                if chrg_bchno:
+            case CancelPresettlement(chrg_bchno, unconfirmed):
+                try:
                     await self._insurer.revoke_fees(settlement.visit, chrg_bchno)
+                except InsurerRejected:
+                    if not unconfirmed:
+                        raise
+                    # Its 2204 never landed (or was withdrawn): no fee lines of this batch are held.
                 return Reply(_record_cancelled)
             case _:
                 assert_never(step)
