@@ -5,7 +5,8 @@ The HIS retries each call with the same request id, as a real one does, and then
 the last restart, with no client left, the platform must finish by itself: every order whose
 patient paid reaches a final state within 60 s, an unpaid one is closed at its expiry, no order
 collects more than it owes, every channel success is applied or refunded, every insurer settlement
-has a platform record or is reversed, and the ledger balances. The gateway's and the insurer's own
+has a platform record or is reversed, the insurer holds no pre-settlement or fee lines for an order
+that is gone or unpaid, and the ledger balances. The gateway's and the insurer's own
 books (the simulators') are the truth the platform is checked against. Seeded: each seed decides
 the visits, who pays, and when which service dies.
 """
@@ -59,6 +60,8 @@ CHAOS_ENV = {
     "MEDPAY_INSTANCE_DEAD_AFTER_S": "2",
     "MEDPAY_NHSA_TIMEOUT_S": "2",
 }
+# Settlement states in which the insurer holds nothing open for the order.
+NOTHING_HELD = (insurance_pb2.SETTLEMENT_STATUS_CANCELLED, insurance_pb2.SETTLEMENT_STATUS_FAILED)
 FINAL = {Status.ORDER_STATUS_SETTLED, Status.ORDER_STATUS_CLOSED, Status.ORDER_STATUS_REFUNDED}
 # What a HIS retries (same request id): the service is down or restarting, or still busy with it.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.ABORTED}
@@ -149,14 +152,15 @@ async def play(mesh: MeshProcesses, stubs: Stubs, day: Day, rng: random.Random) 
 # ---- the books ---------------------------------------------------------------------------------
 
 
-async def platform_orders(stubs: Stubs, day: Day) -> list[payment_pb2.PaymentOrder]:
+async def platform_orders(stubs: Stubs, day: Day | None) -> list[payment_pb2.PaymentOrder]:
+    """The day's orders (every order of the mesh for None)."""
     found: list[payment_pb2.PaymentOrder] = []
     token = ""
     while True:
         page = await stubs.payment.ListPaymentOrders(
             payment_pb2.ListPaymentOrdersRequest(page_size=100, page_token=token), timeout=10
         )
-        found.extend(o for o in page.orders if o.his_order_no.startswith(day.prefix))
+        found.extend(o for o in page.orders if day is None or o.his_order_no.startswith(day.prefix))
         token = page.next_page_token
         if not token:
             return found
@@ -172,6 +176,14 @@ async def gateway_book(mesh: MeshProcesses) -> dict[str, dict[str, Any]]:
 async def insurer_book(mesh: MeshProcesses) -> list[dict[str, Any]]:
     async with httpx.AsyncClient(timeout=10) as client:
         reply = await client.get(f"{mesh.layout.http_base('nhsa-sim')}/sim/settlements")
+    reply.raise_for_status()
+    rows: list[dict[str, Any]] = reply.json()
+    return rows
+
+
+async def fee_batches_held(mesh: MeshProcesses) -> list[dict[str, Any]]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        reply = await client.get(f"{mesh.layout.http_base('nhsa-sim')}/sim/fee-batches")
     reply.raise_for_status()
     rows: list[dict[str, Any]] = reply.json()
     return rows
@@ -280,6 +292,8 @@ async def test_killed_services_leave_every_order_finished_and_every_fen_accounte
         gateway = await gateway_book(chaos_mesh)
         insurer = await insurer_book(chaos_mesh)
         adapter = await adapter_settlements(stubs)
+        every_order = {o.order_id for o in await platform_orders(stubs, None)}
+        held = await fee_batches_held(chaos_mesh)
     finally:
         await stubs.close()
 
@@ -332,9 +346,26 @@ async def test_killed_services_leave_every_order_finished_and_every_fen_accounte
             assert order.setl_id in standing, order.order_id
 
     # Unpaid insured orders leave no pre-settlement open at the insurer.
-    open_statuses = (insurance_pb2.SETTLEMENT_STATUS_PRESETTLED, insurance_pb2.SETTLEMENT_STATUS_UNKNOWN)
+    open_statuses = (
+        insurance_pb2.SETTLEMENT_STATUS_UNSPECIFIED,  # still on its way to pre-settled
+        insurance_pb2.SETTLEMENT_STATUS_PRESETTLED,
+        insurance_pb2.SETTLEMENT_STATUS_UNKNOWN,
+    )
     closed = {o.order_id for o in orders if o.status == Status.ORDER_STATUS_CLOSED}
     left_open = [s.order_ref for s in adapter if s.order_ref in closed and s.status in open_statuses]
     assert not left_open, f"pre-settlements left open for closed orders: {left_open}"
+
+    # Nothing is held at the insurer for an order that is gone or never settled: a pre-settlement
+    # of an order payment-core no longer knows (its creation failed) is cancelled, and every batch
+    # of fee lines (2204) the insurer still holds is one that settled.
+    orphans = [
+        (s.order_ref, insurance_pb2.SettlementStatus.Name(s.status), s.status_reason)
+        for s in adapter
+        if s.order_ref not in every_order and s.status not in NOTHING_HELD
+    ]
+    assert not orphans, f"pre-settlements open for orders payment-core does not have: {orphans}"
+    settled_batches = {(b["mdtrt_id"], b["chrg_bchno"]) for b in insurer if b["kind"] == "settle"}
+    leftover = [b for b in held if (b["mdtrt_id"], b["chrg_bchno"]) not in settled_batches]
+    assert not leftover, f"fee lines the insurer holds for no settlement: {leftover}"
 
     assert await ledger_imbalances(chaos_mesh) == []

@@ -308,3 +308,14 @@ async def test_http_gateway_checks_the_tif_signature(store: NhsaStore) -> None:
         armed = await http.post("/sim/faults", json={"infno": "2207", "mode": "nonsense"})
         assert armed.status_code == 400
         assert (await http.get("/sim/health")).json()["status"] == "ok"
+
+
+async def test_the_fee_batch_book_shows_what_the_insurer_still_holds(desk: Desk, store: NhsaStore) -> None:
+    mdtrt_id = await desk.visit("MZ9")
+    await desk.upload(mdtrt_id, "B1", [("ZC0001", "25.00", "1"), ("XY0001", "12.50", "1")])
+    await desk.upload(mdtrt_id, "B2", [("XY0001", "12.50", "1")])
+    await desk.ok("2205", {"data": {"mdtrt_id": mdtrt_id, "psn_no": EMPLOYEE.psn_no, "chrg_bchno": "B2"}})
+    app = build_app(desk.platform, NhsaSimSettings(population=len(PEOPLE)))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim") as http:
+        held = (await http.get("/sim/fee-batches")).json()
+    assert held == [{"mdtrt_id": mdtrt_id, "chrg_bchno": "B1", "lines": 2, "amount_fen": 3750}]

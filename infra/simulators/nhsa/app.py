@@ -106,6 +106,9 @@ class NhsaSimulator:
     async def settlements(self, _request: Request) -> Response:
         return JSONResponse(await self._platform.settlement_book())
 
+    async def fee_batches(self, _request: Request) -> Response:
+        return JSONResponse(await self._platform.fee_batch_book())
+
     async def health(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok", "service": "nhsa-sim", "armed_faults": self._faults.pending()})
 
@@ -119,6 +122,7 @@ def build_app(platform: NhsaPlatform, settings: NhsaSimSettings, faults: FaultBo
         Route("/sim/faults", simulator.clear_faults, methods=["DELETE"]),
         Route("/sim/sign-ins/expire", simulator.expire_sign_ins, methods=["POST"]),
         Route("/sim/settlements", simulator.settlements, methods=["GET"]),
+        Route("/sim/fee-batches", simulator.fee_batches, methods=["GET"]),
         Route("/sim/health", simulator.health, methods=["GET"]),
     ]
     return OpenTelemetryMiddleware(

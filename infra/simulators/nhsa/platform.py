@@ -101,11 +101,26 @@ class NhsaPlatform:
                 "kind": row.kind,
                 "msgid": row.msgid,
                 "mdtrt_id": row.mdtrt_id,
+                "chrg_bchno": row.chrg_bchno,
                 "original_setl_id": row.original_setl_id,
                 "revoked_by": row.revoked_by,
                 "psn_cash_pay_fen": row.psn_cash_pay_fen,
             }
             for row in rows
+        ]
+
+    async def fee_batch_book(self) -> list[dict[str, object]]:
+        """Every charge batch whose fee lines (2204) the insurer still holds, for tests and operators."""
+        async with self._store.books() as books:
+            rows = await books.fee_batches()
+        return [
+            {
+                "mdtrt_id": r.mdtrt_id,
+                "chrg_bchno": r.chrg_bchno,
+                "lines": r.lines,
+                "amount_fen": int(r.amount_fen),
+            }
+            for r in rows
         ]
 
     async def expire_sign_ins(self) -> None:

@@ -139,6 +139,21 @@ class InsurerBooks:
             query = query.where(table.c.chrg_bchno == chrg_bchno)
         return list((await self._db.execute(query.order_by(table.c.feedetl_sn))).all())
 
+    async def fee_batches(self) -> list[AnyRow]:
+        """Every charge batch with fee lines still held: (mdtrt_id, chrg_bchno, lines, amount_fen)."""
+        table = schema.fee_details
+        query = (
+            select(
+                table.c.mdtrt_id,
+                table.c.chrg_bchno,
+                func.count().label("lines"),
+                func.sum(table.c.amount_fen).label("amount_fen"),
+            )
+            .group_by(table.c.mdtrt_id, table.c.chrg_bchno)
+            .order_by(table.c.mdtrt_id, table.c.chrg_bchno)
+        )
+        return list((await self._db.execute(query)).all())
+
     async def add_fee_line(self, **values: Any) -> None:
         await self._db.execute(insert(schema.fee_details).values(**values))
 
