@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ pytestmark = pytest.mark.e2e
 
 ORDER_TTL_S = 20.0
 SETTLE_WITHIN_S = 60.0
+CLOSE_WITHIN_S = 10.0
 VISITS = 20
 IN_FLIGHT = 3
 KILLS = 4
@@ -239,18 +241,24 @@ def gateway_net(order: payment_pb2.PaymentOrder, gateway: dict[str, dict[str, An
 
 
 async def until_final(
-    mesh: MeshProcesses, stubs: Stubs, day: Day, within_s: float, finished_after: dict[str, float]
+    mesh: MeshProcesses,
+    stubs: Stubs,
+    day: Day,
+    within_s: float,
+    finished_after: dict[str, float],
+    finished_at: dict[str, float],
 ) -> list[payment_pb2.PaymentOrder]:
     """The day's orders once all are final (or at the deadline); `finished_after` gets how many
-    seconds after the start each one was first seen final."""
+    seconds after the start each one was first seen final, `finished_at` the wall-clock time."""
     loop = asyncio.get_running_loop()
     started = loop.time()
     deadline = started + within_s
     while True:
         orders = await platform_orders(stubs, day)
         for order in orders:
-            if order.status in FINAL:
-                finished_after.setdefault(order.order_id, loop.time() - started)
+            if order.status in FINAL and order.order_id not in finished_after:
+                finished_after[order.order_id] = loop.time() - started
+                finished_at[order.order_id] = time.time()
         gateway = await gateway_book(mesh)
         refunds_open = any(
             r["status"] == "PROCESSING"
@@ -288,7 +296,11 @@ async def test_killed_services_leave_every_order_finished_and_every_fen_accounte
     stubs = Stubs.connect(chaos_mesh)
     try:
         finished_after: dict[str, float] = {}
-        orders = await until_final(chaos_mesh, stubs, day, SETTLE_WITHIN_S + ORDER_TTL_S, finished_after)
+        finished_at: dict[str, float] = {}
+        watch_from = time.time()
+        orders = await until_final(
+            chaos_mesh, stubs, day, SETTLE_WITHIN_S + ORDER_TTL_S, finished_after, finished_at
+        )
         gateway = await gateway_book(chaos_mesh)
         insurer = await insurer_book(chaos_mesh)
         adapter = await adapter_settlements(stubs)
@@ -310,6 +322,15 @@ async def test_killed_services_leave_every_order_finished_and_every_fen_accounte
         and finished_after[o.order_id] > SETTLE_WITHIN_S
     }
     assert not late, f"paid orders that took longer than {SETTLE_WITHIN_S} s to finish: {late}"
+    # An unpaid order is closed by the janitor soon after its expiry (or after the watch began,
+    # for one that expired while payment-core was down), not whenever someone next looks.
+    slow_close = {
+        o.order_id: round(finished_at[o.order_id] - max(o.expires_at.ToSeconds(), watch_from), 1)
+        for o in orders
+        if o.status == Status.ORDER_STATUS_CLOSED
+        and finished_at[o.order_id] > max(o.expires_at.ToSeconds(), watch_from) + CLOSE_WITHIN_S
+    }
+    assert not slow_close, f"unpaid orders closed more than {CLOSE_WITHIN_S} s after expiry: {slow_close}"
 
     ours = {p.out_trade_no for o in orders for p in o.payments}
     for order in orders:
