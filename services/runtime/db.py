@@ -23,6 +23,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 # Execution option marking a transaction that only reads (see SqlUnitOfWork(read_only=True)).
 READ_ONLY = "medpay_read_only"
+# On PostgreSQL, what only reads, or writes one statement, runs without BEGIN/COMMIT: at READ
+# COMMITTED every statement takes its own snapshot inside a transaction too, so the transaction
+# adds two round trips and no consistency (a single statement is atomic by itself).
+AUTOCOMMIT = {"isolation_level": "AUTOCOMMIT"}
 
 # BIGINT on PostgreSQL, INTEGER on SQLite (so SQLite's rowid autoincrement works).
 BigId = BigInteger().with_variant(Integer(), "sqlite")
@@ -95,6 +99,11 @@ def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
 
 def is_postgres(engine: AsyncEngine) -> bool:
     return engine.dialect.name == "postgresql"
+
+
+def sessions_on_postgres(sessions: async_sessionmaker[AsyncSession]) -> bool:
+    engine = sessions.kw.get("bind")
+    return isinstance(engine, AsyncEngine) and is_postgres(engine)
 
 
 def add_runtime_tables(metadata: MetaData) -> None:

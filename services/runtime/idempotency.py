@@ -13,9 +13,10 @@ the request, seconds after the crash. A claim held by a live instance answers Re
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -25,6 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.clock import utcnow
+from services.runtime.db import AUTOCOMMIT, sessions_on_postgres
 from services.runtime.errors import RequestIdReused, RequestInProgress
 from services.runtime.instances import ServiceInstance
 from services.runtime.validation import Violations
@@ -50,13 +52,23 @@ class IdempotencyStore:
         self._sessions = sessions
         self._keys: Table = metadata.tables["idempotency_keys"]
         self._instance = instance
+        self._autocommit = sessions_on_postgres(sessions)
+
+    @contextlib.asynccontextmanager
+    async def _one_statement(self) -> AsyncIterator[AsyncSession]:
+        """For a claim, its completion or its release: one statement, atomic by itself, so on
+        PostgreSQL it is sent without BEGIN/COMMIT (one round trip instead of three)."""
+        async with self._sessions.begin() as session:
+            if self._autocommit:  # before the session's first statement procures its connection
+                await session.connection(execution_options=AUTOCOMMIT)
+            yield session
 
     async def claim(self, method: str, request_id: str, request: Message) -> bytes | None:
         """Claim the request_id; returns the stored response if this exact request already ran."""
         fingerprint = request_fingerprint(method, request)
         now = utcnow()
         try:
-            async with self._sessions.begin() as session:
+            async with self._one_statement() as session:
                 await session.execute(
                     insert(self._keys).values(
                         request_id=request_id,
@@ -110,7 +122,7 @@ class IdempotencyStore:
         return taken.first() is not None
 
     async def complete(self, request_id: str, response: Message) -> None:
-        async with self._sessions.begin() as session:
+        async with self._one_statement() as session:
             await session.execute(
                 update(self._keys)
                 .where(self._keys.c.request_id == request_id)
@@ -121,7 +133,7 @@ class IdempotencyStore:
         """Drop this instance's claim after a failure. A claim another instance took over (this one
         looked dead meanwhile) is that instance's now, and stays."""
         keys = self._keys
-        async with self._sessions.begin() as session:
+        async with self._one_statement() as session:
             await session.execute(
                 delete(keys).where(
                     keys.c.request_id == request_id,

@@ -145,7 +145,9 @@ def count_sql(engine: AsyncEngine, service: str) -> None:
         do_execute_no_params(cursor, text, context)
 
     def counted_begin(dbapi_connection: Any) -> None:
-        SQL_TRANSACTIONS.inc((service, origin.get()))
+        # An AUTOCOMMIT connection (asyncpg adapter) sends no BEGIN: no transaction to count.
+        if not getattr(dbapi_connection, "autocommit", False):
+            SQL_TRANSACTIONS.inc((service, origin.get()))
         do_begin(dbapi_connection)
 
     # On this engine's dialect instance only: other engines of the process count for themselves.

@@ -21,7 +21,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.changes import ChangeBroker
-from services.runtime.db import READ_ONLY
+from services.runtime.db import AUTOCOMMIT, READ_ONLY, sessions_on_postgres
 from services.runtime.outbox import Outbox
 
 
@@ -40,6 +40,7 @@ class SqlUnitOfWork:
         self._session: AsyncSession | None = None
         self._touched: set[str] = set()
         self._recorded_events = False
+        self._autocommit_reads = read_only and sessions_on_postgres(sessions)
 
     def bind(self, session: AsyncSession) -> None:
         """Attach the service's repositories to the transaction's session."""
@@ -48,8 +49,10 @@ class SqlUnitOfWork:
         self._session = self._sessions()
         await self._session.begin()
         if self._read_only:
-            # The connection is procured with the option, so the BEGIN it emits knows it.
-            await self._session.connection(execution_options={READ_ONLY: True})
+            # The connection is procured with the option, so the BEGIN it emits knows it (SQLite:
+            # a deferred BEGIN, one snapshot for every read). PostgreSQL emits none (AUTOCOMMIT).
+            options = {READ_ONLY: True, **(AUTOCOMMIT if self._autocommit_reads else {})}
+            await self._session.connection(execution_options=options)
         self.bind(self._session)
         return self
 

@@ -67,7 +67,8 @@ class PaymentOrders:
         return await self._presettle(order, cmd, first=True) if order.insured else order
 
     async def _same_bill(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder | None:
-        async with self._deps.uow() as uow:
+        # Only a look: the bill's unique index, not this read, keeps a second order out.
+        async with self._deps.uow(read_only=True) as uow:
             order = await uow.orders.by_his_order(cmd.campus_code, cmd.his_order_no)
         if order is not None and order.create_request_id != cmd.request_id:
             raise errors.StateConflict(
