@@ -99,7 +99,9 @@ class MeshProcesses:
         keys = self.layout.workdir / "keys"
         subprocess.run(
             [sys.executable, "-m", "infra.simulators.wechatpay.keys", "--dir", str(keys)],
-            check=True, cwd=REPO_ROOT, env=self.layout.environment(),
+            check=True,
+            cwd=REPO_ROOT,
+            env=self.layout.environment(),
         )
 
     def start_process(self, name: str) -> None:
@@ -107,8 +109,12 @@ class MeshProcesses:
         logs.mkdir(parents=True, exist_ok=True)
         with (logs / f"{name}.log").open("ab") as log_file:
             self.processes[name] = subprocess.Popen(
-                self.commands[name], cwd=REPO_ROOT, env=self.layout.environment(),
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                self.commands[name],
+                cwd=REPO_ROOT,
+                env=self.layout.environment(),
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     async def start(self, timeout_s: float = 60.0) -> None:

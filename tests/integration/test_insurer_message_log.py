@@ -52,6 +52,7 @@ async def test_the_next_commit_carries_the_exchange(database: SimpleNamespace) -
 async def test_a_rolled_back_transaction_hands_the_exchange_back(database: SimpleNamespace) -> None:
     log = MessageLog(database.sessions)
     await log.record(exchange("m1"))
+
     async def commit_fails() -> None:
         raise RuntimeError("the connection broke at COMMIT")
 

@@ -43,6 +43,8 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     S.REFUNDED: frozenset({S.NEEDS_ATTENTION}),
     S.NEEDS_ATTENTION: frozenset(set(S) - {S.PRESETTLING}),
 }
+
+
 @dataclass(slots=True)
 class PaymentOrder:
     """One HIS bill and everything that moved money for it."""
