@@ -606,6 +606,61 @@ async def test_wechat_notifications_retry_and_duplicate(wechat: WechatWorld) -> 
         await channel.aclose()
 
 
+async def test_wechat_refusals_map_to_the_channel_errors_through_the_sdk(wechat: WechatWorld) -> None:
+    """What the real v3 gateway answers, through the unmodified SDK: a signature under another
+    serial_no is NOT_AUTHORISED; OUT_TRADE_NO_USED is INVALID_REQUEST; a refund beyond what remains
+    (400 INVALID_REQUEST) is REFUND_EXCEEDS_PAID; a refund of an order never seen is NOT_FOUND;
+    NOT_ENOUGH (403) and FREQUENCY_LIMITED (429) are "not now" (ChannelUnavailable) and the same
+    out_refund_no passes later; a refund's 500 SYSTEM_ERROR is an unknown outcome."""
+    genuine = WechatPayCredentials.from_key_dir(wechat.key_dir)
+    channel = wechat.channel()
+    wrong_serial = WechatPayChannel(replace(genuine, merchant_serial_no="0BADSERIAL"), wechat.sim_url)
+    try:
+        out_trade_no = await place(wechat_harness(wechat, channel))
+        with pytest.raises(ChannelRejected) as unsigned:
+            await wrong_serial.query(out_trade_no)
+        assert (unsigned.value.code, unsigned.value.reason) == ("SIGN_ERROR", RejectionReason.NOT_AUTHORISED)
+        with pytest.raises(ChannelRejected) as reused:
+            await channel.place_order(
+                out_trade_no, Money(12_600), "门诊缴费-西药费", "https://h.example/n", in_fifteen_minutes()
+            )
+        assert (reused.value.code, reused.value.reason) == (
+            "OUT_TRADE_NO_USED",
+            RejectionReason.INVALID_REQUEST,
+        )
+        assert (await wechat.pay(out_trade_no)).status_code == 200
+
+        with pytest.raises(ChannelRejected) as too_much:
+            await channel.refund("RF" + uuid.uuid4().hex[:20], out_trade_no, Money(12_501), Money(12_500), "")
+        assert (too_much.value.code, too_much.value.reason) == (
+            "INVALID_REQUEST",
+            RejectionReason.REFUND_EXCEEDS_PAID,
+        )
+        with pytest.raises(ChannelRejected) as never_seen:
+            await channel.refund("RF" + uuid.uuid4().hex[:20], new_out_trade_no(), Money(1), Money(1), "")
+        assert (never_seen.value.code, never_seen.value.reason) == (
+            "RESOURCE_NOT_EXISTS",
+            RejectionReason.NOT_FOUND,
+        )
+
+        out_refund_no = "RF" + uuid.uuid4().hex[:20]
+        for mode, error, code in [
+            ("not_enough", ChannelUnavailable, "NOT_ENOUGH"),
+            ("frequency_limited", ChannelUnavailable, "FREQUENCY_LIMITED"),
+            ("http_500", ChannelOutcomeUnknown, "SYSTEM_ERROR"),
+        ]:
+            await wechat.arm("refund", mode)
+            with pytest.raises(error, match=code):
+                await channel.refund(out_refund_no, out_trade_no, Money(5_000), Money(12_500), "退费")
+            with pytest.raises(ChannelRejected):  # none of them left a refund behind
+                await channel.query_refund(out_refund_no)
+        later = await channel.refund(out_refund_no, out_trade_no, Money(5_000), Money(12_500), "退费")
+        assert later.amount == Money(5_000)
+    finally:
+        await wrong_serial.aclose()
+        await channel.aclose()
+
+
 async def test_wechat_refuses_unsigned_requests(wechat: WechatWorld) -> None:
     response = await wechat.control.get("/v3/pay/transactions/out-trade-no/MP123456?mchid=1900000109")
     assert response.status_code == 401

@@ -116,13 +116,31 @@ def test_the_verifier_accepts_what_the_sdk_signs_and_nothing_else(keys: WechatKe
         verifier.verify("POST", path, body.encode(), stale)
 
 
-def test_the_same_out_trade_no_replays_and_another_amount_is_refused() -> None:
+def test_the_verifier_refuses_a_request_signed_under_another_serial_no(keys: WechatKeyPaths) -> None:
+    public = serialization.load_pem_public_key(keys.merchant_public_key.read_bytes())
+    verifier = MerchantVerifier(MCHID, public, "SERIAL")  # type: ignore[arg-type]
+    private = load_private_key(keys.merchant_private_key.read_text())
+    path = "/v3/pay/transactions/out-trade-no/MP0000000001?mchid=" + MCHID
+    verifier.verify("GET", path, b"", build_authorization(path, "GET", MCHID, "SERIAL", private))
+    with pytest.raises(SignatureRefused, match="serial_no"):
+        verifier.verify("GET", path, b"", build_authorization(path, "GET", MCHID, "OTHER", private))
+
+
+def test_the_same_out_trade_no_replays_and_other_key_parameters_are_refused() -> None:
     gateway = SimulatedGateway(SimStore(Path(":memory:")), Merchant(MCHID, APPID), Clock())
     first = gateway.place_order("NATIVE", order_body("MP0000000002"), None)
-    assert gateway.place_order("NATIVE", order_body("MP0000000002"), None).code_url == first.code_url
-    with pytest.raises(WechatError) as refused:
-        gateway.place_order("NATIVE", order_body("MP0000000002", total_fen=12_600), None)
-    assert (refused.value.status, refused.value.code) == (400, "INVALID_REQUEST")
+    replay = gateway.place_order("NATIVE", order_body("MP0000000002"), None)
+    assert (replay.code_url, replay.prepay_id) == (first.code_url, first.prepay_id)
+    for changed in (
+        order_body("MP0000000002", total_fen=12_600),
+        {**order_body("MP0000000002"), "description": "门诊缴费-检查费"},
+    ):
+        with pytest.raises(WechatError) as refused:
+            gateway.place_order("NATIVE", changed, None)
+        assert (refused.value.status, refused.value.code) == (403, "OUT_TRADE_NO_USED")
+    with pytest.raises(WechatError) as other_type:
+        gateway.place_order("JSAPI", order_body("MP0000000002", payer={"openid": "oUpF8u"}), None)
+    assert other_type.value.code == "OUT_TRADE_NO_USED"
     with pytest.raises(WechatError, match="PARAM_ERROR"):
         gateway.place_order("NATIVE", order_body("MP0000000003", total_fen=0), None)
     with pytest.raises(WechatError, match="PARAM_ERROR"):
@@ -151,10 +169,24 @@ def test_refunds_are_idempotent_and_bounded_by_the_paid_total() -> None:
         gateway.refund(refund_body("RF1", 4_000), None, lambda: SYNCHRONOUS_SUCCESS)
     with pytest.raises(WechatError, match="PARAM_ERROR"):
         gateway.refund(refund_body("RF2", 1_000, total_fen=99_999), None, lambda: SYNCHRONOUS_SUCCESS)
-    with pytest.raises(WechatError, match="NOT_ENOUGH"):
+    with pytest.raises(WechatError) as too_much:  # the real gateway's answer: not NOT_ENOUGH
         gateway.refund(refund_body("RF3", 7_501), None, lambda: SYNCHRONOUS_SUCCESS)
+    assert (too_much.value.status, too_much.value.code) == (400, "INVALID_REQUEST")
+    assert too_much.value.message == "申请退款金额超过订单可退金额"
     gateway.refund(refund_body("RF4", 7_500), None, lambda: SYNCHRONOUS_SUCCESS)
     assert gateway.order("MP0000000001").trade_state == "REFUND"
+
+
+@pytest.mark.parametrize("key", ["out_trade_no", "transaction_id"])
+def test_a_refund_of_an_order_the_gateway_never_saw_is_resource_not_exists(key: str) -> None:
+    gateway = paid_gateway()
+    amount = {"refund": 1, "total": 12_500, "currency": "CNY"}
+    body = {key: "MP9999999999", "out_refund_no": "RF1", "amount": amount}
+    with pytest.raises(WechatError) as missing:
+        gateway.refund(body, None, lambda: SYNCHRONOUS_SUCCESS)
+    assert (missing.value.status, missing.value.code) == (404, "RESOURCE_NOT_EXISTS")
+    with pytest.raises(WechatError, match="ORDER_NOT_EXIST"):  # the order query keeps its own code
+        gateway.order("MP9999999999")
 
 
 def test_state_survives_a_restart(tmp_path: Path) -> None:
@@ -181,6 +213,9 @@ def test_state_survives_a_restart(tmp_path: Path) -> None:
         ("refund", "abnormal", True),
         ("refund", "closed", True),
         ("refund", "sync_success", True),
+        ("refund", "not_enough", True),
+        ("query", "frequency_limited", True),
+        ("place_order", "not_enough", False),
         ("query", "abnormal", False),
         ("refund_notify", "closed", False),
     ],

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from infra.simulators.wechatpay.app import build_asgi_app
-from infra.simulators.wechatpay.keys import MCHID, WechatKeyPaths
+from infra.simulators.wechatpay.keys import MCHID, WechatKeyPaths, read_text
 from infra.simulators.wechatpay.simulator import SimulatorConfig, WechatPaySimulator
 from services.payment_core.adapters.channels.ports import ChannelNotification, RefundStatus
 from services.payment_core.adapters.channels.wechatpay import WechatPayChannel, WechatPayCredentials
@@ -188,7 +188,7 @@ async def test_a_closed_refund_gives_its_amount_back_and_an_abnormal_one_keeps_i
     await world.settled()
     assert (await world.refund_now("RF103-2"))["status"] == "ABNORMAL"
     stuck = await world.refund("MP0000000103", "RF103-3", 1)  # the money is at the bank, not refundable
-    assert (stuck.status_code, stuck.json()["code"]) == (400, "NOT_ENOUGH")
+    assert (stuck.status_code, stuck.json()["code"]) == (400, "INVALID_REQUEST")
     assert await world.trade_state("MP0000000103") == "REFUND"
 
 
@@ -260,3 +260,64 @@ async def test_refunds_in_flight_survive_a_restart(keys: WechatKeyPaths, tmp_pat
         assert any(0 < wait <= 60 for wait in after.waits.waits)  # the time left, not a new delay
         assert (await after.refund_now("RF108"))["status"] == "ABNORMAL"
         assert [n.event_type for n in after.refund_notifications()] == ["REFUND.ABNORMAL"]
+
+
+# --- what the real gateway answers when the request itself is wrong --------------------------------
+
+
+async def test_a_wrong_serial_no_is_401_sign_error_in_wechats_body(world: World) -> None:
+    path = f"/v3/pay/transactions/out-trade-no/MP0000000110?mchid={MCHID}"
+    headers = signed_headers(world.keys, "GET", path)
+    serial = read_text(world.keys.merchant_serial_no)
+    headers["Authorization"] = headers["Authorization"].replace(f'serial_no="{serial}"', 'serial_no="0BAD"')
+    refused = await world.http.get(path, headers=headers)
+    assert refused.status_code == 401
+    body = refused.json()
+    assert body["code"] == "SIGN_ERROR" and isinstance(body["message"], str) and body["message"]
+    assert refused.headers["Wechatpay-Signature-Type"] == "WECHATPAY2-SHA256-RSA2048"  # signed too
+
+
+async def test_the_same_out_trade_no_with_another_amount_is_403_out_trade_no_used(world: World) -> None:
+    first = await world.call("POST", "/v3/pay/transactions/native", order_body("MP0000000111"))
+    again = await world.call("POST", "/v3/pay/transactions/native", order_body("MP0000000111"))
+    assert (first.status_code, again.status_code) == (200, 200)
+    assert again.json() == first.json()  # the same prepay answer (code_url)
+    other = await world.call("POST", "/v3/pay/transactions/native", order_body("MP0000000111", 12_600))
+    assert (other.status_code, other.json()["code"]) == (403, "OUT_TRADE_NO_USED")
+
+
+async def test_refunds_beyond_the_paid_total_or_of_unknown_orders(world: World) -> None:
+    await world.paid_order("MP0000000112")
+    assert (await world.refund("MP0000000112", "RF112-1", 10_000)).status_code == 200
+    first = await world.refund_now("RF112-1")
+    too_much = await world.refund("MP0000000112", "RF112-2", 2_501)
+    assert (too_much.status_code, too_much.json()["code"]) == (400, "INVALID_REQUEST")
+    replay = await world.refund("MP0000000112", "RF112-1", 10_000)
+    assert (replay.status_code, replay.json()["refund_id"]) == (200, first["refund_id"])
+    unknown = await world.refund("MP0000000199", "RF199", 100)
+    assert (unknown.status_code, unknown.json()["code"]) == (404, "RESOURCE_NOT_EXISTS")
+
+
+# --- the merchant's balance ------------------------------------------------------------------------
+
+
+async def test_the_balance_switch_refuses_new_refunds_with_not_enough_until_turned_off(world: World) -> None:
+    await world.paid_order("MP0000000113")
+    accepted = await world.refund("MP0000000113", "RF113-1", 2_000)
+    await arm(world, "not_enough", count=100)
+
+    refused = await world.refund("MP0000000113", "RF113-2", 3_000)
+    assert (refused.status_code, refused.json()["code"]) == (403, "NOT_ENOUGH")
+    assert (await world.refund("MP0000000113", "RF113-2", 3_000)).status_code == 403  # still low
+    missing = await world.call("GET", f"{REFUNDS}/RF113-2")
+    assert (missing.status_code, missing.json()["code"]) == (404, "RESOURCE_NOT_EXISTS")  # nothing kept
+    replay = await world.refund("MP0000000113", "RF113-1", 2_000)  # an existing refund is answered
+    assert (replay.status_code, replay.json()["refund_id"]) == (200, accepted.json()["refund_id"])
+    too_much = await world.refund("MP0000000113", "RF113-3", 12_000)  # the rules come first
+    assert too_much.json()["code"] == "INVALID_REQUEST"
+
+    assert (await world.http.delete("/sim/faults")).status_code == 204  # the balance was topped up
+    later = await world.refund("MP0000000113", "RF113-2", 3_000)
+    assert (later.status_code, later.json()["status"]) == (200, "PROCESSING")
+    await world.settled()
+    assert (await world.refund_now("RF113-2"))["status"] == "SUCCESS"

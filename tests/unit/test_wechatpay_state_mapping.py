@@ -13,7 +13,9 @@ from services.payment_core.adapters.channels.ports import (
     TradeState,
 )
 from services.payment_core.adapters.channels.wechatpay_transformers import (
+    NOT_NOW,
     REFUND_STATUSES,
+    REJECTIONS,
     TRADE_STATES,
     notification_from,
     refund_from,
@@ -79,14 +81,30 @@ def test_refund_statuses_never_turn_an_abnormal_refund_into_a_failed_one() -> No
         ("ORDERPAID", RejectionReason.ALREADY_PAID),
         ("ORDERCLOSED", RejectionReason.ALREADY_CLOSED),
         ("ORDER_NOT_EXIST", RejectionReason.NOT_FOUND),
-        ("NOT_ENOUGH", RejectionReason.REFUND_EXCEEDS_PAID),
+        ("RESOURCE_NOT_EXISTS", RejectionReason.NOT_FOUND),
+        ("OUT_TRADE_NO_USED", RejectionReason.INVALID_REQUEST),
         ("PARAM_ERROR", RejectionReason.INVALID_REQUEST),
+        ("INVALID_REQUEST", RejectionReason.INVALID_REQUEST),
         ("SIGN_ERROR", RejectionReason.NOT_AUTHORISED),
         ("SOMETHING_NEW", RejectionReason.OTHER),
     ],
 )
 def test_rejection_codes(code: str, reason: RejectionReason) -> None:
     assert rejection_reason_of(code) is reason
+
+
+def test_a_refund_beyond_what_remains_is_told_apart_by_the_gateways_message() -> None:
+    assert rejection_reason_of("INVALID_REQUEST", "申请退款金额超过订单可退金额") is (
+        RejectionReason.REFUND_EXCEEDS_PAID
+    )
+    assert rejection_reason_of("INVALID_REQUEST", "订单已全额退款") is RejectionReason.REFUND_EXCEEDS_PAID
+    assert rejection_reason_of("INVALID_REQUEST", "订单未支付，不能退款") is RejectionReason.INVALID_REQUEST
+
+
+def test_a_merchant_balance_too_low_is_not_a_rejection() -> None:
+    """403 NOT_ENOUGH means "not now" (top the balance up, send the same refund again), never "no"."""
+    assert "NOT_ENOUGH" not in REJECTIONS and "FREQUENCY_LIMITED" not in REJECTIONS
+    assert set(NOT_NOW) == {"NOT_ENOUGH", "FREQUENCY_LIMITED"}
 
 
 def test_a_paid_query_answer_becomes_a_trade_status() -> None:

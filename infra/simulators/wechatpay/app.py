@@ -23,7 +23,7 @@ from starlette.types import ASGIApp
 
 from infra.simulators.wechatpay import faults as fault_rules
 from infra.simulators.wechatpay.bill import render_all_bill
-from infra.simulators.wechatpay.gateway import RefundPlan, WechatError, param_error
+from infra.simulators.wechatpay.gateway import BALANCE_TOO_LOW, RefundPlan, WechatError, param_error
 from infra.simulators.wechatpay.notifier import Notice
 from infra.simulators.wechatpay.shapes import placed_json, refund_json, transaction_json
 from infra.simulators.wechatpay.signing import SignatureRefused
@@ -51,6 +51,8 @@ class WechatPayApi:
             await asyncio.sleep(fault.delay_s)
         if fault is not None and fault.mode in {"lost", "http_500"}:
             return self.signed(500, {"code": "SYSTEM_ERROR", "message": "系统错误"})
+        if fault is not None and fault.mode == "frequency_limited":
+            return self.signed(429, {"code": "FREQUENCY_LIMITED", "message": "频率超限"})
         response = self._answer(request, raw, action)
         if fault is not None and fault.mode == "timeout":  # done, but the answer comes too late
             await asyncio.sleep(fault.delay_s)
@@ -109,6 +111,8 @@ class WechatPayApi:
         return 200, refund_json(refund, order)
 
     def _refund_plan(self) -> RefundPlan:
+        if self.sim.faults.take({"refund"}, {fault_rules.NOT_ENOUGH}) is not None:
+            raise WechatError(403, "NOT_ENOUGH", BALANCE_TOO_LOW)
         fault = self.sim.faults.take({"refund"}, fault_rules.REFUND_OUTCOME_MODES)
         return self.sim.refund_desk.plan(fault)
 

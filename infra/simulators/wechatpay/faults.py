@@ -2,6 +2,7 @@
 
 Request faults (place_order, query, refund, close, trade_bill):
     http_500  answer 500 SYSTEM_ERROR without doing anything;
+    frequency_limited  answer 429 FREQUENCY_LIMITED without doing anything;
     timeout   do the work, then stall `delay_s` before answering (the caller times out after its
               request was applied: the classic "outcome unknown");
     lost      the request vanishes: nothing is done, the answer comes only after `delay_s`.
@@ -13,6 +14,11 @@ simulator's refund delay:
                   the merchant re-routes it with apply-abnormal-refund);
     closed        answer PROCESSING, then CLOSED + REFUND.CLOSED (the amount is refundable again);
     sync_success  answer SUCCESS at once, with REFUND.SUCCESS right away.
+The balance switch (operation refund, mode not_enough): while armed, each new refund that passes
+every rule is answered 403 NOT_ENOUGH (the merchant's available balance is too low) and nothing is
+kept, so the same out_refund_no can be sent again later; one firing per refused refund, replays of
+refunds that exist are answered as usual. Arm it with a large `count` to hold it on, DELETE
+/sim/faults to turn it off (the merchant topped the balance up).
 Notification faults (pay_notify, refund_notify):
     lost      the notification is never sent;
     duplicate it is delivered twice (same event id), as the real gateway sometimes does.
@@ -27,8 +33,9 @@ from dataclasses import dataclass, replace
 
 REQUEST_OPERATIONS = frozenset({"place_order", "query", "refund", "close", "trade_bill"})
 NOTIFY_OPERATIONS = frozenset({"pay_notify", "refund_notify"})
-REQUEST_MODES = frozenset({"http_500", "timeout", "lost"})
+REQUEST_MODES = frozenset({"http_500", "frequency_limited", "timeout", "lost"})
 REFUND_OUTCOME_MODES = frozenset({"processing", "abnormal", "closed", "sync_success"})
+NOT_ENOUGH = "not_enough"
 NOTIFY_MODES = frozenset({"lost", "duplicate"})
 LATE_SUCCESS = "late_success_after_close"
 DEFAULT_DELAY_S = 5.0
@@ -49,7 +56,7 @@ def validate(operation: str, mode: str, count: int, delay_s: float) -> str | Non
     if mode == LATE_SUCCESS:
         return None if operation in {"close", "pay_notify"} else "late_success_after_close needs close"
     if operation == "refund":
-        modes = REQUEST_MODES | REFUND_OUTCOME_MODES
+        modes = REQUEST_MODES | REFUND_OUTCOME_MODES | {NOT_ENOUGH}
         return None if mode in modes else f"refund takes one of {sorted(modes)}"
     if operation in REQUEST_OPERATIONS:
         return None if mode in REQUEST_MODES else f"{operation} takes one of {sorted(REQUEST_MODES)}"

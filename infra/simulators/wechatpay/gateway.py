@@ -27,6 +27,10 @@ _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
 REFUND_OUTCOMES = frozenset({"SUCCESS", "ABNORMAL", "CLOSED"})
 _REROUTE_TYPES = frozenset({"USER_BANK_CARD", "MERCHANT_BANK_CARD"})
 _BANK_CARD_FIELDS = ("bank_type", "bank_account", "real_name")
+# The real gateway's words for a refund beyond what remains (400 INVALID_REQUEST) and for a merchant
+# balance too low to pay a refund out (403 NOT_ENOUGH: top up, then send the same refund again).
+REFUND_EXCEEDS_REFUNDABLE = "申请退款金额超过订单可退金额"
+BALANCE_TOO_LOW = "基本账户余额不足，请充值后重新发起"
 
 
 class WechatError(Exception):
@@ -78,7 +82,8 @@ class SimulatedGateway:
         self._store, self._merchant, self._clock = store, merchant, clock
 
     def place_order(self, trade_type: str, body: Mapping[str, object], traceparent: str | None) -> SimOrder:
-        """Same out_trade_no + same amount replays the order; a different amount is refused."""
+        """Same out_trade_no with the same key parameters replays the order (the same prepay
+        answer); with another amount, trade type or description it is 403 OUT_TRADE_NO_USED."""
         order = self._new_order(trade_type, body, traceparent)
         existing = self._store.order(order.out_trade_no)
         if existing is None:
@@ -125,7 +130,8 @@ class SimulatedGateway:
         self, body: Mapping[str, object], traceparent: str | None, plan_for_new: Callable[[], RefundPlan]
     ) -> tuple[SimRefund, SimOrder, bool]:
         """Refund part or all of a paid order; a replay answers the first refund as it stands now.
-        `plan_for_new` is asked only when a refund is really created."""
+        `plan_for_new` is asked only when a refund is really created, after every rule passed; it
+        may refuse it (403 NOT_ENOUGH: the merchant's balance is too low), then nothing is kept."""
         out_refund_no = _text(body, "out_refund_no", _OUT_REFUND_NO)
         refund_fen, total_fen = _refund_amounts(body)
         order = self._refunded_order(body)
@@ -251,13 +257,19 @@ class SimulatedGateway:
         return paid
 
     def _refunded_order(self, body: Mapping[str, object]) -> SimOrder:
+        """The order a refund is for; the refund API says RESOURCE_NOT_EXISTS (not the order
+        query's ORDER_NOT_EXIST) when the gateway never saw it."""
         transaction_id = body.get("transaction_id")
-        if isinstance(transaction_id, str) and transaction_id:
-            return self.order_by_transaction_id(transaction_id)
         out_trade_no = body.get("out_trade_no")
-        if not isinstance(out_trade_no, str) or not out_trade_no:
+        if isinstance(transaction_id, str) and transaction_id:
+            found = self._store.order_by_transaction_id(transaction_id)
+        elif isinstance(out_trade_no, str) and out_trade_no:
+            found = self._store.order(out_trade_no)
+        else:
             raise param_error("transaction_id 与 out_trade_no 必须二选一")
-        return self.order(out_trade_no)
+        if found is None:
+            raise WechatError(404, "RESOURCE_NOT_EXISTS", "订单不存在")
+        return self._expired(found)
 
     def _expired(self, order: SimOrder) -> SimOrder:
         """An unpaid order past time_expire reads as CLOSED, as the real gateway closes it."""
@@ -279,13 +291,18 @@ class SimulatedGateway:
 
 
 def _replayed(existing: SimOrder, requested: SimOrder) -> SimOrder:
-    if existing.total_fen != requested.total_fen or existing.trade_type != requested.trade_type:
-        raise WechatError(400, "INVALID_REQUEST", "商户订单号重复，且与原订单参数不一致")
+    if _key_parameters(existing) != _key_parameters(requested):
+        raise WechatError(403, "OUT_TRADE_NO_USED", "商户订单号重复")
     if existing.trade_state in PAID_STATES:
         raise WechatError(400, "ORDERPAID", "该订单已支付")
     if existing.trade_state == "CLOSED":
         raise WechatError(400, "ORDERCLOSED", "该订单已关闭")
     return existing
+
+
+def _key_parameters(order: SimOrder) -> tuple[object, ...]:
+    """What a replay of an order must repeat to be the same order."""
+    return order.total_fen, order.trade_type, order.description
 
 
 def _replayed_refund(existing: SimRefund, order: SimOrder, refund_fen: int) -> SimRefund:
@@ -301,7 +318,7 @@ def _check_refundable(order: SimOrder, total_fen: int, refund_fen: int, earlier:
         raise param_error("amount.total 与原订单金额不一致")
     refunded = sum(refund.refund_fen for refund in earlier if refund.status != "CLOSED")
     if refunded + refund_fen > order.total_fen:
-        raise WechatError(400, "NOT_ENOUGH", "申请退款金额超过订单可退金额")
+        raise WechatError(400, "INVALID_REQUEST", REFUND_EXCEEDS_REFUNDABLE)
 
 
 def _check_reroute(body: Mapping[str, object]) -> None:

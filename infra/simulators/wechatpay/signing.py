@@ -36,12 +36,17 @@ class SignatureRefused(Exception):
 class MerchantVerifier:
     mchid: str
     merchant_public_key: rsa.RSAPublicKey
+    # The serial number of the merchant's API certificate; when set, `serial_no` in the header must
+    # name it (the real gateway answers 401 SIGN_ERROR for a request signed under another serial).
+    merchant_serial_no: str | None = None
 
     def verify(self, method: str, target: str, body: bytes, authorization: str | None) -> None:
         """Raise SignatureRefused unless `authorization` signs exactly this request."""
         fields = _parse_authorization(authorization)
         if fields.get("mchid") != self.mchid:
             raise SignatureRefused("mchid in Authorization does not match the merchant")
+        if self.merchant_serial_no is not None and fields.get("serial_no") != self.merchant_serial_no:
+            raise SignatureRefused("serial_no is not the merchant's API certificate")
         _check_timestamp(fields.get("timestamp", ""))
         message = "\n".join((method, target, fields["timestamp"], fields.get("nonce_str", ""), ""))
         signed = message.encode("utf-8") + body + b"\n"

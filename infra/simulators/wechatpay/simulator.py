@@ -86,7 +86,9 @@ class WechatPaySimulator:
         keys = ensure_keys(config.key_dir)
         self.config = config
         self.merchant = Merchant(mchid=read_text(keys.mchid), appid=read_text(keys.appid))
-        self.verifier = MerchantVerifier(self.merchant.mchid, _public_key(keys.merchant_public_key))
+        self.verifier = MerchantVerifier(
+            self.merchant.mchid, _public_key(keys.merchant_public_key), read_text(keys.merchant_serial_no)
+        )
         self.signer = PlatformSigner(_private_key(keys.platform_private_key), read_text(keys.public_key_id))
         self.apiv3_key = read_text(keys.apiv3_key)
         self.faults = FaultBook()

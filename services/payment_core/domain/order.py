@@ -351,6 +351,18 @@ class PaymentOrder:
         refund.status = RefundStatus.UNKNOWN
         self._flag(Attention.REFUND_UNKNOWN, f"refund {refund.out_refund_no}: {reason}")
 
+    def refund_not_sent(self, refund: Refund, reason: str) -> None:
+        """The channel refused who we are (signature, certificate serial, key): nothing was done
+        there and the refund is still owed. It stays PENDING, sent again with its out_refund_no on
+        the schedule, and a person is asked to fix the credentials meanwhile."""
+        self._flag(Attention.REFUND_REFUSED, f"refund {refund.out_refund_no} not sent: {reason}")
+
+    def refund_not_at_channel(self, refund: Refund) -> None:
+        """A refund whose outcome was unknown is unknown to the channel too: it never landed, so it
+        is sent again (PENDING, the same out_refund_no)."""
+        if refund.status is RefundStatus.UNKNOWN:
+            refund.status = RefundStatus.PENDING
+
     def revoke_unknown(self, reason: str) -> None:
         self._flag(Attention.REVOKE_UNKNOWN, reason)
 

@@ -230,10 +230,14 @@ class StepRunners:
                 refund.out_refund_no, payment.out_trade_no, refund.cash, payment.amount, refund.reason
             )
         except ports.ChannelRejected as error:
-            message = f"{error.code}: {error.message}"
-            return Outcome(lambda o, _now: o.refund_failed(o.refund_by_id(refund_id), message))
-        except ports.ChannelUnavailable:
-            return Outcome()  # nothing happened; sent again with the same out_refund_no
+            return Outcome(_refund_refused(refund_id, error))
+        except (ports.ChannelUnavailable, ports.ChannelOutcomeUnknown) as error:
+            # Not now (unreachable, rate limited, the merchant's balance too low: WeChat NOT_ENOUGH)
+            # or no answer (SYSTEM_ERROR, a timeout): the refund stays PENDING and is sent again on
+            # the schedule with the same out_refund_no, which the channel answers as a replay when
+            # the first one did land. Never a refusal: the patient is still owed the money.
+            reason = f"refund not issued yet, sent again later: {error}"
+            return Outcome(lambda o, _now: o.note(reason))
         except ports.ChannelError as error:
             reason = str(error)
             return Outcome(lambda o, _now: o.refund_unknown(o.refund_by_id(refund_id), reason))
@@ -245,7 +249,8 @@ class StepRunners:
             answer = await self._deps.channel.query_refund(refund.out_refund_no)
         except ports.ChannelRejected as error:
             if error.reason is ports.RejectionReason.NOT_FOUND:
-                return Outcome()  # the refund never reached the channel: it is sent again
+                # The refund never reached the channel: it is sent again with its out_refund_no.
+                return Outcome(lambda o, _now: o.refund_not_at_channel(o.refund_by_id(refund_id)))
             return Outcome(error=as_runtime_error(error))
         except ports.ChannelError:
             return Outcome()
@@ -295,6 +300,21 @@ def refund_answered(answer: ports.ChannelRefund) -> Record:
                 order.refund_abnormal(refund, answer.refund_id)
         elif refund.is_open:
             order.refund_processing(refund, answer.refund_id)
+
+    return record
+
+
+def _refund_refused(refund_id: str, error: ports.ChannelRejected) -> Record:
+    """The channel said no to the refund. Refused credentials are ours to fix, not the patient's
+    refusal: the refund stays owed and the order goes to a person; any other no is final."""
+    message = f"{error.code}: {error.message}"
+
+    def record(order: PaymentOrder, now: datetime) -> None:
+        refund = order.refund_by_id(refund_id)
+        if error.reason is ports.RejectionReason.NOT_AUTHORISED:
+            order.refund_not_sent(refund, f"the channel refused our credentials ({message})")
+        else:
+            order.refund_failed(refund, message)
 
     return record
 

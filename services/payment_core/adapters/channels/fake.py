@@ -245,7 +245,7 @@ class FakeChannel:
         refunded = total(refund.amount for refund in self._live_refunds(order.out_trade_no))
         if refunded + refund_amount > order.amount:
             raise ChannelRejected(
-                "NOT_ENOUGH", "refund exceeds the rest", RejectionReason.REFUND_EXCEEDS_PAID
+                "INVALID_REQUEST", "refund exceeds the rest", RejectionReason.REFUND_EXCEEDS_PAID
             )
 
     def _refund_row(self, item: _Refund) -> BillRow:

@@ -38,6 +38,7 @@ from services.payment_core.adapters.channels.ports import (
 )
 from services.payment_core.adapters.channels.wechatpay_bill import parse_trade_bill
 from services.payment_core.adapters.channels.wechatpay_transformers import (
+    NOT_NOW,
     notification_from,
     refund_from,
     rejection_reason_of,
@@ -295,11 +296,12 @@ def _lost_answer(message: str, mutating: bool) -> ChannelError:
 
 def _refusal(status: int, body: Any, mutating: bool) -> ChannelError:
     code, message = _error_fields(body)
-    if status == 429:
-        return ChannelUnavailable(f"WeChat Pay rate limit: {code} {message}")
+    if status == 429 or code in NOT_NOW:  # nothing was done; the same request may pass later
+        why = NOT_NOW.get(code, "rate limited")
+        return ChannelUnavailable(f"WeChat Pay {status} {code} ({why}): {message}")
     if status >= 500:  # SYSTEM_ERROR: "retry with the same parameters"; the effect may exist
         return _lost_answer(f"WeChat Pay {status} {code}: {message}", mutating)
-    return ChannelRejected(code, message, rejection_reason_of(code))
+    return ChannelRejected(code, message, rejection_reason_of(code, message))
 
 
 def _error_fields(body: Any) -> tuple[str, str]:

@@ -49,17 +49,31 @@ REFUND_EVENTS: Mapping[str, str] = {
 REJECTIONS: Mapping[str, RejectionReason] = {
     "PARAM_ERROR": RejectionReason.INVALID_REQUEST,
     "INVALID_REQUEST": RejectionReason.INVALID_REQUEST,
+    # 403: the out_trade_no was placed before with other parameters (another amount).
+    "OUT_TRADE_NO_USED": RejectionReason.INVALID_REQUEST,
     "ORDER_NOT_EXIST": RejectionReason.NOT_FOUND,
     "RESOURCE_NOT_EXISTS": RejectionReason.NOT_FOUND,
     "ORDERPAID": RejectionReason.ALREADY_PAID,
     "ORDERCLOSED": RejectionReason.ALREADY_CLOSED,
-    # The simulator (and our design) answer NOT_ENOUGH to a refund beyond what remains; the real
-    # gateway also uses it for a merchant balance too low to refund. Both mean "not now, not this".
-    "NOT_ENOUGH": RejectionReason.REFUND_EXCEEDS_PAID,
+    # 401 SIGN_ERROR: our signature, merchant serial_no or key is wrong. Sending again cannot help.
     "SIGN_ERROR": RejectionReason.NOT_AUTHORISED,
     "NO_AUTH": RejectionReason.NOT_AUTHORISED,
     "MCH_NOT_EXISTS": RejectionReason.NOT_AUTHORISED,
 }
+
+# Answers that refuse a request only for now: nothing was done, and the same request (same
+# out_trade_no / out_refund_no) may pass later. Not rejections: the adapter says ChannelUnavailable.
+NOT_NOW: Mapping[str, str] = {
+    # 403 NOT_ENOUGH: the merchant's available balance is too low to pay the refund out. The refund
+    # itself is not refused; it goes through once the balance is topped up.
+    "NOT_ENOUGH": "the merchant's balance is too low to refund",
+    # 429 FREQUENCY_LIMITED: too many requests.
+    "FREQUENCY_LIMITED": "rate limited",
+}
+
+# A refund beyond what remains is 400 INVALID_REQUEST like any broken rule; only its message tells
+# it apart ("申请退款金额超过订单可退金额", or the order is refunded in full already).
+_REFUND_EXCEEDS_MESSAGES = ("可退金额", "全额退款")
 
 
 def trade_state_of(channel_state: str) -> TradeState:
@@ -76,7 +90,9 @@ def refund_status_of(channel_status: str) -> RefundStatus:
         raise ChannelProtocolError(f"unknown WeChat Pay refund status {channel_status!r}") from None
 
 
-def rejection_reason_of(code: str) -> RejectionReason:
+def rejection_reason_of(code: str, message: str = "") -> RejectionReason:
+    if code == "INVALID_REQUEST" and any(words in message for words in _REFUND_EXCEEDS_MESSAGES):
+        return RejectionReason.REFUND_EXCEEDS_PAID
     return REJECTIONS.get(code, RejectionReason.OTHER)
 
 
