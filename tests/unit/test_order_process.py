@@ -351,3 +351,18 @@ def test_a_closed_attempt_leaves_the_order_waiting_for_another() -> None:
     order = placed()
     order.payment_ended(order.payments[0], PaymentStatus.CLOSED)
     assert p.next_step(order, T0 + m, SCHEDULE) == p.Wait(T0 + TTL)
+
+
+def test_once_a_person_was_asked_the_step_goes_on_at_the_slowest_pace() -> None:
+    """A second spent schedule used to give up again on every look (GiveUp reached the step runner
+    as if it were a call, which raised): an owed refund was then never sent again."""
+    order = refund_processing(4)()
+    give_up = p.next_step(order, T0 + m, SCHEDULE)
+    assert isinstance(give_up, p.GiveUp)
+    order.give_up(give_up.attention, give_up.reason)
+    order.moved(T0 + m)  # what the process manager records when the order changes
+    for _ in range(SCHEDULE.max_attempts):
+        order.still_waiting(T0 + m)
+    slowest = SCHEDULE.retry_delays[-1]
+    assert p.next_step(order, T0 + 2 * m, SCHEDULE) == p.Wait(T0 + m + slowest)
+    assert p.next_step(order, T0 + m + slowest, SCHEDULE) == p.QueryRefund(RID)

@@ -254,7 +254,12 @@ def _when_due(
     if order.attempts == 0 and first:
         return step
     if order.attempts >= schedule.max_attempts:
-        return GiveUp(attention, _GIVE_UP_REASONS[attention])
+        if order.attention is not attention:
+            return GiveUp(attention, _GIVE_UP_REASONS[attention])
+        # A person was asked already: the step still goes on, at the schedule's slowest pace
+        # (an owed refund keeps being offered to a channel that says "not now").
+        due = order.step_since + schedule.retry_delays[-1]
+        return step if now >= due else Wait(due)
     due = schedule.retry_at(order, order.step_since)
     return step if now >= due else Wait(due)
 
