@@ -90,7 +90,7 @@ def build(
         client = nhsa.NhsaClient(nhsa_client_config(settings), on_exchange=exchange_recorder(message_log))
         insurer = NhsaInsurer(client, settings.nhsa_timeout_s)
     deps = Dependencies(
-        unit_of_work=lambda: UnitOfWork(database, message_log),
+        unit_of_work=lambda read_only=False: UnitOfWork(database, message_log, read_only),
         insurer=insurer,
         setl_optins=settings.nhsa_mdtrtarea_admvs,
         clock=clock,

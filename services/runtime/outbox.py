@@ -20,6 +20,7 @@ from sqlalchemy import MetaData, Table, func, insert, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.clock import utcnow
+from services.runtime.db import AUTOCOMMIT, sessions_on_postgres
 from services.runtime.validation import Violations
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,22 @@ def new_envelope(
         occurred_at=stamp,
         traceparent=carrier.get("traceparent", ""),
     )
+
+
+_BATCH = 500
+# Under the relay's advisory lock: the next `batch` unsequenced events get head+1, head+2, ...
+_SEQUENCE_BATCH = text(
+    """
+    UPDATE outbox_events AS o SET sequence = h.head + n.position
+    FROM (
+        SELECT id, row_number() OVER (ORDER BY id) AS position
+        FROM (SELECT id FROM outbox_events WHERE sequence IS NULL ORDER BY id LIMIT :batch) AS waiting
+    ) AS n,
+    (SELECT coalesce(max(sequence), 0) AS head FROM outbox_events) AS h
+    WHERE o.id = n.id
+    RETURNING o.id
+    """
+)
 
 
 class Outbox:
@@ -73,17 +90,29 @@ class Outbox:
         sequences them at once, instead of at its next look."""
         self._wake.set()
 
+    async def anything_to_sequence(self) -> bool:
+        """One read, no transaction on PostgreSQL: whether a pass of `assign_sequences` has work."""
+        table = self._table
+        async with self._sessions.begin() as session:
+            if sessions_on_postgres(self._sessions):
+                await session.connection(execution_options=AUTOCOMMIT)
+            found = await session.execute(select(table.c.id).where(table.c.sequence.is_(None)).limit(1))
+            return found.first() is not None
+
     async def assign_sequences(self) -> int:
         """Give committed, unsequenced events the next feed positions. Returns how many."""
         table = self._table
         async with self._sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
                 await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK_KEY})
+                # One statement numbers the whole batch after the head, in commit-id order.
+                numbered = await session.execute(_SEQUENCE_BATCH, {"batch": _BATCH})
+                return len(numbered.all())
             head = (await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))).scalar_one()
             pending = (
                 (
                     await session.execute(
-                        select(table.c.id).where(table.c.sequence.is_(None)).order_by(table.c.id).limit(500)
+                        select(table.c.id).where(table.c.sequence.is_(None)).order_by(table.c.id).limit(_BATCH)
                     )
                 )
                 .scalars()
@@ -100,13 +129,17 @@ class Outbox:
         every `poll_interval_s` also those a process that died between its commit and its relay
         left unsequenced. An idle relay costs one short transaction per interval, nothing more."""
         while True:
+            woken = True
             try:
                 await asyncio.wait_for(self._wake.wait(), timeout=poll_interval_s)
             except TimeoutError:
-                pass
+                woken = False
             self._wake.clear()
             try:
-                while await self.assign_sequences() == 500:
+                # Woken by a commit: there is work. A timed look asks first, in one read.
+                if not woken and not await self.anything_to_sequence():
+                    continue
+                while await self.assign_sequences() == _BATCH:
                     pass
             except asyncio.CancelledError:
                 raise

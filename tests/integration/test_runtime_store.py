@@ -311,6 +311,22 @@ async def test_concurrent_writers_get_a_gap_free_feed(store: Store) -> None:
     assert len({e.event_id for e in first + rest}) == 30
 
 
+async def test_a_batch_larger_than_one_pass_is_numbered_in_commit_order_without_gaps(store: Store) -> None:
+    assert not await store.outbox.anything_to_sequence()
+    async with store.sessions.begin() as session:
+        for i in range(501):
+            await store.outbox.record_event(session, _event(f"ord_{i:03d}"))
+    assert await store.outbox.anything_to_sequence()
+    assert await store.outbox.assign_sequences() == 500
+    assert await store.outbox.assign_sequences() == 1
+    assert not await store.outbox.anything_to_sequence()
+    first, _ = await store.outbox.events_after(0, 500)
+    rest, head = await store.outbox.events_after(500, 500)
+    events = first + rest
+    assert [e.sequence for e in events] == list(range(1, 502)) and head == 501
+    assert [e.aggregate_id for e in events] == [f"ord_{i:03d}" for i in range(501)]
+
+
 async def test_a_reader_does_not_wait_for_a_writer(database_url: str) -> None:
     """On SQLite a read-only unit of work begins deferred: it reads while a writer holds the lock
     (on PostgreSQL readers never wait anyway)."""

@@ -32,7 +32,8 @@ SOURCE_SERVICE = "insurance-adapter"
 class Dependencies:
     """What every handler works with; `bootstrap.build()` fills it, tests may pass fakes."""
 
-    unit_of_work: Callable[[], UnitOfWork]
+    # unit_of_work(read_only=True) for what only reads.
+    unit_of_work: Callable[..., UnitOfWork]
     insurer: Insurer
     # 清算经办机构 for 3201 when the settlements' own 参保地 is not asked for (the local region).
     setl_optins: str
@@ -50,7 +51,7 @@ class SettlementSteps:
         return self._deps.clock()
 
     async def _load(self, settlement_id: str) -> Settlement:
-        async with self._deps.unit_of_work() as uow:
+        async with self._deps.unit_of_work(read_only=True) as uow:
             settlement = await uow.settlements.get(settlement_id)
         if settlement is None:
             raise NotFound(f"settlement {settlement_id} not found", {"settlement_id": settlement_id})

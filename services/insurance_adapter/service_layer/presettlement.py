@@ -26,7 +26,9 @@ class PresettlementHandlers(SettlementSteps):
         current_order_ref.set(command.order_ref)
         settlement = await self._process.open(command)
         # The bill's fingerprint matched the stored one, so it is the bill the settlement holds.
-        return await self._process.advance(settlement.settlement_id, Goal.PRESETTLED, bill=command.bill)
+        return await self._process.advance(
+            settlement.settlement_id, Goal.PRESETTLED, bill=command.bill, opened=settlement
+        )
 
     async def cancel(self, settlement_id: str) -> Settlement:
         """2205 the uploaded batch, then CANCELLED; a cancelled one is returned as it is."""
@@ -34,7 +36,7 @@ class PresettlementHandlers(SettlementSteps):
 
     async def cancel_for_order(self, order_ref: str) -> Settlement:
         """2205 for the active pre-settlement of an order whose caller never learnt its id."""
-        async with self._deps.unit_of_work() as uow:
+        async with self._deps.unit_of_work(read_only=True) as uow:
             found = await uow.settlements.active_for_order(order_ref)
         if found is None:
             raise NotFound(f"no active pre-settlement for order {order_ref}", {"order_ref": order_ref})

@@ -70,13 +70,20 @@ class SettlementProcess(SettlementSteps):
         return await self._store_new(settlement, command)
 
     async def advance(
-        self, settlement_id: str, goal: Goal, *, invoice_no: str = "", bill: OutpatientBill | None = None
+        self,
+        settlement_id: str,
+        goal: Goal,
+        *,
+        invoice_no: str = "",
+        bill: OutpatientBill | None = None,
+        opened: Settlement | None = None,
     ) -> Settlement:
         """Run the settlement's steps towards `goal` while the next one is a message to send now.
         `invoice_no` goes with a first 2207; `bill` is the one the settlement was opened with, when
-        the caller holds it (otherwise it is read back for a 2204/2206)."""
+        the caller holds it (otherwise it is read back for a 2204/2206); `opened`, the settlement
+        as this very call stored it (its first step is decided without reading it back)."""
         bills = _Bill(lambda: self._bill_of(settlement_id), bill)
-        settlement, step = await self._turn(settlement_id, goal, invoice_no)
+        settlement, step = await self._first_turn(settlement_id, goal, invoice_no, opened)
         for _ in range(MAX_STEPS):
             if isinstance(step, Done | Wait):
                 return _answer(settlement, goal, step)
@@ -91,6 +98,27 @@ class SettlementProcess(SettlementSteps):
             f"settlement {settlement_id} is {settlement.status} after {MAX_STEPS} steps; ask again",
             {"settlement_id": settlement_id},
         )
+
+    async def _first_turn(
+        self, settlement_id: str, goal: Goal, invoice_no: str, opened: Settlement | None
+    ) -> tuple[Settlement, Step]:
+        """The first decision, with nothing to record yet. Only a 2207 needs its intent written
+        under the lock before it leaves; any other first step is decided on a plain read (or on
+        the settlement this call just stored): the lock would be released before its message
+        leaves anyway, and the insurer's keys (visit number, batch, msgid) make a repeat harmless."""
+        if goal is Goal.SETTLED:
+            return await self._turn(settlement_id, goal, invoice_no)
+        settlement = opened
+        if settlement is None:
+            async with self._deps.unit_of_work(read_only=True) as uow:
+                settlement = await uow.settlements.get(settlement_id)
+        if settlement is None:
+            raise NotFound(f"settlement {settlement_id} not found", {"settlement_id": settlement_id})
+        step = next_step(settlement, goal, self._now())
+        if isinstance(step, SendSettlement):  # not reached for these goals; kept safe regardless
+            return await self._turn(settlement_id, goal, invoice_no)
+        annotate(settlement)
+        return settlement, step
 
     async def _turn(
         self, settlement_id: str, goal: Goal, invoice_no: str, outcome: Record | None = None
@@ -113,7 +141,7 @@ class SettlementProcess(SettlementSteps):
         return settlement, step
 
     async def _active_settlement(self, command: commands.Presettle) -> Settlement | None:
-        async with self._deps.unit_of_work() as uow:
+        async with self._deps.unit_of_work(read_only=True) as uow:
             found = await uow.settlements.active_for_order(command.order_ref)
         if found is not None and found.bill_fingerprint != command.bill.fingerprint():
             raise StateConflict(

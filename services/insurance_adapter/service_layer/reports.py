@@ -40,7 +40,7 @@ class ReportHandlers(SettlementSteps):
             statuses=query.statuses,
             settled_between=business_day_bounds(query.business_date) if query.business_date else None,
         )
-        async with self._deps.unit_of_work() as uow:
+        async with self._deps.unit_of_work(read_only=True) as uow:
             found = await uow.settlements.page(page)
         shown = found[: query.limit]
         more = len(found) > query.limit
@@ -93,7 +93,7 @@ class ReportHandlers(SettlementSteps):
 
     async def _day_totals(self, command: commands.ReconcileTotals, setl_optins: str) -> DayTotals:
         day = business_day_bounds(command.business_date)
-        async with self._deps.unit_of_work() as uow:
+        async with self._deps.unit_of_work(read_only=True) as uow:
             settled = await uow.settlements.settled_in(command.insutype, setl_optins, day)
             revoked = await uow.settlements.revoked_in(command.insutype, setl_optins, day)
         return day_totals(_splits(settled), _splits(revoked))

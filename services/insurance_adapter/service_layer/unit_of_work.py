@@ -18,9 +18,12 @@ class UnitOfWork(SqlUnitOfWork):
     settlements: SettlementRepository
     statements: StatementRepository
 
-    def __init__(self, database: ServiceDatabase, message_log: MessageLog | None = None) -> None:
-        super().__init__(database.sessions, database.outbox)
-        self._message_log = message_log
+    def __init__(
+        self, database: ServiceDatabase, message_log: MessageLog | None = None, read_only: bool = False
+    ) -> None:
+        super().__init__(database.sessions, database.outbox, read_only=read_only)
+        # A reader carries no exchanges: it writes nothing (on PostgreSQL it is not even a transaction).
+        self._message_log = None if read_only else message_log
         self._carried: list[dict[str, Any]] = []
 
     async def before_commit(self, session: AsyncSession) -> None:
