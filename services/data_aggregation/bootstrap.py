@@ -80,6 +80,7 @@ def build(
         page_size=settings.data_aggregation_page_size,
         poll_interval_s=settings.data_aggregation_poll_interval_s,
         max_backoff_s=settings.data_aggregation_max_backoff_s,
+        feed_wait_s=settings.data_aggregation_feed_wait_s,
     )
     queries = AggregationQueries(unit_of_work, [feed.source_service for feed in feeds])
     return DataAggregationApp(settings, db, ingestor, queries, DataAggregationServicer(queries), channels)

@@ -17,6 +17,10 @@ class DataAggregationSettings(MeshSettings):
     data_aggregation_max_backoff_s: float = Field(default=5.0, gt=0)
     # Events asked for per ListEvents page (the feed serves at most 1000).
     data_aggregation_page_size: int = Field(default=500, gt=0, le=1000)
+    # How long a caught-up follower waits in the feed's ListEvents (long poll) for the next event;
+    # 0 = ask every poll interval instead. The feed answers at once when its own process sequences
+    # an event (another replica's events are seen when the wait ends).
+    data_aggregation_feed_wait_s: float = Field(default=20.0, ge=0, le=30)
 
     @property
     def grpc_address(self) -> str:

@@ -12,7 +12,9 @@ import asyncio
 import logging
 import uuid
 from datetime import datetime
+from typing import Any
 
+import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from medpay.events.v1 import events_pb2, events_pb2_grpc
 from opentelemetry import propagate
@@ -26,6 +28,8 @@ from services.runtime.validation import Violations
 log = logging.getLogger(__name__)
 _RELAY_LOCK_KEY = 7_341_001
 _MAX_PAGE = 1000
+_MAX_WAIT_MS = 30_000
+_ANSWER_MARGIN_S = 0.5
 
 
 def new_envelope(
@@ -67,6 +71,9 @@ class Outbox:
         self._sessions = sessions
         self._table: Table = metadata.tables["outbox_events"]
         self._wake = asyncio.Event()
+        # Set (and replaced) after each pass that sequenced events: long-polling readers wake.
+        self._sequenced = asyncio.Event()
+        self._autocommit_reads = sessions_on_postgres(sessions)
 
     async def record_event(self, session: AsyncSession, envelope: events_pb2.EventEnvelope) -> None:
         """Add an event to the caller's open transaction. The event_type is the payload's name."""
@@ -101,28 +108,34 @@ class Outbox:
 
     async def assign_sequences(self) -> int:
         """Give committed, unsequenced events the next feed positions. Returns how many."""
-        table = self._table
         async with self._sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
                 await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK_KEY})
                 # One statement numbers the whole batch after the head, in commit-id order.
-                numbered = await session.execute(_SEQUENCE_BATCH, {"batch": _BATCH})
-                return len(numbered.all())
-            head = (await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))).scalar_one()
-            pending = (
-                (
-                    await session.execute(
-                        select(table.c.id).where(table.c.sequence.is_(None)).order_by(table.c.id).limit(_BATCH)
-                    )
-                )
-                .scalars()
-                .all()
-            )
-            for offset, row_id in enumerate(pending, start=1):
+                numbered = len((await session.execute(_SEQUENCE_BATCH, {"batch": _BATCH})).all())
+            else:
+                numbered = await self._number_one_by_one(session)
+        if numbered:  # committed: readers waiting in a long poll read them now
+            self._sequenced.set()
+            self._sequenced = asyncio.Event()
+        return numbered
+
+    async def _number_one_by_one(self, session: AsyncSession) -> int:
+        """SQLite (the writer lock is held): head, then each waiting event in commit-id order."""
+        table = self._table
+        head = (await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))).scalar_one()
+        pending = (
+            (
                 await session.execute(
-                    update(table).where(table.c.id == row_id).values(sequence=head + offset)
+                    select(table.c.id).where(table.c.sequence.is_(None)).order_by(table.c.id).limit(_BATCH)
                 )
-            return len(pending)
+            )
+            .scalars()
+            .all()
+        )
+        for offset, row_id in enumerate(pending, start=1):
+            await session.execute(update(table).where(table.c.id == row_id).values(sequence=head + offset))
+        return len(pending)
 
     async def run_relay(self, poll_interval_s: float = 5.0) -> None:
         """Background task: sequence events as soon as this process commits them (`committed`);
@@ -147,10 +160,28 @@ class Outbox:
                 log.exception("outbox relay pass failed; retrying")
 
     async def events_after(
-        self, after_sequence: int, limit: int
+        self, after_sequence: int, limit: int, wait_s: float = 0.0
     ) -> tuple[list[events_pb2.EventEnvelope], int]:
+        """Events after `after_sequence`; with `wait_s`, a caught-up reader waits that long for
+        this process's relay to sequence the next one (a long poll, not a polling loop)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        while True:
+            sequenced = self._sequenced  # taken before the read: a pass after it wakes us
+            events, head = await self._read(after_sequence, limit)
+            remaining = deadline - loop.time()
+            if events or remaining <= 0:
+                return events, head
+            try:
+                await asyncio.wait_for(sequenced.wait(), timeout=remaining)
+            except TimeoutError:
+                return events, head
+
+    async def _read(self, after_sequence: int, limit: int) -> tuple[list[events_pb2.EventEnvelope], int]:
         table = self._table
-        async with self._sessions() as session:
+        async with self._sessions.begin() as session:
+            if self._autocommit_reads:
+                await session.connection(execution_options=AUTOCOMMIT)
             rows = (
                 await session.execute(
                     select(table.c.payload, table.c.sequence)
@@ -159,7 +190,12 @@ class Outbox:
                     .limit(limit)
                 )
             ).all()
-            head = (await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))).scalar_one()
+            if rows and len(rows) < limit:
+                head = rows[-1].sequence  # the page holds every event after the cursor
+            else:
+                head = (
+                    await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))
+                ).scalar_one()
         events = []
         for payload, sequence in rows:
             envelope = events_pb2.EventEnvelope.FromString(payload)
@@ -175,11 +211,16 @@ class EventFeedServicer(events_pb2_grpc.EventFeedServiceServicer):
         self._outbox = outbox
 
     async def ListEvents(
-        self, request: events_pb2.ListEventsRequest, context: object
+        self, request: events_pb2.ListEventsRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> events_pb2.ListEventsResponse:
         violations = Violations()
         violations.require(request.after_sequence >= 0, "after_sequence", "must be >= 0")
         page_size = violations.page_size(request.page_size, default=100, maximum=_MAX_PAGE)
+        violations.require(0 <= request.wait_ms <= _MAX_WAIT_MS, "wait_ms", f"must be 0..{_MAX_WAIT_MS}")
         violations.raise_if_any()
-        events, head = await self._outbox.events_after(request.after_sequence, page_size)
+        wait_s = request.wait_ms / 1000
+        left = context.time_remaining()
+        if left is not None:  # answer (empty) before the caller's deadline, not after it
+            wait_s = max(0.0, min(wait_s, left - _ANSWER_MARGIN_S))
+        events, head = await self._outbox.events_after(request.after_sequence, page_size, wait_s)
         return events_pb2.ListEventsResponse(events=events, head_sequence=head)

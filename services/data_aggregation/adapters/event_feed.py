@@ -20,11 +20,14 @@ class GrpcEventFeed:
     def source_service(self) -> str:
         return self._source_service
 
-    async def events_after(self, after_sequence: int, page_size: int) -> FeedPage:
-        request = events_pb2.ListEventsRequest(after_sequence=after_sequence, page_size=page_size)
+    async def events_after(self, after_sequence: int, page_size: int, wait_s: float = 0.0) -> FeedPage:
+        request = events_pb2.ListEventsRequest(
+            after_sequence=after_sequence, page_size=page_size, wait_ms=round(wait_s * 1000)
+        )
         try:
+            # The deadline leaves room for the feed's wait (a long poll) on top of the usual one.
             response: events_pb2.ListEventsResponse = await self._stub.ListEvents(
-                request, timeout=outbound_timeout(self._deadline_s)
+                request, timeout=wait_s + outbound_timeout(self._deadline_s)
             )
         except grpc.aio.AioRpcError as error:
             reason = f"ListEvents {error.code().name}: {error.details()}"

@@ -33,7 +33,7 @@ class InMemoryEventFeed:
         self.envelopes.append(copy)
         return copy.sequence
 
-    async def events_after(self, after_sequence: int, page_size: int) -> FeedPage:
+    async def events_after(self, after_sequence: int, page_size: int, wait_s: float = 0.0) -> FeedPage:
         self.asked_after.append(after_sequence)
         if self.down:
             raise FeedUnavailable(self.name, "ListEvents UNAVAILABLE: connection refused")

@@ -36,21 +36,24 @@ class FeedIngestor:
         poll_interval_s: float,
         max_backoff_s: float,
         clock: Callable[[], datetime] = utcnow,
+        feed_wait_s: float = 0.0,
     ) -> None:
         self._uow = unit_of_work
         self.feeds = list(feeds)
         self._page_size = page_size
         self._poll_interval_s = poll_interval_s
+        # > 0: a caught-up follower waits in the feed's long poll instead of sleeping and asking.
+        self._feed_wait_s = feed_wait_s
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._known: set[str] = set()
 
-    async def ingest_page(self, feed: EventFeedSource) -> int:
+    async def ingest_page(self, feed: EventFeedSource, wait_s: float = 0.0) -> int:
         """Take one page of one feed; returns how many events the page held (new or not)."""
         source = feed.source_service
         start = await self._cursor_of(source)
         # The feed is read outside any transaction: no database lock is held across the network.
-        page = await feed.events_after(start, self._page_size)
+        page = await feed.events_after(start, self._page_size, wait_s)
         if not page.events:
             return 0
         async with self._uow() as uow:
@@ -81,11 +84,12 @@ class FeedIngestor:
                 log.info("event %s from %s repeats a fact already kept", event.event_id, source)
         return new_events
 
-    async def catch_up(self, feed: EventFeedSource) -> int:
-        """Take pages until the feed has no full page left; returns the events seen."""
+    async def catch_up(self, feed: EventFeedSource, wait_s: float = 0.0) -> int:
+        """Take pages until the feed has no full page left; returns the events seen. `wait_s`:
+        the first page may wait that long in the feed for the next event."""
         seen = 0
         while True:
-            count = await self.ingest_page(feed)
+            count = await self.ingest_page(feed, wait_s if seen == 0 else 0.0)
             seen += count
             if count < self._page_size:
                 return seen
@@ -98,29 +102,36 @@ class FeedIngestor:
 
     async def _follow(self, feed: EventFeedSource) -> None:
         failures = 0
+        loop = asyncio.get_running_loop()
         while True:
-            failures = await self._one_round(feed, failures)
-            await asyncio.sleep(self._pause(failures))
+            started = loop.time()
+            failures, seen = await self._one_round(feed, failures)
+            # A long poll paces itself (it returns when there is news, or after its wait); a feed
+            # that answers "nothing" at once (no long poll here) is asked again only after the
+            # poll interval, and one that fails after the back-off.
+            nothing_at_once = seen == 0 and loop.time() - started < self._poll_interval_s
+            if failures or not self._feed_wait_s or nothing_at_once:
+                await asyncio.sleep(self._pause(failures))
 
-    async def _one_round(self, feed: EventFeedSource, failures: int) -> int:
-        """One catch-up; returns the new count of consecutive failures."""
+    async def _one_round(self, feed: EventFeedSource, failures: int) -> tuple[int, int]:
+        """One catch-up; returns the new count of consecutive failures and the events seen."""
         try:
-            await self.catch_up(feed)
+            seen = await self.catch_up(feed, self._feed_wait_s)
         except FeedUnavailable as error:
             if failures == 0:
                 log.warning(
                     "feed of %s unavailable, retrying in the background: %s", feed.source_service, error
                 )
-            return failures + 1
+            return failures + 1, 0
         except CursorMoved as moved:
             log.info("%s", moved)
-            return 0
+            return 0, 0
         except Exception:
             log.exception("ingest of %s failed; retrying", feed.source_service)
-            return failures + 1
+            return failures + 1, 0
         if failures:
             log.info("feed of %s is back after %d failed rounds", feed.source_service, failures)
-        return 0
+        return 0, seen
 
     def _pause(self, failures: int) -> float:
         """The poll interval, doubled per consecutive failure up to a ceiling."""

@@ -33,7 +33,8 @@ class EventFeedSource(Protocol):
         """The producing service's name ("payment-core", ...): the key of its durable cursor."""
         ...
 
-    async def events_after(self, after_sequence: int, page_size: int) -> FeedPage:
+    async def events_after(self, after_sequence: int, page_size: int, wait_s: float = 0.0) -> FeedPage:
         """Events with sequence > after_sequence, in order, at most page_size. May repeat events
-        already seen (a replayed page); consumers deduplicate. Raises FeedUnavailable."""
+        already seen (a replayed page); consumers deduplicate. With `wait_s`, a caught-up reader is
+        answered when the next event is sequenced (or empty after wait_s). Raises FeedUnavailable."""
         ...

@@ -486,19 +486,27 @@ class ListEventsRequest(_message.Message):
 
     AFTER_SEQUENCE_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    WAIT_MS_FIELD_NUMBER: _builtins.int
     after_sequence: _builtins.int
     """The consumer's durable cursor: the last sequence it has ingested (0 = from the start)."""
     page_size: _builtins.int
     """At most this many events (default 100, max 1000)."""
+    wait_ms: _builtins.int
+    """When no event follows after_sequence: hold the call up to this long (0..30000 ms, default 0 =
+    answer at once) and answer as soon as one is sequenced. The answer may still be empty when
+    the wait ends (or when another replica of the service sequenced the event): ask again.
+    The call's deadline must leave room for the wait.
+    """
     def __init__(
         self,
         *,
         after_sequence: _builtins.int = ...,
         page_size: _builtins.int = ...,
+        wait_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "page_size", b"page_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_sequence", b"after_sequence", "page_size", b"page_size", "wait_ms", b"wait_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -48,7 +48,10 @@ class EventFeedServiceServicer:
 
     def ListEvents(self, request, context):
         """Events with sequence > after_sequence, in sequence order, at most page_size of them.
-        Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence or page_size.
+        With wait_ms, a consumer that is caught up waits in the call for the next event instead of
+        polling (long poll).
+        Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence, page_size or wait_ms,
+        or a wait_ms above 30000.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,7 +40,10 @@ class EventFeedServiceStub:
     def __new__(cls, channel: _aio.Channel) -> EventFeedServiceAsyncStub: ...
     ListEvents: _grpc.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]
     """Events with sequence > after_sequence, in sequence order, at most page_size of them.
-    Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence or page_size.
+    With wait_ms, a consumer that is caught up waits in the call for the next event instead of
+    polling (long poll).
+    Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence, page_size or wait_ms,
+    or a wait_ms above 30000.
     """
 
 @_typing.type_check_only
@@ -50,7 +53,10 @@ class EventFeedServiceAsyncStub(EventFeedServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListEvents: _aio.UnaryUnaryMultiCallable[_events_pb2.ListEventsRequest, _events_pb2.ListEventsResponse]  # type: ignore[assignment]
     """Events with sequence > after_sequence, in sequence order, at most page_size of them.
-    Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence or page_size.
+    With wait_ms, a consumer that is caught up waits in the call for the next event instead of
+    polling (long poll).
+    Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence, page_size or wait_ms,
+    or a wait_ms above 30000.
     """
 
 class EventFeedServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -63,7 +69,10 @@ class EventFeedServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_events_pb2.ListEventsResponse, _abc.Awaitable[_events_pb2.ListEventsResponse]]:
         """Events with sequence > after_sequence, in sequence order, at most page_size of them.
-        Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence or page_size.
+        With wait_ms, a consumer that is caught up waits in the call for the next event instead of
+        polling (long poll).
+        Errors: INVALID_ARGUMENT (FIELD_INVALID) for a negative after_sequence, page_size or wait_ms,
+        or a wait_ms above 30000.
         """
 
 def add_EventFeedServiceServicer_to_server(servicer: EventFeedServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
