@@ -23,6 +23,7 @@ from services.data_aggregation.adapters.in_memory import InMemoryEventFeed
 from services.data_aggregation.adapters.orm import insurance_settlements, reconciliation_runs
 from services.data_aggregation.bootstrap import DataAggregationApp, build
 from services.data_aggregation.config import DataAggregationSettings
+from services.data_aggregation.service_layer.ingest import CursorMoved
 from services.runtime.outbox import new_envelope
 from services.runtime.server import build_server
 
@@ -321,3 +322,24 @@ async def test_a_quiet_day_answers_zeros_and_every_source_is_listed(
     assert list(summary.by_scene) == []
     assert list(cursors) == ["payment-core", "insurance-adapter", "reconciliation"]
     assert all(cursor.cursor == 0 for cursor in cursors.values())
+
+
+async def test_two_replicas_over_one_database_ingest_each_event_once(
+    settings: DataAggregationSettings, feeds: tuple[InMemoryEventFeed, ...]
+) -> None:
+    """Each follower remembers where its own commit left the cursor; when the other replica moved
+    it meanwhile, its next move fails (compare-and-set) and it reads the cursor afresh."""
+    payments = feeds[0]
+    publish_a_morning(payments)
+    async with running(settings, feeds) as first, running(settings, feeds) as second:  # type: ignore[arg-type]
+        await first.app.ingestor.ingest_page(payments)  # events 1..3 (pages of 3 here)
+        await second.app.ingestor.catch_up(payments)  # takes over from where the first left it
+        payments.publish(order_settled("ord_5", cash=500, settle_ms=100))
+        payments.asked_after.clear()
+        with pytest.raises(CursorMoved):  # its remembered position is stale
+            await first.app.ingestor.ingest_page(payments)
+        await first.app.ingestor.catch_up(payments)  # read afresh, then the new event
+        cursor = (await first.cursors())["payment-core"]
+        summary = await first.summary()
+    assert (cursor.cursor, cursor.events_ingested) == (7, 7)
+    assert summary.settled_order_count == 5

@@ -47,6 +47,10 @@ class FeedIngestor:
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._known: set[str] = set()
+        # Where this follower left each cursor with its own last commit. The cursor's move is a
+        # compare-and-set on it, so a position another replica changed meanwhile fails that move
+        # (CursorMoved) and is read afresh: no read of the cursor before every page.
+        self._positions: dict[str, int] = {}
 
     async def ingest_page(self, feed: EventFeedSource, wait_s: float = 0.0) -> int:
         """Take one page of one feed; returns how many events the page held (new or not)."""
@@ -56,15 +60,22 @@ class FeedIngestor:
         page = await feed.events_after(start, self._page_size, wait_s)
         if not page.events:
             return 0
-        async with self._uow() as uow:
-            new_events = await self._take(uow, source, page.events)
-            last = max(start, *(event.sequence for event in page.events))
-            step = CursorStep(source, start, last, new_events, page.head_sequence)
-            if not await uow.cursors.advance(step, self._clock()):
-                raise CursorMoved(f"{source}: cursor moved past {start} while this page was read")
+        try:
+            async with self._uow() as uow:
+                new_events = await self._take(uow, source, page.events)
+                last = max(start, *(event.sequence for event in page.events))
+                step = CursorStep(source, start, last, new_events, page.head_sequence)
+                if not await uow.cursors.advance(step, self._clock()):
+                    raise CursorMoved(f"{source}: cursor moved past {start} while this page was read")
+        except BaseException:
+            self._positions.pop(source, None)  # read it afresh next time
+            raise
+        self._positions[source] = last
         return len(page.events)
 
     async def _cursor_of(self, source: str) -> int:
+        if source in self._positions:
+            return self._positions[source]
         async with self._uow() as uow:
             if source not in self._known:
                 await uow.cursors.ensure(source, self._clock())
