@@ -154,3 +154,32 @@ async def test_a_presettlement_refused_after_its_fees_were_uploaded_is_undone(ha
     assert [s.status for s in harness.insurance.settlements.values()] == [InsurerStatus.CANCELLED]
     listed = await harness.payment.ListPaymentOrders(pb.ListPaymentOrdersRequest(page_size=10))
     assert list(listed.orders) == []
+
+
+@pytest.mark.parametrize(
+    "out_trade_no",
+    [
+        "ord_0123456789abcdef01234567_01",  # our shape, an order that does not exist
+        "HIS-KIOSK-20261202-0001",  # another system's order on the same merchant account
+        "{attempt_99}",  # an existing order, an attempt it never placed (filled in below)
+    ],
+)
+async def test_a_success_no_order_knows_is_acknowledged_and_applied_nowhere(
+    harness: Harness, out_trade_no: str
+) -> None:
+    """The notification names its order by the key (no lookup by out_trade_no); money that no
+    order or attempt of ours placed is left to reconciliation, never applied."""
+    paying = await harness.payment.PayPaymentOrder(
+        pay((await harness.payment.CreatePaymentOrder(base.self_pay())).order.order_id)
+    )
+    if out_trade_no == "{attempt_99}":
+        out_trade_no = f"{paying.order.order_id}_99"
+    channel = harness.channel
+    channel._orders[out_trade_no] = replace(
+        channel._order(paying.payment.out_trade_no), out_trade_no=out_trade_no
+    )
+    reply = await harness.notify(*channel.patient_pays(out_trade_no))
+    assert reply.status_code == 204
+    await harness.settled()
+    order = await harness.order(paying.order.order_id)
+    assert order.status == pb.ORDER_STATUS_PAYING and order.cash_paid_fen == 0

@@ -8,7 +8,10 @@ out_trade_no / out_refund_no and the 64-character request_id of the mesh.
 
 from __future__ import annotations
 
+import re
+
 MAX_ATTEMPTS = 99
+_ORDER_OF_KEY = re.compile(r"(ord_[0-9a-f]{24})_(?:\d{2}|R\d{1,2})")
 
 
 def out_trade_no(order_id: str, attempt_no: int) -> str:
@@ -23,6 +26,14 @@ def out_refund_no(order_id: str, refund_no: int) -> str:
     if not 1 <= refund_no <= MAX_ATTEMPTS:
         raise ValueError(f"refund number out of range: {refund_no}")
     return f"{order_id}_R{refund_no}"
+
+
+def order_of(channel_key: str) -> str | None:
+    """The order an out_trade_no or out_refund_no of ours names (None for a key of another shape:
+    another system on the same merchant account). Whether that order has such a payment or refund
+    is for the order to say."""
+    matched = _ORDER_OF_KEY.fullmatch(channel_key)
+    return matched.group(1) if matched else None
 
 
 def insurer_request_id(order_id: str, step: str) -> str:

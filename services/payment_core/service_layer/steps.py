@@ -9,6 +9,7 @@ inconclusive attempt and asks again on its schedule.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -30,6 +31,7 @@ from services.runtime import errors
 from services.runtime.money import Money
 
 Record = Callable[[PaymentOrder, datetime], None]
+log = logging.getLogger(__name__)
 
 
 def _nothing(order: PaymentOrder, now: datetime) -> None:
@@ -264,6 +266,11 @@ def paid(status: ports.ChannelTradeStatus) -> Record:
     """The channel's word that an attempt was paid (a query answer or a notification)."""
 
     def record(order: PaymentOrder, now: datetime) -> None:
+        if order.payment_by_trade_no(status.out_trade_no) is None:
+            # A key in our shape that this order never placed: money no order knows (长款),
+            # left to reconciliation, never applied to the order.
+            log.error("channel reports payment %s that no order knows", status.out_trade_no)
+            return
         seen = ChannelPaymentSeen(
             status.out_trade_no,
             status.transaction_id or "",
