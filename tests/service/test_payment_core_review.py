@@ -183,3 +183,21 @@ async def test_a_success_no_order_knows_is_acknowledged_and_applied_nowhere(
     await harness.settled()
     order = await harness.order(paying.order.order_id)
     assert order.status == pb.ORDER_STATUS_PAYING and order.cash_paid_fen == 0
+
+
+async def test_a_transfer_key_posts_once_whatever_asks_twice(harness: Harness) -> None:
+    """The ledger's UNIQUE transfer key decides in the insert itself (no look first)."""
+    from services.payment_core.domain import ledger
+    from services.payment_core.domain.model import InsuranceSplit
+    from services.runtime.money import Money
+
+    bill = ledger.SettledBill(
+        order_id="ord_0123456789abcdef01234567", scene="OUTPATIENT", channel="WECHAT_PAY",
+        bill_total=Money(12_500), cash=Money(12_500), split=InsuranceSplit.from_fen({}),
+    )  # fmt: skip
+    entry = ledger.settlement_transaction(bill, base.utcnow())
+    async with harness.core.orders._deps.uow() as uow:
+        assert await uow.ledger.post(entry) is True
+        assert await uow.ledger.post(entry) is False
+    assert len(await harness.ledger(bill.order_id)) == 1
+    assert sum(fen.fen for fen in (await harness.trial_balance()).values()) == 0

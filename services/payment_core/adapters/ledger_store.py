@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payment_core.adapters import orm
@@ -16,21 +17,24 @@ class LedgerStore:
         self._session = session
 
     async def post(self, entry: LedgerTransaction) -> bool:
-        """Insert a balanced transaction; False when its transfer key was posted already (the
-        caller holds the order's lock, and the UNIQUE transfer_key is the backstop)."""
-        if await self.find(entry.transfer_key) is not None:
-            return False
+        """Insert a balanced transaction; False when its transfer key was posted already. One
+        statement decides: the UNIQUE transfer_key (ON CONFLICT DO NOTHING), not a look first."""
+        table = orm.ledger_transactions
+        dialect = self._session.get_bind().dialect.name
+        upsert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
         result = await self._session.execute(
-            insert(orm.ledger_transactions)
-            .values(
+            upsert.values(
                 transfer_key=entry.transfer_key,
                 order_id=entry.order_id,
                 kind=entry.kind,
                 occurred_at=entry.occurred_at,
             )
-            .returning(orm.ledger_transactions.c.id)
+            .on_conflict_do_nothing(index_elements=[table.c.transfer_key])
+            .returning(table.c.id)
         )
-        transaction_id = result.scalar_one()
+        transaction_id = result.scalar_one_or_none()
+        if transaction_id is None:
+            return False
         await self._session.execute(
             insert(orm.ledger_postings),
             [{"transaction_id": transaction_id, "account": p.account, "amount_fen": p.amount.fen}

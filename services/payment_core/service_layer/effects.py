@@ -92,8 +92,6 @@ async def _refund_reservations(uow: UnitOfWork, before: Snapshot, order: Payment
 async def _post_settlement(uow: UnitOfWork, order: PaymentOrder) -> None:
     """Once per order: an order back in SETTLED after a refused refund was posted when it settled."""
     assert order.settled_at is not None
-    if await uow.ledger.find(keys.transfer_key(order.order_id, "settle")) is not None:
-        return
     bill = ledger.SettledBill(
         order_id=order.order_id,
         scene=order.scene,
@@ -102,8 +100,8 @@ async def _post_settlement(uow: UnitOfWork, order: PaymentOrder) -> None:
         cash=order.cash_paid - order.refunded_cash,
         split=order.split,
     )
-    await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at))
-    await uow.record_event(events.order_settled(order))
+    if await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at)):
+        await uow.record_event(events.order_settled(order))
 
 
 async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> None:
