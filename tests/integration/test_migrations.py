@@ -104,3 +104,45 @@ async def test_the_charge_line_quantity_keeps_its_values_under_its_new_name(
             assert stored.scalars().all() == [15_000]
     finally:
         await engine.dispose()
+
+
+def _children_at_0004(sync: Connection) -> None:
+    """One order with two payments and one refund, written as revision 0004 left the tables."""
+    tables = MetaData()
+    tables.reflect(sync, only=["payment_orders", "payments", "refunds"])
+    rows = {
+        "payment_orders": [{"cash_paid_fen": 1, "refunded_cash_fen": 0}],
+        "payments": [
+            {"payment_id": "p1", "attempt_no": 1, "out_trade_no": "t1"},
+            {"payment_id": "p2", "attempt_no": 2, "out_trade_no": "t2"},
+        ],
+        "refunds": [{"refund_id": "r1", "payment_id": "p1", "refund_no": 1, "out_refund_no": "rf1"}],
+    }
+    for name, overrides in rows.items():
+        table = tables.tables[name]
+        for override in overrides:
+            row = {column.name: _plain_value(column.type) for column in table.columns}
+            row.update({key: value for key, value in override.items() if key in table.columns})
+            row.pop("id", None)
+            sync.execute(insert(table).values(row))
+
+
+async def test_the_child_counts_are_filled_in_for_orders_stored_before_them(either_backend: str) -> None:
+    """Revision 0005 counts each order's payments and refunds: a load skips only what it has none of."""
+    schema = "payment_core" if either_backend.startswith("postgresql") else None
+    engine = create_engine(either_backend, schema)
+    script_location = REPO / "services" / "payment_core" / "adapters" / "migrations"
+    try:
+        async with engine.begin() as connection:
+            if schema:
+                await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await connection.run_sync(
+                lambda sync: command.upgrade(alembic_config(script_location, sync), "0004")
+            )
+            await connection.run_sync(_children_at_0004)
+        await migrate(engine, script_location, schema)
+        async with engine.connect() as connection:
+            counts = await connection.execute(text("SELECT payment_count, refund_count FROM payment_orders"))
+            assert counts.all() == [(2, 1)]
+    finally:
+        await engine.dispose()

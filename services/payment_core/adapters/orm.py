@@ -75,6 +75,10 @@ payment_orders = Table(
     Column("close_reason", String(256), nullable=False, default=""),
     Column("presettlement_cancelled", Boolean, nullable=False, default=False),
     Column("attempts", Integer, nullable=False, default=0),
+    # How many payments and refunds the order has: a load skips the children it has none of.
+    # Written with the order's row from the aggregate, in the transaction that adds the child.
+    Column("payment_count", Integer, nullable=False, server_default="0"),
+    Column("refund_count", Integer, nullable=False, server_default="0"),
     _when("last_step_at"),
     _when("due_at"),
     Column("lease_holder", String(64), nullable=True),

@@ -145,8 +145,11 @@ class OrderRepository:
         """Whole aggregates (lines, payments, refunds) for order rows, in the rows' order."""
         ids = [row.order_id for row in rows]
         lines = await self._lines_of(ids)
-        pays = await self._children(orm.payments, ids, orm.payments.c.attempt_no)
-        backs = await self._children(orm.refunds, ids, orm.refunds.c.refund_no)
+        # Only the orders that have them (their row counts them): most loads read no refunds.
+        paying = [row.order_id for row in rows if row.payment_count]
+        refunding = [row.order_id for row in rows if row.refund_count]
+        pays = await self._children(orm.payments, paying, orm.payments.c.attempt_no)
+        backs = await self._children(orm.refunds, refunding, orm.refunds.c.refund_no)
         orders = [
             _order_from(
                 row,
@@ -349,6 +352,8 @@ def _order_values(order: PaymentOrder, created: bool = False) -> dict[str, Any]:
         "close_reason": scrub(order.close_reason)[:256],
         "presettlement_cancelled": order.presettlement_cancelled,
         "attempts": order.attempts,
+        "payment_count": len(order.payments),
+        "refund_count": len(order.refunds),
         "last_step_at": order.last_step_at,
         "due_at": order.due_at,
         "lease_holder": order.lease_holder,
