@@ -216,7 +216,12 @@ class OrderProcess:
         return decided
 
     async def _decide_in(
-        self, uow: UnitOfWork, order: PaymentOrder, caller: process.Caller | None, take_lease: bool = True
+        self,
+        uow: UnitOfWork,
+        order: PaymentOrder,
+        caller: process.Caller | None,
+        take_lease: bool = True,
+        before_local: Callable[[], Awaitable[None]] | None = None,
     ) -> _Decided:
         """Within the caller's transaction: run the local steps that are due, then either take the
         lease for the next outbound step or note when the order is due again (now, when the
@@ -235,6 +240,9 @@ class OrderProcess:
                     order.due_at = now
                     return _Decided(order)
                 break
+            if before_local is not None:  # a local step's effects are checked against storage
+                await before_local()
+                before_local = None
             before = Snapshot.of(order)
             self._apply(order, self._local(step), since=None)
             await record_effects(uow, before, order)
@@ -280,11 +288,16 @@ class OrderProcess:
         caller: process.Caller | None,
         take_lease: bool,
     ) -> _Decided:
-        """Write what was recorded (storage checks the next step's refund against it), then decide."""
-        await self._save(uow, order, at_start)
-        recorded = _Mark.of(order)
-        decided = await self._decide_in(uow, order, caller, take_lease)
-        await self._save(uow, order, recorded)
+        """Decide, then write what was recorded and decided in one go; what was recorded is written
+        first only when a local step follows (storage checks its refund against it)."""
+        written = [at_start]
+
+        async def write_recorded() -> None:
+            await self._save(uow, order, written[0])
+            written[0] = _Mark.of(order)
+
+        decided = await self._decide_in(uow, order, caller, take_lease, before_local=write_recorded)
+        await self._save(uow, order, written[0])
         return decided
 
     def _apply(
