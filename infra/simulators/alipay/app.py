@@ -195,7 +195,9 @@ class AlipayApi:
                 {"code": "INVALID_REQUEST", "message": "no such refund in progress"}, status_code=409
             )
         self._notify(Effect(refunded=finished))
-        return JSONResponse({"out_request_no": out_request_no, "refund_status": "REFUND_SUCCESS"})
+        trade, refund = finished
+        answer = {"out_trade_no": trade.out_trade_no, "out_request_no": refund.out_request_no}
+        return JSONResponse({**answer, "refund_status": "REFUND_SUCCESS"})
 
     async def arm_fault(self, request: Request) -> Response:
         body = await _json_body(request)

@@ -256,6 +256,9 @@ class SimulatedGateway:
 
     def finish_refund(self, out_trade_no: str, out_request_no: str) -> tuple[SimTrade, SimRefund] | None:
         """Test control: a PROCESSING refund is paid out now."""
+        if not out_trade_no:  # convenience: the one refund in progress with this request number
+            waiting = self._store.refunds_in_progress(out_request_no)
+            out_trade_no = waiting[0].out_trade_no if len(waiting) == 1 else ""
         trade, refund = self._store.trade(out_trade_no), self._store.refund(out_trade_no, out_request_no)
         if trade is None or refund is None or refund.status != REFUND_PROCESSING:
             return None

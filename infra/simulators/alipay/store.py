@@ -162,6 +162,10 @@ class SimStore:
         query = "SELECT * FROM refunds WHERE out_trade_no = ? ORDER BY created_at"
         return self._all(SimRefund, query, out_trade_no)
 
+    def refunds_in_progress(self, out_request_no: str) -> list[SimRefund]:
+        query = "SELECT * FROM refunds WHERE out_request_no = ? AND status = 'PROCESSING'"
+        return self._all(SimRefund, query, out_request_no)
+
     def replace_refund(self, refund: SimRefund) -> None:
         self._db.execute(
             "UPDATE refunds SET status = ?, gmt_refund_pay = ? WHERE out_trade_no = ? AND out_request_no = ?",

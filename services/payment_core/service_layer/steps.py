@@ -230,8 +230,10 @@ class StepRunners:
 
     async def _query_refund(self, order: PaymentOrder, refund_id: str) -> Outcome:
         refund = order.refund_by_id(refund_id)
+        payment = next((p for p in order.payments if p.payment_id == refund.payment_id), None)
+        out_trade_no = payment.out_trade_no if payment is not None else ""
         try:
-            answer = await self._deps.channel.query_refund(refund.out_refund_no)
+            answer = await self._deps.channel.query_refund(refund.out_refund_no, out_trade_no)
         except ports.ChannelRejected as error:
             if error.reason is ports.RejectionReason.NOT_FOUND:
                 return Outcome()  # the refund never reached the channel: it is sent again
