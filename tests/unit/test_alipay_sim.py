@@ -347,6 +347,17 @@ async def test_notification_faults(world: World) -> None:
     assert not [form for form in world.inbox.received if form["out_trade_no"] == lost]
 
 
+async def test_a_late_notification_comes_after_its_delay(world: World) -> None:
+    sdk, out_trade_no = world.sdk(), new_no()
+    await call(sdk.api_alipay_trade_precreate, "挂号费", out_trade_no, "20.00")
+    await world.arm("pay_notify", "late", delay_s=0.5)
+    await world.control.post("/sim/pay", json={"out_trade_no": out_trade_no})
+    await asyncio.sleep(0.2)
+    assert world.inbox.received == []
+    (form,) = await world.inbox.wait_for(1)
+    assert form["out_trade_no"] == out_trade_no
+
+
 async def test_the_trade_bill_is_a_zip_of_gbk_csvs(world: World) -> None:
     sdk = world.sdk()
     trade = await paid_trade(world, sdk)
