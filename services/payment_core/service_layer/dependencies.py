@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.payment_core.adapters.channels.ports import PaymentChannel
+from services.payment_core.adapters.channels.ports import ChannelUnavailable, PaymentChannel
 from services.payment_core.adapters.insurance import InsurancePort
 from services.payment_core.service_layer.unit_of_work import UnitOfWorkFactory
 from services.runtime.clock import new_id, utcnow
@@ -37,13 +37,15 @@ class Dependencies:
         return channel in self.channels if self.channels else channel == DEFAULT_CHANNEL
 
     def channel_for(self, channel: str) -> PaymentChannel:
-        """The adapter of a payment's channel; a channel no longer configured is a wiring error."""
+        """The adapter of a payment's channel. One not configured in this process (e.g. restarted
+        without Alipay while an Alipay payment is open) is unavailable: nothing is sent, the step
+        is tried again on its schedule."""
         if not self.channels:
             return self.channel
         try:
             return self.channels[channel]
         except KeyError:
-            raise LookupError(f"channel {channel} is not configured in this process") from None
+            raise ChannelUnavailable(f"channel {channel} is not configured in this process") from None
 
     def notify_url_for(self, channel: str) -> str:
         return self.notify_urls.get(channel, self.notify_url)

@@ -167,10 +167,9 @@ class StepRunners:
         payment = _payment(order, out_trade_no)
         assert payment.expires_at is not None
         text = description or f"{order.campus_code} 门诊缴费"
-        channel = self._deps.channel_for(payment.channel)
         notify_url = self._deps.notify_url_for(payment.channel)
         try:
-            placed = await channel.place_order(
+            placed = await self._deps.channel_for(payment.channel).place_order(
                 out_trade_no, payment.amount, text, notify_url, payment.expires_at
             )
         except ports.ChannelRejected as error:
@@ -184,8 +183,9 @@ class StepRunners:
         return Outcome(lambda o, _now: _if_open(o, out_trade_no, lambda p: o.payment_placed(p, code_url)))
 
     async def _query_payment(self, order: PaymentOrder, out_trade_no: str, close_unpaid: bool) -> Outcome:
-        channel = self._deps.channel_for(_payment(order, out_trade_no).channel)
+        payment = order.payment_by_trade_no(out_trade_no)
         try:
+            channel = self._deps.channel if payment is None else self._deps.channel_for(payment.channel)
             status = await channel.query(out_trade_no)
             if status.state in _PAID:
                 return Outcome(paid(status))
@@ -234,9 +234,9 @@ class StepRunners:
     async def _query_refund(self, order: PaymentOrder, refund_id: str) -> Outcome:
         refund = order.refund_by_id(refund_id)
         payment = next((p for p in order.payments if p.payment_id == refund.payment_id), None)
-        channel = self._deps.channel if payment is None else self._deps.channel_for(payment.channel)
         out_trade_no = "" if payment is None else payment.out_trade_no
         try:
+            channel = self._deps.channel if payment is None else self._deps.channel_for(payment.channel)
             answer = await channel.query_refund(refund.out_refund_no, out_trade_no)
         except ports.ChannelRejected as error:
             if error.reason is ports.RejectionReason.NOT_FOUND:
