@@ -36,7 +36,6 @@ from services.payment_core.adapters.channels.alipay_bill import detail_text, par
 from services.payment_core.adapters.channels.alipay_transformers import (
     REFUND_SUCCESS,
     checked,
-    fen,
     lost_answer,
     notification_from,
     refund_from_query,
@@ -206,7 +205,9 @@ class AlipayChannel:
             out_trade_no=text(answer, "out_trade_no"),
             refund_id=refund_id_of(text(answer, "trade_no"), out_refund_no),
             status=RefundStatus.SUCCEEDED,
-            amount=fen(answer, "send_back_fee") if answer.get("send_back_fee") else refund_amount,
+            # What was refunded of the order. Not send_back_fee: that is the merchant's share of it,
+            # lower when a coupon paid part of the order.
+            amount=refund_amount,
             success_time=time_of(answer.get("gmt_refund_pay")),
             channel_status=REFUND_SUCCESS,
         )

@@ -144,8 +144,11 @@ def refund_from_query(answer: Mapping[str, Any], out_refund_no: str) -> ChannelR
 
 def notification_from(params: Mapping[str, str]) -> ChannelNotification | None:
     """A verified trade_status_sync -> our notification. A refund's carries out_biz_no (its
-    out_request_no) and send_back_fee (this refund's amount); without the amount it is read as
-    the trade's new state, and the refund's outcome comes from query_refund."""
+    out_request_no) and send_back_fee (this refund's amount; refund_fee is the trade's total so
+    far); without send_back_fee it is read as the trade's new state, and the refund's outcome
+    comes from query_refund. With a coupon on the order send_back_fee is below the refunded
+    amount, so this refund would read short by the coupon's share (the simulator has no
+    coupons; real coupon-paid orders are not handled here yet)."""
     if params.get("notify_type") != PAYMENT_EVENT:
         return None
     event_id = text(params, "notify_id")
