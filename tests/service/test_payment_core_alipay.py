@@ -58,9 +58,17 @@ class TwoChannels:
     sim: httpx.AsyncClient
 
 
-@pytest.fixture
-async def mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[TwoChannels]:
-    sim_config = SimulatorConfig(tmp_path / "alipay_keys", tmp_path / "alipay_sim.sqlite3", time_scale=0.0001)
+@pytest.fixture(params=[False, True], ids=["trade-at-precreate", "trade-on-scan"])
+async def mesh(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[TwoChannels]:
+    """`trade-on-scan`: as on the real gateway, a precreated trade is unknown until scanned."""
+    sim_config = SimulatorConfig(
+        tmp_path / "alipay_keys",
+        tmp_path / "alipay_sim.sqlite3",
+        time_scale=0.0001,
+        trade_created_on_scan=request.param,
+    )
     notify_port = _free_port()
     async with serving(build_asgi_app(AlipaySimulator(sim_config))) as sim_url:
         monkeypatch.setenv("MEDPAY_ALIPAY_KEY_DIR", str(sim_config.key_dir))
@@ -73,6 +81,7 @@ async def mesh(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator
             data_dir=tmp_path,
             trace_dir=tmp_path / "traces",
             payment_core_alipay=True,
+            payment_core_first_query_s=0.2,  # payment-core asks before the patient has scanned
             payment_core_alipay_notify_url=f"http://127.0.0.1:{notify_port}{ALIPAY_NOTIFY_PATH}",
         )
         core = build(settings, insurance=FakeInsurance())
@@ -127,6 +136,12 @@ async def test_an_alipay_payment_is_placed_notified_settled_and_refunded(mesh: T
     assert paying.payment.code_url.startswith("https://qr.alipay.com/")
 
     out_trade_no = paying.payment.out_trade_no
+    await asyncio.sleep(0.5)  # the first query comes and goes: the order must stay payable
+    await mesh.core.process.drain(5)
+    waiting = (
+        await mesh.payment.GetPaymentOrder(pb.GetPaymentOrderRequest(order_id=created.order.order_id))
+    ).order
+    assert [p.status for p in waiting.payments] == [pb.PAYMENT_STATUS_PENDING]
     assert (await mesh.sim.post("/sim/pay", json={"out_trade_no": out_trade_no})).status_code == 200
     order = await _order_reaches(mesh, created.order.order_id, pb.ORDER_STATUS_SETTLED)
     assert order.status == pb.ORDER_STATUS_SETTLED and order.cash_paid_fen == 12_500

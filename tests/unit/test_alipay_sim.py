@@ -358,6 +358,25 @@ async def test_a_late_notification_comes_after_its_delay(world: World) -> None:
     assert form["out_trade_no"] == out_trade_no
 
 
+async def test_a_precreated_trade_can_stay_unknown_until_the_patient_scans(tmp_path: Path) -> None:
+    config = SimulatorConfig(tmp_path / "keys", tmp_path / "sim.sqlite3", trade_created_on_scan=True)
+    async with serving(build_asgi_app(AlipaySimulator(config))) as sim_url:
+        async with httpx.AsyncClient(base_url=sim_url) as control:
+            world = World(sim_url, "", Inbox(), AlipayKeyPaths(config.key_dir), control)
+            sdk, out_trade_no = world.sdk(), new_no()
+            placed = await call(sdk.api_alipay_trade_precreate, "挂号费", out_trade_no, "20.00")
+            again = await call(sdk.api_alipay_trade_precreate, "挂号费", out_trade_no, "20.00")
+            assert placed["qr_code"] == again["qr_code"]
+            for unknown in (
+                await call(sdk.api_alipay_trade_query, out_trade_no=out_trade_no),
+                await call(sdk.api_alipay_trade_close, out_trade_no=out_trade_no),
+            ):
+                assert unknown["sub_code"] == "ACQ.TRADE_NOT_EXIST"
+            assert (await control.post("/sim/pay", json={"out_trade_no": out_trade_no})).status_code == 200
+            paid = await call(sdk.api_alipay_trade_query, out_trade_no=out_trade_no)
+            assert paid["trade_status"] == "TRADE_SUCCESS"
+
+
 async def test_the_trade_bill_is_a_zip_of_gbk_csvs(world: World) -> None:
     sdk = world.sdk()
     trade = await paid_trade(world, sdk)

@@ -5,9 +5,10 @@ raises AlipayError, which the HTTP layer renders as the same object with code 40
 the real sub_code (ACQ.TRADE_NOT_EXIST, ACQ.TRADE_HAS_CLOSE, ...). Everything is synchronous:
 between two awaits of the event loop each call is atomic.
 
-Deliberate simplification: alipay.trade.precreate records the trade at once (WAIT_BUYER_PAY). The
-real gateway creates it only when the patient scans the QR code, and until then answers query and
-close with ACQ.TRADE_NOT_EXIST.
+By default alipay.trade.precreate records the trade at once (WAIT_BUYER_PAY), a simplification. The
+real gateway creates it only when the patient scans the QR code, and until then answers query,
+close and refund with ACQ.TRADE_NOT_EXIST: `trade_created_on_scan` does that (the trade is kept
+aside until /sim/pay), so a merchant can be tested against the real behaviour.
 """
 
 from __future__ import annotations
@@ -67,8 +68,9 @@ class Effect:
 
 
 class SimulatedGateway:
-    def __init__(self, store: SimStore, clock: Clock = utc_now) -> None:
+    def __init__(self, store: SimStore, clock: Clock = utc_now, trade_created_on_scan: bool = False) -> None:
         self._store, self._clock = store, clock
+        self._created_on_scan = trade_created_on_scan
 
     # --- alipay.trade.precreate / alipay.trade.pay ------------------------------------------------
 
@@ -85,6 +87,8 @@ class SimulatedGateway:
             trade, time_expire=_time_expire(biz), qr_code=f"https://qr.alipay.com/bax{secrets.token_hex(10)}"
         )
         self._store.add_trade(trade)
+        if self._created_on_scan:
+            self._store.hold_unscanned(out_trade_no)
         return {**SUCCESS, "out_trade_no": out_trade_no, "qr_code": trade.qr_code}
 
     def pay(
@@ -279,6 +283,7 @@ class SimulatedGateway:
             raise AlipayError("ACQ.TRADE_HAS_CLOSE", "交易已经关闭")
         paid = replace(trade, trade_status="TRADE_SUCCESS", gmt_payment=self._clock(), gmt_close=None)
         self._store.replace_trade(paid)
+        self._store.scanned(out_trade_no)
         return paid, True
 
     def bill_day(self, day_start: datetime) -> tuple[list[SimTrade], list[tuple[SimTrade, SimRefund]]]:
@@ -298,7 +303,7 @@ class SimulatedGateway:
         trade = (
             self._store.trade_by_trade_no(str(trade_no)) if trade_no else self._store.trade(str(out_trade_no))
         )
-        if trade is None:
+        if trade is None or self._store.is_unscanned(trade.out_trade_no):
             raise AlipayError("ACQ.TRADE_NOT_EXIST", "交易不存在")
         return trade
 

@@ -28,11 +28,14 @@ class AlipaySimSettings(MeshSettings):
     MEDPAY_ALIPAY_SIM_DB          its SQLite file (default <MEDPAY_DATA_DIR>/alipay_sim.sqlite3)
     MEDPAY_ALIPAY_SIM_TIME_SCALE  multiplies every simulated wait (notification retries);
                                   0.001 turns the 4-minute first retry into 240 ms
+    MEDPAY_ALIPAY_SIM_TRADE_CREATED_ON_SCAN  true: a precreated trade is unknown (ACQ.TRADE_NOT_EXIST)
+                                  until the patient scans, as on the real gateway (default false)
     """
 
     alipay_key_dir: Path = Path("var/keys/alipay")
     alipay_sim_db: Path | None = None
     alipay_sim_time_scale: float = Field(default=1.0, gt=0)
+    alipay_sim_trade_created_on_scan: bool = False
 
     def sim_db_path(self) -> Path:
         return self.alipay_sim_db or self.data_dir / "alipay_sim.sqlite3"
@@ -43,6 +46,7 @@ class SimulatorConfig:
     key_dir: Path
     db_path: Path
     time_scale: float = 1.0
+    trade_created_on_scan: bool = False
     clock: Clock = utc_now
     notify_transport: httpx.AsyncBaseTransport | None = field(default=None, compare=False)
     sleep: Sleep = field(default=asyncio.sleep, compare=False)
@@ -53,7 +57,12 @@ class SimulatorConfig:
 
     @classmethod
     def from_settings(cls, settings: AlipaySimSettings) -> SimulatorConfig:
-        return cls(settings.alipay_key_dir, settings.sim_db_path(), settings.alipay_sim_time_scale)
+        return cls(
+            settings.alipay_key_dir,
+            settings.sim_db_path(),
+            settings.alipay_sim_time_scale,
+            settings.alipay_sim_trade_created_on_scan,
+        )
 
 
 class AlipaySimulator:
@@ -93,7 +102,7 @@ class AlipaySimulator:
 
     async def start(self) -> None:
         self._store = SimStore(self.config.db_path)
-        self._gateway = SimulatedGateway(self._store, self.config.clock)
+        self._gateway = SimulatedGateway(self._store, self.config.clock, self.config.trade_created_on_scan)
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), transport=self.config.notify_transport)
         self._notifier = Notifier(
             self._client,

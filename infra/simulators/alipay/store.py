@@ -44,6 +44,9 @@ CREATE TABLE IF NOT EXISTS refunds (
     traceparent    TEXT,
     PRIMARY KEY (out_trade_no, out_request_no)
 );
+CREATE TABLE IF NOT EXISTS unscanned (
+    out_trade_no   TEXT PRIMARY KEY REFERENCES trades (out_trade_no)
+);
 CREATE TABLE IF NOT EXISTS notifications (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     notify_id      TEXT NOT NULL,
@@ -150,6 +153,17 @@ class SimStore:
             "UPDATE trades SET trade_status = ?, gmt_payment = ?, gmt_close = ? WHERE out_trade_no = ?",
             (trade.trade_status, _opt(trade.gmt_payment), _opt(trade.gmt_close), trade.out_trade_no),
         )
+
+    def hold_unscanned(self, out_trade_no: str) -> None:
+        """A precreated trade nobody has scanned yet: the gateway does not know it (real Alipay)."""
+        self._db.execute("INSERT OR IGNORE INTO unscanned (out_trade_no) VALUES (?)", (out_trade_no,))
+
+    def is_unscanned(self, out_trade_no: str) -> bool:
+        query = "SELECT 1 FROM unscanned WHERE out_trade_no = ?"
+        return self._db.execute(query, (out_trade_no,)).fetchone() is not None
+
+    def scanned(self, out_trade_no: str) -> None:
+        self._db.execute("DELETE FROM unscanned WHERE out_trade_no = ?", (out_trade_no,))
 
     def add_refund(self, refund: SimRefund) -> None:
         self._insert("refunds", refund)

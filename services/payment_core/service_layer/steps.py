@@ -196,18 +196,26 @@ class StepRunners:
                 await channel.close(out_trade_no)
                 return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         except ports.ChannelRejected as error:
-            return self._query_refused(out_trade_no, error, close_unpaid)
+            placed = payment is not None and bool(payment.code_url)
+            return self._query_refused(out_trade_no, error, close_unpaid, placed)
         except ports.ChannelError as error:
             return Outcome(error=as_runtime_error(error))
         return Outcome()
 
-    def _query_refused(self, out_trade_no: str, error: ports.ChannelRejected, closing: bool) -> Outcome:
+    def _query_refused(
+        self, out_trade_no: str, error: ports.ChannelRejected, closing: bool, placed: bool = False
+    ) -> Outcome:
         reason = error.reason
         if reason is ports.RejectionReason.ALREADY_PAID:
             return Outcome()  # paid between the query and the close: the next query applies it
         if reason is ports.RejectionReason.ALREADY_CLOSED:
             return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         if reason is ports.RejectionReason.NOT_FOUND:
+            if placed and not closing:
+                # The channel answered the placement with a QR code, so it is not lost: Alipay
+                # creates a precreated trade only when the patient scans it (TRADE_NOT_EXIST until
+                # then). Unpaid, then; it is closed when its QR code expires, like any other.
+                return Outcome()
             # The channel never saw it (the placement was lost): nothing can be collected on it.
             return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         return Outcome(error=as_runtime_error(error))
