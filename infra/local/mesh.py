@@ -80,6 +80,7 @@ def mesh_environment(settings: MeshSettings, key_dir: Path, database_url: str | 
     env["MEDPAY_WECHATPAY_KEY_DIR"] = str(key_dir)
     env["MEDPAY_ALIPAY_KEY_DIR"] = str(key_dir / "alipay")
     env.setdefault("MEDPAY_PAYMENT_CORE_ALIPAY", "true")
+    env.setdefault("MEDPAY_ALIPAY_SIM_TRADE_CREATED_ON_SCAN", "true")  # as the real gateway does
     env["NO_PROXY"] = "127.0.0.1,localhost"
     nhsa_url, wechat_url, _ = simulator_urls(settings)
     env.setdefault("MEDPAY_NHSA_BASE_URL", nhsa_url)

@@ -69,6 +69,7 @@ class MeshLayout:
             MEDPAY_WECHATPAY_KEY_DIR=str(self.workdir / "keys"),
             MEDPAY_ALIPAY_KEY_DIR=str(self.workdir / "keys" / "alipay"),
             MEDPAY_PAYMENT_CORE_ALIPAY="true",
+            MEDPAY_ALIPAY_SIM_TRADE_CREATED_ON_SCAN="true",  # as the real gateway does
             MEDPAY_NHSA_BASE_URL=f"http://127.0.0.1:{self.ports['nhsa-sim']}",
             MEDPAY_WECHATPAY_BASE_URL=f"http://127.0.0.1:{self.ports['wechatpay-sim']}",
             PYTHONUNBUFFERED="1",
