@@ -29,9 +29,11 @@ class MeshFailed(RuntimeError):
 
 
 def make_keys(key_dir: Path) -> None:
-    """The simulated WeChat Pay merchant keys, created once (a no-op when they exist)."""
-    command = [sys.executable, "-m", "infra.simulators.wechatpay.keys", "--dir", str(key_dir)]
-    subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    """The simulated WeChat Pay merchant keys and Alipay app keys (under alipay/), created once (a
+    no-op when they exist)."""
+    for module, directory in (("wechatpay", key_dir), ("alipay", key_dir / "alipay")):
+        command = [sys.executable, "-m", f"infra.simulators.{module}.keys", "--dir", str(directory)]
+        subprocess.run(command, check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
 
 
 def clear_traces(trace_dir: Path) -> None:
@@ -76,8 +78,11 @@ def mesh_environment(settings: MeshSettings, key_dir: Path, database_url: str | 
     env["PYTHONUNBUFFERED"] = "1"
     env["MEDPAY_TRACE_DIR"] = str(settings.trace_dir)
     env["MEDPAY_WECHATPAY_KEY_DIR"] = str(key_dir)
+    env["MEDPAY_ALIPAY_KEY_DIR"] = str(key_dir / "alipay")
+    env.setdefault("MEDPAY_PAYMENT_CORE_ALIPAY", "true")
+    env.setdefault("MEDPAY_ALIPAY_SIM_TRADE_CREATED_ON_SCAN", "true")  # as the real gateway does
     env["NO_PROXY"] = "127.0.0.1,localhost"
-    nhsa_url, wechat_url = simulator_urls(settings)
+    nhsa_url, wechat_url, _ = simulator_urls(settings)
     env.setdefault("MEDPAY_NHSA_BASE_URL", nhsa_url)
     env.setdefault("MEDPAY_WECHATPAY_BASE_URL", wechat_url)
     return env
@@ -159,5 +164,6 @@ async def _not_ready(client: MedPayClient, http: httpx.AsyncClient, simulator_ur
 
 def simulator_urls(settings: MeshSettings) -> list[str]:
     return [
-        f"http://{settings.host}:{port}" for port in (settings.nhsa_sim_port, settings.wechatpay_sim_port)
+        f"http://{settings.host}:{port}"
+        for port in (settings.nhsa_sim_port, settings.wechatpay_sim_port, settings.alipay_sim_port)
     ]

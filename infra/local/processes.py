@@ -31,6 +31,7 @@ PORT_SETTINGS = {
     "payment-core-notify": "MEDPAY_PAYMENT_CORE_NOTIFY_PORT",
     "nhsa-sim": "MEDPAY_NHSA_SIM_PORT",
     "wechatpay-sim": "MEDPAY_WECHATPAY_SIM_PORT",
+    "alipay-sim": "MEDPAY_ALIPAY_SIM_PORT",
     # Each service's Prometheus /metrics (services.runtime.metrics), for tests and the bench.
     **{f"{name}-metrics": f"MEDPAY_{name.upper().replace('-', '_')}_METRICS_PORT" for name in GRPC_SERVICES},
 }
@@ -66,6 +67,9 @@ class MeshLayout:
             MEDPAY_DATA_DIR=str(self.workdir / "data"),
             MEDPAY_TRACE_DIR=str(self.workdir / "traces"),
             MEDPAY_WECHATPAY_KEY_DIR=str(self.workdir / "keys"),
+            MEDPAY_ALIPAY_KEY_DIR=str(self.workdir / "keys" / "alipay"),
+            MEDPAY_PAYMENT_CORE_ALIPAY="true",
+            MEDPAY_ALIPAY_SIM_TRADE_CREATED_ON_SCAN="true",  # as the real gateway does
             MEDPAY_NHSA_BASE_URL=f"http://127.0.0.1:{self.ports['nhsa-sim']}",
             MEDPAY_WECHATPAY_BASE_URL=f"http://127.0.0.1:{self.ports['wechatpay-sim']}",
             PYTHONUNBUFFERED="1",
@@ -96,13 +100,16 @@ class MeshProcesses:
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
     def make_keys(self) -> None:
+        """Both channels' keys, before any process starts: payment-core reads them at boot."""
         keys = self.layout.workdir / "keys"
-        subprocess.run(
-            [sys.executable, "-m", "infra.simulators.wechatpay.keys", "--dir", str(keys)],
-            check=True,
-            cwd=REPO_ROOT,
-            env=self.layout.environment(),
-        )
+        for module, directory in (("wechatpay", keys), ("alipay", keys / "alipay")):
+            subprocess.run(
+                [sys.executable, "-m", f"infra.simulators.{module}.keys", "--dir", str(directory)],
+                check=True,
+                cwd=REPO_ROOT,
+                env=self.layout.environment(),
+                stdout=subprocess.DEVNULL,
+            )
 
     def start_process(self, name: str) -> None:
         logs = self.layout.workdir / "logs"

@@ -13,6 +13,7 @@ import grpc
 from medpay.events.v1 import events_pb2, events_pb2_grpc
 from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
+from services.payment_core.adapters.channels.alipay import build_alipay_channel
 from services.payment_core.adapters.channels.fake import FakeChannel
 from services.payment_core.adapters.channels.ports import PaymentChannel
 from services.payment_core.adapters.channels.wechatpay import build_wechatpay_channel
@@ -24,7 +25,7 @@ from services.payment_core.config import PaymentCoreSettings
 from services.payment_core.domain.process import Schedule
 from services.payment_core.entrypoints.grpc_servicer import PaymentServicer
 from services.payment_core.entrypoints.notify_http import ChannelNotifications, NotifyServer, notify_app
-from services.payment_core.service_layer.dependencies import Dependencies
+from services.payment_core.service_layer.dependencies import DEFAULT_CHANNEL, Dependencies
 from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
 from services.payment_core.service_layer.notifications import ChannelNews
@@ -108,12 +109,15 @@ def build(
 ) -> PaymentCore:
     database = ServiceDatabase.open(settings, SERVICE_NAME, metadata, MIGRATIONS)
     closers: list[Callable[[], Awaitable[None]]] = []
-    channel = channel or _channel(settings, closers)
+    # A channel given by the caller (tests) serves WECHAT_PAY alone; else every configured channel.
+    channels = {} if channel is not None else _channels(settings, closers)
+    channel = channel or channels[DEFAULT_CHANNEL]
     insurance = insurance or _insurance(settings, closers)
     deps = Dependencies(
         uow=unit_of_work_factory(database.sessions, database.outbox, database.changes), channel=channel,
         insurance=insurance, notify_url=settings.notify_url(),
-        qr_valid_for=_seconds(settings.payment_core_qr_valid_s), clock=clock,
+        qr_valid_for=_seconds(settings.payment_core_qr_valid_s), clock=clock, channels=channels,
+        notify_urls={DEFAULT_CHANNEL: settings.notify_url(), "ALIPAY": settings.alipay_notify_url()},
     )  # fmt: skip
     process = OrderProcess(deps, _schedule(settings), _leases(settings, database.instance))
     orders = PaymentOrders(deps, process, _seconds(settings.payment_core_order_ttl_s))
@@ -121,7 +125,7 @@ def build(
         interval=_seconds(settings.payment_core_janitor_interval_s),
         concurrency=settings.payment_core_janitor_concurrency,
     ))  # fmt: skip
-    notifications = ChannelNotifications(channel, ChannelNews(deps, process))
+    notifications = ChannelNotifications(channel, ChannelNews(deps, process), alipay=channels.get("ALIPAY"))
     bind = settings.payment_core_notify_bind or settings.host
     return PaymentCore(
         settings=settings, database=database, channel=channel, insurance=insurance, orders=orders,
@@ -156,12 +160,23 @@ def _leases(settings: PaymentCoreSettings, instance: ServiceInstance) -> Leases:
     )
 
 
-def _channel(settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]) -> PaymentChannel:
+def _channels(
+    settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]
+) -> dict[str, PaymentChannel]:
+    """The channel registry, keyed by the payment standard's channel name."""
     if settings.payment_core_channel == "fake":
-        return FakeChannel()
+        fakes: dict[str, PaymentChannel] = {DEFAULT_CHANNEL: FakeChannel()}
+        if settings.payment_core_alipay:
+            fakes["ALIPAY"] = FakeChannel()
+        return fakes
     wechatpay = build_wechatpay_channel(settings, notify_url=settings.notify_url())
     closers.append(wechatpay.aclose)
-    return wechatpay
+    channels: dict[str, PaymentChannel] = {DEFAULT_CHANNEL: wechatpay}
+    if settings.payment_core_alipay:
+        alipay = build_alipay_channel(settings)
+        closers.append(alipay.aclose)
+        channels["ALIPAY"] = alipay
+    return channels
 
 
 def _insurance(settings: PaymentCoreSettings, closers: list[Callable[[], Awaitable[None]]]) -> InsurancePort:

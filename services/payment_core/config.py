@@ -13,12 +13,18 @@ from pydantic import Field
 from services.runtime.config import MeshSettings
 
 NOTIFY_PATH = "/notify/wechatpay"
+ALIPAY_NOTIFY_PATH = "/notify/alipay"
 
 
 class PaymentCoreSettings(MeshSettings):
     # "wechatpay" (the SDK against the simulator or the real gateway) or "fake" (in memory, for a
     # laptop demo without keys).
     payment_core_channel: Literal["wechatpay", "fake"] = "wechatpay"
+    # Alipay as a second channel (MEDPAY_ALIPAY_* settings: key dir, gateway URL); with
+    # payment_core_channel "fake" it is an in-memory fake too. Its notifications come to
+    # MEDPAY_PAYMENT_CORE_ALIPAY_NOTIFY_URL, default this process's /notify/alipay.
+    payment_core_alipay: bool = False
+    payment_core_alipay_notify_url: str | None = None
     # "grpc" (insurance-adapter at MEDPAY_HOST:MEDPAY_INSURANCE_ADAPTER_PORT) or "fake" (in memory).
     payment_core_insurance: Literal["grpc", "fake"] = "grpc"
     # The URL the channel posts notifications to, as the channel sees it; default: this process's
@@ -53,3 +59,7 @@ class PaymentCoreSettings(MeshSettings):
         return (
             self.payment_core_notify_url or f"http://{self.host}:{self.payment_core_notify_port}{NOTIFY_PATH}"
         )
+
+    def alipay_notify_url(self) -> str:
+        own = f"http://{self.host}:{self.payment_core_notify_port}{ALIPAY_NOTIFY_PATH}"
+        return self.payment_core_alipay_notify_url or own

@@ -38,6 +38,7 @@ class MeshSettings(BaseSettings):
     data_aggregation_metrics_port: int = Field(default=0, ge=0, le=65535)
     nhsa_sim_port: int = 9101
     wechatpay_sim_port: int = 9102
+    alipay_sim_port: int = 9103
     # Deadline of an outbound call to another service of the mesh, unless the service sets its own.
     default_deadline_s: float = Field(default=10.0, gt=0)
     # Ceiling on the time any inbound call may spend on outbound calls (and the budget of a caller

@@ -1,12 +1,14 @@
-"""One conformance suite for every PaymentChannel: the in-memory fake and WeChat Pay (the real SDK
-against the simulator, served by uvicorn on an ephemeral loopback port, keys made in tmp).
+"""One conformance suite for every PaymentChannel: the in-memory fake, WeChat Pay and Alipay (each
+real SDK against its simulator, served by uvicorn on an ephemeral loopback port, keys made in tmp).
 
 A channel passes when a patient's whole payment life behaves the same through it: place -> query
 NOT_PAID -> the patient pays -> notification verified and parsed -> query PAID -> partial refund ->
 refund beyond the rest refused -> close of a paid order refused -> the day's bill lists the payment
 and the refund with matching amounts. Refunds that answer PROCESSING end later, by notification and
 query, as SUCCEEDED, ABNORMAL (the amount stays taken) or FAILED (the amount is refundable again).
-WeChat-only checks (faults, retries, decryption) follow.
+Alipay has no refund that ends other than paid out (its refunds fail in the answer, or succeed),
+and keeps a partly refunded trade TRADE_SUCCESS: the harness says so, the suite asks no more.
+WeChat-only and Alipay-only checks (faults, retries, signatures) follow.
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -30,12 +33,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from infra.simulators.alipay.app import build_asgi_app as build_alipay_app
+from infra.simulators.alipay.simulator import AlipaySimulator
+from infra.simulators.alipay.simulator import SimulatorConfig as AlipaySimConfig
 from infra.simulators.wechatpay.app import build_asgi_app
 from infra.simulators.wechatpay.simulator import SimulatorConfig, WechatPaySimulator
+from services.payment_core.adapters.channels.alipay import AlipayChannel, AlipayCredentials
 from services.payment_core.adapters.channels.fake import FakeChannel
 from services.payment_core.adapters.channels.ports import (
     BillTradeState,
@@ -68,7 +75,9 @@ def in_fifteen_minutes() -> datetime:
 class NotificationInbox:
     """payment-core's notify endpoint, reduced to a recorder: /notify/{out_trade_no}."""
 
-    def __init__(self) -> None:
+    def __init__(self, acknowledgement: Callable[[], Response] | None = None) -> None:
+        """`acknowledgement`: the answer that stops the channel's resends (WeChat: any 2xx)."""
+        self._ack = acknowledgement or (lambda: JSONResponse({"code": "SUCCESS", "message": "成功"}))
         self.received: dict[str, list[Notification]] = defaultdict(list)
         self.failures_to_give: dict[str, int] = {}
         self._arrived = asyncio.Condition()
@@ -82,7 +91,7 @@ class NotificationInbox:
         async with self._arrived:
             self.received[out_trade_no].append((dict(request.headers), body))
             self._arrived.notify_all()
-        return JSONResponse({"code": "SUCCESS", "message": "成功"})
+        return self._ack()
 
     async def wait_for(self, out_trade_no: str, count: int = 1, timeout_s: float = 5.0) -> list[Notification]:
         async with self._arrived:
@@ -193,6 +202,42 @@ async def wechat(wechat_world: WechatWorld) -> AsyncIterator[WechatWorld]:
     await wechat_world.control.delete("/sim/faults")
 
 
+@dataclass
+class AlipayWorld:
+    sim_url: str
+    inbox_url: str
+    inbox: NotificationInbox
+    key_dir: Path
+    control: httpx.AsyncClient
+
+    def channel(self, timeout_s: float = 5.0) -> AlipayChannel:
+        credentials = AlipayCredentials.from_key_dir(self.key_dir)
+        return AlipayChannel(credentials, f"{self.sim_url}/gateway.do", timeout_s)
+
+    async def arm(self, operation: str, mode: str, delay_s: float = 1.5) -> None:
+        fault = {"operation": operation, "mode": mode, "delay_s": delay_s}
+        response = await self.control.post("/sim/faults", json=fault)
+        assert response.status_code == 201, response.text
+
+
+@pytest.fixture(scope="session")
+async def alipay_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[AlipayWorld]:
+    root = tmp_path_factory.mktemp("alipay")
+    # Alipay's retry schedule (4m, 10m, ...) on a clock 100 000 times faster.
+    config = AlipaySimConfig(key_dir=root / "keys", db_path=root / "alipay_sim.sqlite3", time_scale=0.00001)
+    inbox = NotificationInbox(lambda: PlainTextResponse("success"))  # Alipay stops at "success" only
+    receiver = Starlette(routes=[Route("/notify/{out_trade_no}", inbox.endpoint, methods=["POST"])])
+    async with serving(build_alipay_app(AlipaySimulator(config))) as sim_url, serving(receiver) as inbox_url:
+        async with httpx.AsyncClient(base_url=sim_url) as control:
+            yield AlipayWorld(sim_url, inbox_url, inbox, config.key_dir, control)
+
+
+@pytest.fixture
+async def alipay(alipay_world: AlipayWorld) -> AsyncIterator[AlipayWorld]:
+    yield alipay_world
+    await alipay_world.control.delete("/sim/faults")
+
+
 # --- one harness per channel --------------------------------------------------------------------
 
 
@@ -205,6 +250,31 @@ class Harness:
     hold_next_refund: Callable[[RefundStatus], Awaitable[None]]
     # The held refund reaches its status now; returns the REFUND.* notification the channel sent.
     refund_ends: Callable[[str], Awaitable[Notification]]
+    # The channel's own words and ways, where they differ from WeChat Pay's.
+    refund_success_event: str = "REFUND.SUCCESS"
+    state_after_partial_refund: TradeState = TradeState.REFUNDED
+    refund_outcomes: frozenset[RefundStatus] = frozenset(RefundStatus)  # reachable after PROCESSING
+    forgeries: Callable[[Mapping[str, str], bytes], list[Notification]] = field(
+        default=lambda headers, body: _header_forgeries(headers, body)
+    )
+
+
+def _header_forgeries(headers: Mapping[str, str], body: bytes) -> list[Notification]:
+    """The notification with its signature header reversed, and with no headers at all."""
+    forged = {
+        name: value[::-1] if "signature" in name.lower() and "type" not in name.lower() else value
+        for name, value in headers.items()
+    }
+    return [(forged, body), ({}, body)]
+
+
+def _form_forgeries(headers: Mapping[str, str], body: bytes) -> list[Notification]:
+    """Alipay signs inside the form: the sign reversed, the sign left out, sign_type RSA (SHA-1)."""
+    form = parse_qsl(body.decode("utf-8"), keep_blank_values=True)
+    reversed_sign = [(k, v[::-1] if k == "sign" else v) for k, v in form]
+    unsigned = [(k, v) for k, v in form if k != "sign"]
+    weaker = [(k, "RSA" if k == "sign_type" else v) for k, v in form]
+    return [(headers, urlencode(variant).encode()) for variant in (reversed_sign, unsigned, weaker)]
 
 
 def fake_harness() -> Harness:
@@ -257,12 +327,52 @@ def wechat_harness(world: WechatWorld, channel: WechatPayChannel, refund_inbox: 
     )
 
 
-@pytest.fixture(params=["fake", "wechatpay"])
-async def harness(request: pytest.FixtureRequest, wechat: WechatWorld) -> AsyncIterator[Harness]:
-    # Async fixtures cannot be looked up lazily (getfixturevalue), so the fake's runs also see the
-    # session's simulator started; they do not use it.
+def alipay_harness(world: AlipayWorld, channel: AlipayChannel) -> Harness:
+    """Refund notifications go to the trade's notify_url: the inbox key is the out_trade_no."""
+
+    async def patient_pays(out_trade_no: str) -> Notification:
+        response = await world.control.post("/sim/pay", json={"out_trade_no": out_trade_no})
+        assert response.status_code == 200, response.text
+        return (await world.inbox.wait_for(out_trade_no))[0]
+
+    async def hold_next_refund(final: RefundStatus) -> None:
+        assert final is RefundStatus.SUCCEEDED, "an Alipay refund in progress can only pay out"
+        await world.arm("refund", "processing")
+
+    async def refund_ends(out_refund_no: str) -> Notification:
+        response = await world.control.post("/sim/refunds/finish", json={"out_request_no": out_refund_no})
+        assert response.status_code == 200, response.text
+        out_trade_no = response.json()["out_trade_no"]
+        return await world.inbox.wait_for_refund(out_trade_no, channel, out_refund_no)
+
+    return Harness(
+        channel,
+        lambda no: f"{world.inbox_url}/notify/{no}",
+        patient_pays,
+        hold_next_refund,
+        refund_ends,
+        refund_success_event="trade_status_sync.refund",
+        state_after_partial_refund=TradeState.PAID,  # TRADE_SUCCESS until refunded in full
+        refund_outcomes=frozenset({RefundStatus.SUCCEEDED}),
+        forgeries=_form_forgeries,
+    )
+
+
+@pytest.fixture(params=["fake", "wechatpay", "alipay"])
+async def harness(
+    request: pytest.FixtureRequest, wechat: WechatWorld, alipay: AlipayWorld
+) -> AsyncIterator[Harness]:
+    # Async fixtures cannot be looked up lazily (getfixturevalue), so every run also sees the
+    # session's simulators started; only its own channel's is used.
     if request.param == "fake":
         yield fake_harness()
+        return
+    if request.param == "alipay":
+        alipay_channel = alipay.channel()
+        try:
+            yield alipay_harness(alipay, alipay_channel)
+        finally:
+            await alipay_channel.aclose()
         return
     refund_inbox = f"refunds-{uuid.uuid4().hex[:8]}"
     channel = wechat.channel(refund_inbox=refund_inbox)
@@ -319,7 +429,7 @@ async def test_a_patient_payment_from_order_to_bill(harness: Harness) -> None:
     assert (refund.amount, refund.out_trade_no) == (Money(5_000), out_trade_no)
     again = await channel.refund(out_refund_no, out_trade_no, Money(5_000), Money(12_500), "患者退药")
     assert again.refund_id == refund.refund_id
-    assert (await channel.query_refund(out_refund_no)).refund_id == refund.refund_id
+    assert (await channel.query_refund(out_refund_no, out_trade_no)).refund_id == refund.refund_id
 
     with pytest.raises(ChannelRejected) as too_much:
         await channel.refund(f"RF{uuid.uuid4().hex[:20]}", out_trade_no, Money(7_501), Money(12_500), "超额")
@@ -328,7 +438,7 @@ async def test_a_patient_payment_from_order_to_bill(harness: Harness) -> None:
     with pytest.raises(ChannelRejected) as paid_close:
         await channel.close(out_trade_no)
     assert paid_close.value.reason is RejectionReason.ALREADY_PAID
-    assert (await channel.query(out_trade_no)).state is TradeState.REFUNDED
+    assert (await channel.query(out_trade_no)).state is harness.state_after_partial_refund
 
     days = {paid.success_time.astimezone(BEIJING).date(), datetime.now(BEIJING).date()}
     rows = [row for day in sorted(days) for row in await channel.download_trade_bill(day)]
@@ -354,19 +464,20 @@ async def test_a_refund_processing_at_first_succeeds_later(harness: Harness) -> 
     )
     replay = await channel.refund(out_refund_no, out_trade_no, Money(5_000), Money(12_500), "患者退药")
     assert (replay.status, replay.refund_id) == (RefundStatus.PROCESSING, answer.refund_id)
-    assert (await channel.query_refund(out_refund_no)).status is RefundStatus.PROCESSING
+    assert (await channel.query_refund(out_refund_no, out_trade_no)).status is RefundStatus.PROCESSING
 
     notification = channel.parse_notification(*await harness.refund_ends(out_refund_no))
     assert notification is not None and notification.refund is not None
-    assert notification.event_type == "REFUND.SUCCESS" and notification.out_trade_no == out_trade_no
+    assert notification.event_type == harness.refund_success_event
+    assert notification.out_trade_no == out_trade_no
     assert (notification.refund.status, notification.refund.refund_id) == (
         RefundStatus.SUCCEEDED,
         answer.refund_id,
     )
     assert notification.refund.amount == Money(5_000)
-    done = await channel.query_refund(out_refund_no)
+    done = await channel.query_refund(out_refund_no, out_trade_no)
     assert done.status is RefundStatus.SUCCEEDED and done.success_time is not None
-    assert (await channel.query(out_trade_no)).state is TradeState.REFUNDED
+    assert (await channel.query(out_trade_no)).state is harness.state_after_partial_refund
 
 
 @pytest.mark.parametrize(
@@ -378,6 +489,8 @@ async def test_a_refund_the_channel_cannot_pay_out(
 ) -> None:
     """ABNORMAL: the money is stuck at the bank, the refund stands (its amount stays taken) until a
     person re-routes it. FAILED (WeChat CLOSED): nothing was paid; the whole amount is refundable."""
+    if final not in harness.refund_outcomes:
+        pytest.skip(f"{harness.channel.name} has no refund that ends {final} after answering")
     channel, out_trade_no = harness.channel, await place(harness)
     await harness.patient_pays(out_trade_no)
     await harness.hold_next_refund(final)
@@ -388,7 +501,7 @@ async def test_a_refund_the_channel_cannot_pay_out(
     notification = channel.parse_notification(*await harness.refund_ends(out_refund_no))
     assert notification is not None and notification.refund is not None
     assert (notification.event_type, notification.refund.status) == (event_type, final)
-    assert (await channel.query_refund(out_refund_no)).status is final
+    assert (await channel.query_refund(out_refund_no, out_trade_no)).status is final
 
     second = f"RF{uuid.uuid4().hex[:20]}"
     if refundable_again:
@@ -450,12 +563,8 @@ async def test_a_tampered_notification_parses_to_none(harness: Harness) -> None:
 
     flipped = body[:-2] + bytes([body[-2] ^ 0x01]) + body[-1:]
     assert harness.channel.parse_notification(headers, flipped) is None
-    forged = {
-        name: value[::-1] if "signature" in name.lower() and "type" not in name.lower() else value
-        for name, value in headers.items()
-    }
-    assert harness.channel.parse_notification(forged, body) is None
-    assert harness.channel.parse_notification({}, body) is None
+    for forged_headers, forged_body in harness.forgeries(headers, body):
+        assert harness.channel.parse_notification(forged_headers, forged_body) is None
 
 
 async def test_a_day_without_trade_has_an_empty_bill(harness: Harness) -> None:
@@ -665,3 +774,131 @@ async def test_wechat_refuses_unsigned_requests(wechat: WechatWorld) -> None:
     response = await wechat.control.get("/v3/pay/transactions/out-trade-no/MP123456?mchid=1900000109")
     assert response.status_code == 401
     assert response.json()["code"] == "SIGN_ERROR"
+
+
+# --- Alipay only: the unhappy wire ----------------------------------------------------------------
+
+
+async def test_alipay_timeout_after_the_order_landed_is_outcome_unknown(alipay: AlipayWorld) -> None:
+    impatient, channel = alipay.channel(timeout_s=0.3), alipay.channel()
+    landed, refused = new_out_trade_no(), new_out_trade_no()
+    await alipay.arm("precreate", "timeout", delay_s=1.0)
+    with pytest.raises(ChannelOutcomeUnknown):
+        await impatient.place_order(landed, Money(100), "挂号费", "https://h.example/n", in_fifteen_minutes())
+    assert (await channel.query(landed)).state is TradeState.NOT_PAID  # it did land
+
+    await alipay.arm("precreate", "http_500")
+    with pytest.raises(ChannelOutcomeUnknown):
+        await channel.place_order(refused, Money(100), "挂号费", "https://h.example/n", in_fifteen_minutes())
+    with pytest.raises(ChannelRejected) as missing:  # this 500 applied nothing
+        await channel.query(refused)
+    assert missing.value.reason is RejectionReason.NOT_FOUND
+
+
+async def test_alipay_answers_signed_by_another_key_are_not_trusted(alipay: AlipayWorld) -> None:
+    genuine = AlipayCredentials.from_key_dir(alipay.key_dir)
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048).public_key()
+    pem = other_key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    fooled = AlipayChannel(replace(genuine, alipay_public_key=pem.decode()), f"{alipay.sim_url}/gateway.do")
+    out_trade_no = new_out_trade_no()
+    with pytest.raises(ChannelOutcomeUnknown):
+        await fooled.place_order(
+            out_trade_no, Money(100), "挂号费", "https://h.example/n", in_fifteen_minutes()
+        )
+    with pytest.raises(ChannelUnavailable):
+        await fooled.query(out_trade_no)
+
+
+async def test_alipay_requests_signed_by_another_app_key_are_refused(alipay: AlipayWorld) -> None:
+    genuine = AlipayCredentials.from_key_dir(alipay.key_dir)
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = other_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    impostor = AlipayChannel(replace(genuine, app_private_key=pem.decode()), f"{alipay.sim_url}/gateway.do")
+    with pytest.raises(ChannelRejected) as refused:
+        await impostor.query(new_out_trade_no())
+    assert (refused.value.code, refused.value.reason) == (
+        "isv.invalid-signature",
+        RejectionReason.NOT_AUTHORISED,
+    )
+
+
+async def test_alipay_queries_that_fail_are_unavailable(alipay: AlipayWorld) -> None:
+    channel = alipay.channel(timeout_s=0.3)
+    out_trade_no = await place(alipay_harness(alipay, channel))
+    await alipay.arm("query", "http_500")
+    with pytest.raises(ChannelUnavailable):
+        await channel.query(out_trade_no)
+    await alipay.arm("query", "lost", delay_s=1.0)
+    with pytest.raises(ChannelUnavailable):
+        await channel.query(out_trade_no)
+    assert (await channel.query(out_trade_no)).state is TradeState.NOT_PAID
+
+
+async def test_alipay_unreachable_gateway_is_unavailable(alipay: AlipayWorld) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    credentials = AlipayCredentials.from_key_dir(alipay.key_dir)
+    channel = AlipayChannel(credentials, f"http://127.0.0.1:{dead_port}/gateway.do", timeout_s=0.5)
+    with pytest.raises(ChannelUnavailable):
+        await channel.place_order(
+            new_out_trade_no(), Money(100), "挂号费", "https://h.example/n", in_fifteen_minutes()
+        )
+
+
+async def test_alipay_late_success_after_close(alipay: AlipayWorld) -> None:
+    channel = alipay.channel()
+    out_trade_no = await place(alipay_harness(alipay, channel))
+    await channel.close(out_trade_no)
+    assert (await alipay.control.post("/sim/pay", json={"out_trade_no": out_trade_no})).status_code == 409
+    await alipay.arm("close", "late_success_after_close")
+    assert (await alipay.control.post("/sim/pay", json={"out_trade_no": out_trade_no})).status_code == 200
+    assert (await channel.query(out_trade_no)).state is TradeState.PAID
+
+
+async def test_alipay_notifications_retry_duplicate_and_get_lost(alipay: AlipayWorld) -> None:
+    channel = alipay.channel()
+    harness = alipay_harness(alipay, channel)
+    retried = await place(harness)
+    alipay.inbox.failures_to_give[retried] = 2
+    await harness.patient_pays(retried)
+    attempts: list[dict[str, Any]] = []
+    for _ in range(200):
+        attempts = (await alipay.control.get("/sim/notifications", params={"out_trade_no": retried})).json()
+        if len(attempts) >= 3:
+            break
+        await asyncio.sleep(0.02)
+    assert [(a["attempt"], a["status_code"], a["acknowledged"]) for a in attempts] == [
+        (1, 500, False),
+        (2, 500, False),
+        (3, 200, True),
+    ]
+
+    doubled = await place(harness)
+    await alipay.arm("pay_notify", "duplicate")
+    assert (await alipay.control.post("/sim/pay", json={"out_trade_no": doubled})).status_code == 200
+    first, second = await alipay.inbox.wait_for(doubled, count=2)
+    one, two = channel.parse_notification(*first), channel.parse_notification(*second)
+    assert one is not None and two is not None and one.event_id == two.event_id
+
+    lost = await place(harness)
+    await alipay.arm("pay_notify", "lost")
+    assert (await alipay.control.post("/sim/pay", json={"out_trade_no": lost})).status_code == 200
+    assert (await channel.query(lost)).state is TradeState.PAID  # the janitor's query still sees it
+    assert alipay.inbox.received[lost] == []
+
+
+async def test_alipay_full_refund_reads_as_refunded(alipay: AlipayWorld) -> None:
+    channel = alipay.channel()
+    harness = alipay_harness(alipay, channel)
+    out_trade_no = await place(harness)
+    await harness.patient_pays(out_trade_no)
+    out_refund_no = "RF" + uuid.uuid4().hex[:20]
+    refund = await channel.refund(out_refund_no, out_trade_no, Money(12_500), Money(12_500), "退费 全额}")
+    assert (refund.status, refund.amount) == (RefundStatus.SUCCEEDED, Money(12_500))
+    # The reason comes back in the refund query: braces in it must not break the SDK's verification.
+    assert (await channel.query_refund(out_refund_no, out_trade_no)).status is RefundStatus.SUCCEEDED
+    status = await channel.query(out_trade_no)
+    assert (status.state, status.channel_state) == (TradeState.REFUNDED, "TRADE_CLOSED")

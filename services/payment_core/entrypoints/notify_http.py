@@ -1,5 +1,5 @@
-"""The channel notification endpoint (POST /notify/wechatpay), served by uvicorn inside the service's
-own process and event loop as a side server of the gRPC host.
+"""The channel notification endpoints (POST /notify/wechatpay, POST /notify/alipay), served by uvicorn
+inside the service's own process and event loop as a side server of the gRPC host.
 
 The signature is verified first and the endpoint fails closed (401) on anything it cannot trust;
 only then is the notification recorded, idempotently, under the order's row lock. The OpenTelemetry
@@ -17,12 +17,12 @@ import uvicorn
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from services.payment_core.adapters.channels.ports import PaymentChannel
-from services.payment_core.config import NOTIFY_PATH
+from services.payment_core.config import ALIPAY_NOTIFY_PATH, NOTIFY_PATH
 from services.payment_core.service_layer.notifications import ChannelNews
 from services.runtime.metrics import CountingAsgi
 
@@ -32,14 +32,20 @@ log = logging.getLogger(__name__)
 class ChannelNotifications:
     """What the channel's callback does, apart from HTTP: verify, then apply."""
 
-    def __init__(self, channel: PaymentChannel, news: ChannelNews) -> None:
+    def __init__(
+        self, channel: PaymentChannel, news: ChannelNews, alipay: PaymentChannel | None = None
+    ) -> None:
+        """`channel` reads /notify/wechatpay; `alipay`, when configured, /notify/alipay."""
         self._channel = channel
         self._news = news
+        self._alipay = alipay
 
-    async def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, dict[str, str] | None]:
+    async def receive(
+        self, headers: Mapping[str, str], body: bytes, channel: PaymentChannel | None = None
+    ) -> tuple[int, dict[str, str] | None]:
         """(HTTP status, JSON body). WeChat Pay wants 2xx with no body for success, and a
         {"code": "FAIL"} body with 4xx/5xx so it sends the notification again."""
-        notification = self._channel.parse_notification(headers, body)
+        notification = (channel or self._channel).parse_notification(headers, body)
         if notification is None:
             log.warning("channel notification refused: signature not verified")
             return 401, {"code": "FAIL", "message": "signature not verified"}
@@ -56,10 +62,21 @@ class ChannelNotifications:
         status, payload = await self.receive(dict(request.headers), await request.body())
         return JSONResponse(payload, status_code=status) if payload else Response(status_code=status)
 
+    async def alipay(self, request: Request) -> Response:
+        """Alipay resends until the body is exactly `success`; anything else (here `fail`, with the
+        status saying why) makes it send again."""
+        if self._alipay is None:
+            return PlainTextResponse("fail", status_code=404)
+        status, _ = await self.receive(dict(request.headers), await request.body(), self._alipay)
+        return PlainTextResponse("success") if status < 300 else PlainTextResponse("fail", status_code=status)
+
 
 def notify_app(notifications: ChannelNotifications) -> ASGIApp:
-    app = Starlette(routes=[Route(NOTIFY_PATH, notifications.wechatpay, methods=["POST"])])
-    return CountingAsgi(OpenTelemetryMiddleware(app), [NOTIFY_PATH])
+    routes = [
+        Route(NOTIFY_PATH, notifications.wechatpay, methods=["POST"]),
+        Route(ALIPAY_NOTIFY_PATH, notifications.alipay, methods=["POST"]),
+    ]
+    return CountingAsgi(OpenTelemetryMiddleware(Starlette(routes=routes)), [NOTIFY_PATH, ALIPAY_NOTIFY_PATH])
 
 
 class _SharedLoopServer(uvicorn.Server):

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.payment_core.adapters.channels.ports import PaymentChannel
+from services.payment_core.adapters.channels.ports import ChannelUnavailable, PaymentChannel
 from services.payment_core.adapters.insurance import InsurancePort
 from services.payment_core.service_layer.unit_of_work import UnitOfWorkFactory
 from services.runtime.clock import new_id, utcnow
 
-# (channel, method) pairs this release collects cash through.
-OFFERED_METHODS = frozenset({("WECHAT_PAY", "NATIVE_QR")})
+# (channel, method) pairs this release collects cash through, when the channel is configured.
+OFFERED_METHODS = frozenset({("WECHAT_PAY", "NATIVE_QR"), ("ALIPAY", "NATIVE_QR")})
+# The channel a single-channel composition (`channels` empty) serves.
+DEFAULT_CHANNEL = "WECHAT_PAY"
 
 
 @dataclass(frozen=True)
@@ -26,3 +28,24 @@ class Dependencies:
     qr_valid_for: timedelta = timedelta(minutes=15)
     clock: Callable[[], datetime] = utcnow
     new_id: Callable[[str], str] = field(default=new_id)
+    # Every configured channel by the payment standard's name ("WECHAT_PAY", "ALIPAY") and where
+    # each posts its notifications. Empty: `channel` alone serves WECHAT_PAY at `notify_url`.
+    channels: Mapping[str, PaymentChannel] = field(default_factory=dict)
+    notify_urls: Mapping[str, str] = field(default_factory=dict)
+
+    def offers(self, channel: str) -> bool:
+        return channel in self.channels if self.channels else channel == DEFAULT_CHANNEL
+
+    def channel_for(self, channel: str) -> PaymentChannel:
+        """The adapter of a payment's channel. One not configured in this process (e.g. restarted
+        without Alipay while an Alipay payment is open) is unavailable: nothing is sent, the step
+        is tried again on its schedule."""
+        if not self.channels:
+            return self.channel
+        try:
+            return self.channels[channel]
+        except KeyError:
+            raise ChannelUnavailable(f"channel {channel} is not configured in this process") from None
+
+    def notify_url_for(self, channel: str) -> str:
+        return self.notify_urls.get(channel, self.notify_url)

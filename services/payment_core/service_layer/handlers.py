@@ -120,7 +120,7 @@ class PaymentOrders:
     async def pay(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
         if cmd.channel == CHANNEL_NONE:
             return await self._settle_without_cash(cmd.order_id)
-        if (cmd.channel, cmd.method) not in OFFERED_METHODS:
+        if (cmd.channel, cmd.method) not in OFFERED_METHODS or not self._deps.offers(cmd.channel):
             raise errors.NotOffered(f"{cmd.channel} / {cmd.method} is not offered in this release")
         order, payment = await self._attempt(cmd)
         if payment.expires_at is not None and payment.expires_at <= self._deps.clock():

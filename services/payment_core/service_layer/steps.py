@@ -73,9 +73,9 @@ class StepRunners:
             case process.PlacePayment(out_trade_no):
                 return await self._place(order, out_trade_no, inputs.description)
             case process.QueryPayment(out_trade_no):
-                return await self._query_payment(out_trade_no, close_unpaid=False)
+                return await self._query_payment(order, out_trade_no, close_unpaid=False)
             case process.CloseAtChannel(out_trade_no):
-                return await self._query_payment(out_trade_no, close_unpaid=True)
+                return await self._query_payment(order, out_trade_no, close_unpaid=True)
             case process.Settle():
                 return await self._settle(order)
             case process.CancelPresettlement():
@@ -180,9 +180,10 @@ class StepRunners:
         payment = _payment(order, out_trade_no)
         assert payment.expires_at is not None
         text = description or f"{order.campus_code} 门诊缴费"
+        notify_url = self._deps.notify_url_for(payment.channel)
         try:
-            placed = await self._deps.channel.place_order(
-                out_trade_no, payment.amount, text, self._deps.notify_url, payment.expires_at
+            placed = await self._deps.channel_for(payment.channel).place_order(
+                out_trade_no, payment.amount, text, notify_url, payment.expires_at
             )
         except ports.ChannelRejected as error:
             return Outcome(_attempt_ended(out_trade_no, PaymentStatus.FAILED), error=as_runtime_error(error))
@@ -194,30 +195,40 @@ class StepRunners:
         code_url = placed.code_url
         return Outcome(lambda o, _now: _if_open(o, out_trade_no, lambda p: o.payment_placed(p, code_url)))
 
-    async def _query_payment(self, out_trade_no: str, close_unpaid: bool) -> Outcome:
+    async def _query_payment(self, order: PaymentOrder, out_trade_no: str, close_unpaid: bool) -> Outcome:
+        payment = order.payment_by_trade_no(out_trade_no)
         try:
-            status = await self._deps.channel.query(out_trade_no)
+            channel = self._deps.channel if payment is None else self._deps.channel_for(payment.channel)
+            status = await channel.query(out_trade_no)
             if status.state in _PAID:
                 return Outcome(paid(status))
             if status.state in _ENDED:
                 return Outcome(_attempt_ended(out_trade_no, _ENDED[status.state]))
             if close_unpaid and status.state is ports.TradeState.NOT_PAID:
                 # Closed only after a query showed it unpaid; a patient paying now is refused by it.
-                await self._deps.channel.close(out_trade_no)
+                await channel.close(out_trade_no)
                 return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         except ports.ChannelRejected as error:
-            return self._query_refused(out_trade_no, error, close_unpaid)
+            placed = payment is not None and bool(payment.code_url)
+            return self._query_refused(out_trade_no, error, close_unpaid, placed)
         except ports.ChannelError as error:
             return Outcome(error=as_runtime_error(error))
         return Outcome()
 
-    def _query_refused(self, out_trade_no: str, error: ports.ChannelRejected, closing: bool) -> Outcome:
+    def _query_refused(
+        self, out_trade_no: str, error: ports.ChannelRejected, closing: bool, placed: bool = False
+    ) -> Outcome:
         reason = error.reason
         if reason is ports.RejectionReason.ALREADY_PAID:
             return Outcome()  # paid between the query and the close: the next query applies it
         if reason is ports.RejectionReason.ALREADY_CLOSED:
             return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         if reason is ports.RejectionReason.NOT_FOUND:
+            if placed and not closing:
+                # The channel answered the placement with a QR code, so it is not lost: Alipay
+                # creates a precreated trade only when the patient scans it (TRADE_NOT_EXIST until
+                # then). Unpaid, then; it is closed when its QR code expires, like any other.
+                return Outcome()
             # The channel never saw it (the placement was lost): nothing can be collected on it.
             return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         return Outcome(error=as_runtime_error(error))
@@ -228,7 +239,7 @@ class StepRunners:
         if refund.cash.fen == 0 or payment is None or payment.channel == CHANNEL_NONE:
             return Outcome(_refund_done(refund_id, ""))
         try:
-            answer = await self._deps.channel.refund(
+            answer = await self._deps.channel_for(payment.channel).refund(
                 refund.out_refund_no, payment.out_trade_no, refund.cash, payment.amount, refund.reason
             )
         except ports.ChannelRejected as error:
@@ -247,8 +258,11 @@ class StepRunners:
 
     async def _query_refund(self, order: PaymentOrder, refund_id: str) -> Outcome:
         refund = order.refund_by_id(refund_id)
+        payment = next((p for p in order.payments if p.payment_id == refund.payment_id), None)
+        out_trade_no = "" if payment is None else payment.out_trade_no
         try:
-            answer = await self._deps.channel.query_refund(refund.out_refund_no)
+            channel = self._deps.channel if payment is None else self._deps.channel_for(payment.channel)
+            answer = await channel.query_refund(refund.out_refund_no, out_trade_no)
         except ports.ChannelRejected as error:
             if error.reason is ports.RejectionReason.NOT_FOUND:
                 # The refund never reached the channel: it is sent again with its out_refund_no.

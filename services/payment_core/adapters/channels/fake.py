@@ -144,7 +144,7 @@ class FakeChannel:
         self._paid_again_if_nothing_refunded(out_trade_no)
         return refund
 
-    async def query_refund(self, out_refund_no: str) -> ChannelRefund:
+    async def query_refund(self, out_refund_no: str, out_trade_no: str = "") -> ChannelRefund:
         found = self._refunds.get(out_refund_no)
         if found is None:
             raise ChannelRejected("RESOURCE_NOT_EXISTS", "no such refund", RejectionReason.NOT_FOUND)

@@ -178,8 +178,10 @@ class PaymentChannel(Protocol):
         order) is ChannelRejected(REFUND_EXCEEDS_PAID)."""
         ...
 
-    async def query_refund(self, out_refund_no: str) -> ChannelRefund:
-        """The refund as the channel sees it now; ChannelRejected(NOT_FOUND) if it never saw it."""
+    async def query_refund(self, out_refund_no: str, out_trade_no: str) -> ChannelRefund:
+        """The refund as the channel sees it now; ChannelRejected(NOT_FOUND) if it never saw it.
+        `out_trade_no` is the refunded order's: Alipay keeps refund numbers unique per trade and
+        finds a refund only with it; WeChat Pay finds it by out_refund_no alone."""
         ...
 
     def parse_notification(self, headers: Mapping[str, str], body: bytes) -> ChannelNotification | None:

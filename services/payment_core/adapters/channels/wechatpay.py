@@ -213,7 +213,7 @@ class WechatPayChannel:
         )
         return refund_from(_json(body))
 
-    async def query_refund(self, out_refund_no: str) -> ChannelRefund:
+    async def query_refund(self, out_refund_no: str, out_trade_no: str = "") -> ChannelRefund:
         body = await self._call("query_refund", lambda: self._sdk.query_refund(out_refund_no), mutating=False)
         return refund_from(_json(body))
 
