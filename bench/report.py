@@ -59,7 +59,7 @@ def round_trips_table(rows: list[dict[str, Any]]) -> Table:
     table.add_column("what", no_wrap=True)
     for short in SHORT.values():
         table.add_column(f"SQL {short}", justify="right")
-    for column in ("gRPC served", "gRPC made", "HTTP out", "HTTP in"):
+    for column in ("DB conns opened", "gRPC served", "gRPC made", "HTTP out", "HTTP in"):
         table.add_column(column, justify="right")
     for row in rows:
         statements = row["sql_statements_per_op_by_service"]
@@ -67,6 +67,7 @@ def round_trips_table(rows: list[dict[str, Any]]) -> Table:
         table.add_row(
             row["name"],
             *(f"{statements[s]:.1f} / {transactions[s]:.1f}" for s in SHORT),
+            _number(sum((row.get("sql_connects_per_op_by_service") or {}).values())),
             *(_number(row[f"{k}_per_op"]) for k in ("grpc_served", "grpc_made", "http_out", "http_in")),
         )
     return table

@@ -71,6 +71,8 @@ class Row:
     sql_statements_per_op_by_service: dict[str, float] | None = None
     sql_transactions_per_op_by_service: dict[str, float] | None = None
     sql_checkouts_per_op_by_service: dict[str, float] | None = None
+    # New database connections per settlement: a pool too small for the load opens and closes them.
+    sql_connects_per_op_by_service: dict[str, float] | None = None
     grpc_served_per_op: float | None = None
     grpc_made_per_op: float | None = None
     http_out_per_op: float | None = None
@@ -211,6 +213,7 @@ def round_trips(row: Row, counts: Reading, settled: int, hosts: dict[str, str]) 
     row.sql_statements_per_op_by_service = each("statements")
     row.sql_transactions_per_op_by_service = each("transactions")
     row.sql_checkouts_per_op_by_service = each("checkouts")
+    row.sql_connects_per_op_by_service = each("connects")
     row.grpc_served_per_op = round(sum(each("grpc_served").values()), 2)
     row.grpc_made_per_op = round(sum(each("grpc_made").values()), 2)
     row.http_out_per_op = round(sum(each("http_made").values()), 2)

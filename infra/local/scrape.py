@@ -17,6 +17,7 @@ COUNTERS = {
     "statements": "medpay_sql_statements",
     "transactions": "medpay_sql_transactions",
     "checkouts": "medpay_sql_connection_checkouts",
+    "connects": "medpay_sql_connections_opened",
     "grpc_served": "medpay_grpc_server_calls",
     "grpc_made": "medpay_grpc_client_calls",
     "http_made": "medpay_http_client_requests",

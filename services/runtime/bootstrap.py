@@ -49,7 +49,7 @@ class ServiceDatabase:
         cls, settings: MeshSettings, service: str, metadata: MetaData, migrations: Path
     ) -> ServiceDatabase:
         url, schema = settings.database_for(service)
-        engine = create_engine(url, schema)
+        engine = create_engine(url, schema, pool_size=settings.db_pool_size)
         count_sql(engine, service)
         sessions = session_factory(engine)
         instance = ServiceInstance(

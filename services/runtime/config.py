@@ -20,6 +20,11 @@ class MeshSettings(BaseSettings):
     # A PostgreSQL URL (postgresql+asyncpg://...) puts every service in its own schema of that
     # database; unset means one SQLite file per service under data_dir (the laptop default).
     database_url: str | None = None
+    # Connections each service keeps open to PostgreSQL (plus half as many more under a burst;
+    # four services at 16 + 8 stay within PostgreSQL's default max_connections of 100).
+    # Sized for the load it serves: a pool that is too small opens and closes a connection per
+    # burst request, each costing a TCP and TLS-attempt handshake, authentication and type lookups.
+    db_pool_size: int = Field(default=16, ge=1, le=200)
     data_dir: Path = Path("var/data")
     trace_dir: Path = Path("var/traces")
     log_level: str = "INFO"

@@ -66,7 +66,11 @@ def create_engine(url: str, schema: str | None, pool_size: int = 10) -> AsyncEng
     # connections) and the caller's retry, with its same request id, gets a fresh one; connections
     # are renewed every half hour anyway, before idle-timeouts of proxies and firewalls.
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_recycle=1800, connect_args=connect_args
+        url,
+        pool_size=pool_size,
+        max_overflow=max(1, pool_size // 2),
+        pool_recycle=1800,
+        connect_args=connect_args,
     )
 
 

@@ -63,12 +63,13 @@ class Tally:
 SQL_STATEMENTS = Tally("medpay_sql_statements", "SQL statements sent", ("service", "verb", "origin"))
 SQL_TRANSACTIONS = Tally("medpay_sql_transactions", "SQL transactions begun", ("service", "origin"))
 SQL_CHECKOUTS = Tally("medpay_sql_connection_checkouts", "Connections taken from the pool", ("service",))
+SQL_CONNECTS = Tally("medpay_sql_connections_opened", "Database connections opened", ("service",))
 GRPC_SERVED = Tally("medpay_grpc_server_calls", "gRPC calls served", ("method", "outcome"))
 GRPC_MADE = Tally("medpay_grpc_client_calls", "gRPC calls made", ("method", "origin"))
 HTTP_MADE = Tally("medpay_http_client_requests", "HTTP requests made", ("host", "origin"))
 HTTP_SERVED = Tally("medpay_http_server_requests", "HTTP requests served", ("route", "status"))
 TALLIES = (
-    SQL_STATEMENTS, SQL_TRANSACTIONS, SQL_CHECKOUTS,
+    SQL_STATEMENTS, SQL_TRANSACTIONS, SQL_CHECKOUTS, SQL_CONNECTS,
     GRPC_SERVED, GRPC_MADE, HTTP_MADE, HTTP_SERVED,
 )  # fmt: skip
 
@@ -162,6 +163,10 @@ def count_sql(engine: AsyncEngine, service: str) -> None:
     @event.listens_for(engine.sync_engine.pool, "checkout")
     def _checkout(*_args: Any) -> None:
         SQL_CHECKOUTS.inc((service,))
+
+    @event.listens_for(engine.sync_engine.pool, "connect")
+    def _connect(*_args: Any) -> None:
+        SQL_CONNECTS.inc((service,))
 
 
 # ---- gRPC -----------------------------------------------------------------------------------------
