@@ -48,23 +48,31 @@ class PaymentOrders:
     # ---- CreatePaymentOrder ----------------------------------------------------------------------
 
     async def create(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder:
-        """One order per HIS bill: the same request resumes it, another request is refused."""
-        existing = await self._same_bill(cmd)
-        if existing is not None:
-            return await self._presettle(existing, cmd, first=False)
+        """One order per HIS bill: the same request resumes it, another request is refused. The
+        bill's unique index finds an existing order (no look before the insert)."""
         order = self._new_order(cmd)
+        voucher = process.Caller(has_voucher=True)
         try:
             async with self._deps.uow() as uow:
+                # An insured order's first step (Presettle) is decided, and its lease taken, in
+                # the transaction that stores it.
+                started = await self._process.start(uow, order, voucher) if order.insured else None
                 await uow.orders.add(order)
                 if not order.insured:
                     await uow.record_event(events.order_created(order))
         except IntegrityError:
-            # The same bill was created by a concurrent request a moment ago.
+            # The bill has an order: this request's own (a retry after a crash) or another's.
             existing = await self._same_bill(cmd)
             if existing is None:
                 raise
             return await self._presettle(existing, cmd, first=False)
-        return await self._presettle(order, cmd, first=True) if order.insured else order
+        if started is None:
+            return order
+        inputs = StepInputs(presettle=_presettle_ask(order, cmd), first_presettle=True)
+        try:
+            return await self._process.carry_on(order.order_id, started, voucher, inputs)
+        except errors.MedPayError as error:
+            raise _in_order_terms(error) from None
 
     async def _same_bill(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder | None:
         # Only a look: the bill's unique index, not this read, keeps a second order out.

@@ -116,6 +116,16 @@ class OrderProcess:
         decided = await self._decide(order_id, caller)
         return await self._carry_on(order_id, decided, caller, inputs or StepInputs())
 
+    async def start(self, uow: UnitOfWork, order: PaymentOrder, caller: process.Caller) -> _Decided:
+        """For an order not stored yet, in the transaction about to store it: decide its first
+        step and take its lease (the order is written with them). `carry_on` runs it after commit."""
+        return await self._decide_in(uow, order, caller)
+
+    async def carry_on(
+        self, order_id: str, decided: _Decided, caller: process.Caller, inputs: StepInputs
+    ) -> PaymentOrder:
+        return await self._carry_on(order_id, decided, caller, inputs)
+
     async def _carry_on(
         self, order_id: str, decided: _Decided, caller: process.Caller | None, inputs: StepInputs
     ) -> PaymentOrder:
