@@ -21,7 +21,7 @@ from datetime import timedelta
 from typing import Any, Protocol, TypeVar
 
 from google.protobuf.message import Message
-from sqlalchemy import MetaData, Table, and_, delete, insert, or_, select, update
+from sqlalchemy import MetaData, Table, and_, delete, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -29,6 +29,7 @@ from services.runtime.clock import utcnow
 from services.runtime.db import AUTOCOMMIT, sessions_on_postgres
 from services.runtime.errors import RequestIdReused, RequestInProgress
 from services.runtime.instances import ServiceInstance
+from services.runtime.statements import KEY, insert_into, update_by
 from services.runtime.validation import Violations
 
 # Last resort: a claim untouched this long is taken over whatever its holder looks like (a claim
@@ -70,16 +71,17 @@ class IdempotencyStore:
         try:
             async with self._one_statement() as session:
                 await session.execute(
-                    insert(self._keys).values(
-                        request_id=request_id,
-                        method=method,
-                        request_hash=fingerprint,
-                        state="in_progress",
-                        response=None,
-                        created_at=now,
-                        updated_at=now,
-                        holder=self._instance.instance_id,
-                    )
+                    insert_into(self._keys),
+                    {
+                        "request_id": request_id,
+                        "method": method,
+                        "request_hash": fingerprint,
+                        "state": "in_progress",
+                        "response": None,
+                        "created_at": now,
+                        "updated_at": now,
+                        "holder": self._instance.instance_id,
+                    },
                 )
             return None
         except IntegrityError:
@@ -124,9 +126,13 @@ class IdempotencyStore:
     async def complete(self, request_id: str, response: Message) -> None:
         async with self._one_statement() as session:
             await session.execute(
-                update(self._keys)
-                .where(self._keys.c.request_id == request_id)
-                .values(state="done", response=response.SerializeToString(), updated_at=utcnow())
+                update_by(self._keys, "request_id"),
+                {
+                    KEY: request_id,
+                    "state": "done",
+                    "response": response.SerializeToString(),
+                    "updated_at": utcnow(),
+                },
             )
 
     async def release(self, request_id: str) -> None:

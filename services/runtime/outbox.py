@@ -18,11 +18,12 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from medpay.events.v1 import events_pb2, events_pb2_grpc
 from opentelemetry import propagate
-from sqlalchemy import MetaData, Table, func, insert, select, text, update
+from sqlalchemy import MetaData, Table, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.clock import utcnow
 from services.runtime.db import AUTOCOMMIT, sessions_on_postgres
+from services.runtime.statements import insert_into
 from services.runtime.validation import Violations
 
 log = logging.getLogger(__name__)
@@ -82,14 +83,15 @@ class Outbox:
             raise ValueError("event envelope without a payload")
         envelope.event_type = envelope.event_type or payload_case
         await session.execute(
-            insert(self._table).values(
-                event_id=envelope.event_id,
-                event_type=envelope.event_type,
-                aggregate_id=envelope.aggregate_id,
-                payload=envelope.SerializeToString(),
-                created_at=utcnow(),
-                sequence=None,
-            )
+            insert_into(self._table),
+            {
+                "event_id": envelope.event_id,
+                "event_type": envelope.event_type,
+                "aggregate_id": envelope.aggregate_id,
+                "payload": envelope.SerializeToString(),
+                "created_at": utcnow(),
+                "sequence": None,
+            },
         )
 
     def committed(self) -> None:

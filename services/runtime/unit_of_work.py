@@ -24,6 +24,8 @@ from services.runtime.changes import ChangeBroker
 from services.runtime.db import AUTOCOMMIT, READ_ONLY, sessions_on_postgres
 from services.runtime.outbox import Outbox
 
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
 
 class SqlUnitOfWork:
     def __init__(
@@ -105,8 +107,7 @@ class SqlUnitOfWork:
             return
         for key in sorted(self._touched):
             await session.execute(
-                text("SELECT pg_notify(:channel, :payload)"),
-                {"channel": self._changes.channel, "payload": self._changes.notification(key)},
+                _NOTIFY, {"channel": self._changes.channel, "payload": self._changes.notification(key)}
             )
 
     async def record_event(self, *envelopes: events_pb2.EventEnvelope) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, insert, select, update
+from sqlalchemy import Row, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -31,6 +31,7 @@ from services.runtime.clock import as_utc, utcnow
 from services.runtime.errors import RefundExceedsPaid
 from services.runtime.masking import scrub
 from services.runtime.money import Money
+from services.runtime.statements import KEY, insert_into, select_by, select_in, update_by
 
 _SPLIT = dict(zip(InsuranceSplit.field_names(), orm.SPLIT_COLUMNS, strict=True))
 
@@ -74,10 +75,10 @@ class OrderRepository:
         self._stored: dict[str, dict[str, Any]] = {}
 
     async def add(self, order: PaymentOrder) -> None:
-        await self._session.execute(insert(orm.payment_orders).values(**_order_values(order, created=True)))
+        await self._session.execute(insert_into(orm.payment_orders), _order_values(order, created=True))
         if order.lines:
             await self._session.execute(
-                insert(orm.charge_lines),
+                insert_into(orm.charge_lines),
                 [_line_values(order.order_id, i, ln) for i, ln in enumerate(order.lines)],
             )
         self._lines.put(order.order_id, order.lines)
@@ -85,10 +86,8 @@ class OrderRepository:
         self._changed(order.order_id)
 
     async def get(self, order_id: str, lock: bool = False) -> PaymentOrder | None:
-        query = select(orm.payment_orders).where(orm.payment_orders.c.order_id == order_id)
-        if lock:
-            query = query.with_for_update()
-        row = (await self._session.execute(query)).one_or_none()
+        query = select_by(orm.payment_orders, "order_id", lock)
+        row = (await self._session.execute(query, {KEY: order_id})).one_or_none()
         if row is None:
             return None
         return (await self.hydrate([row]))[0]
@@ -117,9 +116,8 @@ class OrderRepository:
 
     async def save_order_row(self, order: PaymentOrder) -> None:
         """Only the order's own row, for what watchers do not see (its lease, when it is due)."""
-        table = orm.payment_orders
         await self._session.execute(
-            update(table).where(table.c.order_id == order.order_id).values(**_order_values(order))
+            update_by(orm.payment_orders, "order_id"), {KEY: order.order_id, **_order_values(order)}
         )
 
     async def reserve_refund(self, order: PaymentOrder, refund: Refund) -> None:
@@ -210,16 +208,16 @@ class OrderRepository:
         if stored == unstamped:
             return
         if stored is not None:
-            await self._session.execute(update(table).where(key == key_value).values(**values))
+            await self._session.execute(update_by(table, key.name), {KEY: key_value, **values})
         else:
-            await self._session.execute(insert(table).values(**values))
+            await self._session.execute(insert_into(table), values)
         self._stored[key_value] = unstamped
 
     async def _children(self, table: Any, order_ids: list[str], order_by: Any) -> Sequence[Row[Any]]:
         if not order_ids:
             return []
-        query = select(table).where(table.c.order_id.in_(order_ids)).order_by(table.c.order_id, order_by)
-        return (await self._session.execute(query)).all()
+        query = select_in(table, "order_id", "order_id", order_by.name)
+        return (await self._session.execute(query, {KEY: order_ids})).all()
 
     async def _scalar(self, query: Any) -> str | None:
         value = (await self._session.execute(query)).scalar_one_or_none()
