@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payment_core.adapters import orm
 from services.payment_core.domain.model import (
+    OPEN_PAYMENT,
     Attention,
     ChargeLine,
     InsuranceSplit,
@@ -28,7 +29,7 @@ from services.payment_core.domain.model import (
 )
 from services.payment_core.domain.order import NEVER, PaymentOrder
 from services.runtime.clock import as_utc, utcnow
-from services.runtime.errors import RefundExceedsPaid
+from services.runtime.errors import InvalidArgument, RefundExceedsPaid
 from services.runtime.masking import scrub
 from services.runtime.money import Money
 
@@ -111,16 +112,37 @@ class OrderRepository:
         return await self._scalar(select(table.c.order_id).where(table.c.out_refund_no == out_refund_no))
 
     async def save(self, order: PaymentOrder) -> None:
-        await self.save_order_row(order)
+        await self.save_order_row(order, self._placed_since_read(order))
         await self._save_children(order)
         self._changed(order.order_id)
 
-    async def save_order_row(self, order: PaymentOrder) -> None:
-        """Only the order's own row, for what watchers do not see (its lease, when it is due)."""
+    async def save_order_row(self, order: PaymentOrder, placed_fen: int = 0) -> None:
+        """Only the order's own row, for what watchers do not see (its lease, when it is due).
+        `placed_fen`: how much more (or less) of the cash due the order's payments now cover,
+        added to cash_placed_fen in the same statement under CHECK (<= cash_due_fen): two attempts
+        that together exceed what the order owes cannot both be stored, whatever each writer saw."""
         table = orm.payment_orders
-        await self._session.execute(
-            update(table).where(table.c.order_id == order.order_id).values(**_order_values(order))
-        )
+        values = _order_values(order)
+        if placed_fen:
+            values["cash_placed_fen"] = table.c.cash_placed_fen + placed_fen
+        try:
+            await self._session.execute(
+                update(table).where(table.c.order_id == order.order_id).values(**values)
+            )
+        except IntegrityError as error:
+            if placed_fen <= 0:
+                raise
+            raise InvalidArgument.field("amount_fen", "more than what remains to be paid") from error
+
+    def _placed_since_read(self, order: PaymentOrder) -> int:
+        """The change of what the payments cover since this session read or wrote them."""
+        delta = 0
+        for payment in order.payments:
+            stored = self._stored.get(payment.payment_id)
+            was = _covers(stored["status"], stored["excess"]) if stored else False
+            now = _covers(payment.status.value, payment.excess)
+            delta += payment.amount.fen * (int(now) - int(was))
+        return delta
 
     async def reserve_refund(self, order: PaymentOrder, refund: Refund) -> None:
         """Count the refund against its payment and the order in storage. Relative updates under
@@ -221,6 +243,14 @@ class OrderRepository:
     async def _scalar(self, query: Any) -> str | None:
         value = (await self._session.execute(query)).scalar_one_or_none()
         return str(value) if value is not None else None
+
+
+def _covers(status: str, excess: bool) -> bool:
+    """Whether a payment row counts against the cash due (domain.model.Payment.covers_share)."""
+    return status in _OPEN_STATUSES or (status == PaymentStatus.SUCCEEDED.value and not excess)
+
+
+_OPEN_STATUSES = frozenset(status.value for status in OPEN_PAYMENT)
 
 
 def _unstamped(values: dict[str, Any]) -> dict[str, Any]:
@@ -379,6 +409,7 @@ def _identity_values(order: PaymentOrder) -> dict[str, Any]:
         "med_type": order.med_type,
         "total_fen": order.total.fen,
         "refunded_cash_fen": 0,
+        "cash_placed_fen": 0,
         "created_at": order.created_at,
         "expires_at": order.expires_at,
     }
