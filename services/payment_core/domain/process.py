@@ -10,6 +10,35 @@ Time enters only through `now` and the order's own clock fields (`last_step_at`,
 expiry times), so the decision is a pure function that a table-driven test covers completely. A
 question to an outside party that comes back inconclusive is asked again on the escalating
 `Schedule`; after `max_attempts` the order is handed to a person (NEEDS_ATTENTION), never guessed.
+
+Orders paid by several payments. The cash share may be collected by several payments, on one
+channel or on different ones, each for the amount PayPaymentOrder asked (absent: what remains).
+What counts against the cash due is every payment that *covers* part of it: the successes the order
+keeps and the attempts still open (`Payment.covers_share`). So a new attempt is refused unless it
+fits what no payment covers yet (`PaymentOrder.cash_remaining`), and storage keeps the same sum in
+`payment_orders.cash_placed_fen`, changed only relatively under CHECK (<= cash_due_fen): two
+PayPaymentOrder calls for the whole remainder cannot both be placed, whatever each believed. Open
+attempts rather than successes count because a patient should never be asked to pay what someone
+else is paying at that moment: counting only successes would let both attempts be paid and one of
+them be refunded as an excess, a double charge undone later instead of one that never happens.
+
+The steps stay the ones above, taken per payment:
+  - attempts open side by side share the order's clock; each inconclusive query passes the next
+    question to the next open attempt (`order.attempts` modulo their number);
+  - the order is paid (SETTLING, then the one 2207; SETTLED for self-pay) exactly when its kept
+    successes reach the cash due; until then it is AWAITING_PAYMENT (PAYING while an attempt is
+    open) with cash_paid < cash_due. A success of an attempt that had ended is kept if it still
+    fits, else it is an excess and given back (RefundLateSuccess);
+  - closing or expiring a partly paid order (`_ending`): ReturnPayment records a RETURN refund for
+    each kept payment (PayOutRefund sends it to that payment's own channel), CloseAtChannel closes
+    every open attempt after a query, CloseOrder closes the order, and only once every refund is
+    final does CancelPresettlement (2205) go out for an insured order. An attempt whose outcome is
+    unknown stays UNKNOWN until a query decides it; the returns of the others do not wait for it
+    (while a return is on its way, the attempts are closed meanwhile), and a success that comes in
+    once returns have begun is kept and returned too, never used to complete the order;
+  - a settlement the insurer refuses (compensation) and a requested refund make one refund per
+    payment, each to its own channel; every refund is sent before any answer is awaited
+    (`_open_refund` takes an unsent one first), and the order is REFUNDED when the last one is.
 """
 
 from __future__ import annotations
