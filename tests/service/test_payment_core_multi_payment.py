@@ -18,6 +18,7 @@ from services.payment_core.adapters.channels import ports
 from services.payment_core.domain import keys
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.entrypoints import mapping
+from services.runtime.clock import business_date_of, utcnow
 from services.runtime.errors import InsurerRejected, InvalidArgument
 from tests.service import test_payment_core as base
 from tests.service.test_payment_core import Harness, details, insured, kinds, refund, self_pay
@@ -282,6 +283,15 @@ async def test_a_refund_of_a_two_payment_insured_order_revokes_once_and_reverses
     assert [c for c in harness.insurance.calls if c[0] == "revoke"] == [("revoke", f"{order_id}-revoke1")]
     assert [e.kind for e in await harness.ledger(order_id)] == ["SETTLEMENT", "REVERSAL", "REVERSAL"]  # type: ignore[attr-defined]
     assert all(amount.fen == 0 for amount in (await harness.trial_balance()).values())
+    today = business_date_of(utcnow()).isoformat()
+    export = await harness.payment.ExportTransactions(pb.ExportTransactionsRequest(business_date=today))
+    backs = [
+        m for m in export.transactions if m.order_id == order_id and m.kind == pb.Transaction.KIND_REFUND
+    ]
+    # only the refund the 2208 was recorded on takes the insurer's side back (reconciliation nets it once)
+    assert sorted((m.amount_fen, m.medfee_fen) for m in backs) == sorted(
+        [(500, order.total_fen), (order.cash_due_fen - 500, 0)]
+    )
 
 
 async def stored(h: Harness, order_id: str) -> pb.PaymentOrder:

@@ -163,6 +163,8 @@ refunds = Table(
     Column("out_refund_no", String(32), nullable=False, unique=True),
     Column("reason", String(256), nullable=False),
     Column("channel_refund_id", String(64), nullable=False, default=""),
+    # The refund the insurer's revocation (2208) was recorded on (one per revoked settlement).
+    Column("revokes_settlement", Boolean, nullable=False, default=False),
     _when("created_at", nullable=False),
     _when("succeeded_at"),
     _when("updated_at", nullable=False),

@@ -350,6 +350,7 @@ def _refund_from(row: Row[Any]) -> Refund:
         created_at=as_utc(row.created_at),
         channel_refund_id=row.channel_refund_id,
         succeeded_at=_utc(row.succeeded_at),
+        revokes_settlement=row.revokes_settlement,
     )
 
 
@@ -467,6 +468,7 @@ def _refund_values(refund: Refund) -> dict[str, Any]:
         "out_refund_no": refund.out_refund_no,
         "reason": scrub(refund.reason)[:256],
         "channel_refund_id": refund.channel_refund_id,
+        "revokes_settlement": refund.revokes_settlement,
         "created_at": refund.created_at,
         "succeeded_at": refund.succeeded_at,
         "updated_at": utcnow(),

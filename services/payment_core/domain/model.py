@@ -240,6 +240,9 @@ class Refund:
     created_at: datetime
     channel_refund_id: str = ""
     succeeded_at: datetime | None = None
+    # The refund the insurer's revocation (2208) was recorded on: it takes back the insurer's shares
+    # with its cash (the other refunds of an order paid by several payments take back only theirs).
+    revokes_settlement: bool = False
 
     @property
     def is_open(self) -> bool:

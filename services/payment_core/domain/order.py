@@ -389,6 +389,7 @@ class PaymentOrder:
     def settlement_revoked_for(self, refund: Refund) -> None:
         refund.fund = self.split.fund_pay_sumamt if self.split else Money(0)
         refund.personal_account = self.split.acct_pay if self.split else Money(0)
+        refund.revokes_settlement = True
         self.settlement_revoked = True
 
     def refund_succeeded(self, refund: Refund, channel_refund_id: str, now: datetime) -> bool:

@@ -116,15 +116,7 @@ async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> 
     if refund.kind is RefundKind.REQUESTED and settled is not None:
         reversal = ledger.refund_reversal(
             settled, f"refund-R{refund.refund_no}", channel, refund.cash,
-            with_insurance=refund is _first_requested(order), occurred_at=refund.succeeded_at,
+            with_insurance=refund.revokes_settlement, occurred_at=refund.succeeded_at,
         )  # fmt: skip
         await uow.ledger.post(reversal)
     await uow.record_event(events.refund_succeeded(order, refund, channel))
-
-
-def _first_requested(order: PaymentOrder) -> Refund | None:
-    """The refund of a requested full refund that takes back the insurer's shares with its cash
-    (the one the revocation was recorded on: the first of the batch, which refunds every payment)."""
-    requested = [r for r in order.refunds if r.kind is RefundKind.REQUESTED]
-    batch = [r for r in requested if r.status is not RefundStatus.FAILED]
-    return min(batch, key=lambda r: r.refund_no, default=None)

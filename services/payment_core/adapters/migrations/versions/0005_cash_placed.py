@@ -1,7 +1,9 @@
-"""payment_orders.cash_placed_fen: the cash share an order's payments cover (succeeded and still
-open attempts), kept by relative updates under CHECK (0 <= cash_placed_fen <= cash_due_fen), so an
-order paid by several payments can never be given more attempts than it owes, whatever two
-concurrent PayPaymentOrder calls believed.
+"""payment_orders.cash_placed_fen and refunds.revokes_settlement: orders paid by several payments.
+
+cash_placed_fen is the cash share an order's payments cover (succeeded and still open attempts),
+kept by relative updates under CHECK (0 <= cash_placed_fen <= cash_due_fen), so an order can never
+be given more attempts than it owes, whatever two concurrent PayPaymentOrder calls believed.
+revokes_settlement marks the one refund of a revoked settlement that takes the insurer's shares back.
 
 Revision ID: 0005
 Revises: 0004
@@ -10,6 +12,7 @@ Create Date: 2026-12-02 15:10:00
 
 from collections.abc import Sequence
 
+import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0005"
@@ -34,6 +37,17 @@ def upgrade() -> None:
         " AND NOT p.excess AND p.status IN ('PENDING', 'UNKNOWN', 'SUCCEEDED')), 0)"
     )
 
+    # The refund a 2208 was recorded on. Before this release an order had one refund to revoke with,
+    # so every requested refund of an insured, settled order was it (what the export assumed).
+    op.add_column(
+        "refunds", sa.Column("revokes_settlement", sa.Boolean(), nullable=False, server_default=sa.false())
+    )
+    op.execute(
+        "UPDATE refunds SET revokes_settlement = TRUE WHERE kind = 'REQUESTED' AND order_id IN ("
+        " SELECT order_id FROM payment_orders WHERE insured AND setl_id <> '')"
+    )
+
 
 def downgrade() -> None:
+    op.drop_column("refunds", "revokes_settlement")
     op.drop_column("payment_orders", "cash_placed_fen")
