@@ -127,6 +127,32 @@ def everything(order: PaymentOrder, payment_id: str, now: datetime, attempt_no: 
     attempt.attempt_no, attempt.out_trade_no = attempt_no, keys.out_trade_no(order.order_id, attempt_no)
 
 
+async def test_two_attempts_open_side_by_side_are_each_asked_about_in_turn(harness: Harness) -> None:
+    created = await harness.payment.CreatePaymentOrder(self_pay())
+    order_id = created.order.order_id
+    first = await harness.payment.PayPaymentOrder(pay(order_id, 5_000))
+    second = await harness.payment.PayPaymentOrder(pay(order_id))
+    assert second.order.status == pb.ORDER_STATUS_PAYING and second.payment.amount_fen == 7_500
+    harness.channel.patient_pays(second.payment.out_trade_no)  # its notification is lost
+
+    asked: list[str] = []
+    real_query = harness.channel.query
+
+    async def counted(out_trade_no: str) -> ports.ChannelTradeStatus:
+        asked.append(out_trade_no)
+        return await real_query(out_trade_no)
+
+    harness.channel.query = counted  # type: ignore[method-assign]
+    for seconds in (11, 30):
+        harness.clock.offset = timedelta(seconds=seconds)
+        await harness.core.janitor.sweep()
+
+    assert asked == [first.payment.out_trade_no, second.payment.out_trade_no]
+    order = await stored(harness, order_id)
+    assert order.status == pb.ORDER_STATUS_PAYING and order.cash_paid_fen == 7_500
+    assert (await base.patient_pays(harness, first)).status == pb.ORDER_STATUS_SETTLED
+
+
 async def test_storage_refuses_an_attempt_beyond_the_cash_due_whatever_the_caller_believed(
     harness: Harness,
 ) -> None:

@@ -404,3 +404,13 @@ def test_a_requested_refund_of_a_two_payment_order_refunds_both() -> None:
     assert [r.cash for r in order.refunds] == [Money(5_000), Money(7_500)]
     order.refund_failed(order.refunds[1], "NOT_ENOUGH")
     assert order.attention is Attention.REFUND_REFUSED  # one went back, one did not: for a person
+
+
+def test_an_attempt_whose_outcome_is_unknown_still_covers_its_part() -> None:
+    order = make_order()
+    order.start_payment("pay_1", "WECHAT_PAY", "NATIVE_QR", NOW, NOW, Money(5_000))
+    order.payment_unknown(order.payments[0])  # it may have been paid: never guessed otherwise
+    assert order.cash_remaining == Money(7_500)
+    assert order.start_payment("pay_2", "WECHAT_PAY", "NATIVE_QR", NOW, NOW).amount == Money(7_500)
+    with pytest.raises(StateConflict):
+        order.start_payment("pay_3", "WECHAT_PAY", "NATIVE_QR", NOW, NOW)
