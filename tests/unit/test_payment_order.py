@@ -414,3 +414,20 @@ def test_an_attempt_whose_outcome_is_unknown_still_covers_its_part() -> None:
     assert order.start_payment("pay_2", "WECHAT_PAY", "NATIVE_QR", NOW, NOW).amount == Money(7_500)
     with pytest.raises(StateConflict):
         order.start_payment("pay_3", "WECHAT_PAY", "NATIVE_QR", NOW, NOW)
+
+
+def test_an_order_is_refunded_only_once_every_payment_went_back() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(_pay(order, "pay_1", 750), NOW)
+    order.record_channel_success(_pay(order, "pay_2"), NOW)
+    order.settlement_refused("rfd_1", "personal account frozen", NOW)
+    order.refund_failed(order.refunds[0], "NOT_ENOUGH")
+    order.refund_succeeded(order.refunds[1], "50300002", NOW)
+    assert order.status is OrderStatus.NEEDS_ATTENTION and order.attention is Attention.REFUND_REFUSED
+
+
+def test_a_later_refund_of_a_single_payment_order_is_not_held_up_by_an_earlier_refused_one() -> None:
+    order = settled_self_pay()
+    order.refund_failed(order.begin_refund("rfd_1", Money(0), "x", NOW), "NOT_ENOUGH")
+    again = order.begin_refund("rfd_2", Money(0), "x", NOW + timedelta(minutes=5))
+    assert order.refund_succeeded(again, "50300002", NOW) and order.status is OrderStatus.REFUNDED

@@ -344,12 +344,11 @@ class PaymentOrder:
         excess = self.status is S.NEEDS_ATTENTION and self.attention in REFUNDABLE_ATTENTION
         if self.status is not S.SETTLED and not excess:
             raise StateConflict(f"order {self.order_id} is {self.status.value}: nothing to refund")
-        if excess:
-            payment = self._refundable_payment()
-            paid = [payment] if payment is not None else []
-        else:
-            # A settled order paid by several payments: each goes back to its own channel.
-            paid = [p for p in self.payments if p.is_kept and p.refundable.fen > 0]
+        # A settled order paid by several payments: each goes back to its own channel. (A zero cash
+        # share, or an excess: the one payment concerned, as before.)
+        paid = [] if excess else [p for p in self.payments if p.is_kept and p.refundable.fen > 0]
+        single = self._refundable_payment()
+        paid = paid or ([single] if single is not None else [])
         if requested.fen not in (0, total(p.refundable for p in paid).fen):
             raise NotOffered("partial refunds are not offered in this release; send cash_fen = 0")
         kind = RefundKind.EXCESS if excess else RefundKind.REQUESTED
@@ -402,11 +401,13 @@ class PaymentOrder:
             self._restore()
             return True
         if refund.kind is RefundKind.RETURN:
-            if self.attention in _REFUND_TROUBLE and not self._refunds_open():
-                self._restore()  # the flagged refund came through after all
+            if self.attention in _REFUND_TROUBLE and self._all_back(self._of_kind(RefundKind.RETURN)):
+                self._restore()  # the flagged return came through after all
             return True
-        if self._refunds_open():
-            return True  # the other payments of the order are still on their way back
+        if not self._all_back(self._batch_of(refund)):
+            # The other payments are still on their way back, or one did not go back (its flag
+            # stays): the order is REFUNDED only once every payment's refund succeeded.
+            return True
         # A compensation keeps its reason on the order: finance must see why cash went back.
         reason = self.attention_reason if refund.kind is RefundKind.COMPENSATION else ""
         self._clear_attention()
@@ -418,7 +419,7 @@ class PaymentOrder:
         """The channel (or the insurer) will not do it; storage releases the amount. Only a plain
         requested refund with nothing revoked goes back to SETTLED; anything else is for a person."""
         refund.status = RefundStatus.FAILED
-        alone = all(r.status is RefundStatus.FAILED for r in self.refunds if r.kind is refund.kind)
+        alone = all(r.status is RefundStatus.FAILED for r in self._batch_of(refund))
         if refund.kind is RefundKind.REQUESTED and not self.settlement_revoked and alone:
             self._clear_attention()
             self._move(S.SETTLED)
@@ -467,8 +468,16 @@ class PaymentOrder:
             return PaymentOutcome.SETTLING if self.insured else PaymentOutcome.SETTLED
         return self._after_cash_collected(now)
 
-    def _refunds_open(self) -> bool:
-        return any(r.is_open for r in self.refunds)
+    def _of_kind(self, kind: RefundKind) -> list[Refund]:
+        return [r for r in self.refunds if r.kind is kind]
+
+    def _batch_of(self, refund: Refund) -> list[Refund]:
+        """The refunds made together with `refund` (one per payment, by one decision)."""
+        return [r for r in self._of_kind(refund.kind) if r.created_at == refund.created_at]
+
+    @staticmethod
+    def _all_back(refunds: list[Refund]) -> bool:
+        return all(r.status is RefundStatus.SUCCEEDED for r in refunds)
 
     def _refund_each(
         self, refund_id: str, paid: list[Payment], kind: RefundKind, reason: str, now: datetime
