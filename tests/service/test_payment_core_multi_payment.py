@@ -112,6 +112,19 @@ async def test_two_payments_at_once_for_the_whole_remainder_one_wins(harness: Ha
     assert (await base.patient_pays(harness, placed[0])).status == pb.ORDER_STATUS_SETTLED
 
 
+async def test_two_payments_at_once_that_fit_together_are_both_placed(harness: Harness) -> None:
+    created = await harness.payment.CreatePaymentOrder(self_pay())
+    order_id = created.order.order_id
+    replies = await asyncio.gather(
+        *(harness.payment.PayPaymentOrder(pay(order_id, n)) for n in (5_000, 7_500))
+    )
+    assert sorted(r.payment.amount_fen for r in replies) == [5_000, 7_500]
+    assert all(r.payment.code_url for r in replies)
+    for reply in replies:
+        order = await base.patient_pays(harness, reply)
+    assert order.status == pb.ORDER_STATUS_SETTLED and order.cash_paid_fen == 12_500
+
+
 async def test_two_requests_for_what_remains_get_the_same_attempt(harness: Harness) -> None:
     created = await harness.payment.CreatePaymentOrder(self_pay())
     order_id = created.order.order_id
