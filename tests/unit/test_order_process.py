@@ -471,3 +471,20 @@ def test_once_a_person_was_asked_the_step_goes_on_at_the_slowest_pace() -> None:
     slowest = SCHEDULE.retry_delays[-1]
     assert p.next_step(order, T0 + 2 * m, SCHEDULE) == p.Wait(T0 + m + slowest)
     assert p.next_step(order, T0 + m + slowest, SCHEDULE) == p.QueryRefund(RID)
+
+
+def test_two_late_successes_are_both_given_back() -> None:
+    """Two attempts open side by side, both paid after the order closed: the second success arrived
+    while the first was being given back, and used to be forgotten once that refund succeeded (the
+    order went back to CLOSED with the second payment's money kept)."""
+    order = side_by_side()
+    order.payment_placed(order.payments[1], "weixin://wxpay/bizpayurl?pr=2")
+    order.close("patient left")
+    order.record_channel_success(ChannelPaymentSeen(TRADE, "4200001", Money(5_000), T0), T0)
+    back = order.give_back("rfd_1", order.payments[0], T0)
+    order.record_channel_success(ChannelPaymentSeen(TRADE2, "4200002", Money(7_500), T0), T0)
+
+    order.refund_succeeded(back, "50300001", T0)
+
+    assert order.attention is Attention.PAID_AFTER_CLOSE
+    assert p.next_step(order, T0, SCHEDULE) == p.RefundLateSuccess("pay_2")

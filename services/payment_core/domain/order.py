@@ -399,6 +399,7 @@ class PaymentOrder:
         refund.channel_refund_id = channel_refund_id or refund.channel_refund_id
         if refund.kind is RefundKind.EXCESS:
             self._restore()
+            self._flag_excess_left()
             return True
         if refund.kind is RefundKind.RETURN:
             if self.attention in _REFUND_TROUBLE and self._all_back(self._of_kind(RefundKind.RETURN)):
@@ -467,6 +468,18 @@ class PaymentOrder:
             self.settled_at = None if self.insured else now
             return PaymentOutcome.SETTLING if self.insured else PaymentOutcome.SETTLED
         return self._after_cash_collected(now)
+
+    def _flag_excess_left(self) -> None:
+        """Another success the order must not keep came in while one was being given back: it is
+        flagged again, so the process manager gives it back too (else the flag, cleared by the first
+        refund, would leave its money with the order)."""
+        given_back = {r.payment_id for r in self.refunds if r.kind is RefundKind.EXCESS}
+        left = next((p for p in self.payments if p.is_excess and p.payment_id not in given_back), None)
+        if left is not None:
+            late = Attention.PAID_AFTER_CLOSE if self.status is S.CLOSED else Attention.DUPLICATE_PAYMENT
+            self._flag(
+                late, f"{left.out_trade_no} paid {left.amount.fen} fen after the order was {self._kept()}"
+            )
 
     def _of_kind(self, kind: RefundKind) -> list[Refund]:
         return [r for r in self.refunds if r.kind is kind]
