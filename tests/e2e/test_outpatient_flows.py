@@ -305,3 +305,42 @@ async def test_two_cashiers_paying_one_order_at_once_get_one_payment(stubs: Stub
         payment_pb2.GetPaymentOrderRequest(order_id=created.order.order_id)
     )
     assert len(current.order.payments) == 1
+
+
+async def test_an_insured_share_paid_by_two_wechat_payments_settles_once_and_refunds_both(
+    mesh: MeshProcesses, stubs: Stubs
+) -> None:
+    created = await stubs.payment.CreatePaymentOrder(
+        insured_order_request(PEOPLE[2], _his_no(), 7), timeout=30
+    )
+    order = created.order
+    assert order.cash_due_fen >= 2
+
+    def pay(amount_fen: int) -> payment_pb2.PayPaymentOrderRequest:
+        return payment_pb2.PayPaymentOrderRequest(
+            request_id=uuid.uuid4().hex, order_id=order.order_id, channel=payment_pb2.CHANNEL_WECHAT_PAY,
+            method=payment_pb2.PAY_METHOD_NATIVE_QR, amount_fen=amount_fen,
+        )  # fmt: skip
+
+    first = await stubs.payment.PayPaymentOrder(pay(order.cash_due_fen // 2), timeout=30)
+    await patient_scans(mesh, first.payment.out_trade_no)
+    partly = await wait_for_status(stubs, order.order_id, Status.ORDER_STATUS_AWAITING_PAYMENT)
+    assert partly.cash_paid_fen == order.cash_due_fen // 2 and not partly.setl_id
+    second = await stubs.payment.PayPaymentOrder(pay(0), timeout=30)
+    assert second.payment.amount_fen == order.cash_due_fen - order.cash_due_fen // 2
+    await patient_scans(mesh, second.payment.out_trade_no)
+    settled = await wait_for_status(stubs, order.order_id, Status.ORDER_STATUS_SETTLED)
+    assert settled.cash_paid_fen == settled.cash_due_fen and split_adds_up(settled)
+
+    refund = payment_pb2.RefundPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=order.order_id, reason="wrong prescription"
+    )
+    await stubs.payment.RefundPaymentOrder(refund, timeout=30)
+    refunded = await wait_for_status(stubs, order.order_id, Status.ORDER_STATUS_REFUNDED)
+    assert sorted(r.payment_id for r in refunded.refunds) == sorted(p.payment_id for p in refunded.payments)
+    assert refunded.refunded_cash_fen == refunded.cash_paid_fen
+    listing = await stubs.insurance.ListSettlements(
+        insurance_pb2.ListSettlementsRequest(page_size=100), timeout=10
+    )
+    [insurer_side] = [s for s in listing.settlements if s.order_ref == order.order_id]
+    assert insurer_side.status == insurance_pb2.SETTLEMENT_STATUS_REVOKED

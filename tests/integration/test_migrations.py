@@ -128,7 +128,7 @@ def _children_at_0004(sync: Connection) -> None:
 
 
 async def test_the_child_counts_are_filled_in_for_orders_stored_before_them(either_backend: str) -> None:
-    """Revision 0005 counts each order's payments and refunds: a load skips only what it has none of."""
+    """Revision 0006 counts each order's payments and refunds: a load skips only what it has none of."""
     schema = "payment_core" if either_backend.startswith("postgresql") else None
     engine = create_engine(either_backend, schema)
     script_location = REPO / "services" / "payment_core" / "adapters" / "migrations"
@@ -144,5 +144,51 @@ async def test_the_child_counts_are_filled_in_for_orders_stored_before_them(eith
         async with engine.connect() as connection:
             counts = await connection.execute(text("SELECT payment_count, refund_count FROM payment_orders"))
             assert counts.all() == [(2, 1)]
+    finally:
+        await engine.dispose()
+
+
+def _an_insured_order_at_0004(sync: Connection) -> None:
+    """An insured, settled order of an earlier release: one open attempt of 300 fen, one succeeded
+    of 700 fen, one excess success of 700 fen, and a requested refund."""
+    tables = MetaData()
+    tables.reflect(sync, only=["payment_orders", "payments", "refunds"])
+    order = {column.name: _plain_value(column.type) for column in tables.tables["payment_orders"].columns}
+    order.update(insured=True, total_fen=2_000, cash_due_fen=1_000, cash_paid_fen=1_400, refunded_cash_fen=0)
+    sync.execute(insert(tables.tables["payment_orders"]).values(order))
+    for n, (status, amount, excess) in enumerate(
+        [("PENDING", 300, False), ("SUCCEEDED", 700, False), ("SUCCEEDED", 700, True)], start=1
+    ):
+        payment = {column.name: _plain_value(column.type) for column in tables.tables["payments"].columns}
+        payment.update(payment_id=f"pay_{n}", attempt_no=n, out_trade_no=f"t{n}", status=status,
+                       amount_fen=amount, refunded_fen=0, excess=excess)  # fmt: skip
+        sync.execute(insert(tables.tables["payments"]).values(payment))
+    back = {column.name: _plain_value(column.type) for column in tables.tables["refunds"].columns}
+    back.update(payment_id="pay_2", kind="REQUESTED")
+    sync.execute(insert(tables.tables["refunds"]).values(back))
+
+
+async def test_what_the_payments_of_an_earlier_order_cover_is_counted_once_migrated(
+    either_backend: str,
+) -> None:
+    """Revision 0005 sets cash_placed_fen from the payments (open and kept, not excess) and marks an
+    earlier requested refund of an insured, settled order as the one that revoked its settlement."""
+    schema = "payment_core" if either_backend.startswith("postgresql") else None
+    engine = create_engine(either_backend, schema)
+    script_location = REPO / "services" / "payment_core" / "adapters" / "migrations"
+    try:
+        async with engine.begin() as connection:
+            if schema:
+                await connection.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            await connection.run_sync(
+                lambda sync: command.upgrade(alembic_config(script_location, sync), "0004")
+            )
+            await connection.run_sync(_an_insured_order_at_0004)
+        await migrate(engine, script_location, schema)
+        async with engine.connect() as connection:
+            placed = await connection.execute(text("SELECT cash_placed_fen FROM payment_orders"))
+            assert placed.scalars().all() == [1_000]
+            revoking = await connection.execute(text("SELECT revokes_settlement FROM refunds"))
+            assert [bool(value) for value in revoking.scalars().all()] == [True]
     finally:
         await engine.dispose()

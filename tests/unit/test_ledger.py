@@ -81,3 +81,37 @@ def test_any_split_that_adds_up_posts_a_balanced_entry(
     )
     assert sum(p.amount.fen for p in entry.postings) == 0
     assert all(p.amount.fen != 0 for p in entry.postings)
+
+
+def test_cash_paid_through_two_channels_is_debited_to_each_channel() -> None:
+    parts = (("WECHAT_PAY", Money(750)), ("ALIPAY", Money(1_000)))
+    two = ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(12_500), Money(1_750),
+                             insured_split(8_750, 2_000, 1_750), parts)  # fmt: skip
+    balances = ledger.balances(ledger.settlement_transaction(two, NOW).postings)
+    assert balances[ledger.channel_clearing("WECHAT_PAY")] == Money(750)
+    assert balances[ledger.channel_clearing("ALIPAY")] == Money(1_000)
+    short = ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(12_500), Money(1_750),
+                               insured_split(8_750, 2_000, 1_750), parts[:1])  # fmt: skip
+    with pytest.raises(ledger.UnbalancedTransaction):
+        ledger.settlement_transaction(short, NOW)
+
+
+def test_the_refunds_of_each_payment_together_mirror_the_settlement() -> None:
+    parts = (("WECHAT_PAY", Money(750)), ("ALIPAY", Money(1_000)))
+    bill_of_two = ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(13_000), Money(1_750),
+                                     insured_split(8_750, 2_000, 1_750, 500), parts)  # fmt: skip
+    entry = ledger.settlement_transaction(bill_of_two, NOW)
+    first = ledger.refund_reversal(entry, "refund-R1", "WECHAT_PAY", Money(750), True, NOW)
+    second = ledger.refund_reversal(entry, "refund-R2", "ALIPAY", Money(1_000), False, NOW)
+    assert ledger.balances(second.postings) == {
+        ledger.channel_clearing("ALIPAY"): Money(-1_000), "revenue:outpatient": Money(1_000),
+    }  # fmt: skip
+    together = entry.postings + first.postings + second.postings
+    assert all(amount == Money(0) for amount in ledger.balances(together).values())
+    alone = ledger.refund_reversal(
+        ledger.settlement_transaction(bill(1_750, 12_500, insured_split(8_750, 2_000, 1_750)), NOW),
+        "refund-R1", "WECHAT_PAY", Money(1_750), True, NOW,
+    )  # fmt: skip
+    mirror = ledger.reversal_of(ledger.settlement_transaction(
+        bill(1_750, 12_500, insured_split(8_750, 2_000, 1_750)), NOW), "refund-R1", NOW)  # fmt: skip
+    assert ledger.balances(alone.postings) == ledger.balances(mirror.postings)

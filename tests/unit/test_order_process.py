@@ -228,6 +228,82 @@ def refunded() -> PaymentOrder:
     return order
 
 
+# ---- several payments: partly paid, attempts side by side, closing gives back what came in ---------
+
+TRADE2 = f"{OID}_02"
+RETURN_ID = "rfd_r1"
+
+
+def partly_paid(insured: bool = False) -> PaymentOrder:
+    """A first payment of 5,000 fen (1,000 of an insured 3,750 cash share) succeeded."""
+    order = awaiting(insured)
+    first = order.start_payment(
+        "pay_1", "WECHAT_PAY", "NATIVE_QR", T0, T0 + QR, Money(1_000 if insured else 5_000)
+    )
+    order.payment_placed(first, "weixin://wxpay/bizpayurl?pr=1")
+    order.record_channel_success(_seen(order), T0)
+    return order
+
+
+def partly_paid_second_open() -> PaymentOrder:
+    order = partly_paid()
+    second = order.start_payment("pay_2", "WECHAT_PAY", "NATIVE_QR", T0, T0 + QR)
+    order.payment_placed(second, "weixin://wxpay/bizpayurl?pr=2")
+    return order
+
+
+def side_by_side(asked_times: int = 0) -> PaymentOrder:
+    """Two attempts open at once (5,000 + the remaining 7,500 fen), nothing paid yet."""
+    order = awaiting()
+    for n, amount in ((1, 5_000), (2, 0)):
+        attempt = order.start_payment(f"pay_{n}", "WECHAT_PAY", "NATIVE_QR", T0, T0 + QR, Money(amount))
+        if n == 1:
+            order.payment_placed(attempt, "weixin://wxpay/bizpayurl?pr=1")
+    for _ in range(asked_times):
+        order.still_waiting(T0)
+    return order
+
+
+def partly_paid_closing(second: str = "") -> PaymentOrder:
+    order = partly_paid_second_open() if second else partly_paid()
+    if second == "unknown":
+        order.payment_unknown(order.payments[1])
+    order.request_close("patient left")
+    return order
+
+
+def returning(sent: bool = False, second_open: bool = False, insured: bool = False) -> PaymentOrder:
+    order = partly_paid_closing("placed" if second_open else "") if not insured else partly_paid(True)
+    if insured:
+        order.request_close("patient left")
+    order.return_payment(RETURN_ID, order.payments[0], T0)
+    if sent:
+        order.refund_processing(order.refunds[0], "50300001")
+    return order
+
+
+def returned_and_closed_insured() -> PaymentOrder:
+    order = returning(sent=True, insured=True)
+    order.close("patient left")
+    order.refund_succeeded(order.refunds[0], "50300001", T0)
+    return order
+
+
+def compensating_two_payments() -> PaymentOrder:
+    order = partly_paid(insured=True)
+    second = order.start_payment("pay_2", "WECHAT_PAY", "NATIVE_QR", T0, T0 + QR)
+    order.payment_placed(second, "weixin://wxpay/bizpayurl?pr=2")
+    order.record_channel_success(_seen(order), T0)
+    order.settlement_refused("rfd_1", "insurer refused", T0)
+    return order
+
+
+def compensation_first_sent() -> PaymentOrder:
+    order = compensating_two_payments()
+    order.refund_processing(order.refunds[0], "50300001")
+    return order
+
+
 @dataclass(frozen=True)
 class Row:
     name: str
@@ -315,7 +391,36 @@ TABLE = [
         p.GiveUp(Attention.REFUND_UNKNOWN, "no final answer from the channel about the refund")),
     Row("refund abnormal: a person", refund_abnormal, 1 * m, p.Done()),
     Row("refunded", refunded, 1 * m, p.Done()),
+    # several payments: partly paid waits for the rest; attempts side by side are each asked in turn
+    Row("partly paid, nothing open", partly_paid, 1 * m, p.Wait(T0 + TTL)),
+    Row("partly paid insured, nothing open", lambda: partly_paid(True), 1 * m, p.Wait(T0 + TTL)),
+    Row("partly paid, second placed, query due", partly_paid_second_open, 10 * s, p.QueryPayment(TRADE2)),
+    Row("side by side, second's request places it", side_by_side, 0 * s, p.PlacePayment(TRADE2),
+        p.Caller(placing=TRADE2)),
+    Row("side by side, first question to the first", side_by_side, 10 * s, p.QueryPayment(TRADE)),
+    Row("side by side, next question to the second", lambda: side_by_side(1), 7 * s, p.QueryPayment(TRADE2)),
+    Row("side by side, close asked", lambda: _closing(side_by_side()), 0 * s, p.CloseAtChannel(TRADE)),
+    # closing a partly paid order: each payment back to its own channel, the attempts closed, then the
+    # order; an attempt whose outcome is unknown holds none of the returns up
+    Row("partly paid, close asked", partly_paid_closing, 0 * s, p.ReturnPayment("pay_1")),
+    Row("partly paid, expired", partly_paid, TTL, p.ReturnPayment("pay_1")),
+    Row("partly paid, second unknown, close asked", lambda: partly_paid_closing("unknown"), 0 * s,
+        p.ReturnPayment("pay_1")),
+    Row("return recorded", returning, 0 * s, p.PayOutRefund(RETURN_ID)),
+    Row("return recorded, second attempt open", lambda: returning(second_open=True), 0 * s,
+        p.PayOutRefund(RETURN_ID)),
+    Row("return sent, second attempt open", lambda: returning(True, True), 0 * s, p.CloseAtChannel(TRADE2)),
+    Row("return sent, nothing open", lambda: returning(True), 0 * s, p.CloseOrder("patient left")),
+    Row("return done, closed insured", returned_and_closed_insured, 0 * s, p.CancelPresettlement()),
+    # a refused settlement gives every payment back, each refund sent before any answer is awaited
+    Row("compensation, two payments", compensating_two_payments, 0 * s, p.PayOutRefund(RID)),
+    Row("compensation, first sent", compensation_first_sent, 0 * s, p.PayOutRefund(f"{RID}-2")),
 ]  # fmt: skip
+
+
+def _closing(order: PaymentOrder) -> PaymentOrder:
+    order.request_close("patient left")
+    return order
 
 
 @pytest.mark.parametrize("row", TABLE, ids=[row.name for row in TABLE])
@@ -366,3 +471,20 @@ def test_once_a_person_was_asked_the_step_goes_on_at_the_slowest_pace() -> None:
     slowest = SCHEDULE.retry_delays[-1]
     assert p.next_step(order, T0 + 2 * m, SCHEDULE) == p.Wait(T0 + m + slowest)
     assert p.next_step(order, T0 + m + slowest, SCHEDULE) == p.QueryRefund(RID)
+
+
+def test_two_late_successes_are_both_given_back() -> None:
+    """Two attempts open side by side, both paid after the order closed: the second success arrived
+    while the first was being given back, and used to be forgotten once that refund succeeded (the
+    order went back to CLOSED with the second payment's money kept)."""
+    order = side_by_side()
+    order.payment_placed(order.payments[1], "weixin://wxpay/bizpayurl?pr=2")
+    order.close("patient left")
+    order.record_channel_success(ChannelPaymentSeen(TRADE, "4200001", Money(5_000), T0), T0)
+    back = order.give_back("rfd_1", order.payments[0], T0)
+    order.record_channel_success(ChannelPaymentSeen(TRADE2, "4200002", Money(7_500), T0), T0)
+
+    order.refund_succeeded(back, "50300001", T0)
+
+    assert order.attention is Attention.PAID_AFTER_CLOSE
+    assert p.next_step(order, T0, SCHEDULE) == p.RefundLateSuccess("pay_2")

@@ -19,7 +19,7 @@ from services.payment_core.domain.model import (
     RefundStatus,
 )
 from services.payment_core.domain.order import TRANSITIONS, PaymentOrder, SplitDoesNotAddUp
-from services.runtime.errors import NotOffered, StateConflict
+from services.runtime.errors import InvalidArgument, NotOffered, StateConflict
 from services.runtime.money import Money
 
 NOW = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
@@ -273,3 +273,161 @@ def test_business_keys_are_derived_and_fit_the_channel() -> None:
     assert len(keys.out_trade_no(ORDER_ID, 99)) <= 32 and len(keys.out_refund_no(ORDER_ID, 99)) <= 32
     with pytest.raises(ValueError):
         keys.out_trade_no(ORDER_ID, 100)
+
+
+# ---- several payments -------------------------------------------------------------------------------
+
+
+def _pay(
+    order: PaymentOrder, payment_id: str, amount: int = 0, channel: str = "WECHAT_PAY"
+) -> ChannelPaymentSeen:
+    payment = order.start_payment(
+        payment_id, channel, "NATIVE_QR", NOW, NOW + timedelta(minutes=15), Money(amount)
+    )
+    order.payment_placed(payment, f"weixin://wxpay/bizpayurl?pr={payment_id}")
+    return ChannelPaymentSeen(payment.out_trade_no, f"42{payment_id}", payment.amount, NOW)
+
+
+def test_a_self_pay_order_is_paid_by_two_payments_and_settles_only_with_the_second() -> None:
+    order = make_order()
+    first = _pay(order, "pay_1", 5_000)
+    assert order.record_channel_success(first, NOW) is PaymentOutcome.PART_PAID
+    assert order.status is OrderStatus.AWAITING_PAYMENT and order.cash_remaining == Money(7_500)
+
+    second = _pay(order, "pay_2", channel="ALIPAY")  # zero: what remains
+    assert second.amount == Money(7_500) and second.out_trade_no == keys.out_trade_no(ORDER_ID, 2)
+    assert order.record_channel_success(second, NOW) is PaymentOutcome.SETTLED
+
+    assert order.status is OrderStatus.SETTLED and order.cash_kept == order.cash_due == Money(12_500)
+    assert order.cash_by_channel() == (("WECHAT_PAY", Money(5_000)), ("ALIPAY", Money(7_500)))
+
+
+def test_an_insured_cash_share_paid_in_two_parts_waits_for_both_before_settling() -> None:
+    order = insured_awaiting()
+    assert order.record_channel_success(_pay(order, "pay_1", 750), NOW) is PaymentOutcome.PART_PAID
+    assert not order.awaits_settlement
+    assert order.record_channel_success(_pay(order, "pay_2"), NOW) is PaymentOutcome.SETTLING
+    assert order.awaits_settlement and order.settlement_confirmed("setl-9", split(), NOW)
+
+
+def test_attempts_may_be_open_side_by_side_but_never_cover_more_than_is_due() -> None:
+    order = make_order()
+    _pay(order, "pay_1", 5_000)
+    _pay(order, "pay_2")
+    assert order.cash_remaining == Money(0) and len(order.open_payments()) == 2
+    with pytest.raises(StateConflict):
+        order.start_payment("pay_3", "WECHAT_PAY", "NATIVE_QR", NOW, NOW)
+    with pytest.raises(InvalidArgument) as refused:
+        order.start_payment("pay_3", "WECHAT_PAY", "NATIVE_QR", NOW, NOW, Money(1))
+    assert [v.field for v in refused.value.violations] == ["amount_fen"]
+    assert len(order.payments) == 2
+
+
+def test_more_than_what_remains_is_refused_naming_amount_fen() -> None:
+    order = make_order()
+    with pytest.raises(InvalidArgument) as refused:
+        order.start_payment("pay_1", "WECHAT_PAY", "NATIVE_QR", NOW, NOW, Money(12_501))
+    assert [v.field for v in refused.value.violations] == ["amount_fen"] and not order.payments
+
+
+def test_a_closed_attempt_paid_late_is_kept_if_it_still_fits_else_given_back() -> None:
+    order = make_order()
+    late = _pay(order, "pay_1", 5_000)
+    order.payment_ended(order.payments[0], PaymentStatus.CLOSED)
+    assert order.record_channel_success(late, NOW) is PaymentOutcome.PART_PAID  # 5,000 still fits
+
+    order = make_order()
+    late = _pay(order, "pay_1", 5_000)
+    order.payment_ended(order.payments[0], PaymentStatus.CLOSED)
+    order.record_channel_success(_pay(order, "pay_2", 10_000), NOW)
+    assert order.record_channel_success(late, NOW) is PaymentOutcome.NEEDS_REFUND  # only 2,500 remain
+    assert order.attention is Attention.DUPLICATE_PAYMENT and order.payments[0].is_excess
+    assert order.cash_kept == Money(10_000)
+
+
+def test_an_open_attempt_paid_while_an_excess_is_given_back_still_counts() -> None:
+    order = make_order()
+    late = _pay(order, "pay_1", 5_000)
+    order.payment_ended(order.payments[0], PaymentStatus.CLOSED)
+    rest = _pay(order, "pay_2", 10_000)
+    order.record_channel_success(_pay(order, "pay_3", 2_500), NOW)
+    order.record_channel_success(late, NOW)  # 5,000 no longer fits: given back
+    refund = order.give_back("rfd_1", order.payments[0], NOW)
+
+    assert order.record_channel_success(rest, NOW) is PaymentOutcome.SETTLED
+    assert order.status is OrderStatus.REFUNDING and not order.payments[1].excess
+    order.refund_succeeded(refund, "50300001", NOW)
+    assert order.status is OrderStatus.SETTLED and order.settled_at == NOW
+
+
+def test_closing_a_partly_paid_order_returns_each_payment_without_moving_the_order() -> None:
+    order = make_order()
+    order.record_channel_success(_pay(order, "pay_1", 5_000), NOW)
+    open_attempt = _pay(order, "pay_2")
+    order.request_close("patient left")
+    [kept] = order.payments_to_return()
+    back = order.return_payment("rfd_1", kept, NOW)
+    assert back.kind is RefundKind.RETURN and back.cash == Money(5_000) and order.returning
+    assert order.status is OrderStatus.PAYING and not order.payments_to_return()
+
+    # the open attempt is paid before it could be closed: kept, never completes the order now
+    assert order.record_channel_success(open_attempt, NOW) is PaymentOutcome.PART_PAID
+    assert order.status is OrderStatus.AWAITING_PAYMENT
+    assert [p.payment_id for p in order.payments_to_return()] == ["pay_2"]
+    order.refund_succeeded(back, "50300001", NOW)
+    order.close("patient left")
+    assert order.status is OrderStatus.CLOSED
+
+
+def test_a_refused_settlement_refunds_every_payment_and_completes_with_the_last() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(_pay(order, "pay_1", 750), NOW)
+    order.record_channel_success(_pay(order, "pay_2"), NOW)
+    first = order.settlement_refused("rfd_1", "personal account frozen", NOW)
+    assert first is not None and [(r.kind, r.cash) for r in order.refunds] == [
+        (RefundKind.COMPENSATION, Money(750)), (RefundKind.COMPENSATION, Money(1_000)),
+    ]  # fmt: skip
+    assert order.refunds[1].refund_id == "rfd_1-2" and order.refunds[1].payment_id == "pay_2"
+    order.refund_succeeded(first, "50300001", NOW)
+    assert order.status is OrderStatus.REFUNDING
+    order.refund_succeeded(order.refunds[1], "50300002", NOW)
+    assert order.status is OrderStatus.REFUNDED
+
+
+def test_a_requested_refund_of_a_two_payment_order_refunds_both() -> None:
+    order = make_order()
+    order.record_channel_success(_pay(order, "pay_1", 5_000), NOW)
+    order.record_channel_success(_pay(order, "pay_2"), NOW)
+    with pytest.raises(NotOffered):
+        order.begin_refund("rfd_1", Money(5_000), "partial", NOW)
+    order.begin_refund("rfd_1", Money(0), "wrong prescription", NOW)
+    assert [r.cash for r in order.refunds] == [Money(5_000), Money(7_500)]
+    order.refund_failed(order.refunds[1], "NOT_ENOUGH")
+    assert order.attention is Attention.REFUND_REFUSED  # one went back, one did not: for a person
+
+
+def test_an_attempt_whose_outcome_is_unknown_still_covers_its_part() -> None:
+    order = make_order()
+    order.start_payment("pay_1", "WECHAT_PAY", "NATIVE_QR", NOW, NOW, Money(5_000))
+    order.payment_unknown(order.payments[0])  # it may have been paid: never guessed otherwise
+    assert order.cash_remaining == Money(7_500)
+    assert order.start_payment("pay_2", "WECHAT_PAY", "NATIVE_QR", NOW, NOW).amount == Money(7_500)
+    with pytest.raises(StateConflict):
+        order.start_payment("pay_3", "WECHAT_PAY", "NATIVE_QR", NOW, NOW)
+
+
+def test_an_order_is_refunded_only_once_every_payment_went_back() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(_pay(order, "pay_1", 750), NOW)
+    order.record_channel_success(_pay(order, "pay_2"), NOW)
+    order.settlement_refused("rfd_1", "personal account frozen", NOW)
+    order.refund_failed(order.refunds[0], "NOT_ENOUGH")
+    order.refund_succeeded(order.refunds[1], "50300002", NOW)
+    assert order.status is OrderStatus.NEEDS_ATTENTION and order.attention is Attention.REFUND_REFUSED
+
+
+def test_a_later_refund_of_a_single_payment_order_is_not_held_up_by_an_earlier_refused_one() -> None:
+    order = settled_self_pay()
+    order.refund_failed(order.begin_refund("rfd_1", Money(0), "x", NOW), "NOT_ENOUGH")
+    again = order.begin_refund("rfd_2", Money(0), "x", NOW + timedelta(minutes=5))
+    assert order.refund_succeeded(again, "50300002", NOW) and order.status is OrderStatus.REFUNDED

@@ -1,7 +1,8 @@
 """payment-core's tables (SQLAlchemy Core). Invariants that must hold under any concurrency live here
 as constraints: one order per HIS bill, one payment per out_trade_no, one refund per out_refund_no,
-refunded <= paid per payment and per order, one ledger transaction per transfer key. Table names are
-never schema-qualified: the schema comes from the connection's search_path."""
+refunded <= paid per payment and per order, what the payments cover <= the cash due, one ledger
+transaction per transfer key. Table names are never schema-qualified: the schema comes from the
+connection's search_path."""
 
 from __future__ import annotations
 
@@ -60,6 +61,9 @@ payment_orders = Table(
     Column("cash_due_fen", BigInteger, nullable=False),
     Column("cash_paid_fen", BigInteger, nullable=False, default=0),
     Column("refunded_cash_fen", BigInteger, nullable=False, default=0),
+    # What the order's payments cover: succeeded ones it keeps and open attempts. Only ever changed
+    # relatively (repository.place_cash); the CHECK below is what keeps the sum within the cash due.
+    Column("cash_placed_fen", BigInteger, nullable=False, default=0),
     Column("settlement_id", String(64), nullable=False, default=""),
     Column("setl_id", String(64), nullable=False, default=""),
     *(Column(name, BigInteger, nullable=True) for name in SPLIT_COLUMNS),
@@ -92,6 +96,9 @@ payment_orders = Table(
     CheckConstraint("cash_paid_fen >= 0", name="cash_paid_not_negative"),
     CheckConstraint(
         "refunded_cash_fen >= 0 AND refunded_cash_fen <= cash_paid_fen", name="refunded_within_paid"
+    ),
+    CheckConstraint(
+        "cash_placed_fen >= 0 AND cash_placed_fen <= cash_due_fen", name="cash_placed_within_due"
     ),
     Index(None, "due_at"),
     Index(None, "created_at", "order_id"),
@@ -160,6 +167,8 @@ refunds = Table(
     Column("out_refund_no", String(32), nullable=False, unique=True),
     Column("reason", String(256), nullable=False),
     Column("channel_refund_id", String(64), nullable=False, default=""),
+    # The refund the insurer's revocation (2208) was recorded on (one per revoked settlement).
+    Column("revokes_settlement", Boolean, nullable=False, default=False),
     _when("created_at", nullable=False),
     _when("succeeded_at"),
     _when("updated_at", nullable=False),

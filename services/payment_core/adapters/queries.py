@@ -186,10 +186,11 @@ def _payment_movement(row: Any) -> MoneyMovement:
 
 
 def _refund_movement(row: Any) -> MoneyMovement:
-    # A refund the hospital asked for on an insured, settled order revoked its settlement (2208),
-    # even when fund and account paid nothing: it carries the settlement's medfee so reconciliation
-    # nets it the way 3201 does. Compensation and excess refunds revoke nothing.
-    revoked = row.kind == "REQUESTED" and bool(row.insured and row.setl_id)
+    # The refund a revocation of the settlement (2208) was recorded on carries the settlement's
+    # medfee, even when fund and account paid nothing, so reconciliation nets it the way 3201 does.
+    # The other refunds of an order paid by several payments, compensation, excess and returns
+    # revoke nothing.
+    revoked = bool(row.revokes_settlement and row.insured and row.setl_id)
     return MoneyMovement(
         kind=REFUND, order_id=row.order_id, payment_id=row.payment_id or "", refund_id=row.refund_id,
         channel=row.channel or "NONE", out_trade_no=row.out_trade_no or "", out_refund_no=row.out_refund_no,

@@ -10,12 +10,13 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import Row, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payment_core.adapters import orm
 from services.payment_core.domain.model import (
+    OPEN_PAYMENT,
     Attention,
     ChargeLine,
     InsuranceSplit,
@@ -28,12 +29,16 @@ from services.payment_core.domain.model import (
 )
 from services.payment_core.domain.order import NEVER, PaymentOrder
 from services.runtime.clock import as_utc, utcnow
-from services.runtime.errors import RefundExceedsPaid
+from services.runtime.errors import InvalidArgument, RefundExceedsPaid
 from services.runtime.masking import scrub
 from services.runtime.money import Money
 from services.runtime.statements import KEY, insert_into, select_by, select_in, update_by
 
 _SPLIT = dict(zip(InsuranceSplit.field_names(), orm.SPLIT_COLUMNS, strict=True))
+# The order's row UPDATE that also adds to what its payments cover (relative, under the CHECK).
+_ADD_PLACED = update_by(orm.payment_orders, "order_id").values(
+    cash_placed_fen=orm.payment_orders.c.cash_placed_fen + bindparam("placed_delta")
+)
 
 
 def _unobserved(_order_id: str) -> None:
@@ -110,15 +115,35 @@ class OrderRepository:
         return await self._scalar(select(table.c.order_id).where(table.c.out_refund_no == out_refund_no))
 
     async def save(self, order: PaymentOrder) -> None:
-        await self.save_order_row(order)
+        await self.save_order_row(order, self._placed_since_read(order))
         await self._save_children(order)
         self._changed(order.order_id)
 
-    async def save_order_row(self, order: PaymentOrder) -> None:
-        """Only the order's own row, for what watchers do not see (its lease, when it is due)."""
-        await self._session.execute(
-            update_by(orm.payment_orders, "order_id"), {KEY: order.order_id, **_order_values(order)}
-        )
+    async def save_order_row(self, order: PaymentOrder, placed_fen: int = 0) -> None:
+        """Only the order's own row, for what watchers do not see (its lease, when it is due).
+        `placed_fen`: how much more (or less) of the cash due the order's payments now cover,
+        added to cash_placed_fen in the same statement under CHECK (<= cash_due_fen): two attempts
+        that together exceed what the order owes cannot both be stored, whatever each writer saw."""
+        values = {KEY: order.order_id, **_order_values(order)}
+        statement = update_by(orm.payment_orders, "order_id")
+        if placed_fen:
+            statement, values["placed_delta"] = _ADD_PLACED, placed_fen
+        try:
+            await self._session.execute(statement, values)
+        except IntegrityError as error:
+            if placed_fen <= 0:
+                raise
+            raise InvalidArgument.field("amount_fen", "more than what remains to be paid") from error
+
+    def _placed_since_read(self, order: PaymentOrder) -> int:
+        """The change of what the payments cover since this session read or wrote them."""
+        delta = 0
+        for payment in order.payments:
+            stored = self._stored.get(payment.payment_id)
+            was = _covers(stored["status"], stored["excess"]) if stored else False
+            now = _covers(payment.status.value, payment.excess)
+            delta += payment.amount.fen * (int(now) - int(was))
+        return delta
 
     async def reserve_refund(self, order: PaymentOrder, refund: Refund) -> None:
         """Count the refund against its payment and the order in storage. Relative updates under
@@ -224,6 +249,14 @@ class OrderRepository:
         return str(value) if value is not None else None
 
 
+def _covers(status: str, excess: bool) -> bool:
+    """Whether a payment row counts against the cash due (domain.model.Payment.covers_share)."""
+    return status in _OPEN_STATUSES or (status == PaymentStatus.SUCCEEDED.value and not excess)
+
+
+_OPEN_STATUSES = frozenset(status.value for status in OPEN_PAYMENT)
+
+
 def _unstamped(values: dict[str, Any]) -> dict[str, Any]:
     return {name: value for name, value in values.items() if name != "updated_at"}
 
@@ -321,6 +354,7 @@ def _refund_from(row: Row[Any]) -> Refund:
         created_at=as_utc(row.created_at),
         channel_refund_id=row.channel_refund_id,
         succeeded_at=_utc(row.succeeded_at),
+        revokes_settlement=row.revokes_settlement,
     )
 
 
@@ -382,6 +416,7 @@ def _identity_values(order: PaymentOrder) -> dict[str, Any]:
         "med_type": order.med_type,
         "total_fen": order.total.fen,
         "refunded_cash_fen": 0,
+        "cash_placed_fen": 0,
         "created_at": order.created_at,
         "expires_at": order.expires_at,
     }
@@ -439,6 +474,7 @@ def _refund_values(refund: Refund) -> dict[str, Any]:
         "out_refund_no": refund.out_refund_no,
         "reason": scrub(refund.reason)[:256],
         "channel_refund_id": refund.channel_refund_id,
+        "revokes_settlement": refund.revokes_settlement,
         "created_at": refund.created_at,
         "succeeded_at": refund.succeeded_at,
         "updated_at": utcnow(),

@@ -71,6 +71,15 @@ class SettledBill:
     bill_total: Money
     cash: Money
     split: InsuranceSplit | None
+    # An order paid by several payments: the cash per channel, summing to `cash` (empty: all of it
+    # came through `channel`). Each channel's clearing account is debited with its own part.
+    cash_by_channel: tuple[tuple[str, Money], ...] = ()
+
+    def cash_postings(self) -> list[Posting]:
+        parts = self.cash_by_channel or ((self.channel, self.cash),)
+        if total(amount for _, amount in parts) != self.cash:
+            raise UnbalancedTransaction(f"{self.order_id}: the cash per channel does not sum to the cash")
+        return [Posting(channel_clearing(channel), amount) for channel, amount in parts]
 
 
 def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTransaction:
@@ -80,7 +89,7 @@ def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTr
     account = bill.split.acct_pay if bill.split else Money(0)
     hospital = bill.split.hosp_part_amt if bill.split else Money(0)
     lines = [
-        Posting(channel_clearing(bill.channel), bill.cash),
+        *bill.cash_postings(),
         Posting(INSURER_FUND_RECEIVABLE, fund),
         Posting(PERSONAL_ACCOUNT_RECEIVABLE, account),
         Posting(HOSPITAL_BORNE, hospital),
@@ -103,6 +112,34 @@ def reversal_of(original: LedgerTransaction, step: str, occurred_at: datetime) -
         kind="REVERSAL",
         occurred_at=occurred_at,
         postings=tuple(Posting(p.account, -p.amount) for p in original.postings),
+    )
+
+
+def refund_reversal(
+    settled: LedgerTransaction,
+    step: str,
+    channel: str,
+    cash: Money,
+    with_insurance: bool,
+    occurred_at: datetime,
+) -> LedgerTransaction:
+    """The part of a settlement one refund takes back: its cash from its own channel's clearing
+    account and, for the refund that carried the insurer's revocation, every non-cash share; the
+    bill's revenue is debited with the sum. An order paid by one payment gets the mirror image of
+    its settlement; one paid by several gets one such entry per payment, together the mirror."""
+    revenue_posting = next(p for p in settled.postings if p.account.startswith("revenue:"))
+    lines = [Posting(channel_clearing(channel), -cash)]
+    if with_insurance:
+        cash_side = ("asset:channel_clearing:", "revenue:")
+        others = [p for p in settled.postings if not p.account.startswith(cash_side)]
+        lines += [Posting(p.account, -p.amount) for p in others]
+    lines.append(Posting(revenue_posting.account, -total(p.amount for p in lines)))
+    return LedgerTransaction(
+        transfer_key=keys.transfer_key(settled.order_id, step),
+        order_id=settled.order_id,
+        kind="REVERSAL",
+        occurred_at=occurred_at,
+        postings=tuple(p for p in lines if p.amount.fen != 0),
     )
 
 

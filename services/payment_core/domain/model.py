@@ -71,6 +71,8 @@ class PaymentOutcome(enum.StrEnum):
     AMOUNT_MISMATCH = "AMOUNT_MISMATCH"
     SETTLING = "SETTLING"
     SETTLED = "SETTLED"
+    # Kept, but the cash share is not complete yet (or the order is closing and gives it back).
+    PART_PAID = "PART_PAID"
     NEEDS_REFUND = "NEEDS_REFUND"
 
 
@@ -96,6 +98,9 @@ class RefundKind(enum.Enum):
     COMPENSATION = "COMPENSATION"
     # Cash an order should not hold (paid after close, paid twice): given back, nothing revoked.
     EXCESS = "EXCESS"
+    # A payment of an order that closes (asked, or expired) before it was paid in full: each
+    # succeeded payment goes back to its own channel; the order's status does not move for it.
+    RETURN = "RETURN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +208,21 @@ class Payment:
     def is_excess(self) -> bool:
         return self.excess and self.status is PaymentStatus.SUCCEEDED
 
+    @property
+    def is_kept(self) -> bool:
+        """Succeeded and counted towards the order's cash share."""
+        return self.status is PaymentStatus.SUCCEEDED and not self.excess
+
+    @property
+    def covers_share(self) -> bool:
+        """Counts against the cash due: kept, or still open (it may yet be paid). Storage keeps the
+        sum of these in payment_orders.cash_placed_fen under CHECK (<= cash_due_fen)."""
+        return self.is_kept or self.is_open
+
+    @property
+    def refundable(self) -> Money:
+        return self.amount - self.refunded if self.status is PaymentStatus.SUCCEEDED else Money(0)
+
 
 @dataclass(slots=True)
 class Refund:
@@ -220,6 +240,9 @@ class Refund:
     created_at: datetime
     channel_refund_id: str = ""
     succeeded_at: datetime | None = None
+    # The refund the insurer's revocation (2208) was recorded on: it takes back the insurer's shares
+    # with its cash (the other refunds of an order paid by several payments take back only theirs).
+    revokes_settlement: bool = False
 
     @property
     def is_open(self) -> bool:

@@ -27,7 +27,7 @@ from services.payment_core.domain.model import (
     RefundKind,
     RefundStatus,
 )
-from services.runtime.errors import NotOffered, StateConflict
+from services.runtime.errors import InvalidArgument, NotOffered, StateConflict
 from services.runtime.money import Money, total
 
 S = OrderStatus
@@ -99,7 +99,26 @@ class PaymentOrder:
 
     @property
     def cash_paid(self) -> Money:
+        """Every success, kept or not (an excess one is refunded): what refunds are bounded by."""
         return total(p.amount for p in self.payments if p.status is PaymentStatus.SUCCEEDED)
+
+    @property
+    def cash_kept(self) -> Money:
+        """The successes that count towards the cash share, net of what went back."""
+        return total(p.amount - p.refunded for p in self.payments if p.is_kept)
+
+    @property
+    def cash_remaining(self) -> Money:
+        """What no payment covers yet: cash due minus the kept successes and the open attempts."""
+        return self.cash_due - total(p.amount for p in self.payments if p.covers_share)
+
+    def cash_by_channel(self) -> tuple[tuple[str, Money], ...]:
+        """The kept cash per channel, in the order the channels were first paid through."""
+        by_channel: dict[str, Money] = {}
+        for p in self.payments:
+            if p.is_kept:
+                by_channel[p.channel] = by_channel.get(p.channel, Money(0)) + p.amount - p.refunded
+        return tuple(by_channel.items())
 
     @property
     def awaits_settlement(self) -> bool:
@@ -108,8 +127,8 @@ class PaymentOrder:
 
     @property
     def settlement_channel(self) -> str:
-        """The channel that collected the cash the settlement counts (NONE for a zero share)."""
-        paid = [p for p in self.payments if p.status is PaymentStatus.SUCCEEDED]
+        """The channel that collected the (first part of the) cash (NONE for a zero share)."""
+        paid = [p for p in self.payments if p.is_kept]
         return paid[0].channel if paid else CHANNEL_NONE
 
     @property
@@ -119,6 +138,24 @@ class PaymentOrder:
 
     def open_payment(self) -> Payment | None:
         return next((p for p in self.payments if p.is_open), None)
+
+    def open_payments(self) -> list[Payment]:
+        return [p for p in self.payments if p.is_open]
+
+    def is_ending(self, now: datetime) -> bool:
+        """Closing was asked for, or the order expired: no new attempt, the open ones are closed."""
+        return self.close_requested or now >= self.expires_at
+
+    def payments_to_return(self) -> list[Payment]:
+        """Kept payments of a closing order that no RETURN refund has taken yet."""
+        returned = {r.payment_id for r in self.refunds if r.kind is RefundKind.RETURN}
+        kept = [p for p in self.payments if p.is_kept and p.refundable.fen > 0]
+        return [p for p in kept if p.payment_id not in returned]
+
+    @property
+    def returning(self) -> bool:
+        """Giving back what a closing order was partly paid (then it closes, whatever comes in)."""
+        return any(r.kind is RefundKind.RETURN for r in self.refunds)
 
     def payment_by_trade_no(self, out_trade_no: str) -> Payment | None:
         return next((p for p in self.payments if p.out_trade_no == out_trade_no), None)
@@ -144,17 +181,34 @@ class PaymentOrder:
     # ---- collecting the cash share -------------------------------------------------------------
 
     def start_payment(
-        self, payment_id: str, channel: str, method: str, now: datetime, expires_at: datetime
+        self,
+        payment_id: str,
+        channel: str,
+        method: str,
+        now: datetime,
+        expires_at: datetime,
+        amount: Money = Money(0),  # Money is frozen, so one shared default is safe
     ) -> Payment:
-        """A new attempt on a channel; the caller records it before the channel hears of it."""
+        """A new attempt on a channel for `amount` of the cash share (zero: what remains); the
+        caller records it before the channel hears of it. Attempts may be open side by side as
+        long as together with the kept successes they do not exceed the cash due (storage checks
+        the same sum, whatever this instance believed)."""
         self._require({S.AWAITING_PAYMENT, S.PAYING}, "start a payment")
-        if self.close_requested or now >= self.expires_at:
+        if self.is_ending(now) or self.returning:
             raise StateConflict(f"order {self.order_id} is closing: it can no longer be paid")
-        if self.open_payment() is not None:
-            raise StateConflict(f"order {self.order_id} already has a payment in progress")
         if self.cash_due.fen <= 0:
             raise StateConflict(f"order {self.order_id} has no cash share: pay with CHANNEL_NONE")
-        payment = self._new_payment(payment_id, channel, method, self.cash_due, now)
+        remaining = self.cash_remaining
+        if amount.fen == 0 and remaining.fen <= 0:
+            raise StateConflict(
+                f"order {self.order_id} already has payments in progress for all of its cash share",
+                {"order_id": self.order_id},
+            )
+        if amount > remaining:
+            raise InvalidArgument.field(
+                "amount_fen", f"more than what remains to be paid ({remaining.fen} fen)"
+            )
+        payment = self._new_payment(payment_id, channel, method, amount if amount.fen else remaining, now)
         payment.expires_at = expires_at
         self._move(S.PAYING)
         return payment
@@ -195,10 +249,12 @@ class PaymentOrder:
             payment.status = PaymentStatus.UNKNOWN
             self._flag(Attention.AMOUNT_MISMATCH, _mismatch(seen, payment))
             return PaymentOutcome.AMOUNT_MISMATCH
+        # An open attempt's share is held for it; an ended one's was given up and must still fit.
+        fits = payment.is_open or payment.amount <= self.cash_remaining
         payment.status, payment.succeeded_at = PaymentStatus.SUCCEEDED, seen.success_time
         payment.channel_transaction_id = seen.transaction_id
-        if self.status in (S.AWAITING_PAYMENT, S.PAYING):
-            return self._after_cash_collected(now)
+        if fits and self._collecting():
+            return self._part_collected(now)
         late = Attention.PAID_AFTER_CLOSE if self.status is S.CLOSED else Attention.DUPLICATE_PAYMENT
         payment.excess = True
         paid = f"{payment.out_trade_no} paid {payment.amount.fen} fen"
@@ -213,7 +269,7 @@ class PaymentOrder:
         if not self.awaits_settlement:
             raise StateConflict(f"order {self.order_id} is not waiting for a settlement")
         final = split or self.split
-        net_cash = self.cash_paid - self.refunded_cash
+        net_cash = self.cash_kept
         if final is not None and (final.psn_cash_pay != net_cash or final.problems(self.total)):
             self._flag(
                 Attention.SETTLEMENT_MISMATCH, f"settlement {setl_id} split differs from the cash paid"
@@ -243,18 +299,19 @@ class PaymentOrder:
         self._flag(attention, reason)
 
     def settlement_refused(self, refund_id: str, reason: str, now: datetime) -> Refund | None:
-        """The insurer refused 2207 for good: compensate by giving the cash back."""
+        """The insurer refused 2207 for good: compensate by giving the cash back, every succeeded
+        payment to its own channel (one COMPENSATION refund each; the first is returned)."""
         if not self.awaits_settlement:
             raise StateConflict(f"order {self.order_id} is not waiting for a settlement")
         self._clear_attention()
         self.attention_reason = f"insurer refused the settlement: {reason}"
-        payment = self._refundable_payment()
-        if payment is None or payment.amount == payment.refunded:
+        paid = [p for p in self.payments if p.is_kept and p.refundable.fen > 0]
+        if not paid:
             self._move(S.CLOSED)
             return None
-        refund = self._new_refund(refund_id, payment, RefundKind.COMPENSATION, reason, now)
+        refunds = self._refund_each(refund_id, paid, RefundKind.COMPENSATION, reason, now)
         self._move(S.REFUNDING)
-        return refund
+        return refunds[0]
 
     # ---- closing -------------------------------------------------------------------------------
 
@@ -287,14 +344,26 @@ class PaymentOrder:
         excess = self.status is S.NEEDS_ATTENTION and self.attention in REFUNDABLE_ATTENTION
         if self.status is not S.SETTLED and not excess:
             raise StateConflict(f"order {self.order_id} is {self.status.value}: nothing to refund")
-        payment = self._refundable_payment()
-        refundable = payment.amount - payment.refunded if payment else Money(0)
-        if requested.fen not in (0, refundable.fen):
+        # A settled order paid by several payments: each goes back to its own channel. (A zero cash
+        # share, or an excess: the one payment concerned, as before.)
+        paid = [] if excess else [p for p in self.payments if p.is_kept and p.refundable.fen > 0]
+        single = self._refundable_payment()
+        paid = paid or ([single] if single is not None else [])
+        if requested.fen not in (0, total(p.refundable for p in paid).fen):
             raise NotOffered("partial refunds are not offered in this release; send cash_fen = 0")
         kind = RefundKind.EXCESS if excess else RefundKind.REQUESTED
-        refund = self._new_refund(refund_id, payment, kind, reason, now)
+        if not paid:
+            refund = self._new_refund(refund_id, None, kind, reason, now)
+        else:
+            refund = self._refund_each(refund_id, paid, kind, reason, now)[0]
         self._move(S.REFUNDING)
         return refund
+
+    def return_payment(self, refund_id: str, payment: Payment, now: datetime) -> Refund:
+        """A closing order gives back a payment it was partly paid by, to the payment's channel;
+        its status does not move (the process manager closes it once no attempt is open)."""
+        reason = f"order closing before it was paid in full: {self.close_reason or 'expired'}"
+        return self._new_refund(refund_id, payment, RefundKind.RETURN, reason, now)
 
     def give_back(self, refund_id: str, payment: Payment, now: datetime) -> Refund:
         """A success the order must not keep goes back to its channel, recorded as an EXCESS refund
@@ -319,6 +388,7 @@ class PaymentOrder:
     def settlement_revoked_for(self, refund: Refund) -> None:
         refund.fund = self.split.fund_pay_sumamt if self.split else Money(0)
         refund.personal_account = self.split.acct_pay if self.split else Money(0)
+        refund.revokes_settlement = True
         self.settlement_revoked = True
 
     def refund_succeeded(self, refund: Refund, channel_refund_id: str, now: datetime) -> bool:
@@ -329,6 +399,15 @@ class PaymentOrder:
         refund.channel_refund_id = channel_refund_id or refund.channel_refund_id
         if refund.kind is RefundKind.EXCESS:
             self._restore()
+            self._flag_excess_left()
+            return True
+        if refund.kind is RefundKind.RETURN:
+            if self.attention in _REFUND_TROUBLE and self._all_back(self._of_kind(RefundKind.RETURN)):
+                self._restore()  # the flagged return came through after all
+            return True
+        if not self._all_back(self._batch_of(refund)):
+            # The other payments are still on their way back, or one did not go back (its flag
+            # stays): the order is REFUNDED only once every payment's refund succeeded.
             return True
         # A compensation keeps its reason on the order: finance must see why cash went back.
         reason = self.attention_reason if refund.kind is RefundKind.COMPENSATION else ""
@@ -341,7 +420,8 @@ class PaymentOrder:
         """The channel (or the insurer) will not do it; storage releases the amount. Only a plain
         requested refund with nothing revoked goes back to SETTLED; anything else is for a person."""
         refund.status = RefundStatus.FAILED
-        if refund.kind is RefundKind.REQUESTED and not self.settlement_revoked:
+        alone = all(r.status is RefundStatus.FAILED for r in self._batch_of(refund))
+        if refund.kind is RefundKind.REQUESTED and not self.settlement_revoked and alone:
             self._clear_attention()
             self._move(S.SETTLED)
             return
@@ -367,6 +447,57 @@ class PaymentOrder:
         self._flag(Attention.REVOKE_UNKNOWN, reason)
 
     # ---- internals -----------------------------------------------------------------------------
+
+    def _collecting(self) -> bool:
+        """Still collecting its cash share (directly, or beneath an excess being given back)."""
+        collecting = (S.AWAITING_PAYMENT, S.PAYING)
+        giving_back = self.status in (S.NEEDS_ATTENTION, S.REFUNDING)
+        beneath = giving_back and self.status_before_attention in collecting
+        return self.status in collecting or beneath
+
+    def _part_collected(self, now: datetime) -> PaymentOutcome:
+        """A success the order keeps: paid once the kept successes reach the cash due, unless the
+        order is already giving back what it was partly paid (closing)."""
+        if self.cash_kept != self.cash_due or self.returning:
+            if self.status is S.PAYING and self.open_payment() is None:
+                self._move(S.AWAITING_PAYMENT)
+            return PaymentOutcome.PART_PAID
+        if self.status not in (S.AWAITING_PAYMENT, S.PAYING):
+            # An excess is being given back first; the order is paid once that is done (_restore).
+            self.status_before_attention = S.SETTLING if self.insured else S.SETTLED
+            self.settled_at = None if self.insured else now
+            return PaymentOutcome.SETTLING if self.insured else PaymentOutcome.SETTLED
+        return self._after_cash_collected(now)
+
+    def _flag_excess_left(self) -> None:
+        """Another success the order must not keep came in while one was being given back: it is
+        flagged again, so the process manager gives it back too (else the flag, cleared by the first
+        refund, would leave its money with the order)."""
+        given_back = {r.payment_id for r in self.refunds if r.kind is RefundKind.EXCESS}
+        left = next((p for p in self.payments if p.is_excess and p.payment_id not in given_back), None)
+        if left is not None:
+            late = Attention.PAID_AFTER_CLOSE if self.status is S.CLOSED else Attention.DUPLICATE_PAYMENT
+            self._flag(
+                late, f"{left.out_trade_no} paid {left.amount.fen} fen after the order was {self._kept()}"
+            )
+
+    def _of_kind(self, kind: RefundKind) -> list[Refund]:
+        return [r for r in self.refunds if r.kind is kind]
+
+    def _batch_of(self, refund: Refund) -> list[Refund]:
+        """The refunds made together with `refund` (one per payment, by one decision)."""
+        return [r for r in self._of_kind(refund.kind) if r.created_at == refund.created_at]
+
+    @staticmethod
+    def _all_back(refunds: list[Refund]) -> bool:
+        return all(r.status is RefundStatus.SUCCEEDED for r in refunds)
+
+    def _refund_each(
+        self, refund_id: str, paid: list[Payment], kind: RefundKind, reason: str, now: datetime
+    ) -> list[Refund]:
+        """One refund per payment; the first takes `refund_id`, the others derived ids."""
+        ids = [refund_id, *(f"{refund_id}-{n}" for n in range(2, len(paid) + 1))]
+        return [self._new_refund(i, p, kind, reason, now) for i, p in zip(ids, paid, strict=True)]
 
     def _after_cash_collected(self, now: datetime) -> PaymentOutcome:
         if self.insured:
@@ -458,6 +589,9 @@ class PaymentOrder:
                 {"order_id": self.order_id, "status": self.status.value},
             )
         self.status = target
+
+
+_REFUND_TROUBLE = frozenset({Attention.REFUND_UNKNOWN, Attention.REFUND_REFUSED, Attention.REFUND_ABNORMAL})
 
 
 class SplitDoesNotAddUp(StateConflict):

@@ -10,6 +10,35 @@ Time enters only through `now` and the order's own clock fields (`last_step_at`,
 expiry times), so the decision is a pure function that a table-driven test covers completely. A
 question to an outside party that comes back inconclusive is asked again on the escalating
 `Schedule`; after `max_attempts` the order is handed to a person (NEEDS_ATTENTION), never guessed.
+
+Orders paid by several payments. The cash share may be collected by several payments, on one
+channel or on different ones, each for the amount PayPaymentOrder asked (absent: what remains).
+What counts against the cash due is every payment that *covers* part of it: the successes the order
+keeps and the attempts still open (`Payment.covers_share`). So a new attempt is refused unless it
+fits what no payment covers yet (`PaymentOrder.cash_remaining`), and storage keeps the same sum in
+`payment_orders.cash_placed_fen`, changed only relatively under CHECK (<= cash_due_fen): two
+PayPaymentOrder calls for the whole remainder cannot both be placed, whatever each believed. Open
+attempts rather than successes count because a patient should never be asked to pay what someone
+else is paying at that moment: counting only successes would let both attempts be paid and one of
+them be refunded as an excess, a double charge undone later instead of one that never happens.
+
+The steps stay the ones above, taken per payment:
+  - attempts open side by side share the order's clock; each inconclusive query passes the next
+    question to the next open attempt (`order.attempts` modulo their number);
+  - the order is paid (SETTLING, then the one 2207; SETTLED for self-pay) exactly when its kept
+    successes reach the cash due; until then it is AWAITING_PAYMENT (PAYING while an attempt is
+    open) with cash_paid < cash_due. A success of an attempt that had ended is kept if it still
+    fits, else it is an excess and given back (RefundLateSuccess);
+  - closing or expiring a partly paid order (`_ending`): ReturnPayment records a RETURN refund for
+    each kept payment (PayOutRefund sends it to that payment's own channel), CloseAtChannel closes
+    every open attempt after a query, CloseOrder closes the order, and only once every refund is
+    final does CancelPresettlement (2205) go out for an insured order. An attempt whose outcome is
+    unknown stays UNKNOWN until a query decides it; the returns of the others do not wait for it
+    (while a return is on its way, the attempts are closed meanwhile), and a success that comes in
+    once returns have begun is kept and returned too, never used to complete the order;
+  - a settlement the insurer refuses (compensation) and a requested refund make one refund per
+    payment, each to its own channel; every refund is sent before any answer is awaited
+    (`_open_refund` takes an unsent one first), and the order is REFUNDED when the last one is.
 """
 
 from __future__ import annotations
@@ -104,6 +133,14 @@ class RefundLateSuccess:
 
 
 @dataclass(frozen=True, slots=True)
+class ReturnPayment:
+    """A closing order gives back a payment it was partly paid by: record a RETURN refund for it
+    (then PayOutRefund sends it to the payment's own channel)."""
+
+    payment_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class GiveUp:
     """The outside party stayed silent for `max_attempts`: a person decides (no outbound call)."""
 
@@ -125,10 +162,11 @@ class Done:
 
 Step = (
     Presettle | PlacePayment | QueryPayment | CloseAtChannel | CloseOrder | Settle | CancelPresettlement
-    | RevokeSettlement | PayOutRefund | QueryRefund | RefundLateSuccess | GiveUp | Wait | Done
+    | RevokeSettlement | PayOutRefund | QueryRefund | RefundLateSuccess | ReturnPayment | GiveUp | Wait
+    | Done
 )  # fmt: skip
 # Steps that only change the order's own record: run inside the deciding transaction.
-LOCAL_STEPS = (CloseOrder, GiveUp, RefundLateSuccess)
+LOCAL_STEPS = (CloseOrder, GiveUp, RefundLateSuccess, ReturnPayment)
 
 
 # ---- when to ask again -----------------------------------------------------------------------------
@@ -201,7 +239,12 @@ def next_step(order: PaymentOrder, now: datetime, schedule: Schedule, caller: Ca
         return _creating(order, now, caller.has_voucher)
     refund = _open_refund(order)
     if refund is not None:
-        return _refunding(order, refund, now, schedule)
+        step = _refunding(order, refund, now, schedule)
+        if isinstance(step, Wait) and order.status in (S.AWAITING_PAYMENT, S.PAYING):
+            # A closing order's returns are on their way back: close its attempts meanwhile.
+            collecting = _collecting(order, now, schedule, caller)
+            return Wait(min(step.until, collecting.until)) if isinstance(collecting, Wait) else collecting
+        return step
     if order.awaits_settlement:
         return _settling(order, now, schedule)
     excess = _excess_payment(order)
@@ -273,16 +316,36 @@ _GIVE_UP_REASONS = {
 
 
 def _collecting(order: PaymentOrder, now: datetime, schedule: Schedule, caller: Caller) -> Step:
-    payment = order.open_payment()
-    ending = order.close_requested or now >= order.expires_at
-    if payment is None:
-        return CloseOrder(order.close_reason or "expired unpaid") if ending else Wait(order.expires_at)
-    if ending or (payment.expires_at is not None and now >= payment.expires_at):
-        return CloseAtChannel(payment.out_trade_no)
-    if not payment.code_url and caller.placing == payment.out_trade_no:
-        return PlacePayment(payment.out_trade_no)
+    attempts = order.open_payments()
+    if order.is_ending(now):
+        return _ending(order, attempts)
+    if not attempts:
+        return Wait(order.expires_at)
+    expired = next((p for p in attempts if p.expires_at is not None and now >= p.expires_at), None)
+    if expired is not None:
+        return CloseAtChannel(expired.out_trade_no)
+    placing = next((p for p in attempts if not p.code_url and caller.placing == p.out_trade_no), None)
+    if placing is not None:
+        return PlacePayment(placing.out_trade_no)
     due = _payment_query_due(order, schedule, caller.eager)
-    return QueryPayment(payment.out_trade_no) if now >= due else Wait(min(due, _expiry(order, payment)))
+    # Several attempts open side by side share the order's clock: each inconclusive answer passes
+    # the next question to the next attempt, so none waits behind another.
+    asked = attempts[order.attempts % len(attempts)]
+    if now >= due:
+        return QueryPayment(asked.out_trade_no)
+    return Wait(min(due, *(_expiry(order, p) for p in attempts)))
+
+
+def _ending(order: PaymentOrder, attempts: list[Payment]) -> Step:
+    """Closing (asked, or expired): what it was partly paid goes back first, each payment to its
+    own channel (an attempt whose outcome is unknown holds none of that up); the open attempts are
+    closed, each only after a query shows it unpaid; then the order closes."""
+    to_return = order.payments_to_return()
+    if to_return:
+        return ReturnPayment(to_return[0].payment_id)
+    if attempts:
+        return CloseAtChannel(attempts[0].out_trade_no)
+    return CloseOrder(order.close_reason or "expired unpaid")
 
 
 def _payment_query_due(order: PaymentOrder, schedule: Schedule, eager: bool) -> datetime:
@@ -299,7 +362,10 @@ def _expiry(order: PaymentOrder, payment: Payment) -> datetime:
 
 
 def _open_refund(order: PaymentOrder) -> Refund | None:
-    return next((r for r in order.refunds if r.is_open), None)
+    """The refund to move on: one not sent yet first (an order paid by several payments sends
+    every refund before it waits for the channels' answers), else the first one on its way."""
+    unsent = next((r for r in order.refunds if r.status is RefundStatus.PENDING), None)
+    return unsent or next((r for r in order.refunds if r.is_open), None)
 
 
 def _needs_revoke(order: PaymentOrder, refund: Refund) -> bool:

@@ -167,10 +167,15 @@ def pay_order(request: payment_pb2.PayPaymentOrderRequest) -> commands.PayPaymen
     needs_method = channel != CHANNEL_NONE
     found.require(method is not None and (method != "UNSPECIFIED" or not needs_method), "method", "required")
     found.require(len(request.description) <= 127, "description", "at most 127 chars")
+    found.require(0 <= request.amount_fen <= MAX_BILL_FEN, "amount_fen", "must be >= 0 (0 = what remains)")
+    found.require(
+        request.amount_fen <= 0 or channel != CHANNEL_NONE, "amount_fen", "must be 0 with CHANNEL_NONE"
+    )
     found.raise_if_any()
     return commands.PayPaymentOrder(
-        request.request_id, request.order_id, str(channel), str(method), request.description.strip()
-    )
+        request.request_id, request.order_id, str(channel), str(method), request.description.strip(),
+        Money(request.amount_fen),
+    )  # fmt: skip
 
 
 def close_order(request: payment_pb2.ClosePaymentOrderRequest) -> commands.ClosePaymentOrder:

@@ -45,6 +45,8 @@ class PayPaymentOrder:
     channel: str
     method: str
     description: str
+    # What this payment collects; zero = what remains of the cash share.
+    amount: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,8 +97,9 @@ async def _post_settlement(uow: UnitOfWork, order: PaymentOrder) -> None:
         scene=order.scene,
         channel=order.settlement_channel,
         bill_total=order.total,
-        cash=order.cash_paid - order.refunded_cash,
+        cash=order.cash_kept,
         split=order.split,
+        cash_by_channel=order.cash_by_channel(),
     )
     if await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at)):
         await uow.record_event(events.order_settled(order))
@@ -109,8 +110,11 @@ async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> 
     was never posted as revenue."""
     assert refund.succeeded_at is not None
     settled = await uow.ledger.find(keys.transfer_key(order.order_id, "settle"))
-    if refund.kind is RefundKind.REQUESTED and settled is not None:
-        reversal = ledger.reversal_of(settled, f"refund-R{refund.refund_no}", refund.succeeded_at)
-        await uow.ledger.post(reversal)
     channel = next((p.channel for p in order.payments if p.payment_id == refund.payment_id), CHANNEL_NONE)
+    if refund.kind is RefundKind.REQUESTED and settled is not None:
+        reversal = ledger.refund_reversal(
+            settled, f"refund-R{refund.refund_no}", channel, refund.cash,
+            with_insurance=refund.revokes_settlement, occurred_at=refund.succeeded_at,
+        )  # fmt: skip
+        await uow.ledger.post(reversal)
     await uow.record_event(events.refund_succeeded(order, refund, channel))

@@ -61,9 +61,10 @@ def payment_succeeded(order: PaymentOrder, payment: Payment) -> events_pb2.Event
 
 def order_settled(order: PaymentOrder) -> events_pb2.EventEnvelope:
     """The split adds up to the total: the hospital-borne share (医院负担, rare in outpatient care)
-    rides with the fund here; the ledger keeps the two apart."""
+    rides with the fund here; the ledger keeps the two apart. An order paid through several
+    channels names the first one here (the payment_succeeded events carry each channel)."""
     assert order.settled_at is not None
-    cash = order.cash_paid - order.refunded_cash
+    cash = order.cash_kept
     account = order.split.acct_pay if order.split else Money(0)
     envelope = _envelope(order, order.settled_at)
     envelope.payment_order_settled.CopyFrom(

@@ -143,20 +143,20 @@ class PaymentOrders:
         return order, _payment(order, payment.out_trade_no)
 
     async def _attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
-        """The open attempt on this channel, or a new one recorded before the channel hears of it."""
+        """A new attempt for the amount asked (zero: what remains), recorded before the channel
+        hears of it; storage refuses it if the order's payments would then cover more than the
+        cash due. A request for "what remains" when open attempts already cover all of it gets the
+        open attempt on its channel and method (a kiosk asking again for the QR code it shows)."""
         async with self._deps.uow() as uow:
             order = await uow.lock_order(cmd.order_id)
-            current = order.open_payment()
+            current = _same_attempt(order, cmd)
             if current is not None:
-                if (current.channel, current.method) != (cmd.channel, cmd.method):
-                    raise errors.StateConflict(
-                        f"a {current.channel} payment is in progress on {order.order_id}"
-                    )
                 return order, current
             now = self._deps.clock()
             payment = order.start_payment(
-                self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + self._deps.qr_valid_for
-            )
+                self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + self._deps.qr_valid_for,
+                cmd.amount,
+            )  # fmt: skip
             order.moved(now)
             await uow.orders.save(order)
         return order, payment
@@ -230,6 +230,13 @@ class PaymentOrders:
     async def export(self, query: commands.ExportTransactions) -> tuple[list[MoneyMovement], Cursor | None]:
         async with self._deps.uow(read_only=True) as uow:
             return await uow.queries.movements_of_day(query.business_date, query.page_size, query.cursor)
+
+
+def _same_attempt(order: PaymentOrder, cmd: commands.PayPaymentOrder) -> Payment | None:
+    if cmd.amount.fen or order.cash_remaining.fen > 0:
+        return None
+    wanted = (cmd.channel, cmd.method)
+    return next((p for p in order.open_payments() if (p.channel, p.method) == wanted), None)
 
 
 def _payment(order: PaymentOrder, out_trade_no: str) -> Payment:

@@ -354,12 +354,20 @@ class OrderProcess:
             case process.RefundLateSuccess(payment_id):
                 refund_id = self._deps.new_id("rfd")
                 return lambda o, now: _give_back(o, refund_id, payment_id, now)
+            case process.ReturnPayment(payment_id):
+                refund_id = self._deps.new_id("rfd")
+                return lambda o, now: _return(o, refund_id, payment_id, now)
         raise AssertionError(f"{step!r} is not a local step")
 
 
 def _give_back(order: PaymentOrder, refund_id: str, payment_id: str, now: datetime) -> None:
     payment = next(p for p in order.payments if p.payment_id == payment_id)
     order.give_back(refund_id, payment, now)
+
+
+def _return(order: PaymentOrder, refund_id: str, payment_id: str, now: datetime) -> None:
+    payment = next(p for p in order.payments if p.payment_id == payment_id)
+    order.return_payment(refund_id, payment, now)
 
 
 def _now() -> float:

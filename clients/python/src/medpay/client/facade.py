@@ -175,14 +175,17 @@ class MedPayClient:
         *,
         description: str = "",
         request_id: str | None = None,
+        amount_fen: int = 0,
     ) -> PayResult:
-        """Start collecting the cash share (CHANNEL_NONE when it is zero: the order settles at once)."""
+        """Start collecting the cash share (CHANNEL_NONE when it is zero: the order settles at once).
+        `amount_fen`: this payment's part of it (0: what remains); an order may be paid by several."""
         request = payment_pb2.PayPaymentOrderRequest(
             request_id=request_id or new_request_id(),
             order_id=order_id,
             channel=channel,
             method=method,
             description=description,
+            amount_fen=amount_fen,
         )
         response: payment_pb2.PayPaymentOrderResponse = await self._call(
             self._payment.PayPaymentOrder, request, self._deadlines.write_s

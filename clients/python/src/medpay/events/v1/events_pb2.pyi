@@ -295,7 +295,8 @@ class RefundSucceeded(_message.Message):
     kind: _builtins.str
     """Why the cash went back: "REQUESTED" (RefundPaymentOrder), "COMPENSATION" (the insurer refused
     the settlement), "EXCESS" (a success the order must not keep — paid after close, or twice —
-    given back automatically).
+    given back automatically), "RETURN" (a payment of an order that closed or expired before it
+    was paid in full, given back to its own channel).
     """
     reason: _builtins.str
     """The refund's reason as recorded (the audit record of an automatic refund says what triggered it)."""

@@ -118,9 +118,11 @@ class _OrderStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OrderStat
     DESCRIPTOR: _descriptor.EnumDescriptor
     ORDER_STATUS_UNSPECIFIED: _OrderStatus.ValueType  # 0
     ORDER_STATUS_AWAITING_PAYMENT: _OrderStatus.ValueType  # 1
-    """Created; for insured orders the pre-settlement split is known. Waiting for the cash share."""
+    """Created; for insured orders the pre-settlement split is known. Waiting for the cash share, or
+    for the rest of it (partly paid: 0 < cash_paid_fen < cash_due_fen).
+    """
     ORDER_STATUS_PAYING: _OrderStatus.ValueType  # 2
-    """A channel payment has been placed (QR shown); waiting for the patient."""
+    """At least one channel payment has been placed (QR shown); waiting for the patient."""
     ORDER_STATUS_SETTLING: _OrderStatus.ValueType  # 3
     """Cash confirmed; the insurer settlement is being completed (insured orders only)."""
     ORDER_STATUS_SETTLED: _OrderStatus.ValueType  # 4
@@ -145,9 +147,11 @@ class OrderStatus(_OrderStatus, metaclass=_OrderStatusEnumTypeWrapper):
 
 ORDER_STATUS_UNSPECIFIED: OrderStatus.ValueType  # 0
 ORDER_STATUS_AWAITING_PAYMENT: OrderStatus.ValueType  # 1
-"""Created; for insured orders the pre-settlement split is known. Waiting for the cash share."""
+"""Created; for insured orders the pre-settlement split is known. Waiting for the cash share, or
+for the rest of it (partly paid: 0 < cash_paid_fen < cash_due_fen).
+"""
 ORDER_STATUS_PAYING: OrderStatus.ValueType  # 2
-"""A channel payment has been placed (QR shown); waiting for the patient."""
+"""At least one channel payment has been placed (QR shown); waiting for the patient."""
 ORDER_STATUS_SETTLING: OrderStatus.ValueType  # 3
 """Cash confirmed; the insurer settlement is being completed (insured orders only)."""
 ORDER_STATUS_SETTLED: OrderStatus.ValueType  # 4
@@ -415,7 +419,9 @@ class PaymentOrder(_message.Message):
     cash_due_fen: _builtins.int
     """What the patient owes through a channel."""
     cash_paid_fen: _builtins.int
-    """Cash collected so far (succeeded payments)."""
+    """Cash collected so far: the sum of the succeeded payments (the order is paid, SETTLING or
+    SETTLED, once this reaches cash_due_fen; a success it must not keep is refunded).
+    """
     refunded_cash_fen: _builtins.int
     setl_id: _builtins.str
     """The insurer's settlement id (setl_id) once settled."""
@@ -661,12 +667,20 @@ class PayPaymentOrderRequest(_message.Message):
     CHANNEL_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     order_id: _builtins.str
     channel: Global___Channel.ValueType
     method: Global___PayMethod.ValueType
     description: _builtins.str
     """Shown to the patient by the channel (≤ 127 chars); default "<campus> 门诊缴费"."""
+    amount_fen: _builtins.int
+    """How much of the cash share this payment collects, in fen. Absent or 0: what remains, i.e.
+    cash_due_fen minus what the order's succeeded and still open payments already cover (an order
+    may be paid by several payments, on different channels). Negative, or more than what remains:
+    INVALID_ARGUMENT naming amount_fen, nothing stored. The order is paid when its succeeded
+    payments sum to cash_due_fen, never more (enforced in storage).
+    """
     def __init__(
         self,
         *,
@@ -675,10 +689,11 @@ class PayPaymentOrderRequest(_message.Message):
         channel: Global___Channel.ValueType = ...,
         method: Global___PayMethod.ValueType = ...,
         description: _builtins.str = ...,
+        amount_fen: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "description", b"description", "method", b"method", "order_id", b"order_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel", b"channel", "description", b"description", "method", b"method", "order_id", b"order_id", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

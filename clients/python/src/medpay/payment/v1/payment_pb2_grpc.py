@@ -110,8 +110,9 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PayPaymentOrder(self, request, context):
-        """Start collecting the cash share through a channel. For a zero cash share (CHANNEL_NONE) the
-        order settles at once. Errors: INVALID_ARGUMENT, NOT_FOUND (RESOURCE_NOT_FOUND),
+        """Start collecting the cash share, or a part of it (amount_fen), through a channel. For a zero
+        cash share (CHANNEL_NONE) the order settles at once. Errors: INVALID_ARGUMENT (amount_fen more
+        than what remains), NOT_FOUND (RESOURCE_NOT_FOUND),
         FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
         """
@@ -134,8 +135,10 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ClosePaymentOrder(self, request, context):
-        """Close an unpaid order: closes the channel order and undoes any pre-settlement.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (STATE_CONFLICT when already paid).
+        """Close an order that is not paid in full: closes its open channel attempts (each after a query
+        shows it unpaid), refunds every payment it was partly paid by to that payment's own channel,
+        then undoes any pre-settlement. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+        (STATE_CONFLICT when already paid), UNAVAILABLE (CHANNEL_UNAVAILABLE: the platform finishes it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -143,7 +146,8 @@ class PaymentServiceServicer:
 
     def RefundPaymentOrder(self, request, context):
         """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-        and the cash share goes back through the original channel. Refunded never exceeds paid; that is
+        and the cash share goes back through the original channels, one refund per payment (the
+        response carries the first; the order lists them all). Refunded never exceeds paid; that is
         enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
         (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
         (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.

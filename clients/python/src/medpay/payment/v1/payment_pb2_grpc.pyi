@@ -45,8 +45,9 @@ class PaymentServiceStub:
     INSURER_REJECTED), UNAVAILABLE (INSURER_UNAVAILABLE, OUTCOME_UNKNOWN), ABORTED (REQUEST_IN_PROGRESS).
     """
     PayPaymentOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.PayPaymentOrderRequest, _payment_pb2.PayPaymentOrderResponse]
-    """Start collecting the cash share through a channel. For a zero cash share (CHANNEL_NONE) the
-    order settles at once. Errors: INVALID_ARGUMENT, NOT_FOUND (RESOURCE_NOT_FOUND),
+    """Start collecting the cash share, or a part of it (amount_fen), through a channel. For a zero
+    cash share (CHANNEL_NONE) the order settles at once. Errors: INVALID_ARGUMENT (amount_fen more
+    than what remains), NOT_FOUND (RESOURCE_NOT_FOUND),
     FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
     """
@@ -55,12 +56,15 @@ class PaymentServiceStub:
     ListPaymentOrders: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentOrdersRequest, _payment_pb2.ListPaymentOrdersResponse]
     """Orders, newest first, paginated (AIP-158). Errors: INVALID_ARGUMENT (bad page_token/filter)."""
     ClosePaymentOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ClosePaymentOrderRequest, _payment_pb2.ClosePaymentOrderResponse]
-    """Close an unpaid order: closes the channel order and undoes any pre-settlement.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (STATE_CONFLICT when already paid).
+    """Close an order that is not paid in full: closes its open channel attempts (each after a query
+    shows it unpaid), refunds every payment it was partly paid by to that payment's own channel,
+    then undoes any pre-settlement. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+    (STATE_CONFLICT when already paid), UNAVAILABLE (CHANNEL_UNAVAILABLE: the platform finishes it).
     """
     RefundPaymentOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.RefundPaymentOrderRequest, _payment_pb2.RefundPaymentOrderResponse]
     """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-    and the cash share goes back through the original channel. Refunded never exceeds paid; that is
+    and the cash share goes back through the original channels, one refund per payment (the
+    response carries the first; the order lists them all). Refunded never exceeds paid; that is
     enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
     (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
     (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.
@@ -105,8 +109,9 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     INSURER_REJECTED), UNAVAILABLE (INSURER_UNAVAILABLE, OUTCOME_UNKNOWN), ABORTED (REQUEST_IN_PROGRESS).
     """
     PayPaymentOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.PayPaymentOrderRequest, _payment_pb2.PayPaymentOrderResponse]  # type: ignore[assignment]
-    """Start collecting the cash share through a channel. For a zero cash share (CHANNEL_NONE) the
-    order settles at once. Errors: INVALID_ARGUMENT, NOT_FOUND (RESOURCE_NOT_FOUND),
+    """Start collecting the cash share, or a part of it (amount_fen), through a channel. For a zero
+    cash share (CHANNEL_NONE) the order settles at once. Errors: INVALID_ARGUMENT (amount_fen more
+    than what remains), NOT_FOUND (RESOURCE_NOT_FOUND),
     FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
     """
@@ -115,12 +120,15 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     ListPaymentOrders: _aio.UnaryUnaryMultiCallable[_payment_pb2.ListPaymentOrdersRequest, _payment_pb2.ListPaymentOrdersResponse]  # type: ignore[assignment]
     """Orders, newest first, paginated (AIP-158). Errors: INVALID_ARGUMENT (bad page_token/filter)."""
     ClosePaymentOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.ClosePaymentOrderRequest, _payment_pb2.ClosePaymentOrderResponse]  # type: ignore[assignment]
-    """Close an unpaid order: closes the channel order and undoes any pre-settlement.
-    Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (STATE_CONFLICT when already paid).
+    """Close an order that is not paid in full: closes its open channel attempts (each after a query
+    shows it unpaid), refunds every payment it was partly paid by to that payment's own channel,
+    then undoes any pre-settlement. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+    (STATE_CONFLICT when already paid), UNAVAILABLE (CHANNEL_UNAVAILABLE: the platform finishes it).
     """
     RefundPaymentOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.RefundPaymentOrderRequest, _payment_pb2.RefundPaymentOrderResponse]  # type: ignore[assignment]
     """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-    and the cash share goes back through the original channel. Refunded never exceeds paid; that is
+    and the cash share goes back through the original channels, one refund per payment (the
+    response carries the first; the order lists them all). Refunded never exceeds paid; that is
     enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
     (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
     (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.
@@ -174,8 +182,9 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.PayPaymentOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.PayPaymentOrderResponse, _abc.Awaitable[_payment_pb2.PayPaymentOrderResponse]]:
-        """Start collecting the cash share through a channel. For a zero cash share (CHANNEL_NONE) the
-        order settles at once. Errors: INVALID_ARGUMENT, NOT_FOUND (RESOURCE_NOT_FOUND),
+        """Start collecting the cash share, or a part of it (amount_fen), through a channel. For a zero
+        cash share (CHANNEL_NONE) the order settles at once. Errors: INVALID_ARGUMENT (amount_fen more
+        than what remains), NOT_FOUND (RESOURCE_NOT_FOUND),
         FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
         """
@@ -202,8 +211,10 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.ClosePaymentOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.ClosePaymentOrderResponse, _abc.Awaitable[_payment_pb2.ClosePaymentOrderResponse]]:
-        """Close an unpaid order: closes the channel order and undoes any pre-settlement.
-        Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION (STATE_CONFLICT when already paid).
+        """Close an order that is not paid in full: closes its open channel attempts (each after a query
+        shows it unpaid), refunds every payment it was partly paid by to that payment's own channel,
+        then undoes any pre-settlement. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
+        (STATE_CONFLICT when already paid), UNAVAILABLE (CHANNEL_UNAVAILABLE: the platform finishes it).
         """
 
     @_abc_1.abstractmethod
@@ -213,7 +224,8 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.RefundPaymentOrderResponse, _abc.Awaitable[_payment_pb2.RefundPaymentOrderResponse]]:
         """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-        and the cash share goes back through the original channel. Refunded never exceeds paid; that is
+        and the cash share goes back through the original channels, one refund per payment (the
+        response carries the first; the order lists them all). Refunded never exceeds paid; that is
         enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
         (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
         (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.
