@@ -12,7 +12,7 @@ from services.payment_core.service_layer.unit_of_work import UnitOfWorkFactory
 from services.runtime.clock import new_id, utcnow
 
 # (channel, method) pairs this release collects cash through.
-OFFERED_METHODS = frozenset({("WECHAT_PAY", "NATIVE_QR")})
+OFFERED_METHODS = frozenset({("WECHAT_PAY", "NATIVE_QR"), ("WECHAT_PAY", "JSAPI"), ("WECHAT_PAY", "BARCODE")})
 
 
 @dataclass(frozen=True)

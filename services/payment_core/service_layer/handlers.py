@@ -14,11 +14,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
 from services.payment_core.domain import keys, process
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
+    METHOD_BARCODE,
+    METHOD_JSAPI,
     Attention,
     OrderStatus,
     Payment,
@@ -130,7 +133,9 @@ class PaymentOrders:
         if payment.code_url or not payment.is_open:
             return order, payment
         caller = process.Caller(placing=payment.out_trade_no)
-        inputs = StepInputs(description=cmd.description)
+        inputs = StepInputs(
+            description=cmd.description, auth_code=cmd.auth_code, payer_openid=cmd.payer_openid
+        )
         order = await self._process.advance_now(order.order_id, caller, inputs, _PATIENCE_S)
         return order, _payment(order, payment.out_trade_no)
 
@@ -146,12 +151,23 @@ class PaymentOrders:
                     )
                 return order, current
             now = self._deps.clock()
+            # A code payment is waited for only briefly (the patient stands at the cashier), then
+            # reversed; a QR or JSAPI payment is open until the channel closes it.
+            barcode = cmd.method == METHOD_BARCODE
+            valid_for = self._process.schedule.code_payment_window if barcode else self._deps.qr_valid_for
             payment = order.start_payment(
-                self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + self._deps.qr_valid_for
+                self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + valid_for
             )
             order.moved(now)
             await uow.orders.save(order)
         return order, payment
+
+    def front_end_params(self, payment: Payment) -> JsapiPayParams | None:
+        """What the payer's page passes to wx.requestPayment, freshly signed, for an open JSAPI
+        attempt the channel has placed (None for any other payment)."""
+        if payment.method != METHOD_JSAPI or not payment.is_open or not payment.code_url:
+            return None
+        return self._deps.channel.jsapi_pay_params(payment.code_url)
 
     async def _settle_without_cash(self, order_id: str) -> tuple[PaymentOrder, Payment]:
         """Insurer and personal account cover the bill: a zero payment, then the settlement."""

@@ -18,6 +18,8 @@ from services.payment_core.adapters.insurance import InsurerSettlement, InsurerS
 from services.payment_core.domain import keys, process
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
+    METHOD_BARCODE,
+    METHOD_JSAPI,
     ChannelPaymentSeen,
     Payment,
     PaymentStatus,
@@ -53,6 +55,10 @@ class StepInputs:
     # The order was created by this very call: nothing earlier can have reached the insurer.
     first_presettle: bool = False
     description: str = ""
+    # PlacePayment of a code payment: the patient's payment code (masked repr; used once).
+    auth_code: ports.PaymentCode | None = None
+    # PlacePayment of a JSAPI payment: the payer's openid.
+    payer_openid: str = ""
 
 
 _PAID = frozenset({ports.TradeState.PAID, ports.TradeState.REFUNDED})
@@ -69,11 +75,13 @@ class StepRunners:
                 assert inputs.presettle is not None
                 return await self._presettle(order, inputs.presettle, inputs.first_presettle)
             case process.PlacePayment(out_trade_no):
-                return await self._place(order, out_trade_no, inputs.description)
+                return await self._place(order, out_trade_no, inputs)
             case process.QueryPayment(out_trade_no):
                 return await self._query_payment(out_trade_no, close_unpaid=False)
             case process.CloseAtChannel(out_trade_no):
                 return await self._query_payment(out_trade_no, close_unpaid=True)
+            case process.ReversePayment(out_trade_no):
+                return await self._reverse(out_trade_no)
             case process.Settle():
                 return await self._settle(order)
             case process.CancelPresettlement():
@@ -174,14 +182,23 @@ class StepRunners:
 
     # ---- the channel ---------------------------------------------------------------------------
 
-    async def _place(self, order: PaymentOrder, out_trade_no: str, description: str) -> Outcome:
+    async def _place(self, order: PaymentOrder, out_trade_no: str, inputs: StepInputs) -> Outcome:
         payment = _payment(order, out_trade_no)
         assert payment.expires_at is not None
-        text = description or f"{order.campus_code} 门诊缴费"
+        text = inputs.description or f"{order.campus_code} 门诊缴费"
+        if payment.method == METHOD_BARCODE:
+            return await self._pay_by_code(payment, text, inputs.auth_code)
         try:
-            placed = await self._deps.channel.place_order(
-                out_trade_no, payment.amount, text, self._deps.notify_url, payment.expires_at
-            )
+            if payment.method == METHOD_JSAPI:
+                jsapi = await self._deps.channel.place_jsapi_order(
+                    out_trade_no, payment.amount, text, self._deps.notify_url, payment.expires_at,
+                    inputs.payer_openid,
+                )  # fmt: skip
+                placed = ports.PlacedOrder(out_trade_no, jsapi.prepay_id)
+            else:
+                placed = await self._deps.channel.place_order(
+                    out_trade_no, payment.amount, text, self._deps.notify_url, payment.expires_at
+                )
         except ports.ChannelRejected as error:
             return Outcome(_attempt_ended(out_trade_no, PaymentStatus.FAILED), error=as_runtime_error(error))
         except (ports.ChannelOutcomeUnknown, ports.ChannelProtocolError) as error:
@@ -191,6 +208,58 @@ class StepRunners:
             return Outcome(error=as_runtime_error(error))
         code_url = placed.code_url
         return Outcome(lambda o, _now: _if_open(o, out_trade_no, lambda p: o.payment_placed(p, code_url)))
+
+    async def _pay_by_code(self, payment: Payment, text: str, code: ports.PaymentCode | None) -> Outcome:
+        """Sent once: whatever happens the attempt is marked sent, and an answer that is not final
+        (USERPAYING, lost, unreadable) is settled by queries, then a reverse; never a resend."""
+        if code is None:
+            raise errors.InvalidArgument(
+                [errors.FieldViolation("auth_code", "required for PAY_METHOD_BARCODE")]
+            )
+        out_trade_no, masked = payment.out_trade_no, code.masked
+
+        def sent(o: PaymentOrder, now: datetime, then: Record = _nothing) -> None:
+            _if_open(
+                o, out_trade_no, lambda p: o.code_payment_sent(p, masked, now + process.REVERSE_NOT_BEFORE)
+            )
+            then(o, now)
+
+        try:
+            status = await self._deps.channel.pay_by_code(out_trade_no, payment.amount, text, code)
+        except ports.ChannelRejected as error:
+            ended = _attempt_ended(out_trade_no, PaymentStatus.FAILED)
+            return Outcome(lambda o, now: sent(o, now, ended), error=as_runtime_error(error))
+        except (ports.ChannelOutcomeUnknown, ports.ChannelProtocolError) as error:
+            unknown = _attempt_unknown(out_trade_no)
+            return Outcome(lambda o, now: sent(o, now, unknown), error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            # Unavailable: the code never reached the channel. The attempt is not marked sent; it is
+            # queried (not found: ended) and the cashier scans again.
+            return Outcome(error=as_runtime_error(error))
+        return Outcome(lambda o, now: sent(o, now, trade_news(status)))
+
+    async def _reverse(self, out_trade_no: str) -> Outcome:
+        """Query first (the patient may have confirmed at the last moment: then it is paid, and
+        kept); reverse only without a final answer. A reverse that did not go through is sent
+        again on the schedule (it is idempotent)."""
+        try:
+            status = await self._deps.channel.query(out_trade_no)
+            if status.state in _PAID or status.state in _ENDED:
+                return Outcome(trade_news(status))
+        except ports.ChannelRejected as error:
+            if error.reason is not ports.RejectionReason.NOT_FOUND:
+                return Outcome(error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            return Outcome(error=as_runtime_error(error))
+        try:
+            await self._deps.channel.reverse(out_trade_no)
+        except ports.ChannelRejected as error:
+            if error.reason is ports.RejectionReason.NOT_FOUND:
+                return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
+            return Outcome(error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            return Outcome(error=as_runtime_error(error))
+        return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
 
     async def _query_payment(self, out_trade_no: str, close_unpaid: bool) -> Outcome:
         try:

@@ -109,6 +109,21 @@ def trade_status_from(body: Mapping[str, Any]) -> ChannelTradeStatus:
     )
 
 
+def code_payment_from(
+    http_status: int, body: Mapping[str, Any], out_trade_no: str, amount: Money
+) -> ChannelTradeStatus:
+    """The codepay answer: the transaction (200, SUCCESS at once) or 202 USERPAYING (the patient
+    confirms with a password on the phone; query until final)."""
+    if body.get("code") == "USERPAYING" or (http_status == 202 and "trade_state" not in body):
+        if body.get("code") not in (None, "USERPAYING"):
+            raise ChannelProtocolError(f"WeChat Pay codepay answered {http_status} {body.get('code')!r}")
+        return ChannelTradeStatus(out_trade_no, TradeState.PAYING, amount, channel_state="USERPAYING")
+    status = trade_status_from(body)
+    if status.out_trade_no != out_trade_no:
+        raise ChannelProtocolError("WeChat Pay codepay answered for another out_trade_no")
+    return status
+
+
 def refund_from(body: Mapping[str, Any], status_field: str = "status") -> ChannelRefund:
     """A refund answer (`status`) or the decrypted REFUND.* resource (`refund_status`)."""
     channel_status = _text(body, status_field)
