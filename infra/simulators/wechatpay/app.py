@@ -184,6 +184,15 @@ class WechatPayApi:
             self.sim.notifier.send(_payment_notice(order), "pay_notify")
         return JSONResponse(transaction_json(order))
 
+    async def patient_cancels(self, request: Request) -> Response:
+        """Test control: the patient closes the password prompt of a USERPAYING code payment."""
+        try:
+            out_trade_no = str(_json_object(await request.body()).get("out_trade_no", ""))
+            order = self.sim.codepay.cancel(self.sim.gateway.order(out_trade_no))
+        except WechatError as exc:
+            return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
+        return JSONResponse(transaction_json(order))
+
     async def finish_refund(self, request: Request) -> Response:
         """Test control: a PROCESSING refund reaches its planned outcome now (and notifies)."""
         try:
@@ -365,6 +374,7 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
         Route("/v3/billdownload/file", api.download_bill, methods=["GET"]),
         Route("/sim/pay", api.patient_pays, methods=["POST"]),
         Route("/sim/refunds/finish", api.finish_refund, methods=["POST"]),
+        Route("/sim/codepay/cancel", api.patient_cancels, methods=["POST"]),
         Route("/sim/faults", api.arm_fault, methods=["POST"]),
         Route("/sim/faults", api.list_faults, methods=["GET"]),
         Route("/sim/faults", api.clear_faults, methods=["DELETE"]),

@@ -7,7 +7,8 @@ payment): without one the phone pays at once (200 and the SUCCESS transaction); 
 `cancels` and `never` answer 202 USERPAYING (the patient must enter a password) and the order turns
 SUCCESS (confirms) or PAYERROR (cancels) `delay_s` seconds later on the simulator's clock, or stays
 USERPAYING (never) until the merchant reverses it. /sim/pay on a USERPAYING order is the patient
-confirming now. Code payments send no notification (the request has no notify_url).
+confirming now, /sim/codepay/cancel the patient cancelling now. Code payments send no notification
+(the request has no notify_url).
 
 Reverse (撤销): any state but refunded becomes REVOKED (a paid order's money goes back to the payer),
 again is a no-op. The docs say not to reverse sooner than 15 s after the payment call; the simulator
@@ -76,6 +77,14 @@ class CodePayDesk:
         revoked = replace(current, trade_state="REVOKED", patient_action=None, patient_at=None)
         self._store.replace_order(revoked)
 
+    def cancel(self, current: SimOrder) -> SimOrder:
+        """The patient closes the password prompt: a USERPAYING code payment fails (PAYERROR)."""
+        if current.trade_state != "USERPAYING":
+            raise WechatError(409, "INVALID_REQUEST", f"订单状态为{current.trade_state}，不在用户支付中")
+        failed = replace(current, trade_state="PAYERROR", patient_action=None, patient_at=None)
+        self._store.replace_order(failed)
+        return failed
+
     def _new_order(self, body: Mapping[str, object], traceparent: str | None) -> SimOrder:
         if body.get("mchid") != self._merchant.mchid or body.get("appid") != self._merchant.appid:
             raise param_error("mchid 或 appid 与请求签名的商户号不一致")
@@ -100,7 +109,7 @@ class CodePayDesk:
             trade_type="MICROPAY", description=description, attach=None, total_fen=total,
             notify_url="", time_expire=None, code_url=None, prepay_id=None, trade_state="USERPAYING",
             transaction_id=None, success_time=None, payer_openid=f"oUpF8u{secrets.token_hex(11)}",
-            created_at=self._now(), traceparent=traceparent,
+            created_at=self._clock().astimezone(UTC), traceparent=traceparent,
         )  # fmt: skip
 
     def _now(self) -> datetime:

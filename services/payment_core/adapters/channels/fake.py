@@ -132,7 +132,7 @@ class FakeChannel:
         return PlacedJsapiOrder(out_trade_no, prepay_id)
 
     def jsapi_pay_params(self, prepay_id: str) -> JsapiPayParams:
-        time_stamp, nonce_str, package = str(int(self._clock().timestamp())), secrets.token_hex(16), ""
+        time_stamp, nonce_str = str(int(self._clock().timestamp())), secrets.token_hex(16)
         package = f"prepay_id={prepay_id}"
         signed = f"fake-app\n{time_stamp}\n{nonce_str}\n{package}\n".encode()
         return JsapiPayParams("fake-app", time_stamp, nonce_str, package, "RSA", self._sign(signed))
