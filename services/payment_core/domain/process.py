@@ -318,7 +318,9 @@ def _code_payment(
     due = order.step_since + schedule.code_payment_query
     window_end = payment.expires_at or order.expires_at
     if now >= window_end:
-        due = max(window_end, due if order.attempts else window_end)
+        # The first reverse right away; one the channel did not confirm again on the cadence (any
+        # step after the window's end was a reverse).
+        due = window_end if order.step_since < window_end else due
         return ReversePayment(payment.out_trade_no) if now >= due else Wait(due)
     return QueryPayment(payment.out_trade_no) if now >= due else Wait(min(due, window_end))
 
