@@ -175,14 +175,21 @@ class MedPayClient:
         *,
         description: str = "",
         request_id: str | None = None,
+        auth_code: str = "",
+        payer_openid: str = "",
     ) -> PayResult:
-        """Start collecting the cash share (CHANNEL_NONE when it is zero: the order settles at once)."""
+        """Start collecting the cash share (CHANNEL_NONE when it is zero: the order settles at once).
+        PAY_METHOD_BARCODE needs the scanned `auth_code` (the patient's payment code: never log it);
+        PAY_METHOD_JSAPI the `payer_openid`, and its result's payment carries the `jsapi`
+        parameters for wx.requestPayment."""
         request = payment_pb2.PayPaymentOrderRequest(
             request_id=request_id or new_request_id(),
             order_id=order_id,
             channel=channel,
             method=method,
             description=description,
+            auth_code=auth_code,
+            payer_openid=payer_openid,
         )
         response: payment_pb2.PayPaymentOrderResponse = await self._call(
             self._payment.PayPaymentOrder, request, self._deadlines.write_s
