@@ -283,3 +283,43 @@ async def test_a_code_payment_answered_late_is_not_reversed_sooner_than_15_s_aft
     await later(harness, timedelta(seconds=40))
     assert (await stored(harness, order_id)).payments[0].status == pb.PAYMENT_STATUS_CLOSED
     assert (await harness.channel.query(first.out_trade_no)).channel_state == "REVOKED"
+
+
+async def test_a_code_payment_whose_answer_was_lost_is_queried_never_sent_again(harness: Harness) -> None:
+    order_id = await created(harness)
+    original = harness.channel.pay_by_code
+
+    async def landed_but_lost(*args: object) -> ports.ChannelTradeStatus:
+        await original(*args)  # type: ignore[arg-type]
+        raise ports.ChannelOutcomeUnknown("read timeout")
+
+    harness.channel.pay_by_code = landed_but_lost  # type: ignore[method-assign]
+    with pytest.raises(grpc.aio.AioRpcError):
+        await harness.payment.PayPaymentOrder(by_code(order_id))
+    assert (await stored(harness, order_id)).payments[0].status == pb.PAYMENT_STATUS_UNKNOWN
+    again = await harness.payment.PayPaymentOrder(by_code(order_id))  # the cashier tries again
+    assert again.payment.status == pb.PAYMENT_STATUS_UNKNOWN  # the same attempt, not a second debit
+    await later(harness, timedelta(seconds=5))
+    order = await stored(harness, order_id)
+    assert order.status == pb.ORDER_STATUS_SETTLED and order.cash_paid_fen == order.total_fen
+    assert len(harness.channel.code_payment_calls) == 1
+
+
+async def test_a_lost_code_payment_the_channel_never_saw_is_not_closed_on_a_guess(harness: Harness) -> None:
+    """Not found at the channel inside the window may still land: only the window's end (a reverse)
+    ends it. Before, the first query's 'not found' closed the attempt at once."""
+    order_id = await created(harness)
+
+    async def lost(*args: object) -> ports.ChannelTradeStatus:
+        raise ports.ChannelOutcomeUnknown("connection reset")
+
+    harness.channel.pay_by_code = lost  # type: ignore[method-assign]
+    with pytest.raises(grpc.aio.AioRpcError):
+        await harness.payment.PayPaymentOrder(by_code(order_id))
+    await later(harness, timedelta(seconds=5))
+    await later(harness, timedelta(seconds=20))
+    assert (await stored(harness, order_id)).payments[0].status == pb.PAYMENT_STATUS_UNKNOWN
+    await later(harness, WINDOW)
+    order = await stored(harness, order_id)
+    assert order.status == pb.ORDER_STATUS_AWAITING_PAYMENT
+    assert order.payments[0].status == pb.PAYMENT_STATUS_CLOSED

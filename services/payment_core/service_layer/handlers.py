@@ -249,7 +249,13 @@ def _payment(order: PaymentOrder, out_trade_no: str) -> Payment:
 
 # How long a PayPaymentOrder waits for a concurrent one placing the same attempt (for its QR code).
 _PATIENCE_S = 10.0
-_QUESTIONS = (process.QueryPayment, process.QueryRefund, process.Settle, process.CloseAtChannel)
+_QUESTIONS = (
+    process.QueryPayment,
+    process.ReversePayment,
+    process.QueryRefund,
+    process.Settle,
+    process.CloseAtChannel,
+)
 
 
 def _asks_outside(order: PaymentOrder, now: datetime, schedule: process.Schedule) -> bool:

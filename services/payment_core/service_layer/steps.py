@@ -77,7 +77,12 @@ class StepRunners:
             case process.PlacePayment(out_trade_no):
                 return await self._place(order, out_trade_no, inputs)
             case process.QueryPayment(out_trade_no):
-                return await self._query_payment(out_trade_no, close_unpaid=False)
+                # A code payment the channel has not seen may still land (its answer was lost): its
+                # window's end reverses it; never taken as closed on a guess.
+                unseen_may_land = _payment(order, out_trade_no).method == METHOD_BARCODE
+                return await self._query_payment(
+                    out_trade_no, close_unpaid=False, unseen_may_land=unseen_may_land
+                )
             case process.CloseAtChannel(out_trade_no):
                 return await self._query_payment(out_trade_no, close_unpaid=True)
             case process.ReversePayment(out_trade_no):
@@ -261,7 +266,9 @@ class StepRunners:
             return Outcome(error=as_runtime_error(error))
         return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
 
-    async def _query_payment(self, out_trade_no: str, close_unpaid: bool) -> Outcome:
+    async def _query_payment(
+        self, out_trade_no: str, close_unpaid: bool, unseen_may_land: bool = False
+    ) -> Outcome:
         try:
             status = await self._deps.channel.query(out_trade_no)
             if status.state in _PAID:
@@ -273,6 +280,8 @@ class StepRunners:
                 await self._deps.channel.close(out_trade_no)
                 return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         except ports.ChannelRejected as error:
+            if unseen_may_land and error.reason is ports.RejectionReason.NOT_FOUND:
+                return Outcome()
             return self._query_refused(out_trade_no, error, close_unpaid)
         except ports.ChannelError as error:
             return Outcome(error=as_runtime_error(error))
