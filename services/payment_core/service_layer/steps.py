@@ -238,8 +238,8 @@ class StepRunners:
             unknown = _attempt_unknown(out_trade_no)
             return Outcome(lambda o, now: sent(o, now, unknown), error=as_runtime_error(error))
         except ports.ChannelError as error:
-            # Unavailable: the code never reached the channel. The attempt is not marked sent; it is
-            # queried (not found: ended) and the cashier scans again.
+            # Unavailable: the code never reached the channel. The attempt is not marked sent: the
+            # cashier's retry sends it (the same out_trade_no); otherwise its window's end ends it.
             return Outcome(error=as_runtime_error(error))
         return Outcome(lambda o, now: sent(o, now, trade_news(status)))
 
