@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from infra.simulators.wechatpay.bill import render_all_bill
 from infra.simulators.wechatpay.codepay import CodePayDesk
 from infra.simulators.wechatpay.faults import validate
 from infra.simulators.wechatpay.gateway import Merchant, SimulatedGateway, WechatError
 from infra.simulators.wechatpay.keys import APPID, MCHID
-from infra.simulators.wechatpay.shapes import transaction_json
+from infra.simulators.wechatpay.shapes import SHANGHAI, transaction_json
 from infra.simulators.wechatpay.store import SimStore
 
 CODE = "134567890123456789"
@@ -122,6 +123,16 @@ def test_reverse_of_a_paid_code_payment_gives_the_money_back() -> None:
     clock.pass_s(15)
     codepay.reverse(NO, reverse_body(), gateway.order(NO))
     assert gateway.order(NO).trade_state == "REVOKED"
+
+
+def test_a_paid_then_reversed_code_payment_reads_revoked_in_the_bill() -> None:
+    codepay, gateway, clock = desk()
+    codepay.pay(codepay_body(), None, None)
+    clock.pass_s(15)
+    codepay.reverse(NO, reverse_body(), gateway.order(NO))
+    payments, _ = gateway.bill_day(clock.now.astimezone(SHANGHAI).date())
+    (line,) = [row for row in render_all_bill(payments, []).splitlines() if NO in row]
+    assert "`MICROPAY,`REVOKED," in line
 
 
 def test_only_code_payments_are_reversed_and_only_by_their_merchant() -> None:

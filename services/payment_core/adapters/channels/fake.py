@@ -389,7 +389,7 @@ def _payment_row(order: _Order) -> BillRow:
         order.success_time.astimezone(BEIJING),
         order.transaction_id or "",
         order.out_trade_no,
-        BillTradeState.SUCCESS,
+        BillTradeState.REVOKED if order.reversed else BillTradeState.SUCCESS,
         order.amount,
     )
 
