@@ -7,7 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from services.payment_core.adapters.channels.ports import (
+    ChannelOutcomeUnknown,
     ChannelProtocolError,
+    ChannelRejected,
     RefundStatus,
     RejectionReason,
     TradeState,
@@ -18,6 +20,7 @@ from services.payment_core.adapters.channels.wechatpay_transformers import (
     REJECTIONS,
     TRADE_STATES,
     code_payment_from,
+    code_payment_refused,
     notification_from,
     refund_from,
     refund_status_of,
@@ -214,3 +217,15 @@ def test_a_code_payment_answer_is_paid_userpaying_or_an_error() -> None:
     with pytest.raises(ChannelProtocolError):  # an answer about another order is not ours
         code_payment_from(200, {"out_trade_no": "MP2", "trade_state": "SUCCESS", "amount": {"total": 1}},
                           "MP1", Money(1))  # fmt: skip
+
+
+def test_a_refused_code_payment_is_a_refusal_unless_it_says_the_patient_is_still_paying() -> None:
+    """USERPAYING or a bank error under a 4xx must not end the attempt: the patient may still pay."""
+    still = code_payment_refused(ChannelRejected("USERPAYING", "需要用户输入密码"), "MP1", Money(1))
+    assert (still.state, still.channel_state) == (TradeState.PAYING, "USERPAYING")
+    with pytest.raises(ChannelOutcomeUnknown):
+        code_payment_refused(ChannelRejected("BANKERROR", "银行系统异常"), "MP1", Money(1))
+    refused = ChannelRejected("PARAM_ERROR", "付款码无效", RejectionReason.INVALID_REQUEST)
+    with pytest.raises(ChannelRejected) as kept:
+        code_payment_refused(refused, "MP1", Money(1))
+    assert kept.value is refused

@@ -46,6 +46,7 @@ from services.payment_core.adapters.channels.wechatpay_bill import parse_trade_b
 from services.payment_core.adapters.channels.wechatpay_transformers import (
     NOT_NOW,
     code_payment_from,
+    code_payment_refused,
     notification_from,
     refund_from,
     rejection_reason_of,
@@ -239,18 +240,21 @@ class WechatPayChannel:
         if not out_trade_no or amount.fen <= 0 or not description or len(description) > MAX_DESCRIPTION_CHARS:
             raise ValueError("out_trade_no, a positive amount and a 1-127 character description are required")
         # The code's shape is WeChat Pay's to judge (400 PARAM_ERROR): payment-core checked it already.
-        status, body = await self._call_with_status(
-            "codepay",
-            lambda: self._sdk.pay(
-                description=description,
-                out_trade_no=out_trade_no,
-                amount={"total": amount.fen, "currency": "CNY"},
-                payer={"auth_code": auth_code.reveal()},
-                scene_info={"store_info": {"out_id": self._store_id}},
-                pay_type=WeChatPayType.CODEPAY,
-            ),
-            attributes={ATTR_OUT_TRADE_NO: out_trade_no, ATTR_AMOUNT_FEN: amount.fen},
-        )
+        try:
+            status, body = await self._call_with_status(
+                "codepay",
+                lambda: self._sdk.pay(
+                    description=description,
+                    out_trade_no=out_trade_no,
+                    amount={"total": amount.fen, "currency": "CNY"},
+                    payer={"auth_code": auth_code.reveal()},
+                    scene_info={"store_info": {"out_id": self._store_id}},
+                    pay_type=WeChatPayType.CODEPAY,
+                ),
+                attributes={ATTR_OUT_TRADE_NO: out_trade_no, ATTR_AMOUNT_FEN: amount.fen},
+            )
+        except ChannelRejected as refused:
+            return code_payment_refused(refused, out_trade_no, amount)
         return code_payment_from(status, _json(body), out_trade_no, amount)
 
     async def reverse(self, out_trade_no: str) -> None:
