@@ -4,6 +4,7 @@ test can serve it itself and pass a fake channel and a fake insurer."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -142,10 +143,15 @@ def _seconds(value: float) -> timedelta:
 
 
 def _schedule(settings: PaymentCoreSettings) -> Schedule:
-    return Schedule.escalating(
+    schedule = Schedule.escalating(
         first_payment_query=_seconds(settings.payment_core_first_query_s),
         base=_seconds(settings.payment_core_retry_base_s),
         max_attempts=settings.payment_core_max_attempts,
+    )
+    return dataclasses.replace(
+        schedule,
+        code_payment_query=_seconds(settings.payment_core_code_payment_query_s),
+        code_payment_window=_seconds(settings.payment_core_code_payment_window_s),
     )
 
 

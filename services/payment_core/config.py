@@ -46,6 +46,10 @@ class PaymentCoreSettings(MeshSettings):
     payment_core_first_query_s: float = Field(default=10.0, gt=0, le=600)
     payment_core_retry_base_s: float = Field(default=5.0, gt=0, le=600)
     payment_core_max_attempts: int = Field(default=20, ge=1, le=1000)
+    # A code payment (付款码) waiting for the patient's password: queried this often, and reversed
+    # once this long has passed (never sooner than 15 s after the payment call: WeChat Pay's rule).
+    payment_core_code_payment_query_s: float = Field(default=5.0, gt=0, le=60)
+    payment_core_code_payment_window_s: float = Field(default=30.0, ge=15, le=600)
     # The janitor: how often it looks for due orders, and how many it advances at once.
     payment_core_janitor_interval_s: float = Field(default=1.0, gt=0, le=60)
     payment_core_janitor_concurrency: int = Field(default=8, ge=1, le=256)

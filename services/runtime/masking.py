@@ -28,6 +28,14 @@ def mask_phone(phone: str) -> str:
     return phone[:3] + "*" * (len(phone) - 7) + phone[-4:]
 
 
+def mask_payment_code(code: str) -> str:
+    """A payment code (付款码) is a bearer credential: keep only its first 2 digits (which say the
+    channel) and its last 4 (what the cashier's receipt shows)."""
+    if len(code) <= 8:
+        return "*" * len(code)
+    return code[:2] + "*" * (len(code) - 6) + code[-4:]
+
+
 def scrub(text: str) -> str:
     """Defence in depth for free text (logs, error details): mask anything shaped like an
     18-digit resident ID number or a mainland mobile number."""
@@ -43,7 +51,12 @@ class PatientIdentifier:
 
     def __init__(self, value: str, kind: str = "certificate") -> None:
         self._value = value
-        masker = {"certificate": mask_certificate, "name": mask_name, "phone": mask_phone}[kind]
+        masker = {
+            "certificate": mask_certificate,
+            "name": mask_name,
+            "phone": mask_phone,
+            "payment_code": mask_payment_code,
+        }[kind]
         self._masked = masker(value)
 
     def reveal(self) -> str:

@@ -58,6 +58,7 @@ from services.payment_core.adapters.channels.wechatpay import WechatPayChannel, 
 from services.runtime.money import Money
 
 BEIJING = ZoneInfo("Asia/Shanghai")
+REVERSE_NOT_BEFORE_S = 500.0  # simulated seconds: 0.5 s at the suite's time scale
 Notification = tuple[Mapping[str, str], bytes]
 
 
@@ -187,8 +188,14 @@ class WechatWorld:
 async def wechat_world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WechatWorld]:
     root = tmp_path_factory.mktemp("wechatpay")
     # WeChat's own resend schedule and the real refund way (PROCESSING, then SUCCESS), on a clock
-    # 1000 times faster: resends after 15 ms, 15 ms, 30 ms, ...; refunds finish after 5 ms.
-    config = SimulatorConfig(key_dir=root / "keys", db_path=root / "wechatpay_sim.sqlite3", time_scale=0.001)
+    # 1000 times faster: resends after 15 ms, 15 ms, 30 ms, ...; refunds finish after 5 ms. A code
+    # payment's "no reverse sooner than 15 s" lasts 0.5 s here, long enough to be seen refused.
+    config = SimulatorConfig(
+        key_dir=root / "keys",
+        db_path=root / "wechatpay_sim.sqlite3",
+        time_scale=0.001,
+        reverse_not_before_s=REVERSE_NOT_BEFORE_S,
+    )
     inbox = NotificationInbox()
     receiver = Starlette(routes=[Route("/notify/{out_trade_no}", inbox.endpoint, methods=["POST"])])
     async with serving(build_asgi_app(WechatPaySimulator(config))) as sim_url, serving(receiver) as inbox_url:

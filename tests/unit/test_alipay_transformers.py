@@ -193,3 +193,12 @@ def test_a_bill_that_does_not_add_up_is_refused() -> None:
 
 def test_echoed_free_text_carries_no_ascii_braces() -> None:
     assert brace_free("退药 {复诊} 2") == "退药 ｛复诊｝ 2"
+
+
+def test_a_merchant_balance_too_low_is_not_now_and_a_system_error_is_unknown() -> None:
+    """ACQ.SELLER_BALANCE_NOT_ENOUGH used to read as REFUND_EXCEEDS_PAID, a final refusal that left
+    the patient unrefunded; nothing was done, so the same refund goes again later."""
+    with pytest.raises(ChannelUnavailable):
+        checked({"code": "40004", "sub_code": "ACQ.SELLER_BALANCE_NOT_ENOUGH"}, "refund", mutating=True)
+    with pytest.raises(ChannelOutcomeUnknown):
+        checked({"code": "40004", "sub_code": "ACQ.SYSTEM_ERROR"}, "pay_by_code", mutating=True)

@@ -20,6 +20,7 @@ class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
 
     def __init__(self) -> None:
         self.created: list[payment_pb2.CreatePaymentOrderRequest] = []
+        self.paid: list[payment_pb2.PayPaymentOrderRequest] = []
         self.statuses: list[int] = []
         self.gets = 0
         self.watches = 0
@@ -31,6 +32,11 @@ class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
         total = sum(item.line_total_fen for item in request.items)
         order = S.PaymentOrder(order_id="ord_1", total_fen=total, status=S.ORDER_STATUS_AWAITING_PAYMENT)
         return S.CreatePaymentOrderResponse(order=order)
+
+    async def PayPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
+        self.paid.append(request)
+        jsapi = S.JsapiPayParams(package="prepay_id=wx1", sign_type="RSA")
+        return S.PayPaymentOrderResponse(payment=S.Payment(method=request.method, jsapi=jsapi))
 
     async def GetPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
         status = self.statuses[min(self.gets, len(self.statuses) - 1)]
@@ -168,3 +174,15 @@ async def test_wait_until_settled_times_out_with_the_last_state(
         await medpay.wait_until_settled("ord_1", timeout_s=0.3)
     assert caught.value.order.status == S.ORDER_STATUS_NEEDS_ATTENTION
     assert (servicer.watches, servicer.gets) == (1, 0)
+
+
+async def test_a_code_payment_and_a_jsapi_payment_carry_the_payers_credential(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    await medpay.pay("ord_1", S.CHANNEL_WECHAT_PAY, S.PAY_METHOD_BARCODE, auth_code="134567890123456789")
+    paid = await medpay.pay("ord_1", S.CHANNEL_WECHAT_PAY, S.PAY_METHOD_JSAPI, payer_openid="oUpF8u1")
+    code, jsapi = servicer.paid
+    assert (code.auth_code, code.payer_openid) == ("134567890123456789", "")
+    assert (jsapi.auth_code, jsapi.payer_openid) == ("", "oUpF8u1")
+    assert paid.payment.jsapi.package == "prepay_id=wx1"

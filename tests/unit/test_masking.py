@@ -2,7 +2,14 @@ import json
 import logging
 
 from services.runtime.logging import JsonFormatter
-from services.runtime.masking import PatientIdentifier, mask_certificate, mask_name, mask_phone, scrub
+from services.runtime.masking import (
+    PatientIdentifier,
+    mask_certificate,
+    mask_name,
+    mask_payment_code,
+    mask_phone,
+    scrub,
+)
 
 ID_NUMBER = "350102199001011234"
 
@@ -33,3 +40,10 @@ def test_json_logs_scrub_messages_and_fields() -> None:
     line = JsonFormatter("payment-core").format(record)
     assert ID_NUMBER not in line
     assert json.loads(line)["service"] == "payment-core"
+
+
+def test_a_payment_code_keeps_only_its_channel_prefix_and_last_four_digits() -> None:
+    code = PatientIdentifier("134567890123456789", kind="payment_code")
+    assert str(code) == repr(code).split("'")[1] == "13************6789"
+    assert "4567890123" not in f"{code!r} {code}" and code.reveal() == "134567890123456789"
+    assert mask_payment_code("1234") == "****"

@@ -222,6 +222,55 @@ def refund_abnormal() -> PaymentOrder:
     return order
 
 
+CODE_WINDOW = SCHEDULE.code_payment_window  # 30 s
+MASKED_CODE = "13************3456"
+
+
+def code_recorded() -> PaymentOrder:
+    order = awaiting()
+    order.start_payment("pay_1", "WECHAT_PAY", "BARCODE", T0, T0 + CODE_WINDOW)
+    return order
+
+
+def code_sent(answer_after: timedelta = 0 * s) -> Callable[[], PaymentOrder]:
+    """The codepay call went out (USERPAYING, or its answer was lost) and returned `answer_after`."""
+
+    def build() -> PaymentOrder:
+        order = code_recorded()
+        order.code_payment_sent(order.payments[0], MASKED_CODE, T0 + answer_after + p.REVERSE_NOT_BEFORE)
+        return order
+
+    return build
+
+
+def asked_at(build: Callable[[], PaymentOrder], at: timedelta, times: int = 1) -> Callable[[], PaymentOrder]:
+    def asked_then() -> PaymentOrder:
+        order = build()
+        for _ in range(times):
+            order.still_waiting(T0 + at)
+        return order
+
+    return asked_then
+
+
+def code_sent_closing() -> PaymentOrder:
+    order = code_sent()()
+    order.request_close("patient left")
+    return order
+
+
+def jsapi_recorded() -> PaymentOrder:
+    order = awaiting()
+    order.start_payment("pay_1", "WECHAT_PAY", "JSAPI", T0, T0 + QR)
+    return order
+
+
+def jsapi_placed() -> PaymentOrder:
+    order = jsapi_recorded()
+    order.payment_placed(order.payments[0], "wx02090000000000000000000000000000")
+    return order
+
+
 def refunded() -> PaymentOrder:
     order = refund_revoked()
     order.refund_succeeded(order.refunds[0], "50300001", T0)
@@ -353,6 +402,31 @@ TABLE = [
     Row("placed, close asked", closing_placed, 0 * s, p.CloseAtChannel(TRADE)),
     Row("placement unknown", placement_unknown, 10 * s, p.QueryPayment(TRADE)),
     Row("placement unknown, HIS retries pay", placement_unknown, 1 * s, p.PlacePayment(TRADE), PLACING),
+    # JSAPI: the same life as a QR payment (placed by its request, queried, closed at expiry)
+    Row("jsapi recorded, its request", jsapi_recorded, 0 * s, p.PlacePayment(TRADE), PLACING),
+    Row("jsapi placed, no notification yet", jsapi_placed, 9 * s, p.Wait(T0 + 10 * s)),
+    Row("jsapi placed, first query due", jsapi_placed, 10 * s, p.QueryPayment(TRADE)),
+    Row("jsapi placed, expired", jsapi_placed, QR, p.CloseAtChannel(TRADE)),
+    # a code payment: sent once by the request holding the code, queried every 5 s while the patient
+    # confirms, reversed once its window passed (never sooner than 15 s after the call came back)
+    Row("code recorded, its request", code_recorded, 0 * s, p.PlacePayment(TRADE), PLACING),
+    Row("code recorded, request gone", code_recorded, 4 * s, p.Wait(T0 + 5 * s)),
+    Row("code recorded, request gone 5 s", code_recorded, 5 * s, p.QueryPayment(TRADE)),
+    Row("code sent, its request again: never twice", code_sent(), 1 * s, p.Wait(T0 + 5 * s), PLACING),
+    Row("code USERPAYING, 4 s", code_sent(), 4 * s, p.Wait(T0 + 5 * s)),
+    Row("code USERPAYING, 5 s", code_sent(), 5 * s, p.QueryPayment(TRADE)),
+    Row("code USERPAYING, asked at 20 s", asked_at(code_sent(), 20 * s), 22 * s, p.Wait(T0 + 25 * s)),
+    Row("code USERPAYING, asked at 27 s", asked_at(code_sent(), 27 * s), 29 * s, p.Wait(T0 + CODE_WINDOW)),
+    Row("code USERPAYING, window passed", code_sent(), CODE_WINDOW, p.ReversePayment(TRADE)),
+    Row("code USERPAYING, asked 5 times, window passed", asked_at(code_sent(), 25 * s, 5), CODE_WINDOW,
+        p.ReversePayment(TRADE)),
+    Row("code answer came 25 s late, at 39 s", asked_at(code_sent(25 * s), 38 * s), 39 * s,
+        p.Wait(T0 + 40 * s)),
+    Row("code answer came 25 s late, at 40 s", code_sent(25 * s), 40 * s, p.ReversePayment(TRADE)),
+    Row("code reverse not confirmed, 2 s later", asked_at(code_sent(), 31 * s), 33 * s, p.Wait(T0 + 36 * s)),
+    Row("code reverse not confirmed, 5 s later", asked_at(code_sent(), 31 * s), 36 * s,
+        p.ReversePayment(TRADE)),
+    Row("code USERPAYING, close asked: still queried", code_sent_closing, 5 * s, p.QueryPayment(TRADE)),
     # the insurer settlement
     Row("settling, first time", settling, 0 * s, p.Settle()),
     Row("settling, unknown once, 4 s", lambda: settling(1), 4 * s, retry(lambda: settling(1))),
@@ -456,6 +530,14 @@ def test_a_closed_attempt_leaves_the_order_waiting_for_another() -> None:
     order = placed()
     order.payment_ended(order.payments[0], PaymentStatus.CLOSED)
     assert p.next_step(order, T0 + m, SCHEDULE) == p.Wait(T0 + TTL)
+
+
+def test_a_code_payment_is_never_reversed_sooner_than_the_channel_allows() -> None:
+    order = code_recorded()
+    payment = order.payments[0]
+    order.code_payment_sent(payment, MASKED_CODE, T0 + 20 * s + p.REVERSE_NOT_BEFORE)
+    assert payment.expires_at == T0 + 35 * s  # not the recorded window (T0 + 30 s)
+    assert payment.code_url == MASKED_CODE and payment.is_open
 
 
 def test_once_a_person_was_asked_the_step_goes_on_at_the_slowest_pace() -> None:

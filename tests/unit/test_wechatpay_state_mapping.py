@@ -7,7 +7,9 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from services.payment_core.adapters.channels.ports import (
+    ChannelOutcomeUnknown,
     ChannelProtocolError,
+    ChannelRejected,
     RefundStatus,
     RejectionReason,
     TradeState,
@@ -17,6 +19,8 @@ from services.payment_core.adapters.channels.wechatpay_transformers import (
     REFUND_STATUSES,
     REJECTIONS,
     TRADE_STATES,
+    code_payment_from,
+    code_payment_refused,
     notification_from,
     refund_from,
     refund_status_of,
@@ -191,3 +195,37 @@ def test_an_unknown_event_type_is_not_a_notification() -> None:
     assert notification_from({"id": "EV-2", "event_type": "COUPON.USE", "resource": {}}) is None
     unknown_refund_event = {"id": "EV-5", "event_type": "REFUND.SOMETHING", "resource": {}}
     assert notification_from(unknown_refund_event) is None
+
+
+def test_a_code_payment_answer_is_paid_userpaying_or_an_error() -> None:
+    paid = code_payment_from(
+        200,
+        {"out_trade_no": "MP1", "trade_state": "SUCCESS", "transaction_id": "4200001",
+         "success_time": "2024-03-21T13:00:00+08:00", "amount": {"total": 12_500}},
+        "MP1",
+        Money(12_500),
+    )  # fmt: skip
+    assert (paid.state, paid.transaction_id) == (TradeState.PAID, "4200001")
+    waiting = code_payment_from(202, {"code": "USERPAYING", "message": "用户支付中"}, "MP1", Money(12_500))
+    assert (waiting.state, waiting.channel_state, waiting.amount) == (
+        TradeState.PAYING,
+        "USERPAYING",
+        Money(12_500),
+    )
+    with pytest.raises(ChannelProtocolError):
+        code_payment_from(202, {"code": "SOMETHING_ELSE"}, "MP1", Money(12_500))
+    with pytest.raises(ChannelProtocolError):  # an answer about another order is not ours
+        code_payment_from(200, {"out_trade_no": "MP2", "trade_state": "SUCCESS", "amount": {"total": 1}},
+                          "MP1", Money(1))  # fmt: skip
+
+
+def test_a_refused_code_payment_is_a_refusal_unless_it_says_the_patient_is_still_paying() -> None:
+    """USERPAYING or a bank error under a 4xx must not end the attempt: the patient may still pay."""
+    still = code_payment_refused(ChannelRejected("USERPAYING", "需要用户输入密码"), "MP1", Money(1))
+    assert (still.state, still.channel_state) == (TradeState.PAYING, "USERPAYING")
+    with pytest.raises(ChannelOutcomeUnknown):
+        code_payment_refused(ChannelRejected("BANKERROR", "银行系统异常"), "MP1", Money(1))
+    refused = ChannelRejected("PARAM_ERROR", "付款码无效", RejectionReason.INVALID_REQUEST)
+    with pytest.raises(ChannelRejected) as kept:
+        code_payment_refused(refused, "MP1", Money(1))
+    assert kept.value is refused

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp
 
 from infra.simulators.wechatpay import faults as fault_rules
 from infra.simulators.wechatpay.bill import render_all_bill
+from infra.simulators.wechatpay.codepay import USERPAYING_MESSAGE
 from infra.simulators.wechatpay.gateway import BALANCE_TOO_LOW, RefundPlan, WechatError, param_error
 from infra.simulators.wechatpay.notifier import Notice
 from infra.simulators.wechatpay.shapes import placed_json, refund_json, transaction_json
@@ -88,6 +89,28 @@ class WechatPayApi:
             return 200, placed_json(order)
 
         return action
+
+    def codepay(self, request: Request, body: Payload) -> Answer:
+        """200 with the transaction when the phone paid at once; 202 USERPAYING while the patient
+        enters the password (the merchant queries, then reverses if it never ends)."""
+        fault = self.sim.faults.take({"codepay"}, fault_rules.CODEPAY_PATIENT_MODES)
+        patient = None if fault is None else (fault.mode, fault.delay_s)
+        order = self.sim.codepay.pay(body, request.headers.get("traceparent"), patient)
+        order = self.sim.gateway.order(order.out_trade_no)  # as the patient left it by now
+        if order.trade_state == "USERPAYING":
+            return 202, {"code": "USERPAYING", "message": USERPAYING_MESSAGE}
+        if order.trade_state in ("SUCCESS", "REFUND"):
+            return 200, transaction_json(order)
+        raise WechatError(400, "INVALID_REQUEST", f"订单状态为{order.trade_state}")
+
+    def reverse(self, request: Request, body: Payload) -> Answer:
+        out_trade_no = request.path_params["out_trade_no"]
+        self.sim.codepay.reverse(out_trade_no, body, self.sim.gateway.order(out_trade_no))
+        return 200, {
+            "appid": self.sim.merchant.appid,
+            "mchid": self.sim.merchant.mchid,
+            "out_trade_no": out_trade_no,
+        }
 
     def query_by_out_trade_no(self, request: Request, _: Payload) -> Answer:
         _check_mchid_param(request, self.sim.merchant.mchid)
@@ -157,8 +180,17 @@ class WechatPayApi:
             order, newly_paid = self.sim.gateway.patient_pays(out_trade_no, self._late_success)
         except WechatError as exc:
             return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
-        if newly_paid:
+        if newly_paid and order.notify_url:  # code payments have no notify_url
             self.sim.notifier.send(_payment_notice(order), "pay_notify")
+        return JSONResponse(transaction_json(order))
+
+    async def patient_cancels(self, request: Request) -> Response:
+        """Test control: the patient closes the password prompt of a USERPAYING code payment."""
+        try:
+            out_trade_no = str(_json_object(await request.body()).get("out_trade_no", ""))
+            order = self.sim.codepay.cancel(self.sim.gateway.order(out_trade_no))
+        except WechatError as exc:
+            return JSONResponse({"code": exc.code, "message": exc.message}, status_code=exc.status)
         return JSONResponse(transaction_json(order))
 
     async def finish_refund(self, request: Request) -> Response:
@@ -330,6 +362,8 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
     routes = [
         route(f"{transactions}/native", "place_order", api.place("NATIVE"), "POST"),
         route(f"{transactions}/jsapi", "place_order", api.place("JSAPI"), "POST"),
+        route(f"{transactions}/codepay", "codepay", api.codepay, "POST"),
+        route(f"{transactions}/out-trade-no/{{out_trade_no}}/reverse", "reverse", api.reverse, "POST"),
         route(f"{transactions}/out-trade-no/{{out_trade_no}}", "query", api.query_by_out_trade_no, "GET"),
         route(f"{transactions}/id/{{transaction_id}}", "query", api.query_by_transaction_id, "GET"),
         route(f"{transactions}/out-trade-no/{{out_trade_no}}/close", "close", api.close, "POST"),
@@ -340,6 +374,7 @@ def create_app(sim: WechatPaySimulator) -> Starlette:
         Route("/v3/billdownload/file", api.download_bill, methods=["GET"]),
         Route("/sim/pay", api.patient_pays, methods=["POST"]),
         Route("/sim/refunds/finish", api.finish_refund, methods=["POST"]),
+        Route("/sim/codepay/cancel", api.patient_cancels, methods=["POST"]),
         Route("/sim/faults", api.arm_fault, methods=["POST"]),
         Route("/sim/faults", api.list_faults, methods=["GET"]),
         Route("/sim/faults", api.clear_faults, methods=["DELETE"]),

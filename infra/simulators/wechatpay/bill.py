@@ -3,7 +3,9 @@
 Layout: detail header, one row per payment (交易状态 SUCCESS, dated at pay success) and per refund
 (REFUND, dated at refund initiation), summary header, summary row. Every data field starts with a
 backtick; amounts are yuan with two decimals, 手续费 has five; times are Beijing time. A refunded
-order keeps its SUCCESS row. Backticks and line breaks are removed from free text (商品名称,
+order keeps its SUCCESS row; a code payment reversed after it was paid reads REVOKED (its money
+went back to the payer; its amounts are kept as paid: how WeChat totals such a row is not known
+here). Backticks and line breaks are removed from free text (商品名称,
 商户数据包) so a row stays one line.
 """
 
@@ -57,7 +59,7 @@ def _payment_line(order: SimOrder) -> _Line:
     fee = _fee_fen(order.total_fen)
     fields = [
         *_common(order, order.success_time),
-        "SUCCESS",
+        "REVOKED" if order.trade_state == "REVOKED" else "SUCCESS",
         "OTHERS",
         "CNY",
         _yuan(order.total_fen),

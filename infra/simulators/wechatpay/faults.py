@@ -6,6 +6,12 @@ Request faults (place_order, query, refund, close, trade_bill):
     timeout   do the work, then stall `delay_s` before answering (the caller times out after its
               request was applied: the classic "outcome unknown");
     lost      the request vanishes: nothing is done, the answer comes only after `delay_s`.
+The patient of a code payment (operation codepay), for the next `count` new code payments: the
+answer is 202 USERPAYING and, `delay_s` seconds later (simulator clock), the patient
+    confirms  the payment is SUCCESS;
+    cancels   it is PAYERROR;
+    never     it stays USERPAYING until the merchant reverses it.
+Without one, a code payment is SUCCESS in the answer itself.
 Refund outcomes (operation refund), each for the next `count` refunds created (replays do not use
 them up); `delay_s` is how long (wall clock) the refund stays PROCESSING, by default the
 simulator's refund delay:
@@ -31,9 +37,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-REQUEST_OPERATIONS = frozenset({"place_order", "query", "refund", "close", "trade_bill"})
+REQUEST_OPERATIONS = frozenset(
+    {"place_order", "query", "refund", "close", "trade_bill", "codepay", "reverse"}
+)
 NOTIFY_OPERATIONS = frozenset({"pay_notify", "refund_notify"})
 REQUEST_MODES = frozenset({"http_500", "frequency_limited", "timeout", "lost"})
+CODEPAY_PATIENT_MODES = frozenset({"confirms", "cancels", "never"})
 REFUND_OUTCOME_MODES = frozenset({"processing", "abnormal", "closed", "sync_success"})
 NOT_ENOUGH = "not_enough"
 NOTIFY_MODES = frozenset({"lost", "duplicate"})
@@ -58,6 +67,9 @@ def validate(operation: str, mode: str, count: int, delay_s: float) -> str | Non
     if operation == "refund":
         modes = REQUEST_MODES | REFUND_OUTCOME_MODES | {NOT_ENOUGH}
         return None if mode in modes else f"refund takes one of {sorted(modes)}"
+    if operation == "codepay":
+        modes = REQUEST_MODES | CODEPAY_PATIENT_MODES
+        return None if mode in modes else f"codepay takes one of {sorted(modes)}"
     if operation in REQUEST_OPERATIONS:
         return None if mode in REQUEST_MODES else f"{operation} takes one of {sorted(REQUEST_MODES)}"
     if operation in NOTIFY_OPERATIONS:

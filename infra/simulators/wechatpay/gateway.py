@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from infra.simulators.wechatpay.patient import confirmed, decided_by_now
 from infra.simulators.wechatpay.shapes import PAID_STATES, SHANGHAI
 from infra.simulators.wechatpay.store import SimOrder, SimRefund, SimStore
 
@@ -24,6 +25,7 @@ Clock = Callable[[], datetime]
 _OUT_TRADE_NO = re.compile(r"^[0-9A-Za-z_\-*|]{6,32}$")
 _OUT_REFUND_NO = re.compile(r"^[0-9A-Za-z_\-*|@]{1,64}$")
 _ID_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789"
+_ENDED_CODE_PAYMENT = frozenset({"REVOKED", "PAYERROR"})
 REFUND_OUTCOMES = frozenset({"SUCCESS", "ABNORMAL", "CLOSED"})
 _REROUTE_TYPES = frozenset({"USER_BANK_CARD", "MERCHANT_BANK_CARD"})
 _BANK_CARD_FIELDS = ("bank_type", "bank_account", "real_name")
@@ -118,8 +120,14 @@ class SimulatedGateway:
         order = self.order(out_trade_no)
         if order.trade_state in PAID_STATES:
             return order, False
-        if order.trade_state == "CLOSED" and not wins_race_with_close():
+        if order.trade_state in _ENDED_CODE_PAYMENT or (
+            order.trade_state == "CLOSED" and not wins_race_with_close()
+        ):
             raise WechatError(409, "ORDERCLOSED", "订单已关闭")
+        if order.trade_state == "USERPAYING":  # the patient enters the password now
+            paid = confirmed(order, self._now())
+            self._store.replace_order(paid)
+            return paid, True
         paid = replace(
             order, trade_state="SUCCESS", transaction_id=self._transaction_id(), success_time=self._now()
         )
@@ -272,7 +280,12 @@ class SimulatedGateway:
         return self._expired(found)
 
     def _expired(self, order: SimOrder) -> SimOrder:
-        """An unpaid order past time_expire reads as CLOSED, as the real gateway closes it."""
+        """An unpaid order past time_expire reads as CLOSED, as the real gateway closes it; a code
+        payment reads as its patient decided once the decision's time has come."""
+        decided = decided_by_now(order, self._now())
+        if decided is not None:
+            self._store.replace_order(decided)
+            return decided
         if order.trade_state == "NOTPAY" and order.time_expire and order.time_expire <= self._now():
             closed = replace(order, trade_state="CLOSED")
             self._store.replace_order(closed)

@@ -14,6 +14,9 @@ _STATE_DESCRIPTIONS = {
     "REFUND": "转入退款",
     "NOTPAY": "未支付",
     "CLOSED": "已关闭",
+    "USERPAYING": "用户支付中",
+    "REVOKED": "已撤销",
+    "PAYERROR": "支付失败",
 }
 
 

@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key, l
 from pydantic import Field
 
 from infra.simulators.wechatpay.bill import BillDesk
+from infra.simulators.wechatpay.codepay import REVERSE_NOT_BEFORE_S, CodePayDesk
 from infra.simulators.wechatpay.faults import FaultBook
 from infra.simulators.wechatpay.gateway import Clock, Merchant, SimulatedGateway, utc_now
 from infra.simulators.wechatpay.keys import WechatKeyPaths, ensure_keys, read_text
@@ -54,6 +55,8 @@ class SimulatorConfig:
     time_scale: float = 1.0
     refund_mode: str = "processing"
     refund_delay_s: float = DEFAULT_REFUND_DELAY_S  # simulated seconds, times time_scale
+    # The docs' "not sooner than 15 s after the payment call" for a reverse, times time_scale.
+    reverse_not_before_s: float = REVERSE_NOT_BEFORE_S
     clock: Clock = utc_now
     # Tests may route notifications through an in-memory transport instead of the network, and
     # hold the simulated waits (resends, refund delays) with their own sleep.
@@ -98,6 +101,7 @@ class WechatPaySimulator:
         self._gateway: SimulatedGateway | None = None
         self._notifier: Notifier | None = None
         self._refund_desk: RefundDesk | None = None
+        self._codepay: CodePayDesk | None = None
         self._client: httpx.AsyncClient | None = None
 
     @property
@@ -117,6 +121,12 @@ class WechatPaySimulator:
         return self._gateway
 
     @property
+    def codepay(self) -> CodePayDesk:
+        if self._codepay is None:
+            raise RuntimeError("simulator not started")
+        return self._codepay
+
+    @property
     def notifier(self) -> Notifier:
         if self._notifier is None:
             raise RuntimeError("simulator not started")
@@ -131,6 +141,8 @@ class WechatPaySimulator:
     async def start(self) -> None:
         self._store = SimStore(self.config.db_path)
         self._gateway = SimulatedGateway(self._store, self.merchant, self.config.clock)
+        reverse_after = self.config.reverse_not_before_s * self.config.time_scale
+        self._codepay = CodePayDesk(self._store, self.merchant, self.config.clock, reverse_after)
         # Created here, after instrument_httpx(), so notifications carry the trace.
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), transport=self.config.notify_transport)
         self._notifier = Notifier(
@@ -157,7 +169,7 @@ class WechatPaySimulator:
         """Refunds in flight stop first (they would notify), then every waiting delivery."""
         desk, notifier, client, store = self._refund_desk, self._notifier, self._client, self._store
         self._refund_desk, self._notifier, self._client = None, None, None
-        self._store, self._gateway = None, None
+        self._store, self._gateway, self._codepay = None, None, None
         if desk is not None:
             await desk.close()
         if notifier is not None:

@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS orders (
     success_time   TEXT,
     payer_openid   TEXT NOT NULL,
     created_at     TEXT NOT NULL,
-    traceparent    TEXT
+    traceparent    TEXT,
+    patient_action TEXT,
+    patient_at     TEXT
 );
 CREATE TABLE IF NOT EXISTS refunds (
     out_refund_no TEXT PRIMARY KEY,
@@ -65,6 +67,7 @@ CREATE TABLE IF NOT EXISTS notifications (
 """
 # Columns added after the first release; a simulator file written by an older build gains them.
 _ADDED_COLUMNS = {
+    "orders": {"patient_action": "TEXT", "patient_at": "TEXT"},
     "refunds": {"outcome": "TEXT", "outcome_at": "TEXT"},
     "notifications": {"delivery": "INTEGER NOT NULL DEFAULT 1"},
 }
@@ -89,6 +92,10 @@ class SimOrder:
     payer_openid: str
     created_at: datetime
     traceparent: str | None
+    # A code payment waiting for the patient's password (USERPAYING): what the patient will do
+    # ("confirms" or "cancels"; None: never) and when.
+    patient_action: str | None = None
+    patient_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,7 +133,7 @@ class DeliveryAttempt:
         return self.status_code is not None and 200 <= self.status_code < 300
 
 
-_TIME_COLUMNS = {"time_expire", "success_time", "created_at", "sent_at", "outcome_at"}
+_TIME_COLUMNS = {"time_expire", "success_time", "created_at", "sent_at", "outcome_at", "patient_at"}
 
 
 def to_text(moment: datetime) -> str:
@@ -163,8 +170,16 @@ class SimStore:
 
     def replace_order(self, order: SimOrder) -> None:
         self._db.execute(
-            "UPDATE orders SET trade_state = ?, transaction_id = ?, success_time = ? WHERE out_trade_no = ?",
-            (order.trade_state, order.transaction_id, _opt_text(order.success_time), order.out_trade_no),
+            "UPDATE orders SET trade_state = ?, transaction_id = ?, success_time = ?, patient_action = ?,"
+            " patient_at = ? WHERE out_trade_no = ?",
+            (
+                order.trade_state,
+                order.transaction_id,
+                _opt_text(order.success_time),
+                order.patient_action,
+                _opt_text(order.patient_at),
+                order.out_trade_no,
+            ),
         )
 
     def add_refund(self, refund: SimRefund) -> None:

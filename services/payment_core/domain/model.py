@@ -12,6 +12,7 @@ from services.runtime.money import Money, total
 
 CHANNEL_NONE = "NONE"
 METHOD_NONE = "UNSPECIFIED"
+METHOD_NATIVE_QR, METHOD_JSAPI, METHOD_BARCODE = "NATIVE_QR", "JSAPI", "BARCODE"
 
 
 class OrderStatus(enum.Enum):
@@ -191,8 +192,13 @@ class Payment:
     status: PaymentStatus
     out_trade_no: str
     created_at: datetime
+    # NATIVE_QR / JSAPI: when the channel closes the unpaid attempt. BARCODE: when the patient's
+    # confirmation is no longer waited for and the attempt is reversed (never sooner than the
+    # channel allows after the payment call).
     expires_at: datetime | None = None
     channel_transaction_id: str = ""
+    # The channel's handle of the attempt, set once the channel heard of it: the QR URL
+    # (NATIVE_QR), the prepay_id (JSAPI), the masked payment code (BARCODE; never the code itself).
     code_url: str = ""
     succeeded_at: datetime | None = None
     # A success the order must not keep (it arrived after close, or the order was already paid).

@@ -226,6 +226,13 @@ class PaymentOrder:
     def payment_placed(self, payment: Payment, code_url: str) -> None:
         payment.status, payment.code_url = PaymentStatus.PENDING, code_url
 
+    def code_payment_sent(self, payment: Payment, masked_code: str, reverse_from: datetime) -> None:
+        """A code payment went to the channel (its answer may be lost): it is never sent again, and
+        not reversed before `reverse_from`."""
+        payment.code_url = masked_code
+        if payment.expires_at is None or payment.expires_at < reverse_from:
+            payment.expires_at = reverse_from
+
     def payment_unknown(self, payment: Payment) -> None:
         payment.status = PaymentStatus.UNKNOWN
 

@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from services.payment_core.domain.model import (
+    METHOD_BARCODE,
     Attention,
     OrderStatus,
     Payment,
@@ -78,6 +79,14 @@ class PlacePayment:
 @dataclass(frozen=True, slots=True)
 class QueryPayment:
     """Ask the channel about an attempt we have not heard of (lost notification, unknown placement)."""
+
+    out_trade_no: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReversePayment:
+    """A code payment the patient did not confirm in time: query it, reverse it unless it is paid
+    or ended (a reverse of a paid one gives the money back, so nothing is ever kept by guess)."""
 
     out_trade_no: str
 
@@ -161,9 +170,9 @@ class Done:
 
 
 Step = (
-    Presettle | PlacePayment | QueryPayment | CloseAtChannel | CloseOrder | Settle | CancelPresettlement
-    | RevokeSettlement | PayOutRefund | QueryRefund | RefundLateSuccess | ReturnPayment | GiveUp | Wait
-    | Done
+    Presettle | PlacePayment | QueryPayment | ReversePayment | CloseAtChannel | CloseOrder | Settle
+    | CancelPresettlement | RevokeSettlement | PayOutRefund | QueryRefund | RefundLateSuccess
+    | ReturnPayment | GiveUp | Wait | Done
 )  # fmt: skip
 # Steps that only change the order's own record: run inside the deciding transaction.
 LOCAL_STEPS = (CloseOrder, GiveUp, RefundLateSuccess, ReturnPayment)
@@ -188,6 +197,11 @@ class Schedule:
     max_attempts: int = 20
     # When someone is looking at the order (GetPaymentOrder), a pending payment is queried this soon.
     eager_query: timedelta = timedelta(seconds=2)
+    # A code payment waiting for the patient's password is queried this often...
+    code_payment_query: timedelta = timedelta(seconds=5)
+    # ...for this long after it was recorded, then reversed (never sooner than REVERSE_NOT_BEFORE
+    # after the payment call: see `Payment.expires_at`).
+    code_payment_window: timedelta = timedelta(seconds=30)
 
     @classmethod
     def escalating(
@@ -315,8 +329,18 @@ _GIVE_UP_REASONS = {
 }
 
 
+# WeChat Pay: a code payment is not reversed sooner than 15 s after the payment call (v2 docs of
+# 撤销订单; reference §2.6), and only when a query gave no final answer.
+REVERSE_NOT_BEFORE = timedelta(seconds=15)
+
+
 def _collecting(order: PaymentOrder, now: datetime, schedule: Schedule, caller: Caller) -> Step:
     attempts = order.open_payments()
+    code = next((p for p in attempts if p.method == METHOD_BARCODE), None)
+    if code is not None:
+        # A code payment cannot be closed, even when the order is ending: queried on its short
+        # cadence while the patient confirms, reversed once its window has passed.
+        return _code_payment(order, code, now, schedule, caller)
     if order.is_ending(now):
         return _ending(order, attempts)
     if not attempts:
@@ -346,6 +370,24 @@ def _ending(order: PaymentOrder, attempts: list[Payment]) -> Step:
     if attempts:
         return CloseAtChannel(attempts[0].out_trade_no)
     return CloseOrder(order.close_reason or "expired unpaid")
+
+
+def _code_payment(
+    order: PaymentOrder, payment: Payment, now: datetime, schedule: Schedule, caller: Caller
+) -> Step:
+    """Sent once (only by the request holding the code); queried on a short cadence while the
+    patient confirms, even when the order is closing (a code payment cannot be closed); reversed
+    once its window has passed, again on the same cadence until the channel confirms."""
+    if not payment.code_url and caller.placing == payment.out_trade_no:
+        return PlacePayment(payment.out_trade_no)
+    due = order.step_since + schedule.code_payment_query
+    window_end = payment.expires_at or order.expires_at
+    if now >= window_end:
+        # The first reverse right away; one the channel did not confirm again on the cadence (any
+        # step after the window's end was a reverse).
+        due = window_end if order.step_since < window_end else due
+        return ReversePayment(payment.out_trade_no) if now >= due else Wait(due)
+    return QueryPayment(payment.out_trade_no) if now >= due else Wait(min(due, window_end))
 
 
 def _payment_query_due(order: PaymentOrder, schedule: Schedule, eager: bool) -> datetime:

@@ -35,10 +35,12 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def PayPaymentOrder(
         self, request: payment_pb2.PayPaymentOrderRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.PayPaymentOrderResponse:
-        """Start collecting the cash share (WeChat Pay QR), or settle at once when it is zero."""
+        """Start collecting the cash share (WeChat Pay QR, JSAPI with its signed front-end parameters,
+        or the patient's payment code), or settle at once when it is zero."""
         order, payment = await self._orders.pay(requests.pay_order(request))
+        jsapi = self._orders.front_end_params(payment)
         return payment_pb2.PayPaymentOrderResponse(
-            order=mapping.order_to_proto(order), payment=mapping.payment_to_proto(payment)
+            order=mapping.order_to_proto(order), payment=mapping.payment_to_proto(payment, jsapi)
         )
 
     async def GetPaymentOrder(

@@ -8,8 +8,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from medpay.common.v1 import common_pb2
 from medpay.payment.v1 import payment_pb2
 
+from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.queries import PAYMENT, MoneyMovement
-from services.payment_core.domain.model import ChargeLine, InsuranceSplit, OrderStatus, Payment, Refund
+from services.payment_core.domain.model import (
+    METHOD_NATIVE_QR,
+    ChargeLine,
+    InsuranceSplit,
+    OrderStatus,
+    Payment,
+    Refund,
+)
 from services.payment_core.domain.order import PaymentOrder
 
 
@@ -43,15 +51,27 @@ def order_to_proto(order: PaymentOrder) -> payment_pb2.PaymentOrder:
     )  # fmt: skip
 
 
-def payment_to_proto(payment: Payment) -> payment_pb2.Payment:
+def payment_to_proto(payment: Payment, jsapi: JsapiPayParams | None = None) -> payment_pb2.Payment:
+    """`code_url` only for a QR payment (a JSAPI prepay_id travels inside `jsapi`, a code payment's
+    masked code is not shown)."""
+    code_url = payment.code_url if payment.method == METHOD_NATIVE_QR else ""
     return payment_pb2.Payment(
         payment_id=payment.payment_id, order_id=payment.order_id,
         channel=payment_pb2.Channel.Value(f"CHANNEL_{payment.channel}"),
         method=payment_pb2.PayMethod.Value(f"PAY_METHOD_{payment.method}"), amount_fen=payment.amount.fen,
         status=payment_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{payment.status.value}"),
         out_trade_no=payment.out_trade_no, channel_transaction_id=payment.channel_transaction_id,
-        code_url=payment.code_url, refunded_fen=payment.refunded.fen, created_at=_stamp(payment.created_at),
-        succeeded_at=_stamp(payment.succeeded_at),
+        code_url=code_url, refunded_fen=payment.refunded.fen, created_at=_stamp(payment.created_at),
+        succeeded_at=_stamp(payment.succeeded_at), jsapi=_jsapi(jsapi),
+    )  # fmt: skip
+
+
+def _jsapi(params: JsapiPayParams | None) -> payment_pb2.JsapiPayParams | None:
+    if params is None:
+        return None
+    return payment_pb2.JsapiPayParams(
+        app_id=params.app_id, time_stamp=params.time_stamp, nonce_str=params.nonce_str,
+        package=params.package, sign_type=params.sign_type, pay_sign=params.pay_sign,
     )  # fmt: skip
 
 

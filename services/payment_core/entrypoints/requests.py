@@ -4,6 +4,7 @@ submitted value (it could be a patient identifier)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from google.protobuf.message import Message
@@ -24,6 +25,13 @@ MAX_ITEMS = 500
 # 100 million yuan: far above any outpatient bill, far below int64 overflow.
 MAX_BILL_FEN = 10_000_000_000
 CARD_CERT_TYPE = "03"
+# A payment code (付款码) as each channel issues it; WeChat Pay: 18 digits starting 10-15.
+PAYMENT_CODES = {
+    "WECHAT_PAY": re.compile(r"^1[0-5]\d{16}$"),  # 18 digits, 10-15
+    "ALIPAY": re.compile(r"^(2[5-9]|30)\d{14,22}$"),  # 16-24 digits, 25-30
+}
+ANY_PAYMENT_CODE = re.compile(r"^\d{16,24}$")
+MAX_OPENID = 128
 
 
 def _enum_name(enum: object, value: int, prefix: str) -> str | None:
@@ -171,11 +179,30 @@ def pay_order(request: payment_pb2.PayPaymentOrderRequest) -> commands.PayPaymen
     found.require(
         request.amount_fen <= 0 or channel != CHANNEL_NONE, "amount_fen", "must be 0 with CHANNEL_NONE"
     )
+    _payer(found, request, str(channel), str(method))
     found.raise_if_any()
+    code = PatientIdentifier(request.auth_code, kind="payment_code") if request.auth_code else None
     return commands.PayPaymentOrder(
         request.request_id, request.order_id, str(channel), str(method), request.description.strip(),
-        Money(request.amount_fen),
+        Money(request.amount_fen), auth_code=code, payer_openid=request.payer_openid,
     )  # fmt: skip
+
+
+def _payer(found: Violations, request: payment_pb2.PayPaymentOrderRequest, channel: str, method: str) -> None:
+    """The payer's credential each method needs, and none it does not (never echoed back)."""
+    if method == "BARCODE":
+        shape = PAYMENT_CODES.get(channel, ANY_PAYMENT_CODE)
+        found.require(bool(shape.fullmatch(request.auth_code)), "auth_code",
+                      "required for PAY_METHOD_BARCODE: the payment code as scanned (WeChat Pay: 18 "
+                      "digits starting 10-15; Alipay: 16-24 digits starting 25-30)")  # fmt: skip
+    else:
+        found.require(not request.auth_code, "auth_code", "only for PAY_METHOD_BARCODE")
+    if method == "JSAPI":
+        openid = request.payer_openid
+        found.require(0 < len(openid) <= MAX_OPENID and openid == openid.strip(), "payer_openid",
+                      f"required for PAY_METHOD_JSAPI: 1 to {MAX_OPENID} chars")  # fmt: skip
+    else:
+        found.require(not request.payer_openid, "payer_openid", "only for PAY_METHOD_JSAPI")
 
 
 def close_order(request: payment_pb2.ClosePaymentOrderRequest) -> commands.ClosePaymentOrder:

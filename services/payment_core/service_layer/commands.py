@@ -8,6 +8,7 @@ from typing import Any
 
 from services.payment_core.adapters.insurance import Voucher
 from services.payment_core.domain.model import ChargeLine
+from services.runtime.masking import PatientIdentifier
 from services.runtime.money import Money
 
 
@@ -47,6 +48,10 @@ class PayPaymentOrder:
     description: str
     # What this payment collects; zero = what remains of the cash share.
     amount: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
+    # BARCODE: the patient's payment code (a bearer credential: masked repr, never stored).
+    auth_code: PatientIdentifier | None = None
+    # JSAPI: the payer's openid.
+    payer_openid: str = ""
 
 
 @dataclass(frozen=True, slots=True)

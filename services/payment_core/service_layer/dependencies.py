@@ -12,7 +12,10 @@ from services.payment_core.service_layer.unit_of_work import UnitOfWorkFactory
 from services.runtime.clock import new_id, utcnow
 
 # (channel, method) pairs this release collects cash through, when the channel is configured.
-OFFERED_METHODS = frozenset({("WECHAT_PAY", "NATIVE_QR"), ("ALIPAY", "NATIVE_QR")})
+OFFERED_METHODS = frozenset({
+    ("WECHAT_PAY", "NATIVE_QR"), ("WECHAT_PAY", "JSAPI"), ("WECHAT_PAY", "BARCODE"),
+    ("ALIPAY", "NATIVE_QR"), ("ALIPAY", "BARCODE"),
+})  # fmt: skip
 # The channel a single-channel composition (`channels` empty) serves.
 DEFAULT_CHANNEL = "WECHAT_PAY"
 

@@ -14,11 +14,14 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.exc import IntegrityError
 
+from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
 from services.payment_core.domain import keys, process
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
+    METHOD_BARCODE,
+    METHOD_JSAPI,
     Attention,
     OrderStatus,
     Payment,
@@ -138,7 +141,9 @@ class PaymentOrders:
         if payment.code_url or not payment.is_open:
             return order, payment
         caller = process.Caller(placing=payment.out_trade_no)
-        inputs = StepInputs(description=cmd.description)
+        inputs = StepInputs(
+            description=cmd.description, auth_code=cmd.auth_code, payer_openid=cmd.payer_openid
+        )
         order = await self._process.advance_now(order.order_id, caller, inputs, _PATIENCE_S)
         return order, _payment(order, payment.out_trade_no)
 
@@ -153,13 +158,23 @@ class PaymentOrders:
             if current is not None:
                 return order, current
             now = self._deps.clock()
+            # A code payment is waited for only briefly (the patient stands at the cashier), then
+            # reversed; a QR or JSAPI payment is open until the channel closes it.
+            barcode = cmd.method == METHOD_BARCODE
+            valid_for = self._process.schedule.code_payment_window if barcode else self._deps.qr_valid_for
             payment = order.start_payment(
-                self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + self._deps.qr_valid_for,
-                cmd.amount,
-            )  # fmt: skip
+                self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + valid_for, cmd.amount
+            )
             order.moved(now)
             await uow.orders.save(order)
         return order, payment
+
+    def front_end_params(self, payment: Payment) -> JsapiPayParams | None:
+        """What the payer's page passes to wx.requestPayment, freshly signed, for an open JSAPI
+        attempt the channel has placed (None for any other payment)."""
+        if payment.method != METHOD_JSAPI or not payment.is_open or not payment.code_url:
+            return None
+        return self._deps.channel_for(payment.channel).jsapi_pay_params(payment.code_url)
 
     async def _settle_without_cash(self, order_id: str) -> tuple[PaymentOrder, Payment]:
         """Insurer and personal account cover the bill: a zero payment, then the settlement."""
@@ -248,7 +263,13 @@ def _payment(order: PaymentOrder, out_trade_no: str) -> Payment:
 
 # How long a PayPaymentOrder waits for a concurrent one placing the same attempt (for its QR code).
 _PATIENCE_S = 10.0
-_QUESTIONS = (process.QueryPayment, process.QueryRefund, process.Settle, process.CloseAtChannel)
+_QUESTIONS = (
+    process.QueryPayment,
+    process.ReversePayment,
+    process.QueryRefund,
+    process.Settle,
+    process.CloseAtChannel,
+)
 
 
 def _asks_outside(order: PaymentOrder, now: datetime, schedule: process.Schedule) -> bool:

@@ -19,6 +19,8 @@ from services.payment_core.adapters.insurance import InsurerSettlement, InsurerS
 from services.payment_core.domain import keys, process
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
+    METHOD_BARCODE,
+    METHOD_JSAPI,
     ChannelPaymentSeen,
     Payment,
     PaymentStatus,
@@ -55,6 +57,10 @@ class StepInputs:
     # The order was created by this very call: nothing earlier can have reached the insurer.
     first_presettle: bool = False
     description: str = ""
+    # PlacePayment of a code payment: the patient's payment code (masked repr; used once).
+    auth_code: ports.PaymentCode | None = None
+    # PlacePayment of a JSAPI payment: the payer's openid.
+    payer_openid: str = ""
 
 
 _PAID = frozenset({ports.TradeState.PAID, ports.TradeState.REFUNDED})
@@ -71,11 +77,18 @@ class StepRunners:
                 assert inputs.presettle is not None
                 return await self._presettle(order, inputs.presettle, inputs.first_presettle)
             case process.PlacePayment(out_trade_no):
-                return await self._place(order, out_trade_no, inputs.description)
+                return await self._place(order, out_trade_no, inputs)
             case process.QueryPayment(out_trade_no):
-                return await self._query_payment(order, out_trade_no, close_unpaid=False)
+                # A code payment the channel has not seen may still land (its answer was lost): its
+                # window's end reverses it; never taken as closed on a guess.
+                unseen_may_land = _payment(order, out_trade_no).method == METHOD_BARCODE
+                return await self._query_payment(
+                    order, out_trade_no, close_unpaid=False, unseen_may_land=unseen_may_land
+                )
             case process.CloseAtChannel(out_trade_no):
                 return await self._query_payment(order, out_trade_no, close_unpaid=True)
+            case process.ReversePayment(out_trade_no):
+                return await self._reverse(order, out_trade_no)
             case process.Settle():
                 return await self._settle(order)
             case process.CancelPresettlement():
@@ -176,15 +189,26 @@ class StepRunners:
 
     # ---- the channel ---------------------------------------------------------------------------
 
-    async def _place(self, order: PaymentOrder, out_trade_no: str, description: str) -> Outcome:
+    async def _place(self, order: PaymentOrder, out_trade_no: str, inputs: StepInputs) -> Outcome:
         payment = _payment(order, out_trade_no)
         assert payment.expires_at is not None
-        text = description or f"{order.campus_code} 门诊缴费"
-        notify_url = self._deps.notify_url_for(payment.channel)
+        text = inputs.description or f"{order.campus_code} 门诊缴费"
+        if payment.method == METHOD_BARCODE:
+            return await self._pay_by_code(payment, text, inputs.auth_code)
+        channel, notify_url = (
+            self._deps.channel_for(payment.channel),
+            self._deps.notify_url_for(payment.channel),
+        )
         try:
-            placed = await self._deps.channel_for(payment.channel).place_order(
-                out_trade_no, payment.amount, text, notify_url, payment.expires_at
-            )
+            if payment.method == METHOD_JSAPI:
+                jsapi = await channel.place_jsapi_order(
+                    out_trade_no, payment.amount, text, notify_url, payment.expires_at, inputs.payer_openid
+                )
+                placed = ports.PlacedOrder(out_trade_no, jsapi.prepay_id)
+            else:
+                placed = await channel.place_order(
+                    out_trade_no, payment.amount, text, notify_url, payment.expires_at
+                )
         except ports.ChannelRejected as error:
             return Outcome(_attempt_ended(out_trade_no, PaymentStatus.FAILED), error=as_runtime_error(error))
         except (ports.ChannelOutcomeUnknown, ports.ChannelProtocolError) as error:
@@ -195,7 +219,64 @@ class StepRunners:
         code_url = placed.code_url
         return Outcome(lambda o, _now: _if_open(o, out_trade_no, lambda p: o.payment_placed(p, code_url)))
 
-    async def _query_payment(self, order: PaymentOrder, out_trade_no: str, close_unpaid: bool) -> Outcome:
+    async def _pay_by_code(self, payment: Payment, text: str, code: ports.PaymentCode | None) -> Outcome:
+        """Sent once: whatever happens the attempt is marked sent, and an answer that is not final
+        (USERPAYING, lost, unreadable) is settled by queries, then a reverse; never a resend."""
+        if code is None:
+            raise errors.InvalidArgument(
+                [errors.FieldViolation("auth_code", "required for PAY_METHOD_BARCODE")]
+            )
+        out_trade_no, masked = payment.out_trade_no, code.masked
+
+        def sent(o: PaymentOrder, now: datetime, then: Record = _nothing) -> None:
+            _if_open(
+                o, out_trade_no, lambda p: o.code_payment_sent(p, masked, now + process.REVERSE_NOT_BEFORE)
+            )
+            then(o, now)
+
+        try:
+            status = await self._deps.channel_for(payment.channel).pay_by_code(
+                out_trade_no, payment.amount, text, code
+            )
+        except ports.ChannelRejected as error:
+            ended = _attempt_ended(out_trade_no, PaymentStatus.FAILED)
+            return Outcome(lambda o, now: sent(o, now, ended), error=as_runtime_error(error))
+        except (ports.ChannelOutcomeUnknown, ports.ChannelProtocolError) as error:
+            unknown = _attempt_unknown(out_trade_no)
+            return Outcome(lambda o, now: sent(o, now, unknown), error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            # Unavailable: the code never reached the channel. The attempt is not marked sent: the
+            # cashier's retry sends it (the same out_trade_no); otherwise its window's end ends it.
+            return Outcome(error=as_runtime_error(error))
+        return Outcome(lambda o, now: sent(o, now, trade_news(status)))
+
+    async def _reverse(self, order: PaymentOrder, out_trade_no: str) -> Outcome:
+        """Query first (the patient may have confirmed at the last moment: then it is paid, and
+        kept); reverse only without a final answer. A reverse that did not go through is sent
+        again on the schedule (it is idempotent)."""
+        channel = self._deps.channel_for(_payment(order, out_trade_no).channel)
+        try:
+            status = await channel.query(out_trade_no)
+            if status.state in _PAID or status.state in _ENDED:
+                return Outcome(trade_news(status))
+        except ports.ChannelRejected as error:
+            if error.reason is not ports.RejectionReason.NOT_FOUND:
+                return Outcome(error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            return Outcome(error=as_runtime_error(error))
+        try:
+            await channel.reverse(out_trade_no)
+        except ports.ChannelRejected as error:
+            if error.reason is ports.RejectionReason.NOT_FOUND:
+                return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
+            return Outcome(error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            return Outcome(error=as_runtime_error(error))
+        return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
+
+    async def _query_payment(
+        self, order: PaymentOrder, out_trade_no: str, close_unpaid: bool, unseen_may_land: bool = False
+    ) -> Outcome:
         payment = order.payment_by_trade_no(out_trade_no)
         try:
             channel = self._deps.channel if payment is None else self._deps.channel_for(payment.channel)
@@ -209,6 +290,8 @@ class StepRunners:
                 await channel.close(out_trade_no)
                 return Outcome(_attempt_ended(out_trade_no, PaymentStatus.CLOSED))
         except ports.ChannelRejected as error:
+            if unseen_may_land and error.reason is ports.RejectionReason.NOT_FOUND:
+                return Outcome()
             placed = payment is not None and bool(payment.code_url)
             return self._query_refused(out_trade_no, error, close_unpaid, placed)
         except ports.ChannelError as error:

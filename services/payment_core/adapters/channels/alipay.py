@@ -53,7 +53,10 @@ from services.payment_core.adapters.channels.ports import (
     ChannelRejected,
     ChannelTradeStatus,
     ChannelUnavailable,
+    JsapiPayParams,
     PaymentChannel,
+    PaymentCode,
+    PlacedJsapiOrder,
     PlacedOrder,
     RefundStatus,
     RejectionReason,
@@ -70,6 +73,15 @@ BEIJING = ZoneInfo("Asia/Shanghai")
 MAX_SUBJECT_CHARS = 256
 BILL_NOT_EXIST = "isp.bill_not_exist"
 _log = logging.getLogger(__name__)
+# alipay.trade.pay's "等待用户付款": the patient confirms the bar-code payment on the phone.
+USER_PAYING_CODE = "10003"
+
+
+# payment-core offers no Alipay in-app payment (OFFERED_METHODS): refused, never guessed.
+def _no_jsapi() -> ChannelRejected:
+    return ChannelRejected("METHOD_NOT_OFFERED", "no Alipay JSAPI payment", RejectionReason.INVALID_REQUEST)
+
+
 Attributes = Mapping[str, str | int]
 
 
@@ -149,6 +161,58 @@ class AlipayChannel:
             attributes={ATTR_OUT_TRADE_NO: out_trade_no, ATTR_AMOUNT_FEN: amount.fen},
         )
         return PlacedOrder(out_trade_no=out_trade_no, code_url=text(answer, "qr_code"))
+
+    async def place_jsapi_order(
+        self,
+        out_trade_no: str,
+        amount: Money,
+        description: str,
+        notify_url: str,
+        expires_at: datetime,
+        payer_openid: str,
+    ) -> PlacedJsapiOrder:
+        raise _no_jsapi()
+
+    def jsapi_pay_params(self, prepay_id: str) -> JsapiPayParams:
+        raise _no_jsapi()
+
+    async def pay_by_code(
+        self, out_trade_no: str, amount: Money, description: str, auth_code: PaymentCode
+    ) -> ChannelTradeStatus:
+        """alipay.trade.pay, scene bar_code: 10000 paid at once; 10003 (等待用户付款) while the
+        patient confirms on the phone, settled by `query` or `cancel` (reverse)."""
+        answer = await self._send(
+            "pay_by_code",
+            lambda: self._sdk.api_alipay_trade_pay(
+                out_trade_no,
+                "bar_code",
+                auth_code.reveal(),
+                brace_free(description),
+                total_amount=amount.to_yuan_str(),
+            ),
+            mutating=True,
+            attributes={ATTR_OUT_TRADE_NO: out_trade_no, ATTR_AMOUNT_FEN: amount.fen},
+        )
+        if not isinstance(answer, Mapping):
+            raise ChannelProtocolError("Alipay pay_by_code answer is not a JSON object")
+        if str(answer.get("code", "")) == USER_PAYING_CODE:
+            return ChannelTradeStatus(
+                out_trade_no, TradeState.PAYING, amount, None, None, channel_state="WAIT_BUYER_PAY"
+            )
+        body = checked(answer, "pay_by_code", mutating=True)
+        return trade_status_from({**body, "trade_status": "TRADE_SUCCESS"}, paid_at_key="gmt_payment")
+
+    async def reverse(self, out_trade_no: str) -> None:
+        """alipay.trade.cancel (撤销): unpaid it is closed, paid it is refunded in full. A
+        retry_flag of Y means the gateway could not do it now: asked again (same out_trade_no)."""
+        answer = await self._call(
+            "reverse",
+            lambda: self._sdk.api_alipay_trade_cancel(out_trade_no=out_trade_no),
+            mutating=True,
+            attributes={ATTR_OUT_TRADE_NO: out_trade_no},
+        )
+        if str(answer.get("retry_flag", "N")) == "Y":
+            raise ChannelUnavailable(f"Alipay could not cancel {out_trade_no} now (retry_flag Y)")
 
     async def query(self, out_trade_no: str) -> ChannelTradeStatus:
         answer = await self._call(

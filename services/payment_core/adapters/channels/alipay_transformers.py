@@ -53,7 +53,6 @@ REJECTIONS: Mapping[str, RejectionReason] = {
     "ACQ.TRADE_HAS_FINISHED": RejectionReason.ALREADY_CLOSED,  # 交易已完结: no refund any more
     "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL": RejectionReason.REFUND_EXCEEDS_PAID,  # 退款金额超限
     "ACQ.REASON_TRADE_REFUND_FEE_ERR": RejectionReason.REFUND_EXCEEDS_PAID,
-    "ACQ.SELLER_BALANCE_NOT_ENOUGH": RejectionReason.REFUND_EXCEEDS_PAID,  # not now, not this
     "ACQ.TOTAL_FEE_EXCEED": RejectionReason.INVALID_REQUEST,
     "ACQ.ACCESS_FORBIDDEN": RejectionReason.NOT_AUTHORISED,
 }
@@ -92,6 +91,12 @@ def checked(answer: Mapping[str, Any], operation: str, mutating: bool) -> Mappin
     if code == SUCCESS_CODE:
         return answer
     sub_code, sub_msg = str(answer.get("sub_code", "")), str(answer.get("sub_msg", answer.get("msg", "")))
+    if code == "40004" and sub_code == "ACQ.SELLER_BALANCE_NOT_ENOUGH":
+        # Not a refusal: the merchant's balance is short; nothing was done, and the same request
+        # (same key) goes again later. A patient's refund is never dropped for it.
+        raise ChannelUnavailable(f"Alipay {operation}: {sub_code} {sub_msg}")
+    if code == "40004" and sub_code == "ACQ.SYSTEM_ERROR":  # the gateway's own error: may have happened
+        raise lost_answer(f"Alipay {operation}: {sub_code} {sub_msg}", mutating)
     if code == "40004":
         raise ChannelRejected(sub_code, sub_msg, REJECTIONS.get(sub_code, RejectionReason.OTHER))
     if code in _ARGUMENT_CODES:

@@ -7,6 +7,11 @@ channel. Test controls: `patient_pays` stands in for "the patient scans and pays
 of SUCCEEDED, and `finish_refund` later moves a PROCESSING (or ABNORMAL, once re-routed) refund on
 and returns the REFUND.* notification the channel sends. As on WeChat Pay, a FAILED refund gives its
 amount back to what is refundable; an ABNORMAL one keeps it.
+
+Code payments: a code is valid when it is shaped as WeChat Pay's (18 digits starting 10-15); it
+pays at once unless `patient_needs_password` made the next ones wait PAYING, until
+`patient_pays` (the patient confirms) or `patient_cancels` (FAILED). `reverse` refuses to act
+sooner than REVERSE_NOT_BEFORE after the payment call, as WeChat Pay's rule says.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import hashlib
 import hmac
 import itertools
 import json
+import re
 import secrets
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,7 +36,10 @@ from services.payment_core.adapters.channels.ports import (
     ChannelRefund,
     ChannelRejected,
     ChannelTradeStatus,
+    JsapiPayParams,
     PaymentChannel,
+    PaymentCode,
+    PlacedJsapiOrder,
     PlacedOrder,
     RefundStatus,
     RejectionReason,
@@ -40,6 +49,9 @@ from services.runtime.money import Money, total
 
 BEIJING = ZoneInfo("Asia/Shanghai")
 SIGNATURE_HEADER = "fake-signature"
+PAYMENT_CODE = re.compile(r"^1[0-5]\d{16}$")
+REVERSE_NOT_BEFORE = timedelta(seconds=15)
+CODE, JSAPI, NATIVE = "CODE", "JSAPI", "NATIVE"
 _PAID = (TradeState.PAID, TradeState.REFUNDED)
 Notification = tuple[dict[str, str], bytes]
 _REFUND_EVENTS = {
@@ -68,6 +80,9 @@ class _Order:
     state: TradeState = TradeState.NOT_PAID
     transaction_id: str | None = None
     success_time: datetime | None = None
+    kind: str = NATIVE
+    placed_at: datetime | None = None
+    reversed: bool = False
 
     def status(self) -> ChannelTradeStatus:
         return ChannelTradeStatus(
@@ -76,7 +91,7 @@ class _Order:
             self.amount,
             self.transaction_id,
             self.success_time,
-            channel_state=self.state.value,
+            channel_state="REVOKED" if self.reversed else self.state.value,
         )
 
 
@@ -96,6 +111,89 @@ class FakeChannel:
         self._serial = itertools.count(1)
         self._secret = secrets.token_bytes(32)
         self._refund_answers: deque[RefundStatus] = deque()
+        self._password_waits = 0
+        self.code_payment_calls: list[str] = []  # out_trade_no of every pay_by_code, in order
+
+    async def place_jsapi_order(
+        self,
+        out_trade_no: str,
+        amount: Money,
+        description: str,
+        notify_url: str,
+        expires_at: datetime,
+        payer_openid: str,
+    ) -> PlacedJsapiOrder:
+        if not payer_openid:
+            raise ChannelRejected("PARAM_ERROR", "payer.openid required", RejectionReason.INVALID_REQUEST)
+        placed = await self.place_order(out_trade_no, amount, description, notify_url, expires_at)
+        order = self._orders[out_trade_no]
+        prepay_id = "fake-prepay-" + placed.code_url.rsplit("/", 1)[-1]
+        self._orders[out_trade_no] = replace(order, kind=JSAPI)
+        return PlacedJsapiOrder(out_trade_no, prepay_id)
+
+    def jsapi_pay_params(self, prepay_id: str) -> JsapiPayParams:
+        time_stamp, nonce_str = str(int(self._clock().timestamp())), secrets.token_hex(16)
+        package = f"prepay_id={prepay_id}"
+        signed = f"fake-app\n{time_stamp}\n{nonce_str}\n{package}\n".encode()
+        return JsapiPayParams("fake-app", time_stamp, nonce_str, package, "RSA", self._sign(signed))
+
+    def pay_sign_is_valid(self, params: JsapiPayParams) -> bool:
+        """What the payer's WeChat client checks before it shows the payment sheet."""
+        signed = f"{params.app_id}\n{params.time_stamp}\n{params.nonce_str}\n{params.package}\n"
+        return hmac.compare_digest(params.pay_sign, self._sign(signed.encode()))
+
+    async def pay_by_code(
+        self, out_trade_no: str, amount: Money, description: str, auth_code: PaymentCode
+    ) -> ChannelTradeStatus:
+        if not PAYMENT_CODE.fullmatch(auth_code.reveal()) or amount.fen <= 0 or not description:
+            raise ChannelRejected("PARAM_ERROR", "invalid payment code", RejectionReason.INVALID_REQUEST)
+        self.code_payment_calls.append(out_trade_no)
+        existing = self._orders.get(out_trade_no)
+        if existing is not None:
+            if existing.kind != CODE or existing.amount != amount:
+                raise ChannelRejected("OUT_TRADE_NO_USED", "reused", RejectionReason.INVALID_REQUEST)
+            return existing.status()
+        now = self._clock()
+        order = _Order(out_trade_no, amount, "", now, "", TradeState.PAYING, kind=CODE, placed_at=now)
+        if self._password_waits > 0:
+            self._password_waits -= 1
+        else:
+            order = replace(
+                order,
+                state=TradeState.PAID,
+                success_time=now,
+                transaction_id=f"fake-txn-{next(self._serial)}",
+            )
+        self._orders[out_trade_no] = order
+        return order.status()
+
+    def patient_needs_password(self, count: int = 1) -> None:
+        """Test control: the next `count` code payments answer PAYING (the patient must confirm)."""
+        self._password_waits += count
+
+    def patient_cancels(self, out_trade_no: str) -> None:
+        """Test control: the patient closes the password prompt: the code payment FAILED."""
+        order = self._order(out_trade_no)
+        if order.state is TradeState.PAYING:
+            self._orders[out_trade_no] = replace(order, state=TradeState.FAILED)
+
+    async def reverse(self, out_trade_no: str) -> None:
+        order = self._order(out_trade_no)
+        if order.kind != CODE:
+            raise ChannelRejected("INVALID_REQUEST", "not a code payment", RejectionReason.INVALID_REQUEST)
+        if order.reversed:
+            return
+        assert order.placed_at is not None
+        if self._clock() < order.placed_at + REVERSE_NOT_BEFORE:
+            raise ChannelRejected(
+                "INVALID_REQUEST",
+                "reverse sooner than 15 s after the payment",
+                RejectionReason.INVALID_REQUEST,
+            )
+        if order.state is TradeState.REFUNDED:
+            raise ChannelRejected("INVALID_REQUEST", "refunded already", RejectionReason.INVALID_REQUEST)
+        # Unpaid: closed; paid: the money goes back to the payer. Either way nothing is kept.
+        self._orders[out_trade_no] = replace(order, state=TradeState.CLOSED, reversed=True)
 
     async def place_order(
         self, out_trade_no: str, amount: Money, description: str, notify_url: str, expires_at: datetime
@@ -195,7 +293,7 @@ class FakeChannel:
         """Test control: the patient pays (at `at`, in whatever zone it is given, else now); returns
         the notification (headers, body) the channel sends."""
         order = self._order(out_trade_no)
-        if order.state == TradeState.NOT_PAID:
+        if order.state in (TradeState.NOT_PAID, TradeState.PAYING):
             order = replace(
                 order,
                 state=TradeState.PAID,
@@ -291,7 +389,7 @@ def _payment_row(order: _Order) -> BillRow:
         order.success_time.astimezone(BEIJING),
         order.transaction_id or "",
         order.out_trade_no,
-        BillTradeState.SUCCESS,
+        BillTradeState.REVOKED if order.reversed else BillTradeState.SUCCESS,
         order.amount,
     )
 

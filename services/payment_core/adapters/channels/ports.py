@@ -14,7 +14,12 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Protocol
 
+from services.runtime.masking import PatientIdentifier
 from services.runtime.money import Money
+
+# A payment code (付款码) is a bearer credential: it travels as a PatientIdentifier(kind=
+# "payment_code"), whose str/repr is masked, and only the adapter's request body reveals it.
+PaymentCode = PatientIdentifier
 
 
 class TradeState(StrEnum):
@@ -84,6 +89,24 @@ class ChannelProtocolError(ChannelError):
 class PlacedOrder:
     out_trade_no: str
     code_url: str  # what the kiosk or cashier screen renders as a QR code
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedJsapiOrder:
+    out_trade_no: str
+    prepay_id: str  # what the payer's page pays with, through `jsapi_pay_params`
+
+
+@dataclass(frozen=True, slots=True)
+class JsapiPayParams:
+    """The arguments of wx.requestPayment, signed with the merchant key (signType RSA)."""
+
+    app_id: str
+    time_stamp: str
+    nonce_str: str
+    package: str  # "prepay_id=..."
+    sign_type: str
+    pay_sign: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +180,38 @@ class PaymentChannel(Protocol):
     ) -> PlacedOrder:
         """Open an order the patient pays by scanning; replaying the same key returns the same order.
         The same key with another amount is ChannelRejected(INVALID_REQUEST)."""
+        ...
+
+    async def place_jsapi_order(
+        self,
+        out_trade_no: str,
+        amount: Money,
+        description: str,
+        notify_url: str,
+        expires_at: datetime,
+        payer_openid: str,
+    ) -> PlacedJsapiOrder:
+        """Open an order the payer pays inside the channel's app (WeChat JSAPI: a mini-program or
+        official-account page); the same replay rules as `place_order`."""
+        ...
+
+    def jsapi_pay_params(self, prepay_id: str) -> JsapiPayParams:
+        """Sign a fresh set of front-end parameters for a placed JSAPI order (no outbound call)."""
+        ...
+
+    async def pay_by_code(
+        self, out_trade_no: str, amount: Money, description: str, auth_code: PaymentCode
+    ) -> ChannelTradeStatus:
+        """The cashier scanned the patient's payment code: collect now. The answer is PAID, or
+        PAYING while the patient confirms on the phone (then `query` until final, or `reverse`),
+        or FAILED. A refused code is ChannelRejected (nothing was taken). Sent once per
+        out_trade_no: an unknown outcome is settled by `query`, never by paying again."""
+        ...
+
+    async def reverse(self, out_trade_no: str) -> None:
+        """Cancel a code payment whatever its state (撤销): unpaid it is closed, paid it is given
+        back to the payer; reversing again is a no-op. Only for code payments, and never sooner
+        than the channel allows after the payment call (WeChat Pay: 15 s)."""
         ...
 
     async def query(self, out_trade_no: str) -> ChannelTradeStatus:

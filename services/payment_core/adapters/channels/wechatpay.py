@@ -1,4 +1,5 @@
-"""WeChat Pay API v3 through the maintained SDK (`wechatpayv3.async_`), Native (QR) payments.
+"""WeChat Pay API v3 through the maintained SDK (`wechatpayv3.async_`): Native (QR), JSAPI (the
+payer's mini-program / official-account page) and code payments (付款码, the cashier scans).
 
 Public-key mode (微信支付公钥 + its id): the SDK verifies every answer and notification with the
 platform public key and never calls /v3/certificates. The same code runs against the simulator
@@ -11,6 +12,8 @@ import gzip
 import hashlib
 import json
 import logging
+import secrets
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -33,12 +36,17 @@ from services.payment_core.adapters.channels.ports import (
     ChannelRejected,
     ChannelTradeStatus,
     ChannelUnavailable,
+    JsapiPayParams,
     PaymentChannel,
+    PaymentCode,
+    PlacedJsapiOrder,
     PlacedOrder,
 )
 from services.payment_core.adapters.channels.wechatpay_bill import parse_trade_bill
 from services.payment_core.adapters.channels.wechatpay_transformers import (
     NOT_NOW,
+    code_payment_from,
+    code_payment_refused,
     notification_from,
     refund_from,
     rejection_reason_of,
@@ -54,6 +62,7 @@ PRODUCTION_GATEWAY = "https://api.mch.weixin.qq.com"
 ATTR_OUT_TRADE_NO = "medpay.channel.out_trade_no"
 BEIJING = ZoneInfo("Asia/Shanghai")
 MAX_DESCRIPTION_CHARS = 127
+MAX_OPENID_CHARS = 128
 _log = logging.getLogger(__name__)
 
 SdkCall = Callable[[], Awaitable[tuple[int, Any]]]
@@ -132,9 +141,11 @@ class WechatPayChannel:
         gateway_url: str = PRODUCTION_GATEWAY,
         timeout: tuple[float, float] = (3.0, 10.0),
         refund_notify_url: str | None = None,
+        store_id: str = "medpay",
     ) -> None:
         """`refund_notify_url`: where WeChat Pay sends REFUND.* results (the refund request's
-        notify_url). Without it the refund's outcome is known only by `query_refund`."""
+        notify_url). Without it the refund's outcome is known only by `query_refund`. `store_id`:
+        the merchant's own id of the cashier point (codepay scene_info.store_info.out_id)."""
         self._sdk = AsyncWeChatPay(
             wechatpay_type=WeChatPayType.NATIVE,
             mchid=credentials.mchid,
@@ -148,6 +159,7 @@ class WechatPayChannel:
         )
         _point_sdk_at(self._sdk, gateway_url)
         self._refund_notify_url = refund_notify_url
+        self._appid, self._store_id = credentials.appid, store_id
         self._tracer = tracer(__name__)
         self._open = False
 
@@ -177,6 +189,81 @@ class WechatPayChannel:
         if not isinstance(code_url, str) or not code_url:
             raise ChannelProtocolError("WeChat Pay accepted the order but sent no code_url")
         return PlacedOrder(out_trade_no=out_trade_no, code_url=code_url)
+
+    async def place_jsapi_order(
+        self,
+        out_trade_no: str,
+        amount: Money,
+        description: str,
+        notify_url: str,
+        expires_at: datetime,
+        payer_openid: str,
+    ) -> PlacedJsapiOrder:
+        _check_order_request(out_trade_no, amount, description, expires_at)
+        if not payer_openid or len(payer_openid) > MAX_OPENID_CHARS:
+            raise ValueError(f"payer_openid must be 1-{MAX_OPENID_CHARS} characters")
+        body = await self._call(
+            "place_order",
+            lambda: self._sdk.pay(
+                description=description,
+                out_trade_no=out_trade_no,
+                amount={"total": amount.fen, "currency": "CNY"},
+                payer={"openid": payer_openid},
+                notify_url=notify_url,
+                time_expire=expires_at.astimezone(BEIJING).isoformat(timespec="seconds"),
+                pay_type=WeChatPayType.JSAPI,
+            ),
+            mutating=True,
+            attributes={ATTR_OUT_TRADE_NO: out_trade_no, ATTR_AMOUNT_FEN: amount.fen},
+        )
+        prepay_id = _json(body).get("prepay_id")
+        if not isinstance(prepay_id, str) or not prepay_id:
+            raise ChannelProtocolError("WeChat Pay accepted the JSAPI order but sent no prepay_id")
+        return PlacedJsapiOrder(out_trade_no=out_trade_no, prepay_id=prepay_id)
+
+    def jsapi_pay_params(self, prepay_id: str) -> JsapiPayParams:
+        """paySign = RSA-SHA256 over "appId\ntimeStamp\nnonceStr\npackage\n" with the merchant key:
+        the SDK's `sign` (the signing its examples use for wx.requestPayment)."""
+        if not prepay_id:
+            raise ValueError("prepay_id is required")
+        time_stamp, nonce_str, package = (
+            str(int(time.time())),
+            secrets.token_hex(16),
+            f"prepay_id={prepay_id}",
+        )
+        pay_sign = self._sdk.sign([self._appid, time_stamp, nonce_str, package])
+        return JsapiPayParams(self._appid, time_stamp, nonce_str, package, "RSA", pay_sign)
+
+    async def pay_by_code(
+        self, out_trade_no: str, amount: Money, description: str, auth_code: PaymentCode
+    ) -> ChannelTradeStatus:
+        if not out_trade_no or amount.fen <= 0 or not description or len(description) > MAX_DESCRIPTION_CHARS:
+            raise ValueError("out_trade_no, a positive amount and a 1-127 character description are required")
+        # The code's shape is WeChat Pay's to judge (400 PARAM_ERROR): payment-core checked it already.
+        try:
+            status, body = await self._call_with_status(
+                "codepay",
+                lambda: self._sdk.pay(
+                    description=description,
+                    out_trade_no=out_trade_no,
+                    amount={"total": amount.fen, "currency": "CNY"},
+                    payer={"auth_code": auth_code.reveal()},
+                    scene_info={"store_info": {"out_id": self._store_id}},
+                    pay_type=WeChatPayType.CODEPAY,
+                ),
+                attributes={ATTR_OUT_TRADE_NO: out_trade_no, ATTR_AMOUNT_FEN: amount.fen},
+            )
+        except ChannelRejected as refused:
+            return code_payment_refused(refused, out_trade_no, amount)
+        return code_payment_from(status, _json(body), out_trade_no, amount)
+
+    async def reverse(self, out_trade_no: str) -> None:
+        await self._call(
+            "reverse",
+            lambda: self._sdk.codepay_reverse(out_trade_no),
+            mutating=True,
+            attributes={ATTR_OUT_TRADE_NO: out_trade_no},
+        )
 
     async def query(self, out_trade_no: str) -> ChannelTradeStatus:
         body = await self._call(
@@ -249,6 +336,11 @@ class WechatPayChannel:
         self, operation: str, send: SdkCall, *, mutating: bool, attributes: Attributes | None = None
     ) -> Any:
         """One provider call inside one span; non-2xx answers become our exceptions here."""
+        return (await self._call_with_status(operation, send, mutating=mutating, attributes=attributes))[1]
+
+    async def _call_with_status(
+        self, operation: str, send: SdkCall, *, mutating: bool = True, attributes: Attributes | None = None
+    ) -> tuple[int, Any]:
         await self._ensure_open()
         span_attributes = {ATTR_CHANNEL: CHANNEL_NAME, **(attributes or {})}
         with self._tracer.start_as_current_span(
@@ -258,7 +350,7 @@ class WechatPayChannel:
             span.set_attribute("http.response.status_code", status)
             if not 200 <= status < 300:
                 raise _refusal(status, body, mutating)
-            return body
+            return status, body
 
     async def _ensure_open(self) -> None:
         # In public-key mode the SDK's __aenter__ only builds its httpx client (no I/O, no await

@@ -8,8 +8,10 @@ from typing import Any
 
 from services.payment_core.adapters.channels.ports import (
     ChannelNotification,
+    ChannelOutcomeUnknown,
     ChannelProtocolError,
     ChannelRefund,
+    ChannelRejected,
     ChannelTradeStatus,
     RefundStatus,
     RejectionReason,
@@ -107,6 +109,38 @@ def trade_status_from(body: Mapping[str, Any]) -> ChannelTradeStatus:
         success_time=_time(body.get("success_time")),
         channel_state=channel_state,
     )
+
+
+def code_payment_from(
+    http_status: int, body: Mapping[str, Any], out_trade_no: str, amount: Money
+) -> ChannelTradeStatus:
+    """The codepay answer: the transaction (200, SUCCESS at once) or 202 USERPAYING (the patient
+    confirms with a password on the phone; query until final)."""
+    if body.get("code") == "USERPAYING" or (http_status == 202 and "trade_state" not in body):
+        if body.get("code") not in (None, "USERPAYING"):
+            raise ChannelProtocolError(f"WeChat Pay codepay answered {http_status} {body.get('code')!r}")
+        return ChannelTradeStatus(out_trade_no, TradeState.PAYING, amount, channel_state="USERPAYING")
+    status = trade_status_from(body)
+    if status.out_trade_no != out_trade_no:
+        raise ChannelProtocolError("WeChat Pay codepay answered for another out_trade_no")
+    return status
+
+
+# Error codes of a code payment that do not say the payment failed, whatever HTTP status carries
+# them (v2 付款码 error table; the v3 one names USERPAYING too): the patient is still confirming, or
+# the bank's answer is not known yet. Both are settled by a query, never taken as a refusal.
+CODEPAY_STILL_PAYING = frozenset({"USERPAYING"})
+CODEPAY_OUTCOME_UNKNOWN = frozenset({"BANKERROR", "SYSTEMERROR"})
+
+
+def code_payment_refused(refused: ChannelRejected, out_trade_no: str, amount: Money) -> ChannelTradeStatus:
+    """A non-2xx codepay answer: PAYING for USERPAYING, an unknown outcome for a bank or system
+    error, else the refusal itself (nothing was taken)."""
+    if refused.code in CODEPAY_STILL_PAYING:
+        return ChannelTradeStatus(out_trade_no, TradeState.PAYING, amount, channel_state=refused.code)
+    if refused.code in CODEPAY_OUTCOME_UNKNOWN:
+        raise ChannelOutcomeUnknown(f"WeChat Pay codepay {refused.code}: query for the outcome") from refused
+    raise refused
 
 
 def refund_from(body: Mapping[str, Any], status_field: str = "status") -> ChannelRefund:

@@ -176,9 +176,14 @@ class MedPayClient:
         description: str = "",
         request_id: str | None = None,
         amount_fen: int = 0,
+        auth_code: str = "",
+        payer_openid: str = "",
     ) -> PayResult:
         """Start collecting the cash share (CHANNEL_NONE when it is zero: the order settles at once).
-        `amount_fen`: this payment's part of it (0: what remains); an order may be paid by several."""
+        `amount_fen`: this payment's part of it (0: what remains); an order may be paid by several.
+        PAY_METHOD_BARCODE needs the scanned `auth_code` (the patient's payment code: never log it);
+        PAY_METHOD_JSAPI the `payer_openid`, and its result's payment carries the `jsapi`
+        parameters for wx.requestPayment."""
         request = payment_pb2.PayPaymentOrderRequest(
             request_id=request_id or new_request_id(),
             order_id=order_id,
@@ -186,6 +191,8 @@ class MedPayClient:
             method=method,
             description=description,
             amount_fen=amount_fen,
+            auth_code=auth_code,
+            payer_openid=payer_openid,
         )
         response: payment_pb2.PayPaymentOrderResponse = await self._call(
             self._payment.PayPaymentOrder, request, self._deadlines.write_s

@@ -283,6 +283,7 @@ class Payment(_message.Message):
     REFUNDED_FEN_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     SUCCEEDED_AT_FIELD_NUMBER: _builtins.int
+    JSAPI_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     order_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -299,6 +300,13 @@ class Payment(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def succeeded_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def jsapi(self) -> Global___JsapiPayParams:
+        """For PAY_METHOD_JSAPI, in PayPaymentOrderResponse only: what the mini-program or
+        official-account page hands to wx.requestPayment, signed by the platform with the merchant
+        key. Asking PayPaymentOrder again for the same open attempt signs a fresh set.
+        """
+
     def __init__(
         self,
         *,
@@ -314,14 +322,59 @@ class Payment(_message.Message):
         refunded_fen: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         succeeded_at: _timestamp_pb2.Timestamp | None = ...,
+        jsapi: Global___JsapiPayParams | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "succeeded_at", b"succeeded_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "jsapi", b"jsapi", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel", b"channel", "channel_transaction_id", b"channel_transaction_id", "code_url", b"code_url", "created_at", b"created_at", "method", b"method", "order_id", b"order_id", "out_trade_no", b"out_trade_no", "payment_id", b"payment_id", "refunded_fen", b"refunded_fen", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel", b"channel", "channel_transaction_id", b"channel_transaction_id", "code_url", b"code_url", "created_at", b"created_at", "jsapi", b"jsapi", "method", b"method", "order_id", b"order_id", "out_trade_no", b"out_trade_no", "payment_id", b"payment_id", "refunded_fen", b"refunded_fen", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class JsapiPayParams(_message.Message):
+    """The arguments of wx.requestPayment for a WeChat JSAPI payment, exactly as the front end passes
+    them: paySign = RSA-SHA256 (merchant key) over "app_id\\ntime_stamp\\nnonce_str\\npackage\\n".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    APP_ID_FIELD_NUMBER: _builtins.int
+    TIME_STAMP_FIELD_NUMBER: _builtins.int
+    NONCE_STR_FIELD_NUMBER: _builtins.int
+    PACKAGE_FIELD_NUMBER: _builtins.int
+    SIGN_TYPE_FIELD_NUMBER: _builtins.int
+    PAY_SIGN_FIELD_NUMBER: _builtins.int
+    app_id: _builtins.str
+    """appId: the official account or mini-program the payer's openid belongs to."""
+    time_stamp: _builtins.str
+    """timeStamp: seconds since the epoch, as a decimal string."""
+    nonce_str: _builtins.str
+    """nonceStr: a random string of at most 32 characters."""
+    package: _builtins.str
+    """package: "prepay_id=<the channel's prepay id>"."""
+    sign_type: _builtins.str
+    """signType: "RSA"."""
+    pay_sign: _builtins.str
+    """paySign: base64 signature."""
+    def __init__(
+        self,
+        *,
+        app_id: _builtins.str = ...,
+        time_stamp: _builtins.str = ...,
+        nonce_str: _builtins.str = ...,
+        package: _builtins.str = ...,
+        sign_type: _builtins.str = ...,
+        pay_sign: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["app_id", b"app_id", "nonce_str", b"nonce_str", "package", b"package", "pay_sign", b"pay_sign", "sign_type", b"sign_type", "time_stamp", b"time_stamp"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JsapiPayParams: _TypeAlias = JsapiPayParams  # noqa: Y015
 
 @_typing.final
 class Refund(_message.Message):
@@ -668,6 +721,8 @@ class PayPaymentOrderRequest(_message.Message):
     METHOD_FIELD_NUMBER: _builtins.int
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    AUTH_CODE_FIELD_NUMBER: _builtins.int
+    PAYER_OPENID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     order_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -681,6 +736,15 @@ class PayPaymentOrderRequest(_message.Message):
     INVALID_ARGUMENT naming amount_fen, nothing stored. The order is paid when its succeeded
     payments sum to cash_due_fen, never more (enforced in storage).
     """
+    auth_code: _builtins.str
+    """PAY_METHOD_BARCODE (required there, empty otherwise): the patient's payment code (付款码) as
+    the cashier's scanner read it; WeChat Pay: 18 digits starting 10-15. A bearer credential: it is
+    sent once to the channel and never stored, logged or echoed in clear.
+    """
+    payer_openid: _builtins.str
+    """PAY_METHOD_JSAPI (required there, empty otherwise): the payer's openid under the merchant's
+    appid (≤ 128 chars).
+    """
     def __init__(
         self,
         *,
@@ -690,10 +754,12 @@ class PayPaymentOrderRequest(_message.Message):
         method: Global___PayMethod.ValueType = ...,
         description: _builtins.str = ...,
         amount_fen: _builtins.int = ...,
+        auth_code: _builtins.str = ...,
+        payer_openid: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel", b"channel", "description", b"description", "method", b"method", "order_id", b"order_id", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "auth_code", b"auth_code", "channel", b"channel", "description", b"description", "method", b"method", "order_id", b"order_id", "payer_openid", b"payer_openid", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -111,8 +111,12 @@ class PaymentServiceServicer:
 
     def PayPaymentOrder(self, request, context):
         """Start collecting the cash share, or a part of it (amount_fen), through a channel. For a zero
-        cash share (CHANNEL_NONE) the order settles at once. Errors: INVALID_ARGUMENT (amount_fen more
-        than what remains), NOT_FOUND (RESOURCE_NOT_FOUND),
+        cash share (CHANNEL_NONE) the order settles at once. PAY_METHOD_NATIVE_QR answers the QR code
+        (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
+        PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
+        patient confirms on the phone (the platform queries, and reverses the attempt if it is not
+        confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
+        (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
         FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
         """
