@@ -41,7 +41,7 @@ from infra.simulators.his_driver.morning import DriverOptions, play_morning
 from services.runtime.clock import business_date_of, utcnow
 
 PLATFORM = ("payment-core", "insurance-adapter", "reconciliation", "data-aggregation")
-SIMULATORS = ("nhsa-sim", "wechatpay-sim")
+SIMULATORS = ("nhsa-sim", "wechatpay-sim", "alipay-sim")
 RESULTS = Path(__file__).with_name("results")
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/postgres"
 INSURED_BY_WECHAT = "insured, cash share by WeChat"
@@ -50,6 +50,13 @@ KINDS = (
     (INSURED_BY_WECHAT, 1.0, False),
     ("insured, personal account used", 1.0, True),
     ("self-pay, WeChat", 0.0, True),
+)
+# Each channel's cost on its own (self-pay: no insurer in the way), against "self-pay, WeChat" (QR).
+CHANNEL_KINDS = (
+    ("self-pay, WeChat code payment", "wechat_code"),
+    ("self-pay, Alipay QR", "alipay_qr"),
+    ("self-pay, Alipay code payment", "alipay_code"),
+    ("self-pay, two payments (WeChat QR + code)", "two_payments"),
 )
 
 
@@ -158,6 +165,7 @@ async def settlement_batch(
     concurrency: int,
     seed: int,
     use_personal_account: bool = True,
+    way_to_pay: str = "wechat_qr",
 ) -> tuple[Row, budget.Steps]:
     """The batch's row, and its steps' counts (bench/budget.py) over the whole batch."""
     options = DriverOptions(
@@ -165,6 +173,8 @@ async def settlement_batch(
         use_personal_account=use_personal_account,
         concurrency=concurrency,
         wechat_sim_url=mesh.layout.http_base("wechatpay-sim"),
+        alipay_sim_url=mesh.layout.http_base("alipay-sim"),
+        way_to_pay=way_to_pay,
     )
     each = process_ids(mesh)
     cpu_before = {n: cpu_seconds([pid]) for n, pid in each.items()}
@@ -295,6 +305,11 @@ async def play_batches(
     # account: many bills need no channel at all. Self-pay: channel only.
     for name, share, account in KINDS:
         row, _ = await settlement_batch(mesh, client, name, visits, share, arguments.concurrency, 8, account)
+        rows.append(row)
+    for name, way in CHANNEL_KINDS:
+        row, _ = await settlement_batch(
+            mesh, client, name, visits, 0.0, arguments.concurrency, 8, way_to_pay=way
+        )
         rows.append(row)
     high = arguments.high_concurrency
     row, _ = await settlement_batch(

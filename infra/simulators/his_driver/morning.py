@@ -49,8 +49,18 @@ class DriverOptions:
     population_size: int = 500  # insured people the NHSA simulator has seeded
     campus_code: str = "FZ01"
     wechat_sim_url: str = "http://127.0.0.1:9102"
+    alipay_sim_url: str = "http://127.0.0.1:9103"
+    # How the cash share is paid: WeChat native QR (the patient scans), a WeChat code payment
+    # (the cashier scans the patient's 付款码), Alipay QR, or two payments (half by WeChat QR, the
+    # rest by WeChat code payment).
+    way_to_pay: str = "wechat_qr"
     settle_timeout_s: float = 60.0
     run_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6].upper())
+
+
+# Payment codes as a cashier's scanner reads them (WeChat: 18 digits from 10-15; Alipay: 25-30).
+_WECHAT_CODE = "134567890123456789"
+_ALIPAY_CODE = "286543210987654321"
 
 
 class StepFailed(Exception):
@@ -141,15 +151,33 @@ class Cashier:
         if order.cash_due_fen == 0:
             await _step("pay", self._client.pay(order.order_id, payment_pb2.CHANNEL_NONE))
         else:
-            paid = await _step(
-                "pay",
-                self._client.pay(
-                    order.order_id, payment_pb2.CHANNEL_WECHAT_PAY, payment_pb2.PAY_METHOD_NATIVE_QR
-                ),
-            )
-            await _step("scan", self._patient_scans(paid.payment.out_trade_no))
+            await self._collect(order)
         timeout_s = self._options.settle_timeout_s
         return await _step("settle", self._client.wait_until_settled(order.order_id, timeout_s))
+
+    async def _collect(self, order: payment_pb2.PaymentOrder) -> None:
+        way, due = self._options.way_to_pay, order.cash_due_fen
+        if way == "two_payments" and due >= 2:
+            await self._by_qr(order.order_id, payment_pb2.CHANNEL_WECHAT_PAY, due // 2)
+            await self._by_code(order.order_id, payment_pb2.CHANNEL_WECHAT_PAY)
+        elif way in ("wechat_code", "alipay_code"):
+            channel = payment_pb2.CHANNEL_ALIPAY if way == "alipay_code" else payment_pb2.CHANNEL_WECHAT_PAY
+            await self._by_code(order.order_id, channel)
+        elif way == "alipay_qr":
+            await self._by_qr(order.order_id, payment_pb2.CHANNEL_ALIPAY)
+        else:
+            await self._by_qr(order.order_id, payment_pb2.CHANNEL_WECHAT_PAY)
+
+    async def _by_qr(self, order_id: str, channel: int, amount_fen: int = 0) -> None:
+        method = payment_pb2.PAY_METHOD_NATIVE_QR
+        paid = await _step("pay", self._client.pay(order_id, channel, method, amount_fen=amount_fen))
+        await _step("scan", self._patient_scans(paid.payment.out_trade_no, channel))
+
+    async def _by_code(self, order_id: str, channel: int) -> None:
+        """The cashier scans the patient's payment code: paid in the answer (what remains)."""
+        code = _ALIPAY_CODE if channel == payment_pb2.CHANNEL_ALIPAY else _WECHAT_CODE
+        method = payment_pb2.PAY_METHOD_BARCODE
+        await _step("pay", self._client.pay(order_id, channel, method, auth_code=code))
 
     async def _create(self, plan: VisitPlan) -> payment_pb2.PaymentOrder:
         return await self._client.create_outpatient_order(
@@ -163,9 +191,13 @@ class Cashier:
             insurance=plan.insurance,
         )
 
-    async def _patient_scans(self, out_trade_no: str) -> None:
-        """The patient's phone pays the QR code: the simulator's stand-in for the WeChat app."""
-        response = await self._wechat.post("/sim/pay", json={"out_trade_no": out_trade_no})
+    async def _patient_scans(self, out_trade_no: str, channel: int = payment_pb2.CHANNEL_WECHAT_PAY) -> None:
+        """The patient's phone pays the QR code: the simulator's stand-in for the channel's app."""
+        if channel == payment_pb2.CHANNEL_ALIPAY:
+            async with httpx.AsyncClient(base_url=self._options.alipay_sim_url, timeout=10) as alipay:
+                response = await alipay.post("/sim/pay", json={"out_trade_no": out_trade_no})
+        else:
+            response = await self._wechat.post("/sim/pay", json={"out_trade_no": out_trade_no})
         response.raise_for_status()
 
     async def refund(self, visit: VisitOutcome) -> RefundOutcome:
