@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from services.payment_core.adapters.channels.ports import (
     BillRow,
     BillTradeState,
+    ChannelError,
     ChannelNotification,
     ChannelRefund,
     ChannelRejected,
@@ -96,6 +97,7 @@ class FakeChannel:
         self._serial = itertools.count(1)
         self._secret = secrets.token_bytes(32)
         self._refund_answers: deque[RefundStatus] = deque()
+        self._bill_failure: ChannelError | None = None
 
     async def place_order(
         self, out_trade_no: str, amount: Money, description: str, notify_url: str, expires_at: datetime
@@ -178,7 +180,13 @@ class FakeChannel:
         except (ValueError, KeyError, TypeError):
             return None
 
+    def fail_bill_downloads(self, error: ChannelError | None) -> None:
+        """Test control: every bill download raises `error` (None: bills download again)."""
+        self._bill_failure = error
+
     async def download_trade_bill(self, bill_date: date) -> list[BillRow]:
+        if self._bill_failure is not None:
+            raise self._bill_failure
         payments = [
             _payment_row(order)
             for order in self._orders.values()
