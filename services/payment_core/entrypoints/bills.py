@@ -45,7 +45,7 @@ def export_channel_bill(request: payment_pb2.ExportChannelBillRequest) -> comman
     return commands.ExportChannelBill(str(channel), day, page_size, decode_page_token(request.page_token))
 
 
-def _channel_name(number: int) -> str | None:
+def _channel_name(number: payment_pb2.Channel.ValueType) -> str | None:
     try:
         return str(payment_pb2.Channel.Name(number)).removeprefix("CHANNEL_")
     except ValueError:
