@@ -1,8 +1,8 @@
 """The nouns of a reconciliation run, in the finance office's words.
 
 Three sources speak about one business day: the platform (what payment-core recorded), the channels'
-trade bills (what WeChat Pay and Alipay say moved) and the insurer (its 3201 totals per insurance type). A run
-compares them and keeps every disagreement as a discrepancy with evidence.
+trade bills (what WeChat Pay and Alipay say moved) and the insurer (its 3201 totals per insurance
+type). A run compares them and keeps every disagreement as a discrepancy with evidence.
 """
 
 from __future__ import annotations
