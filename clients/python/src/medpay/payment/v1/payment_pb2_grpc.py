@@ -221,8 +221,9 @@ class PaymentServiceServicer:
         CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
         collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
         or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
-        between two pages, start again without page_token), UNAVAILABLE (CHANNEL_UNAVAILABLE: the
-        channel could not be reached, or sent a bill that does not add up).
+        between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+        give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+        could not be reached, or sent a bill that does not add up).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

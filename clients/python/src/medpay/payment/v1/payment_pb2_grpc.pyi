@@ -104,8 +104,9 @@ class PaymentServiceStub:
     CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
     collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
     or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
-    between two pages, start again without page_token), UNAVAILABLE (CHANNEL_UNAVAILABLE: the
-    channel could not be reached, or sent a bill that does not add up).
+    between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+    give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+    could not be reached, or sent a bill that does not add up).
     """
 
 @_typing.type_check_only
@@ -177,8 +178,9 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
     collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
     or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
-    between two pages, start again without page_token), UNAVAILABLE (CHANNEL_UNAVAILABLE: the
-    channel could not be reached, or sent a bill that does not add up).
+    between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+    give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+    could not be reached, or sent a bill that does not add up).
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -325,8 +327,9 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
         collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
         or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
-        between two pages, start again without page_token), UNAVAILABLE (CHANNEL_UNAVAILABLE: the
-        channel could not be reached, or sent a bill that does not add up).
+        between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+        give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+        could not be reached, or sent a bill that does not add up).
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
