@@ -170,3 +170,27 @@ def test_the_downloaded_file_is_unzipped_and_checked_against_the_announced_sha1(
     assert _bill_text(raw, sha1) == raw.decode("utf-8")
     with pytest.raises(ChannelProtocolError, match="SHA1"):
         _bill_text(raw + b" ", sha1)
+
+
+def test_a_voucher_payment_is_exported_at_what_the_platform_asked_for() -> None:
+    """应结订单金额 is what settles after a 代金券; 订单金额 is the order total the platform sent, and
+    what reconciliation compares with (as its own reader did before)."""
+    row = PAYMENT.replace("`125.01,`0.00,`0,`0", "`120.01,`5.00,`0,`0", 1)
+    (parsed,) = parse_trade_bill(bill(row, summary="`1,`120.01,`0.00,`0.00,`0.75000,`125.01,`0.00"))
+    assert (parsed.amount, parsed.order_amount, parsed.asked_amount) == (
+        Money(12_001),
+        Money(12_501),
+        Money(12_501),
+    )
+
+
+@pytest.mark.parametrize(
+    ("summary", "complaint"),
+    [
+        ("`2,`125.01,`50.00,`0.00,`0.45000,`125.00,`50.00", "订单总金额"),
+        ("`2,`125.01,`50.00,`0.00,`0.45000,`125.01,`0.00", "申请退款总金额"),
+    ],
+)
+def test_the_order_and_applied_refund_totals_must_add_up_too(summary: str, complaint: str) -> None:
+    with pytest.raises(ChannelProtocolError, match=complaint):
+        parse_trade_bill(bill(PAYMENT, REFUND, summary=summary))

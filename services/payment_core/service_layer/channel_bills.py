@@ -177,12 +177,12 @@ def bill_line(row: ports.BillRow) -> BillLine:
     if row.trade_state is ports.BillTradeState.REFUND:
         return BillLine(
             BillLineKind.REFUND, _refund_status(row.refund_status), row.out_trade_no, row.transaction_id,
-            row.out_refund_no or "", row.refund_id or "", row.refund_amount, as_utc(row.trade_time),
+            row.out_refund_no or "", row.refund_id or "", row.asked_amount, as_utc(row.trade_time),
             f"REFUND/{row.refund_status or ''}",
         )  # fmt: skip
     return BillLine(
         BillLineKind.PAYMENT, _PAYMENT_STATUS[row.trade_state], row.out_trade_no, row.transaction_id,
-        "", "", row.amount, as_utc(row.trade_time), row.trade_state.value,
+        "", "", row.asked_amount, as_utc(row.trade_time), row.trade_state.value,
     )  # fmt: skip
 
 
