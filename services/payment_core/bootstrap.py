@@ -26,6 +26,7 @@ from services.payment_core.config import PaymentCoreSettings
 from services.payment_core.domain.process import Schedule
 from services.payment_core.entrypoints.grpc_servicer import PaymentServicer
 from services.payment_core.entrypoints.notify_http import ChannelNotifications, NotifyServer, notify_app
+from services.payment_core.service_layer.channel_bills import ChannelBills
 from services.payment_core.service_layer.dependencies import DEFAULT_CHANNEL, Dependencies
 from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
@@ -131,7 +132,10 @@ def build(
     return PaymentCore(
         settings=settings, database=database, channel=channel, insurance=insurance, orders=orders,
         process=process, janitor=janitor,
-        servicer=PaymentServicer(orders, OrderWatch(orders, database.changes), database.idempotency),
+        servicer=PaymentServicer(
+            orders, OrderWatch(orders, database.changes), database.idempotency,
+            ChannelBills(deps, _seconds(settings.payment_core_bill_published_after_s)),
+        ),
         event_feed=EventFeedServicer(database.outbox), notifications=notifications,
         notify_server=NotifyServer(notify_app(notifications), bind, settings.payment_core_notify_port),
         closers=closers,

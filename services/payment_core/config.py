@@ -58,6 +58,10 @@ class PaymentCoreSettings(MeshSettings):
     payment_core_step_lease_s: float = Field(default=60.0, ge=5, le=600)
     # What becomes of a success that arrives after the order was closed: refunded to its channel.
     payment_core_late_success: Literal["refund"] = "refund"
+    # ExportChannelBill: how long after a business day begins (00:00 Asia/Shanghai) the channels
+    # publish its bill. The real WeChat Pay and Alipay publish T+1 around 10:00, i.e. 122400; the
+    # simulators bill a day as it happens, so 0 (any day that has begun). Earlier: BILL_NOT_READY.
+    payment_core_bill_published_after_s: float = Field(default=0.0, ge=0, le=7 * 24 * 3600)
 
     def notify_url(self) -> str:
         return (

@@ -17,8 +17,7 @@ from medpay.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
 
 from services.reconciliation.adapters.insurance_adapter import InsuranceAdapterTotals
 from services.reconciliation.adapters.orm import metadata
-from services.reconciliation.adapters.payment_core import PaymentCoreLedger
-from services.reconciliation.adapters.wechatpay_client import WechatPayTradeBills
+from services.reconciliation.adapters.payment_core import PaymentCoreChannelBills, PaymentCoreLedger
 from services.reconciliation.config import SERVICE_NAME, ReconciliationSettings
 from services.reconciliation.entrypoints.grpc_servicer import ReconciliationServicer
 from services.reconciliation.service_layer.handlers import ReconciliationHandlers
@@ -81,29 +80,32 @@ def build(
     settings: ReconciliationSettings,
     *,
     platform_ledger: PlatformLedgerSource | None = None,
-    channel_bill: ChannelBillSource | None = None,
+    channel_bills: ChannelBillSource | None = None,
     insurer_totals: InsurerTotalsSource | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> ReconciliationApp:
-    """Wire the service; every source left out is the real one (payment-core, WeChat Pay, insurer)."""
+    """Wire the service; every source left out is the real one: payment-core (its ledger, and the
+    channel bills it reads with its own channel adapters) and insurance-adapter."""
     db = ServiceDatabase.open(settings, SERVICE_NAME, metadata, MIGRATIONS)
     channels: list[grpc.aio.Channel] = []
-    if platform_ledger is None:
+    page_size, deadline_s = settings.reconciliation_export_page_size, settings.default_deadline_s
+    if platform_ledger is None or channel_bills is None:
         channels.append(open_channel(settings.address(settings.payment_core_port)))
-        page_size = settings.reconciliation_export_page_size
-        platform_ledger = PaymentCoreLedger(channels[-1], page_size, settings.default_deadline_s)
+        payment_core = channels[-1]
+        if platform_ledger is None:
+            platform_ledger = PaymentCoreLedger(payment_core, page_size, deadline_s)
+        if channel_bills is None:
+            bill_channels = settings.reconciliation_bill_channels
+            channel_bills = PaymentCoreChannelBills(payment_core, page_size, deadline_s, bill_channels)
     if insurer_totals is None:
         channels.append(open_channel(settings.address(settings.insurance_adapter_port)))
         clr_type = settings.reconciliation_clr_type
         insurer_totals = InsuranceAdapterTotals(channels[-1], clr_type, settings.default_deadline_s)
-    if channel_bill is None:
-        key_dir, base_url = settings.wechatpay_key_dir, settings.wechatpay_base_url
-        channel_bill = WechatPayTradeBills(key_dir, base_url, settings.default_deadline_s)
 
     def unit_of_work() -> UnitOfWork:
         return UnitOfWork(db.sessions, db.outbox)
 
-    reconcile = DayReconciler(platform_ledger, channel_bill, insurer_totals, clock)
+    reconcile = DayReconciler(platform_ledger, channel_bills, insurer_totals, clock)
     jobs = ReconciliationJobs(unit_of_work, reconcile, job_policy(settings), clock)
     handlers = ReconciliationHandlers(unit_of_work, jobs)
     servicer = ReconciliationServicer(handlers, db.idempotency, settings.reconciliation_answer_within_s)

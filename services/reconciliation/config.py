@@ -1,9 +1,8 @@
-"""reconciliation settings: the mesh-wide ones plus where the WeChat Pay bill comes from."""
+"""reconciliation settings: the mesh-wide ones plus how runs read their sources and are executed."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, model_validator
 
@@ -15,12 +14,10 @@ SERVICE_NAME = "reconciliation"
 class ReconciliationSettings(MeshSettings):
     """Read once at boot from MEDPAY_* (this service's knobs are MEDPAY_RECONCILIATION_*)."""
 
-    # The merchant key files (`python -m infra.simulators.wechatpay.keys --dir var/keys` writes them;
-    # with a real merchant the same file names hold the real keys). Read per run, not at boot.
-    wechatpay_key_dir: Path = Path("var/keys")
-    # The WeChat Pay gateway: the simulator by default, https://api.mch.weixin.qq.com in production.
-    wechatpay_base_url: str = "http://127.0.0.1:9102"
-    # Rows per ExportTransactions page read from payment-core.
+    # The channels whose bills a run reads, through payment-core's ExportChannelBill (payment-core
+    # holds the merchant keys and speaks the channel protocols; one it does not offer is skipped).
+    reconciliation_bill_channels: tuple[Literal["WECHAT_PAY", "ALIPAY"], ...] = ("WECHAT_PAY", "ALIPAY")
+    # Rows per ExportTransactions / ExportChannelBill page read from payment-core.
     reconciliation_export_page_size: int = Field(default=500, gt=0, le=1000)
     # 清算类别 sent with every 3201 ("11" 门诊).
     reconciliation_clr_type: str = "11"

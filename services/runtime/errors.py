@@ -100,3 +100,17 @@ class OutcomeUnknown(MedPayError):
 class NotOffered(MedPayError):
     status_name = "UNIMPLEMENTED"
     reason = "NOT_OFFERED"
+
+
+class BillNotReady(MedPayError):
+    """A channel has no bill for the day yet (the day has not ended, or it is still being made)."""
+
+    status_name = "FAILED_PRECONDITION"
+    reason = "BILL_NOT_READY"
+
+
+class BillChanged(MedPayError):
+    """A bill read page by page changed between two pages: start again from the first."""
+
+    status_name = "FAILED_PRECONDITION"
+    reason = "BILL_CHANGED"

@@ -61,7 +61,7 @@ def refund(out_refund_no: str, out_trade_no: str, fen: int) -> PlatformTransacti
 def paid_row(out_trade_no: str, fen: int) -> ChannelBillLine:
     return ChannelBillLine(
         kind=TransactionKind.PAYMENT, out_trade_no=out_trade_no, out_refund_no="",
-        channel_transaction_id=f"42000{out_trade_no}", channel_refund_id="", status="SUCCESS",
+        channel_transaction_id=f"42000{out_trade_no}", channel_refund_id="", status="SUCCEEDED",
         amount=Money(fen), traded_at="2025-03-14 10:00:00",
     )  # fmt: skip
 
@@ -70,7 +70,7 @@ def refund_row(out_refund_no: str, out_trade_no: str, fen: int) -> ChannelBillLi
     return ChannelBillLine(
         kind=TransactionKind.REFUND, out_trade_no=out_trade_no, out_refund_no=out_refund_no,
         channel_transaction_id=f"42000{out_trade_no}", channel_refund_id=f"50300{out_refund_no}",
-        status="SUCCESS", amount=Money(fen), traded_at="2025-03-14 15:00:00",
+        status="SUCCEEDED", amount=Money(fen), traded_at="2025-03-14 15:00:00",
     )  # fmt: skip
 
 
@@ -112,7 +112,7 @@ def settings(request: pytest.FixtureRequest, tmp_path: Path) -> ReconciliationSe
 @pytest.fixture
 async def desk(settings: ReconciliationSettings) -> AsyncIterator[Desk]:
     platform, bills, insurer = InMemoryPlatformLedger(), InMemoryChannelBills(), InMemoryInsurerTotals()
-    app = build(settings, platform_ledger=platform, channel_bill=bills, insurer_totals=insurer)
+    app = build(settings, platform_ledger=platform, channel_bills=bills, insurer_totals=insurer)
     await app.db.migrate()
     server = build_server()
     app.register(server)

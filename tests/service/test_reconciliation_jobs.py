@@ -52,15 +52,15 @@ T = TypeVar("T")
 
 @dataclass
 class SlowBills(InMemoryChannelBills):
-    """A WeChat gateway whose bill download takes until `released` is set."""
+    """payment-core's bill export, taking until `released` is set."""
 
     released: asyncio.Event = field(default_factory=asyncio.Event)
     asked: int = 0
 
-    async def trade_bill(self, business_date: date) -> ChannelBill:
+    async def trade_bills(self, business_date: date) -> list[ChannelBill]:
         self.asked += 1
         await self.released.wait()
-        return await super().trade_bill(business_date)
+        return await super().trade_bills(business_date)
 
 
 @dataclass
@@ -143,7 +143,7 @@ async def processes(
 
     async def start(**overrides: object) -> Process:
         app = build(settings.model_copy(update=overrides), platform_ledger=sources.platform,
-                    channel_bill=sources.bills, insurer_totals=sources.insurer)  # fmt: skip
+                    channel_bills=sources.bills, insurer_totals=sources.insurer)  # fmt: skip
         if not started:
             await app.db.migrate()
         server = build_server()

@@ -74,7 +74,7 @@ def line(kind: TransactionKind, key: str, fen: int) -> ChannelBillLine:
     refund = kind is TransactionKind.REFUND
     return ChannelBillLine(
         kind=kind, out_trade_no=f"pay_{key}", out_refund_no=f"rf_{key}" if refund else "",
-        channel_transaction_id="4200", channel_refund_id="", status="SUCCESS", amount=Money(fen),
+        channel_transaction_id="4200", channel_refund_id="", status="SUCCEEDED", amount=Money(fen),
         traded_at="2025-03-14 10:00:00",
     )  # fmt: skip
 
@@ -100,7 +100,7 @@ async def peers() -> AsyncIterator[tuple[int, StandInPaymentCore, StandInInsurer
 
 
 async def reconcile(settings: ReconciliationSettings, bills: InMemoryChannelBills) -> pb.ReconciliationRun:
-    app = build(settings, channel_bill=bills)
+    app = build(settings, channel_bills=bills)
     await app.db.migrate()
     server = build_server()
     app.register(server)

@@ -53,7 +53,7 @@ def refund(
     )  # fmt: skip
 
 
-def paid_row(out_trade_no: str, amount_fen: int = 12_500, status: str = "SUCCESS") -> ChannelBillLine:
+def paid_row(out_trade_no: str, amount_fen: int = 12_500, status: str = "SUCCEEDED") -> ChannelBillLine:
     return ChannelBillLine(
         kind=TransactionKind.PAYMENT, out_trade_no=out_trade_no, out_refund_no="",
         channel_transaction_id=f"4200{out_trade_no}", channel_refund_id="", status=status,
@@ -62,7 +62,7 @@ def paid_row(out_trade_no: str, amount_fen: int = 12_500, status: str = "SUCCESS
 
 
 def refund_row(
-    out_refund_no: str, out_trade_no: str, amount_fen: int = 12_500, status: str = "SUCCESS"
+    out_refund_no: str, out_trade_no: str, amount_fen: int = 12_500, status: str = "SUCCEEDED"
 ) -> ChannelBillLine:
     return ChannelBillLine(
         kind=TransactionKind.REFUND, out_trade_no=out_trade_no, out_refund_no=out_refund_no,
@@ -194,7 +194,7 @@ def test_a_day_matches_only_its_channel_and_totals_every_source() -> None:
     platform = [payment("T1"), payment("C1", 900, channel="CASH"), payment("T2", 600, insutype="310")]
     bill = ChannelBill(WECHAT, "WECHAT_PAY", DAY, (paid_row("T1"), paid_row("T2", 600)))
 
-    outcome = reconcile_day(platform, bill, [statement("310")])
+    outcome = reconcile_day(platform, [bill], [statement("310")])
 
     assert (outcome.matched_count, outcome.discrepancies) == (2, ())
     totals = {item.source: item for item in outcome.totals}
@@ -231,3 +231,22 @@ def test_a_revoked_settlement_counts_against_the_day_like_3201_does() -> None:
     )  # fmt: skip
 
     assert check_insurer_statement(statement("310"), [*settled, revoked]) is None
+
+
+def test_each_channel_is_matched_against_its_own_bill_only() -> None:
+    """An Alipay payment is not looked for in the WeChat bill, nor a WeChat one in Alipay's."""
+    platform = [payment("W1"), payment("A1", 3_000, channel="ALIPAY"), payment("A2", 700, channel="ALIPAY")]
+    wechat = ChannelBill(WECHAT, "WECHAT_PAY", DAY, (paid_row("W1"),))
+    alipay = ChannelBill("alipay", "ALIPAY", DAY, (paid_row("A1", 3_100), paid_row("A9", 450)))
+
+    outcome = reconcile_day(platform, [wechat, alipay], [])
+
+    found = {(item.source, item.out_trade_no): item.discrepancy_class for item in outcome.discrepancies}
+    assert found == {
+        ("alipay", "A1"): DiscrepancyClass.AMOUNT_MISMATCH,
+        ("alipay", "A2"): DiscrepancyClass.PLATFORM_ONLY,
+        ("alipay", "A9"): DiscrepancyClass.CHANNEL_ONLY,
+    }
+    assert outcome.matched_count == 1
+    totals = [item.source for item in outcome.totals]
+    assert totals == ["platform", "platform:wechat_pay", "wechat_pay", "platform:alipay", "alipay"]

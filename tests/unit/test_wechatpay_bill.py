@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
@@ -10,6 +12,7 @@ import pytest
 from infra.simulators.wechatpay.bill import ALL_DETAIL_HEADER, ALL_SUMMARY_HEADER, render_all_bill
 from infra.simulators.wechatpay.store import SimOrder, SimRefund
 from services.payment_core.adapters.channels.ports import BillTradeState, ChannelProtocolError
+from services.payment_core.adapters.channels.wechatpay import _bill_text
 from services.payment_core.adapters.channels.wechatpay_bill import parse_trade_bill
 from services.runtime.money import Money
 
@@ -136,3 +139,58 @@ def test_what_the_simulator_renders_parses_back_to_the_same_amounts() -> None:
     assert payment_row.trade_time == datetime(2024, 3, 22, 0, 30, 5, tzinfo=BEIJING)
     assert (payment_row.amount, refund_row.refund_amount) == (Money(300_000), Money(12_345))
     assert refund_row.out_refund_no == "RF1" and refund_row.transaction_id == order.transaction_id
+
+
+# Cases carried over from reconciliation's own WeChat bill reader, removed when reconciliation began
+# reading every bill through payment-core's ExportChannelBill.
+
+
+def test_the_payer_openid_is_not_carried_into_the_rows() -> None:
+    assert "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o" not in repr(parse_trade_bill(bill(PAYMENT, REFUND)))
+
+
+def test_a_day_without_rows_is_an_empty_bill() -> None:
+    assert parse_trade_bill("\ufeff" + bill(summary="`0,`0.00,`0.00,`0.00,`0.00000,`0.00,`0.00")) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["", bill(PAYMENT, REFUND).replace("交易时间,", "交易日期,", 1)],
+    ids=["empty", "other-header"],
+)
+def test_a_file_not_in_the_trade_bill_layout_is_refused(text: str) -> None:
+    with pytest.raises(ChannelProtocolError):
+        parse_trade_bill(text)
+
+
+def test_the_downloaded_file_is_unzipped_and_checked_against_the_announced_sha1() -> None:
+    raw = bill(PAYMENT, REFUND).encode("utf-8")
+    sha1 = hashlib.sha1(raw).hexdigest().upper()
+    assert _bill_text(gzip.compress(raw), sha1) == raw.decode("utf-8")
+    assert _bill_text(raw, sha1) == raw.decode("utf-8")
+    with pytest.raises(ChannelProtocolError, match="SHA1"):
+        _bill_text(raw + b" ", sha1)
+
+
+def test_a_voucher_payment_is_exported_at_what_the_platform_asked_for() -> None:
+    """应结订单金额 is what settles after a 代金券; 订单金额 is the order total the platform sent, and
+    what reconciliation compares with (as its own reader did before)."""
+    row = PAYMENT.replace("`125.01,`0.00,`0,`0", "`120.01,`5.00,`0,`0", 1)
+    (parsed,) = parse_trade_bill(bill(row, summary="`1,`120.01,`0.00,`0.00,`0.75000,`125.01,`0.00"))
+    assert (parsed.amount, parsed.order_amount, parsed.asked_amount) == (
+        Money(12_001),
+        Money(12_501),
+        Money(12_501),
+    )
+
+
+@pytest.mark.parametrize(
+    ("summary", "complaint"),
+    [
+        ("`2,`125.01,`50.00,`0.00,`0.45000,`125.00,`50.00", "订单总金额"),
+        ("`2,`125.01,`50.00,`0.00,`0.45000,`125.01,`0.00", "申请退款总金额"),
+    ],
+)
+def test_the_order_and_applied_refund_totals_must_add_up_too(summary: str, complaint: str) -> None:
+    with pytest.raises(ChannelProtocolError, match=complaint):
+        parse_trade_bill(bill(PAYMENT, REFUND, summary=summary))

@@ -168,12 +168,14 @@ class Cashier:
         else:
             await self._by_qr(order.order_id, payment_pb2.CHANNEL_WECHAT_PAY)
 
-    async def _by_qr(self, order_id: str, channel: int, amount_fen: int = 0) -> None:
+    async def _by_qr(
+        self, order_id: str, channel: payment_pb2.Channel.ValueType, amount_fen: int = 0
+    ) -> None:
         method = payment_pb2.PAY_METHOD_NATIVE_QR
         paid = await _step("pay", self._client.pay(order_id, channel, method, amount_fen=amount_fen))
         await _step("scan", self._patient_scans(paid.payment.out_trade_no, channel))
 
-    async def _by_code(self, order_id: str, channel: int) -> None:
+    async def _by_code(self, order_id: str, channel: payment_pb2.Channel.ValueType) -> None:
         """The cashier scans the patient's payment code: paid in the answer (what remains)."""
         code = _ALIPAY_CODE if channel == payment_pb2.CHANNEL_ALIPAY else _WECHAT_CODE
         method = payment_pb2.PAY_METHOD_BARCODE
@@ -191,7 +193,9 @@ class Cashier:
             insurance=plan.insurance,
         )
 
-    async def _patient_scans(self, out_trade_no: str, channel: int = payment_pb2.CHANNEL_WECHAT_PAY) -> None:
+    async def _patient_scans(
+        self, out_trade_no: str, channel: payment_pb2.Channel.ValueType = payment_pb2.CHANNEL_WECHAT_PAY
+    ) -> None:
         """The patient's phone pays the QR code: the simulator's stand-in for the channel's app."""
         if channel == payment_pb2.CHANNEL_ALIPAY:
             async with httpx.AsyncClient(base_url=self._options.alipay_sim_url, timeout=10) as alipay:

@@ -9,7 +9,8 @@ from contextlib import aclosing
 import grpc
 from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
-from services.payment_core.entrypoints import mapping, requests
+from services.payment_core.entrypoints import bills, mapping, requests
+from services.payment_core.service_layer.channel_bills import ChannelBills
 from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.watching import OrderWatch
 from services.runtime.errors import NotOffered
@@ -18,10 +19,17 @@ from services.runtime.pagination import encode_page_token
 
 
 class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
-    def __init__(self, orders: PaymentOrders, watch: OrderWatch, idempotency: IdempotencyStore) -> None:
+    def __init__(
+        self,
+        orders: PaymentOrders,
+        watch: OrderWatch,
+        idempotency: IdempotencyStore,
+        channel_bills: ChannelBills,
+    ) -> None:
         self._orders = orders
         self._watch = watch
         self.idempotency = idempotency
+        self._channel_bills = channel_bills
 
     @idempotent(payment_pb2.CreatePaymentOrderResponse)
     async def CreatePaymentOrder(
@@ -85,6 +93,14 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             transactions=[mapping.movement_to_proto(movement) for movement in movements],
             next_page_token=encode_page_token(cursor) if cursor else "",
         )
+
+    async def ExportChannelBill(
+        self, request: payment_pb2.ExportChannelBillRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ExportChannelBillResponse:
+        """One page of a channel's bill of the day, read by that channel's adapter, with the whole
+        bill's totals."""
+        page = await self._channel_bills.export(bills.export_channel_bill(request))
+        return bills.page_to_proto(page)
 
     async def WatchPaymentOrder(
         self, request: payment_pb2.WatchPaymentOrderRequest, context: grpc.aio.ServicerContext

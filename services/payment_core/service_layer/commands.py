@@ -84,3 +84,12 @@ class ExportTransactions:
     business_date: date
     page_size: int
     cursor: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExportChannelBill:
+    # The payment standard's channel name: "WECHAT_PAY", "ALIPAY".
+    channel: str
+    business_date: date
+    page_size: int
+    cursor: dict[str, Any] | None

@@ -6,13 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from services.reconciliation.adapters.wechatpay_bill import WECHAT_PAY_CHANNEL, WECHAT_PAY_SOURCE
 from services.reconciliation.domain.model import (
     PLATFORM_SOURCE,
     ChannelBill,
     ChannelBillLine,
     InsurerStatement,
     PlatformTransaction,
+    bill_source,
 )
 from services.reconciliation.service_layer.ports import SourceUnavailable
 
@@ -33,17 +33,31 @@ class InMemoryPlatformLedger:
 
 @dataclass
 class InMemoryChannelBills:
-    by_day: dict[date, list[ChannelBillLine]] = field(default_factory=dict)
+    """Bills by channel and day. A channel offers a bill once something was recorded for it (any
+    day); WECHAT_PAY always does. `down` fails every read, as payment-core's UNAVAILABLE would."""
+
+    by_day: dict[tuple[str, date], list[ChannelBillLine]] = field(default_factory=dict)
+    offered: set[str] = field(default_factory=lambda: {"WECHAT_PAY"})
     down: bool = False
 
-    def record(self, day: date, lines: Iterable[ChannelBillLine]) -> None:
-        self.by_day.setdefault(day, []).extend(lines)
+    def record(self, day: date, lines: Iterable[ChannelBillLine], channel: str = "WECHAT_PAY") -> None:
+        self.offered.add(channel)
+        self.by_day.setdefault((channel, day), []).extend(lines)
 
-    async def trade_bill(self, business_date: date) -> ChannelBill:
+    async def trade_bills(self, business_date: date) -> list[ChannelBill]:
+        channels = sorted(self.offered, key=_wechat_first)
+        return [await self.trade_bill(channel, business_date) for channel in channels]
+
+    async def trade_bill(self, channel: str, business_date: date) -> ChannelBill:
         if self.down:
-            raise SourceUnavailable(WECHAT_PAY_SOURCE, "tradebill HTTP 500: SYSTEM_ERROR")
-        lines = tuple(self.by_day.get(business_date, []))
-        return ChannelBill(WECHAT_PAY_SOURCE, WECHAT_PAY_CHANNEL, business_date, lines)
+            reason = "payment-core ExportChannelBill UNAVAILABLE: the channel could not be reached"
+            raise SourceUnavailable(bill_source(channel), reason)
+        lines = tuple(self.by_day.get((channel, business_date), []))
+        return ChannelBill(bill_source(channel), channel, business_date, lines)
+
+
+def _wechat_first(channel: str) -> tuple[bool, str]:
+    return channel != "WECHAT_PAY", channel
 
 
 @dataclass

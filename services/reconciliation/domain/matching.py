@@ -47,17 +47,21 @@ class DayOutcome:
 
 
 def reconcile_day(
-    platform: Sequence[PlatformTransaction], bill: ChannelBill, statements: Sequence[InsurerStatement]
+    platform: Sequence[PlatformTransaction],
+    bills: Sequence[ChannelBill],
+    statements: Sequence[InsurerStatement],
 ) -> DayOutcome:
-    """Platform ↔ channel bill for the bill's channel, then each insurer statement on its own."""
-    on_channel = [tx for tx in platform if tx.channel == bill.channel]
-    channel = match_channel(on_channel, bill.lines, bill.source)
+    """Platform ↔ each channel's bill for that channel, then each insurer statement on its own."""
+    channels = [
+        match_channel([tx for tx in platform if tx.channel == bill.channel], bill.lines, bill.source)
+        for bill in bills
+    ]
     checked = (check_insurer_statement(statement, platform) for statement in statements)
     insurer = [found for found in checked if found is not None]
     return DayOutcome(
-        matched_count=channel.matched_count,
-        discrepancies=(*channel.discrepancies, *insurer),
-        totals=day_totals(platform, bill, statements),
+        matched_count=sum(channel.matched_count for channel in channels),
+        discrepancies=(*(found for channel in channels for found in channel.discrepancies), *insurer),
+        totals=day_totals(platform, bills, statements),
     )
 
 
@@ -241,17 +245,17 @@ def insured_types(platform: Iterable[PlatformTransaction]) -> list[str]:
 
 def day_totals(
     platform: Sequence[PlatformTransaction] | None,
-    bill: ChannelBill | None,
+    bills: Sequence[ChannelBill],
     statements: Sequence[InsurerStatement],
 ) -> tuple[SourceTotals, ...]:
-    """Totals per source read; a failed run passes None for what it never managed to read."""
+    """Totals per source read; a failed run passes None (or nothing) for what it never read."""
     totals = []
     if platform is not None:
         totals.append(entry_totals(PLATFORM_SOURCE, platform))
-    if platform is not None and bill is not None:
-        on_channel = [tx for tx in platform if tx.channel == bill.channel]
-        totals.append(entry_totals(f"{PLATFORM_SOURCE}:{bill.source}", on_channel))
-    if bill is not None:
+    for bill in bills:
+        if platform is not None:
+            on_channel = [tx for tx in platform if tx.channel == bill.channel]
+            totals.append(entry_totals(f"{PLATFORM_SOURCE}:{bill.source}", on_channel))
         totals.append(entry_totals(bill.source, bill.lines))
     totals += [insurer_totals(statement) for statement in statements]
     return tuple(totals)

@@ -1,8 +1,8 @@
 """The nouns of a reconciliation run, in the finance office's words.
 
-Three sources speak about one business day: the platform (what payment-core recorded), a channel's
-trade bill (what WeChat Pay says moved) and the insurer (its 3201 totals per insurance type). A run
-compares them and keeps every disagreement as a discrepancy with evidence.
+Three sources speak about one business day: the platform (what payment-core recorded), the channels'
+trade bills (what WeChat Pay and Alipay say moved) and the insurer (its 3201 totals per insurance
+type). A run compares them and keeps every disagreement as a discrepancy with evidence.
 """
 
 from __future__ import annotations
@@ -86,24 +86,30 @@ class PlatformTransaction:
         return self.out_refund_no if self.kind is TransactionKind.REFUND else self.out_trade_no
 
 
+def bill_source(channel: str) -> str:
+    """The source name of a channel's bill: "wechat_pay" for WECHAT_PAY, "alipay" for ALIPAY."""
+    return channel.lower()
+
+
 @dataclass(frozen=True, slots=True)
 class ChannelBillLine:
-    """One detail row of a channel's trade bill (WeChat Pay 交易账单)."""
+    """One detail row of a channel's trade bill, as payment-core's ExportChannelBill says it."""
 
     kind: TransactionKind
     out_trade_no: str
     out_refund_no: str
     channel_transaction_id: str
     channel_refund_id: str
-    # 交易状态 for payments (SUCCESS, REVOKED); 退款状态 for refunds (SUCCESS, PROCESSING, ...).
+    # ChannelBillRow.Status without its prefix: SUCCEEDED (collected or paid back), REVOKED,
+    # PROCESSING, FAILED, ABNORMAL.
     status: str
     amount: Money
-    # 交易时间 as the bill prints it (Beijing time): evidence only.
+    # When it happened, ISO 8601 in UTC: evidence only.
     traded_at: str
 
     @property
     def moved_money(self) -> bool:
-        return self.status == "SUCCESS"
+        return self.status == "SUCCEEDED"
 
     @property
     def channel_key(self) -> str:

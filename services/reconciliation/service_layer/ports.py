@@ -1,5 +1,5 @@
-"""The three sources a run reads, as ports: gRPC / SDK adapters in production, in-memory fakes in
-tests (services.reconciliation.adapters.in_memory)."""
+"""The three sources a run reads, as ports: gRPC adapters over payment-core and insurance-adapter in
+production, in-memory fakes in tests (services.reconciliation.adapters.in_memory)."""
 
 from __future__ import annotations
 
@@ -30,9 +30,9 @@ class PlatformLedgerSource(Protocol):
 
 
 class ChannelBillSource(Protocol):
-    async def trade_bill(self, business_date: date) -> ChannelBill:
-        """The channel's trade bill for the day, every row, its summary already checked.
-        Raises SourceUnavailable."""
+    async def trade_bills(self, business_date: date) -> list[ChannelBill]:
+        """The trade bill of the day of every channel payment-core collects through (WeChat Pay,
+        Alipay), every row, checked against the bill's totals. Raises SourceUnavailable."""
         ...
 
 

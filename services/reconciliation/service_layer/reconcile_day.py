@@ -47,7 +47,7 @@ class _ReadSoFar:
     """What a run has read; a failed run stores the totals of exactly this."""
 
     platform: list[PlatformTransaction] | None = None
-    bill: ChannelBill | None = None
+    bills: list[ChannelBill] | None = None
     statements: list[InsurerStatement] = field(default_factory=list)
 
 
@@ -55,12 +55,12 @@ class DayReconciler:
     def __init__(
         self,
         platform_ledger: PlatformLedgerSource,
-        channel_bill: ChannelBillSource,
+        channel_bills: ChannelBillSource,
         insurer_totals: InsurerTotalsSource,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._platform_ledger = platform_ledger
-        self._channel_bill = channel_bill
+        self._channel_bills = channel_bills
         self._insurer_totals = insurer_totals
         self._clock = clock
 
@@ -79,21 +79,21 @@ class DayReconciler:
     async def _read_sources(self, run: ReconciliationRun, read: _ReadSoFar) -> None:
         day = run.business_date
         read.platform = await self._platform_ledger.transactions(day)
-        read.bill = await self._channel_bill.trade_bill(day)
+        read.bills = await self._channel_bills.trade_bills(day)
         for insutype in insured_types(read.platform):
             request_id = _totals_request_id(run, insutype)
             read.statements.append(await self._insurer_totals.reconcile_totals(day, insutype, request_id))
 
     def _completed(self, run: ReconciliationRun, read: _ReadSoFar) -> RunOutcome:
-        if read.platform is None or read.bill is None:
+        if read.platform is None or read.bills is None:
             raise RuntimeError("a run completes only after every source was read")
-        outcome = reconcile_day(read.platform, read.bill, read.statements)
+        outcome = reconcile_day(read.platform, read.bills, read.statements)
         done = run.completed(outcome.matched_count, len(outcome.discrepancies), outcome.totals, self._clock())
         return RunOutcome(done, outcome.discrepancies)
 
     def _failed(self, run: ReconciliationRun, failure: SourceUnavailable, read: _ReadSoFar) -> RunOutcome:
         log.warning("reconciliation %s of %s failed: %s", run.run_id, run.business_date, failure)
-        totals = day_totals(read.platform, read.bill, read.statements)
+        totals = day_totals(read.platform, read.bills or [], read.statements)
         return RunOutcome(run.failed(str(failure), totals, self._clock()))
 
 

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 from services.payment_core.adapters.channels.ports import (
     BillRow,
     BillTradeState,
+    ChannelError,
     ChannelNotification,
     ChannelRefund,
     ChannelRejected,
@@ -113,6 +114,7 @@ class FakeChannel:
         self._refund_answers: deque[RefundStatus] = deque()
         self._password_waits = 0
         self.code_payment_calls: list[str] = []  # out_trade_no of every pay_by_code, in order
+        self._bill_failure: ChannelError | None = None
 
     async def place_jsapi_order(
         self,
@@ -276,7 +278,13 @@ class FakeChannel:
         except (ValueError, KeyError, TypeError):
             return None
 
+    def fail_bill_downloads(self, error: ChannelError | None) -> None:
+        """Test control: every bill download raises `error` (None: bills download again)."""
+        self._bill_failure = error
+
     async def download_trade_bill(self, bill_date: date) -> list[BillRow]:
+        if self._bill_failure is not None:
+            raise self._bill_failure
         payments = [
             _payment_row(order)
             for order in self._orders.values()

@@ -167,6 +167,18 @@ class BillRow:
     out_refund_no: str | None = None
     refund_amount: Money = field(default_factory=Money.zero)
     refund_status: str | None = None
+    # What the platform asked for, when the bill says it apart from the settled amounts above (WeChat
+    # 订单金额 and 申请退款金额: a voucher makes 应结订单金额 / 退款金额 smaller). None: the same.
+    order_amount: Money | None = None
+    requested_refund_amount: Money | None = None
+
+    @property
+    def asked_amount(self) -> Money:
+        """The amount the merchant asked for: the order total, or the refund applied for."""
+        if self.trade_state is BillTradeState.REFUND:
+            asked = self.requested_refund_amount
+            return self.refund_amount if asked is None else asked
+        return self.amount if self.order_amount is None else self.order_amount
 
 
 class PaymentChannel(Protocol):

@@ -64,6 +64,8 @@ def _bill_row(fields: Mapping[str, str]) -> BillRow:
         out_refund_no=_refund_ref(fields.get("商户退款单号", "")),
         refund_amount=_fen(fields.get("退款金额") or "0.00"),
         refund_status=fields.get("退款状态") or None,
+        order_amount=_optional_fen(fields.get("订单金额")),
+        requested_refund_amount=_optional_fen(fields.get("申请退款金额")),
     )
 
 
@@ -74,6 +76,8 @@ def _check_summary(rows: list[BillRow], summary: Mapping[str, str]) -> None:
     checks = (
         ("应结订单总金额", total(row.amount for row in rows)),
         ("退款总金额", total(row.refund_amount for row in rows)),
+        ("订单总金额", total(_or_zero(row.order_amount) for row in rows)),
+        ("申请退款总金额", total(_or_zero(row.requested_refund_amount) for row in rows)),
     )
     for column, computed in checks:
         if column in summary and _fen(summary[column]) != computed:
@@ -92,6 +96,15 @@ def _fen(yuan: str) -> Money:
         return Money.from_yuan_str(yuan)
     except ValueError as exc:
         raise ChannelProtocolError(str(exc)) from None
+
+
+def _or_zero(amount: Money | None) -> Money:
+    return Money.zero() if amount is None else amount
+
+
+def _optional_fen(yuan: str | None) -> Money | None:
+    """A column legacy layouts may lack (None); an empty field is zero."""
+    return None if yuan is None else _fen(yuan or "0.00")
 
 
 def _beijing_time(text: str) -> datetime:

@@ -58,6 +58,14 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """
     ERROR_REASON_NOT_OFFERED: _ErrorReason.ValueType  # 12
     """The operation is defined in the standard but not offered by this deployment. UNIMPLEMENTED."""
+    ERROR_REASON_BILL_NOT_READY: _ErrorReason.ValueType  # 13
+    """The channel has no bill for that day yet (the day has not ended, or the bill is still being
+    produced); ask again later. Status FAILED_PRECONDITION.
+    """
+    ERROR_REASON_BILL_CHANGED: _ErrorReason.ValueType  # 14
+    """A bill changed between two pages of one export; start again from the first page.
+    Status FAILED_PRECONDITION.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Error reasons carried in google.rpc.ErrorInfo.reason (domain "medpay.mesh"). Every RPC documents
@@ -92,6 +100,14 @@ settles it. Never guessed. Status UNAVAILABLE (safe to retry with the same reque
 """
 ERROR_REASON_NOT_OFFERED: ErrorReason.ValueType  # 12
 """The operation is defined in the standard but not offered by this deployment. UNIMPLEMENTED."""
+ERROR_REASON_BILL_NOT_READY: ErrorReason.ValueType  # 13
+"""The channel has no bill for that day yet (the day has not ended, or the bill is still being
+produced); ask again later. Status FAILED_PRECONDITION.
+"""
+ERROR_REASON_BILL_CHANGED: ErrorReason.ValueType  # 14
+"""A bill changed between two pages of one export; start again from the first page.
+Status FAILED_PRECONDITION.
+"""
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 
 @_typing.final

@@ -1383,3 +1383,200 @@ class CloseCashierShiftResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CloseCashierShiftResponse: _TypeAlias = CloseCashierShiftResponse  # noqa: Y015
+
+@_typing.final
+class ExportChannelBillRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    BUSINESS_DATE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    channel: Global___Channel.ValueType
+    """WECHAT_PAY or ALIPAY (the channels with a bill that this deployment collects through)."""
+    business_date: _builtins.str
+    """"YYYY-MM-DD" in Asia/Shanghai (the channels' bill day), 2000-01-01..2099-12-31. Required."""
+    page_size: _builtins.int
+    """Rows per page, at most 1000; 0 means 500."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        channel: Global___Channel.ValueType = ...,
+        business_date: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["business_date", b"business_date", "channel", b"channel", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportChannelBillRequest: _TypeAlias = ExportChannelBillRequest  # noqa: Y015
+
+@_typing.final
+class ExportChannelBillResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROWS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    SUMMARY_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def rows(self) -> _containers.RepeatedCompositeFieldContainer[Global___ChannelBillRow]: ...
+    @_builtins.property
+    def summary(self) -> Global___ChannelBillSummary:
+        """Totals of the whole bill (every page), so a reader can check it received every row."""
+
+    def __init__(
+        self,
+        *,
+        rows: _abc.Iterable[Global___ChannelBillRow] | None = ...,
+        next_page_token: _builtins.str = ...,
+        summary: Global___ChannelBillSummary | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["summary", b"summary"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "rows", b"rows", "summary", b"summary"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ExportChannelBillResponse: _TypeAlias = ExportChannelBillResponse  # noqa: Y015
+
+@_typing.final
+class ChannelBillRow(_message.Message):
+    """One detail line of a channel's bill. Payments are keyed by out_trade_no, refunds by
+    out_refund_no: the keys the platform sent to the channel.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Kind:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _KindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ChannelBillRow._Kind.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        KIND_UNSPECIFIED: ChannelBillRow._Kind.ValueType  # 0
+        KIND_PAYMENT: ChannelBillRow._Kind.ValueType  # 1
+        KIND_REFUND: ChannelBillRow._Kind.ValueType  # 2
+
+    class Kind(_Kind, metaclass=_KindEnumTypeWrapper): ...
+    KIND_UNSPECIFIED: ChannelBillRow.Kind.ValueType  # 0
+    KIND_PAYMENT: ChannelBillRow.Kind.ValueType  # 1
+    KIND_REFUND: ChannelBillRow.Kind.ValueType  # 2
+
+    class _Status:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _StatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[ChannelBillRow._Status.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        STATUS_UNSPECIFIED: ChannelBillRow._Status.ValueType  # 0
+        STATUS_SUCCEEDED: ChannelBillRow._Status.ValueType  # 1
+        """Payment collected, or refund paid out."""
+        STATUS_REVOKED: ChannelBillRow._Status.ValueType  # 2
+        """A barcode payment the channel revoked (WeChat 交易状态 REVOKED): no money kept."""
+        STATUS_PROCESSING: ChannelBillRow._Status.ValueType  # 3
+        """Refund accepted, not yet paid out when the bill was made."""
+        STATUS_FAILED: ChannelBillRow._Status.ValueType  # 4
+        """Refund closed without paying out."""
+        STATUS_ABNORMAL: ChannelBillRow._Status.ValueType  # 5
+        """Refund the channel could not pay out (bank card closed): a person must re-route it."""
+
+    class Status(_Status, metaclass=_StatusEnumTypeWrapper):
+        """What the bill says became of the line. Only SUCCEEDED moved money."""
+
+    STATUS_UNSPECIFIED: ChannelBillRow.Status.ValueType  # 0
+    STATUS_SUCCEEDED: ChannelBillRow.Status.ValueType  # 1
+    """Payment collected, or refund paid out."""
+    STATUS_REVOKED: ChannelBillRow.Status.ValueType  # 2
+    """A barcode payment the channel revoked (WeChat 交易状态 REVOKED): no money kept."""
+    STATUS_PROCESSING: ChannelBillRow.Status.ValueType  # 3
+    """Refund accepted, not yet paid out when the bill was made."""
+    STATUS_FAILED: ChannelBillRow.Status.ValueType  # 4
+    """Refund closed without paying out."""
+    STATUS_ABNORMAL: ChannelBillRow.Status.ValueType  # 5
+    """Refund the channel could not pay out (bank card closed): a person must re-route it."""
+
+    KIND_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    OUT_TRADE_NO_FIELD_NUMBER: _builtins.int
+    CHANNEL_TRANSACTION_ID_FIELD_NUMBER: _builtins.int
+    OUT_REFUND_NO_FIELD_NUMBER: _builtins.int
+    CHANNEL_REFUND_ID_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    TRADED_AT_FIELD_NUMBER: _builtins.int
+    CHANNEL_STATUS_FIELD_NUMBER: _builtins.int
+    kind: Global___ChannelBillRow.Kind.ValueType
+    status: Global___ChannelBillRow.Status.ValueType
+    out_trade_no: _builtins.str
+    channel_transaction_id: _builtins.str
+    """The channel's own id of the paid trade (WeChat 微信订单号, Alipay 支付宝交易号)."""
+    out_refund_no: _builtins.str
+    """Refund rows only."""
+    channel_refund_id: _builtins.str
+    amount_fen: _builtins.int
+    """Positive fen: what was paid (payment rows) or refunded (refund rows)."""
+    channel_status: _builtins.str
+    """The channel's own status words on the line (e.g. "REFUND/PROCESSING"), for evidence only."""
+    @_builtins.property
+    def traded_at(self) -> _timestamp_pb2.Timestamp:
+        """When it happened (pay time; refund time), UTC. The bill prints Beijing time; converted exactly."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___ChannelBillRow.Kind.ValueType = ...,
+        status: Global___ChannelBillRow.Status.ValueType = ...,
+        out_trade_no: _builtins.str = ...,
+        channel_transaction_id: _builtins.str = ...,
+        out_refund_no: _builtins.str = ...,
+        channel_refund_id: _builtins.str = ...,
+        amount_fen: _builtins.int = ...,
+        traded_at: _timestamp_pb2.Timestamp | None = ...,
+        channel_status: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["traded_at", b"traded_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel_refund_id", b"channel_refund_id", "channel_status", b"channel_status", "channel_transaction_id", b"channel_transaction_id", "kind", b"kind", "out_refund_no", b"out_refund_no", "out_trade_no", b"out_trade_no", "status", b"status", "traded_at", b"traded_at"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelBillRow: _TypeAlias = ChannelBillRow  # noqa: Y015
+
+@_typing.final
+class ChannelBillSummary(_message.Message):
+    """Counts and fen totals of a whole bill: rows of every status, and the ones that moved money."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ROW_COUNT_FIELD_NUMBER: _builtins.int
+    PAYMENT_COUNT_FIELD_NUMBER: _builtins.int
+    PAYMENT_FEN_FIELD_NUMBER: _builtins.int
+    REFUND_COUNT_FIELD_NUMBER: _builtins.int
+    REFUND_FEN_FIELD_NUMBER: _builtins.int
+    row_count: _builtins.int
+    payment_count: _builtins.int
+    payment_fen: _builtins.int
+    """Sum of the SUCCEEDED payment rows."""
+    refund_count: _builtins.int
+    refund_fen: _builtins.int
+    """Sum of the SUCCEEDED refund rows."""
+    def __init__(
+        self,
+        *,
+        row_count: _builtins.int = ...,
+        payment_count: _builtins.int = ...,
+        payment_fen: _builtins.int = ...,
+        refund_count: _builtins.int = ...,
+        refund_fen: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["payment_count", b"payment_count", "payment_fen", b"payment_fen", "refund_count", b"refund_count", "refund_fen", b"refund_fen", "row_count", b"row_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ChannelBillSummary: _TypeAlias = ChannelBillSummary  # noqa: Y015

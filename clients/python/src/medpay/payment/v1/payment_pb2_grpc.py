@@ -94,6 +94,11 @@ class PaymentServiceStub:
                 request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.SerializeToString,
                 response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.FromString,
                 _registered_method=True)
+        self.ExportChannelBill = channel.unary_unary(
+                '/medpay.payment.v1.PaymentService/ExportChannelBill',
+                request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillRequest.SerializeToString,
+                response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -214,6 +219,24 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ExportChannelBill(self, request, context):
+        """One channel's trade bill (对账单) for a business day, as the channel publishes it, in the
+        platform's data standard: payment-core downloads it with the merchant keys only it holds, reads
+        it with its adapter for that channel (the same one that collects the money), checks it against
+        the bill's own totals, and pages through it (AIP-158). Reconciliation reads channel bills only
+        through this call. The summary covers the whole bill and is the same on every page.
+        Errors: INVALID_ARGUMENT (FIELD_INVALID: business_date, channel (one without a bill, e.g.
+        CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
+        collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
+        or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
+        between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+        give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+        could not be reached, or sent a bill that does not add up).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -276,6 +299,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.CloseCashierShift,
                     request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.FromString,
                     response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.SerializeToString,
+            ),
+            'ExportChannelBill': grpc.unary_unary_rpc_method_handler(
+                    servicer.ExportChannelBill,
+                    request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillRequest.FromString,
+                    response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +630,33 @@ class PaymentService:
             '/medpay.payment.v1.PaymentService/CloseCashierShift',
             medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.SerializeToString,
             medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ExportChannelBill(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.payment.v1.PaymentService/ExportChannelBill',
+            medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillRequest.SerializeToString,
+            medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,20 @@ class PaymentServiceStub:
     """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
     Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
     """
+    ExportChannelBill: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ExportChannelBillRequest, _payment_pb2.ExportChannelBillResponse]
+    """One channel's trade bill (对账单) for a business day, as the channel publishes it, in the
+    platform's data standard: payment-core downloads it with the merchant keys only it holds, reads
+    it with its adapter for that channel (the same one that collects the money), checks it against
+    the bill's own totals, and pages through it (AIP-158). Reconciliation reads channel bills only
+    through this call. The summary covers the whole bill and is the same on every page.
+    Errors: INVALID_ARGUMENT (FIELD_INVALID: business_date, channel (one without a bill, e.g.
+    CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
+    collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
+    or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
+    between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+    give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+    could not be reached, or sent a bill that does not add up).
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -169,6 +183,20 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     CloseCashierShift: _aio.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]  # type: ignore[assignment]
     """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
     Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ExportChannelBill: _aio.UnaryUnaryMultiCallable[_payment_pb2.ExportChannelBillRequest, _payment_pb2.ExportChannelBillResponse]  # type: ignore[assignment]
+    """One channel's trade bill (对账单) for a business day, as the channel publishes it, in the
+    platform's data standard: payment-core downloads it with the merchant keys only it holds, reads
+    it with its adapter for that channel (the same one that collects the money), checks it against
+    the bill's own totals, and pages through it (AIP-158). Reconciliation reads channel bills only
+    through this call. The summary covers the whole bill and is the same on every page.
+    Errors: INVALID_ARGUMENT (FIELD_INVALID: business_date, channel (one without a bill, e.g.
+    CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
+    collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
+    or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
+    between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+    give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+    could not be reached, or sent a bill that does not add up).
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -306,6 +334,26 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.CloseCashierShiftResponse, _abc.Awaitable[_payment_pb2.CloseCashierShiftResponse]]:
         """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
         Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def ExportChannelBill(
+        self,
+        request: _payment_pb2.ExportChannelBillRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ExportChannelBillResponse, _abc.Awaitable[_payment_pb2.ExportChannelBillResponse]]:
+        """One channel's trade bill (对账单) for a business day, as the channel publishes it, in the
+        platform's data standard: payment-core downloads it with the merchant keys only it holds, reads
+        it with its adapter for that channel (the same one that collects the money), checks it against
+        the bill's own totals, and pages through it (AIP-158). Reconciliation reads channel bills only
+        through this call. The summary covers the whole bill and is the same on every page.
+        Errors: INVALID_ARGUMENT (FIELD_INVALID: business_date, channel (one without a bill, e.g.
+        CASH), page_size, page_token), UNIMPLEMENTED (NOT_OFFERED: a channel this deployment does not
+        collect through), FAILED_PRECONDITION (BILL_NOT_READY: the day has not ended in Asia/Shanghai,
+        or the channel is still producing the bill; ask again later; BILL_CHANGED: the bill changed
+        between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
+        give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
+        could not be reached, or sent a bill that does not add up).
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

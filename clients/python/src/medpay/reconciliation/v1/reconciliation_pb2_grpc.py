@@ -75,7 +75,8 @@ class ReconciliationServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def RunReconciliation(self, request, context):
-        """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
+        """Reconcile one business day: platform ↔ each channel's trade bill (WeChat Pay, Alipay: read through
+        payment-core's ExportChannelBill) ↔ insurer 3201 per insurance type.
         A run is a job of the service: stored RUNNING first, then executed in the background. This call
         waits for it for a bounded time (the service's limit, less when the caller's deadline is
         nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll

@@ -34,7 +34,8 @@ class ReconciliationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> ReconciliationServiceAsyncStub: ...
     RunReconciliation: _grpc.UnaryUnaryMultiCallable[_reconciliation_pb2.RunReconciliationRequest, _reconciliation_pb2.RunReconciliationResponse]
-    """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
+    """Reconcile one business day: platform ↔ each channel's trade bill (WeChat Pay, Alipay: read through
+    payment-core's ExportChannelBill) ↔ insurer 3201 per insurance type.
     A run is a job of the service: stored RUNNING first, then executed in the background. This call
     waits for it for a bounded time (the service's limit, less when the caller's deadline is
     nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll
@@ -70,7 +71,8 @@ class ReconciliationServiceStub:
 class ReconciliationServiceAsyncStub(ReconciliationServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     RunReconciliation: _aio.UnaryUnaryMultiCallable[_reconciliation_pb2.RunReconciliationRequest, _reconciliation_pb2.RunReconciliationResponse]  # type: ignore[assignment]
-    """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
+    """Reconcile one business day: platform ↔ each channel's trade bill (WeChat Pay, Alipay: read through
+    payment-core's ExportChannelBill) ↔ insurer 3201 per insurance type.
     A run is a job of the service: stored RUNNING first, then executed in the background. This call
     waits for it for a bounded time (the service's limit, less when the caller's deadline is
     nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll
@@ -109,7 +111,8 @@ class ReconciliationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _reconciliation_pb2.RunReconciliationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_reconciliation_pb2.RunReconciliationResponse, _abc.Awaitable[_reconciliation_pb2.RunReconciliationResponse]]:
-        """Reconcile one business day: platform ↔ WeChat Pay trade bill ↔ insurer 3201 per insurance type.
+        """Reconcile one business day: platform ↔ each channel's trade bill (WeChat Pay, Alipay: read through
+        payment-core's ExportChannelBill) ↔ insurer 3201 per insurance type.
         A run is a job of the service: stored RUNNING first, then executed in the background. This call
         waits for it for a bounded time (the service's limit, less when the caller's deadline is
         nearer) and answers the run COMPLETED or FAILED if it ended by then, else RUNNING: poll
