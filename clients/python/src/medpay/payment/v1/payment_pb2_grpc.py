@@ -94,6 +94,11 @@ class PaymentServiceStub:
                 request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.SerializeToString,
                 response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.FromString,
                 _registered_method=True)
+        self.ConfirmWindowRefund = channel.unary_unary(
+                '/medpay.payment.v1.PaymentService/ConfirmWindowRefund',
+                request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundRequest.SerializeToString,
+                response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -214,6 +219,18 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfirmWindowRefund(self, request, context):
+        """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+        on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+        the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+        replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+        forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+        window refund, or not handed to the window yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -276,6 +293,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.CloseCashierShift,
                     request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.FromString,
                     response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.SerializeToString,
+            ),
+            'ConfirmWindowRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmWindowRefund,
+                    request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundRequest.FromString,
+                    response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -602,6 +624,33 @@ class PaymentService:
             '/medpay.payment.v1.PaymentService/CloseCashierShift',
             medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.SerializeToString,
             medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmWindowRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.payment.v1.PaymentService/ConfirmWindowRefund',
+            medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundRequest.SerializeToString,
+            medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -102,6 +102,14 @@ class PaymentServiceStub:
     """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
     Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
     """
+    ConfirmWindowRefund: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ConfirmWindowRefundRequest, _payment_pb2.ConfirmWindowRefundResponse]
+    """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+    on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+    the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+    replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+    forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+    window refund, or not handed to the window yet).
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -169,6 +177,14 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     CloseCashierShift: _aio.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]  # type: ignore[assignment]
     """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
     Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    ConfirmWindowRefund: _aio.UnaryUnaryMultiCallable[_payment_pb2.ConfirmWindowRefundRequest, _payment_pb2.ConfirmWindowRefundResponse]  # type: ignore[assignment]
+    """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+    on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+    the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+    replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+    forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+    window refund, or not handed to the window yet).
     """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -306,6 +322,20 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_payment_pb2.CloseCashierShiftResponse, _abc.Awaitable[_payment_pb2.CloseCashierShiftResponse]]:
         """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
         Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmWindowRefund(
+        self,
+        request: _payment_pb2.ConfirmWindowRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ConfirmWindowRefundResponse, _abc.Awaitable[_payment_pb2.ConfirmWindowRefundResponse]]:
+        """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+        on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+        the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+        replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+        forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+        window refund, or not handed to the window yet).
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
