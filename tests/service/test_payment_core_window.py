@@ -13,6 +13,7 @@ import grpc
 import pytest
 from medpay.payment.v1 import payment_pb2 as pb
 
+from services.payment_core.entrypoints import requests
 from services.runtime.money import Money
 from tests.service import test_payment_core as base
 from tests.service.test_payment_core import Harness, details, insured, kinds, refund, self_pay
@@ -273,3 +274,36 @@ async def test_bad_window_input_is_refused_and_never_stored(
     assert field in details(refused.value)[1]
     assert "6222021234561234" not in (refused.value.details() or "")
     assert not (await harness.order(order.order_id)).payments
+
+
+async def test_closing_an_order_partly_paid_in_cash_returns_it_at_the_window(harness: Harness) -> None:
+    order = await created(harness, self_pay())
+    await harness.payment.PayPaymentOrder(cash(order.order_id, 5_000))
+    close = pb.ClosePaymentOrderRequest(request_id=uuid.uuid4().hex, order_id=order.order_id, reason="left")
+
+    closed = (await harness.payment.ClosePaymentOrder(close)).order
+
+    assert closed.status == pb.ORDER_STATUS_CLOSED
+    [back] = closed.refunds
+    assert back.status == pb.REFUND_STATUS_PROCESSING and back.cash_fen == 5_000  # the cashier pays out
+    confirm = pb.ConfirmWindowRefundRequest(
+        request_id=uuid.uuid4().hex, order_id=order.order_id, refund_id=back.refund_id, operator_id="C001"
+    )
+    done = await harness.payment.ConfirmWindowRefund(confirm)
+    assert done.refund.status == pb.REFUND_STATUS_SUCCEEDED and done.order.status == pb.ORDER_STATUS_CLOSED
+    assert not await harness.ledger(order.order_id)  # never settled: nothing was posted
+
+
+async def test_a_report_recorded_before_a_crash_is_confirmed_by_the_janitor(harness: Harness) -> None:
+    order = await created(harness, self_pay())
+    # The report's first transaction committed, then the process died before its step ran.
+    command = requests.pay_order(pos(order.order_id, 12_500))
+    await harness.core.orders._window_attempt(command)
+    assert (await harness.order(order.order_id)).payments[0].status == pb.PAYMENT_STATUS_PENDING
+
+    await harness.core.janitor.sweep()
+
+    swept = await harness.order(order.order_id)
+    assert swept.status == pb.ORDER_STATUS_SETTLED and swept.payments[0].status == pb.PAYMENT_STATUS_SUCCEEDED
+    again = await harness.payment.PayPaymentOrder(pos(order.order_id, 12_500))  # the HIS's retry
+    assert again.payment.payment_id == swept.payments[0].payment_id

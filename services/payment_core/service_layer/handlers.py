@@ -204,6 +204,8 @@ class PaymentOrders:
             )
             if payment.payment_id == payment_id:  # not a slip reported before
                 order.moved(now)
+                # Due at once: should this request die before its step, the janitor records it.
+                order.due_at = now
                 await uow.orders.save(order)
         return order, payment
 
