@@ -50,9 +50,13 @@ class PaymentServiceStub:
     (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
     PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
     patient confirms on the phone (the platform queries, and reverses the attempt if it is not
-    confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
-    (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
-    FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
+    confirmed in time: the order then waits for another attempt). PAY_METHOD_CASH and
+    PAY_METHOD_POS report money already taken at the window: the payment is SUCCEEDED in the answer
+    (the order SETTLED, or SETTLING until the insurer settles); a POS slip reported again answers
+    the payment recorded for it. Errors: INVALID_ARGUMENT (amount_fen more than what remains, a
+    malformed auth_code or pos slip, a missing operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+    FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
+    another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
     """
     GetPaymentOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentOrderRequest, _payment_pb2.GetPaymentOrderResponse]
@@ -126,9 +130,13 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
     PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
     patient confirms on the phone (the platform queries, and reverses the attempt if it is not
-    confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
-    (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
-    FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
+    confirmed in time: the order then waits for another attempt). PAY_METHOD_CASH and
+    PAY_METHOD_POS report money already taken at the window: the payment is SUCCEEDED in the answer
+    (the order SETTLED, or SETTLING until the insurer settles); a POS slip reported again answers
+    the payment recorded for it. Errors: INVALID_ARGUMENT (amount_fen more than what remains, a
+    malformed auth_code or pos slip, a missing operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+    FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
+    another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
     """
     GetPaymentOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentOrderRequest, _payment_pb2.GetPaymentOrderResponse]  # type: ignore[assignment]
@@ -211,9 +219,13 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
         PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
         patient confirms on the phone (the platform queries, and reverses the attempt if it is not
-        confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
-        (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
-        FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
+        confirmed in time: the order then waits for another attempt). PAY_METHOD_CASH and
+        PAY_METHOD_POS report money already taken at the window: the payment is SUCCEEDED in the answer
+        (the order SETTLED, or SETTLING until the insurer settles); a POS slip reported again answers
+        the payment recorded for it. Errors: INVALID_ARGUMENT (amount_fen more than what remains, a
+        malformed auth_code or pos slip, a missing operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+        FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
+        another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
         """
 
