@@ -53,8 +53,11 @@ from services.payment_core.adapters.channels.ports import (
     RefundStatus,
     RejectionReason,
     TradeState,
+    WindowChannel,
+    WindowReport,
 )
 from services.payment_core.adapters.channels.wechatpay import WechatPayChannel, WechatPayCredentials
+from services.payment_core.adapters.channels.window import window_channels
 from services.runtime.money import Money
 
 BEIJING = ZoneInfo("Asia/Shanghai")
@@ -909,3 +912,31 @@ async def test_alipay_full_refund_reads_as_refunded(alipay: AlipayWorld) -> None
     assert (await channel.query_refund(out_refund_no, out_trade_no)).status is RefundStatus.SUCCEEDED
     status = await channel.query(out_trade_no)
     assert (status.state, status.channel_state) == (TradeState.REFUNDED, "TRADE_CLOSED")
+
+
+# ---- the window channels (CASH, POS) --------------------------------------------------------------
+# Money taken at the hospital's window has no outside party: of the port's promises, those that
+# apply are checked here (a replay is the same answer, a paid one is never closed, a refund beyond
+# what was taken is refused, a callback is never trusted); the rest refuse, never "not found".
+
+
+@pytest.mark.parametrize("name", ["CASH", "POS"])
+async def test_a_window_channel_keeps_the_port_promises_that_apply(name: str) -> None:
+    channel: WindowChannel = window_channels()[name]
+    trade = f"ord_{uuid.uuid4().hex[:24]}_01"
+    report = WindowReport("C001", datetime.now(UTC), "123456789012" if name == "POS" else "")
+    first = await channel.record_taken(trade, Money(12_500), report)
+    assert first.state is TradeState.PAID and first.amount == Money(12_500)
+    assert await channel.record_taken(trade, Money(12_500), report) == first  # a replay
+    with pytest.raises(ChannelRejected) as closing:
+        await channel.close(trade)
+    assert closing.value.reason is RejectionReason.ALREADY_PAID
+    with pytest.raises(ChannelRejected) as beyond:
+        await channel.refund(f"{trade}R1", trade, Money(12_501), Money(12_500), "returned")
+    assert beyond.value.reason is RejectionReason.REFUND_EXCEEDS_PAID
+    refund = await channel.refund(f"{trade}R1", trade, Money(2_500), Money(12_500), "returned")
+    assert refund.status is RefundStatus.PROCESSING  # a cashier pays it out, the HIS confirms
+    assert channel.parse_notification({}, b'{"id": "forged"}') is None
+    with pytest.raises(ChannelRejected) as query:
+        await channel.query(trade)
+    assert query.value.reason is not RejectionReason.NOT_FOUND

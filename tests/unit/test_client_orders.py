@@ -21,6 +21,7 @@ class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
     def __init__(self) -> None:
         self.created: list[payment_pb2.CreatePaymentOrderRequest] = []
         self.paid: list[payment_pb2.PayPaymentOrderRequest] = []
+        self.confirmed: list[payment_pb2.ConfirmWindowRefundRequest] = []
         self.statuses: list[int] = []
         self.gets = 0
         self.watches = 0
@@ -37,6 +38,11 @@ class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
         self.paid.append(request)
         jsapi = S.JsapiPayParams(package="prepay_id=wx1", sign_type="RSA")
         return S.PayPaymentOrderResponse(payment=S.Payment(method=request.method, jsapi=jsapi))
+
+    async def ConfirmWindowRefund(self, request, context):  # type: ignore[no-untyped-def]
+        self.confirmed.append(request)
+        refund = S.Refund(refund_id=request.refund_id, operator_id=request.operator_id)
+        return S.ConfirmWindowRefundResponse(refund=refund)
 
     async def GetPaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
         status = self.statuses[min(self.gets, len(self.statuses) - 1)]
@@ -186,3 +192,15 @@ async def test_a_code_payment_and_a_jsapi_payment_carry_the_payers_credential(
     assert (code.auth_code, code.payer_openid) == ("134567890123456789", "")
     assert (jsapi.auth_code, jsapi.payer_openid) == ("", "oUpF8u1")
     assert paid.payment.jsapi.package == "prepay_id=wx1"
+
+
+async def test_a_pos_report_and_its_refund_confirmation_carry_the_slip_and_the_cashier(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    slip = S.PosSlip(reference_no="123456789012", terminal_id="12345678", batch_no="000123")
+    await medpay.pay("ord_1", S.CHANNEL_POS, S.PAY_METHOD_POS, amount_fen=5_000, operator_id="C001", pos=slip)
+    done = await medpay.confirm_window_refund("ord_1", "rfd_1", "C002", pos=slip)
+    [reported], [confirmed] = servicer.paid, servicer.confirmed
+    assert (reported.pos, reported.operator_id, reported.amount_fen) == (slip, "C001", 5_000)
+    assert (confirmed.refund_id, confirmed.pos, done.refund.operator_id) == ("rfd_1", slip, "C002")

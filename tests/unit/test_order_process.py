@@ -19,6 +19,7 @@ from services.payment_core.domain.model import (
     InsuranceSplit,
     OrderStatus,
     PaymentStatus,
+    PosSlip,
 )
 from services.payment_core.domain.order import PaymentOrder
 from services.runtime.money import Money
@@ -195,6 +196,29 @@ def refund_processing(attempts: int = 0) -> Callable[[], PaymentOrder]:
         return order
 
     return build
+
+
+def at_window(method: str = "CASH", closing: bool = False, insured: bool = False) -> PaymentOrder:
+    """Money the HIS reported taken at the window, not yet recorded PAID by its step."""
+    order = awaiting(insured)
+    slip = PosSlip("123456789012", "12345678", "000123") if method == "POS" else None
+    order.start_window_payment("pay_1", method, method, T0, order.cash_due, "C001", slip)
+    if closing:
+        order.request_close("patient left")
+    return order
+
+
+def window_recorded(method: str = "CASH", insured: bool = False) -> PaymentOrder:
+    order = at_window(method, insured=insured)
+    order.record_channel_success(_seen(order), T0)
+    return order
+
+
+def window_refund_at_the_cashier() -> PaymentOrder:
+    order = window_recorded()
+    order.begin_refund("rfd_1", Money(0), "drug returned", T0)
+    order.refund_processing(order.refunds[0], "")
+    return order
 
 
 def asked(build: Callable[[], PaymentOrder], times: int) -> PaymentOrder:
@@ -427,6 +451,17 @@ TABLE = [
     Row("code reverse not confirmed, 5 s later", asked_at(code_sent(), 31 * s), 36 * s,
         p.ReversePayment(TRADE)),
     Row("code USERPAYING, close asked: still queried", code_sent_closing, 5 * s, p.QueryPayment(TRADE)),
+    # money taken at the window: recorded PAID at once by whoever comes (nothing to place or query)
+    Row("cash reported, its request", at_window, 0 * s, p.RecordWindowPayment(TRADE), PLACING),
+    Row("cash reported, request gone (crash)", at_window, 1 * s, p.RecordWindowPayment(TRADE)),
+    Row("pos reported, the janitor", lambda: at_window("POS"), 1 * m, p.RecordWindowPayment(TRADE)),
+    Row("cash reported, close asked: recorded first", lambda: at_window(closing=True), 0 * s,
+        p.RecordWindowPayment(TRADE)),
+    Row("cash reported, order expired: recorded first", at_window, TTL, p.RecordWindowPayment(TRADE)),
+    Row("cash recorded, self-pay", window_recorded, 0 * s, p.Done()),
+    Row("pos recorded, insured: 2207", lambda: window_recorded("POS", True), 0 * s, p.Settle()),
+    Row("cash refund at the cashier, fresh", window_refund_at_the_cashier, 2 * s,
+        retry(window_refund_at_the_cashier)),
     # the insurer settlement
     Row("settling, first time", settling, 0 * s, p.Settle()),
     Row("settling, unknown once, 4 s", lambda: settling(1), 4 * s, retry(lambda: settling(1))),

@@ -145,7 +145,15 @@ payments = Table(
     _when("expires_at"),
     _when("succeeded_at"),
     _when("updated_at", nullable=False),
+    # A window payment (CASH, POS): the cashier, and the POS terminal's slip (NULL otherwise).
+    Column("operator_id", String(32), nullable=False, server_default=""),
+    Column("pos_terminal_id", String(16), nullable=True),
+    Column("pos_batch_no", String(6), nullable=True),
+    Column("pos_reference_no", String(20), nullable=True),
+    Column("masked_card_no", String(19), nullable=False, server_default=""),
     UniqueConstraint("order_id", "attempt_no"),
+    # One terminal transaction is one payment, whoever reports it and how often (NULLs: not POS).
+    Index(None, "pos_terminal_id", "pos_batch_no", "pos_reference_no", unique=True),
     CheckConstraint("amount_fen >= 0", name="amount_not_negative"),
     CheckConstraint("refunded_fen >= 0 AND refunded_fen <= amount_fen", name="refunded_within_amount"),
     Index(None, "status", "succeeded_at"),
@@ -169,6 +177,8 @@ refunds = Table(
     Column("channel_refund_id", String(64), nullable=False, default=""),
     # The refund the insurer's revocation (2208) was recorded on (one per revoked settlement).
     Column("revokes_settlement", Boolean, nullable=False, default=False),
+    # A refund paid out at the window: the cashier who confirmed handing it over.
+    Column("operator_id", String(32), nullable=False, server_default=""),
     _when("created_at", nullable=False),
     _when("succeeded_at"),
     _when("updated_at", nullable=False),

@@ -23,6 +23,7 @@ from services.payment_core.domain.model import (
     OrderStatus,
     Payment,
     PaymentStatus,
+    PosSlip,
     Refund,
     RefundKind,
     RefundStatus,
@@ -335,6 +336,10 @@ def _payment_from(row: Row[Any]) -> Payment:
         succeeded_at=_utc(row.succeeded_at),
         excess=row.excess,
         refunded=Money(row.refunded_fen),
+        operator_id=row.operator_id,
+        pos=PosSlip(row.pos_reference_no, row.pos_terminal_id, row.pos_batch_no, row.masked_card_no)
+        if row.pos_reference_no
+        else None,
     )
 
 
@@ -355,6 +360,7 @@ def _refund_from(row: Row[Any]) -> Refund:
         channel_refund_id=row.channel_refund_id,
         succeeded_at=_utc(row.succeeded_at),
         revokes_settlement=row.revokes_settlement,
+        operator_id=row.operator_id,
     )
 
 
@@ -457,6 +463,11 @@ def _payment_values(payment: Payment) -> dict[str, Any]:
         "expires_at": payment.expires_at,
         "succeeded_at": payment.succeeded_at,
         "updated_at": utcnow(),
+        "operator_id": payment.operator_id,
+        "pos_terminal_id": payment.pos.terminal_id if payment.pos else None,
+        "pos_batch_no": payment.pos.batch_no if payment.pos else None,
+        "pos_reference_no": payment.pos.reference_no if payment.pos else None,
+        "masked_card_no": payment.pos.masked_card_no if payment.pos else "",
     }
 
 
@@ -475,6 +486,7 @@ def _refund_values(refund: Refund) -> dict[str, Any]:
         "reason": scrub(refund.reason)[:256],
         "channel_refund_id": refund.channel_refund_id,
         "revokes_settlement": refund.revokes_settlement,
+        "operator_id": refund.operator_id,
         "created_at": refund.created_at,
         "succeeded_at": refund.succeeded_at,
         "updated_at": utcnow(),

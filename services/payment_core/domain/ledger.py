@@ -5,6 +5,8 @@ the settlement rather than changing it.
 
 Accounts (what the hospital's finance office would call them):
   asset:channel_clearing:<CHANNEL>    cash held by the channel for the hospital until it settles
+                                      (CASH: the cash in the cashiers' drawers; POS: owed by the
+                                      card acquirer until it settles the terminal's batch)
   asset:insurer_fund_receivable       what the insurance fund (统筹基金 and other funds) owes
   asset:personal_account_receivable   what the insurer owes from the patient's personal account
   expense:hospital_borne              the hospital's own share of the bill (医院负担)

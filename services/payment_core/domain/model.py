@@ -13,6 +13,9 @@ from services.runtime.money import Money, total
 CHANNEL_NONE = "NONE"
 METHOD_NONE = "UNSPECIFIED"
 METHOD_NATIVE_QR, METHOD_JSAPI, METHOD_BARCODE = "NATIVE_QR", "JSAPI", "BARCODE"
+# Money taken at the window before the HIS reports it: cash in the drawer, a bank card on the POS.
+METHOD_CASH, METHOD_POS = "CASH", "POS"
+WINDOW_METHODS = frozenset({METHOD_CASH, METHOD_POS})
 
 
 class OrderStatus(enum.Enum):
@@ -179,6 +182,21 @@ class ChannelPaymentSeen:
     success_time: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class PosSlip:
+    """A bank-card POS terminal's slip (签购单): (terminal_id, batch_no, reference_no) is one
+    terminal transaction, unique in storage."""
+
+    reference_no: str  # 参考号
+    terminal_id: str  # 终端号
+    batch_no: str  # 批次号
+    masked_card_no: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.terminal_id, self.batch_no, self.reference_no)
+
+
 @dataclass(slots=True)
 class Payment:
     """One attempt to collect the cash share on one channel."""
@@ -205,10 +223,18 @@ class Payment:
     excess: bool = False
     # Maintained by storage (refunded_fen <= amount_fen); read-only in the domain.
     refunded: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
+    # A window payment (CASH, POS): the cashier who took the money, and the POS terminal's slip.
+    operator_id: str = ""
+    pos: PosSlip | None = None
 
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_PAYMENT
+
+    @property
+    def at_window(self) -> bool:
+        """Taken at the window before it was reported: nothing to place, query or close."""
+        return self.method in WINDOW_METHODS
 
     @property
     def is_excess(self) -> bool:
@@ -249,6 +275,8 @@ class Refund:
     # The refund the insurer's revocation (2208) was recorded on: it takes back the insurer's shares
     # with its cash (the other refunds of an order paid by several payments take back only theirs).
     revokes_settlement: bool = False
+    # A refund paid out at the window (CASH, POS): the cashier who confirmed handing it over.
+    operator_id: str = ""
 
     @property
     def is_open(self) -> bool:

@@ -14,6 +14,7 @@ from services.payment_core.domain import keys
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
     METHOD_NONE,
+    METHOD_POS,
     REFUNDABLE_ATTENTION,
     Attention,
     ChannelPaymentSeen,
@@ -23,11 +24,12 @@ from services.payment_core.domain.model import (
     Payment,
     PaymentOutcome,
     PaymentStatus,
+    PosSlip,
     Refund,
     RefundKind,
     RefundStatus,
 )
-from services.runtime.errors import InvalidArgument, NotOffered, StateConflict
+from services.runtime.errors import InvalidArgument, NotFound, NotOffered, StateConflict
 from services.runtime.money import Money, total
 
 S = OrderStatus
@@ -213,6 +215,28 @@ class PaymentOrder:
         self._move(S.PAYING)
         return payment
 
+    def start_window_payment(
+        self, payment_id: str, channel: str, method: str, now: datetime, amount: Money,
+        operator_id: str, pos: PosSlip | None,
+    ) -> Payment:  # fmt: skip
+        """Money already taken at the window (cash, POS), recorded for exactly `amount`; the process
+        manager confirms it PAID at once. The same POS slip reported again is the payment already
+        recorded (storage's unique index guards the slip across orders); with another amount it is
+        refused, never a second payment."""
+        if pos is not None:
+            same = next((p for p in self.payments if p.pos is not None and p.pos.key == pos.key), None)
+            if same is not None:
+                if same.amount != amount:
+                    raise StateConflict(
+                        f"POS reference {pos.reference_no} (terminal {pos.terminal_id}, batch "
+                        f"{pos.batch_no}) is recorded for {same.amount.fen} fen, not {amount.fen}",
+                        {"field": "pos.reference_no", "payment_id": same.payment_id},
+                    )
+                return same
+        payment = self.start_payment(payment_id, channel, method, now, now, amount)
+        payment.expires_at, payment.operator_id, payment.pos = None, operator_id, pos
+        return payment
+
     def settle_without_cash(self, payment_id: str, now: datetime) -> Payment:
         """Insurer and personal account cover the bill: record a zero payment and settle."""
         self._require({S.AWAITING_PAYMENT}, "settle without cash")
@@ -384,6 +408,32 @@ class PaymentOrder:
         if refund.status in (RefundStatus.PENDING, RefundStatus.UNKNOWN):
             refund.status = RefundStatus.PROCESSING
             refund.channel_refund_id = channel_refund_id or refund.channel_refund_id
+
+    def window_refund_handed_over(
+        self, refund_id: str, operator_id: str, pos: PosSlip | None, now: datetime
+    ) -> Refund:
+        """The cashier confirms a refund to CASH or POS was paid out (cash from the drawer, a 退货 on
+        the terminal, whose reference becomes the refund's channel id). A repeat is a replay."""
+        refund = next((r for r in self.refunds if r.refund_id == refund_id), None)
+        if refund is None:
+            raise NotFound(f"no refund {refund_id} on order {self.order_id}", {"refund_id": refund_id})
+        payment = next((p for p in self.payments if p.payment_id == refund.payment_id), None)
+        if payment is None or not payment.at_window:
+            raise StateConflict(f"refund {refund_id} is not paid out at the window", {"refund_id": refund_id})
+        if refund.status is RefundStatus.SUCCEEDED:
+            return refund
+        if payment.method == METHOD_POS and pos is None:
+            raise InvalidArgument.field("pos", "required for a refund to POS: the 退货 slip")
+        if payment.method != METHOD_POS and pos is not None:
+            raise InvalidArgument.field("pos", "only for a refund to POS")
+        if refund.status is not RefundStatus.PROCESSING:
+            raise StateConflict(
+                f"refund {refund_id} is {refund.status.value}: not handed to the window yet",
+                {"refund_id": refund_id},
+            )
+        refund.operator_id = operator_id
+        self.refund_succeeded(refund, pos.reference_no if pos else "", now)
+        return refund
 
     def refund_abnormal(self, refund: Refund, channel_refund_id: str) -> None:
         """The channel accepted the refund but could not deliver it: never re-issued, a person

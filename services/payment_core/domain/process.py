@@ -77,6 +77,15 @@ class PlacePayment:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordWindowPayment:
+    """Money the HIS reports taken at the window (cash, a bank card on the POS): the window channel
+    confirms it PAID from the report, and the order moves on as when a channel's notification
+    arrives. Anyone may run it (nothing secret is needed, nothing leaves the platform)."""
+
+    out_trade_no: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueryPayment:
     """Ask the channel about an attempt we have not heard of (lost notification, unknown placement)."""
 
@@ -170,9 +179,9 @@ class Done:
 
 
 Step = (
-    Presettle | PlacePayment | QueryPayment | ReversePayment | CloseAtChannel | CloseOrder | Settle
-    | CancelPresettlement | RevokeSettlement | PayOutRefund | QueryRefund | RefundLateSuccess
-    | ReturnPayment | GiveUp | Wait | Done
+    Presettle | PlacePayment | RecordWindowPayment | QueryPayment | ReversePayment | CloseAtChannel
+    | CloseOrder | Settle | CancelPresettlement | RevokeSettlement | PayOutRefund | QueryRefund
+    | RefundLateSuccess | ReturnPayment | GiveUp | Wait | Done
 )  # fmt: skip
 # Steps that only change the order's own record: run inside the deciding transaction.
 LOCAL_STEPS = (CloseOrder, GiveUp, RefundLateSuccess, ReturnPayment)
@@ -336,6 +345,10 @@ REVERSE_NOT_BEFORE = timedelta(seconds=15)
 
 def _collecting(order: PaymentOrder, now: datetime, schedule: Schedule, caller: Caller) -> Step:
     attempts = order.open_payments()
+    window = next((p for p in attempts if p.at_window), None)
+    if window is not None:
+        # The money is in the drawer already (an order closing meanwhile gives it back after).
+        return RecordWindowPayment(window.out_trade_no)
     code = next((p for p in attempts if p.method == METHOD_BARCODE), None)
     if code is not None:
         # A code payment cannot be closed, even when the order is ending: queried on its short

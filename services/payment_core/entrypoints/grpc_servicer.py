@@ -84,6 +84,16 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
             order=mapping.order_to_proto(order), refund=mapping.refund_to_proto(refund)
         )
 
+    @idempotent(payment_pb2.ConfirmWindowRefundResponse)
+    async def ConfirmWindowRefund(
+        self, request: payment_pb2.ConfirmWindowRefundRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.ConfirmWindowRefundResponse:
+        """The cashier paid a CASH or POS refund out at the window: the refund succeeds."""
+        order, refund = await self._orders.confirm_window_refund(requests.confirm_window_refund(request))
+        return payment_pb2.ConfirmWindowRefundResponse(
+            order=mapping.order_to_proto(order), refund=mapping.refund_to_proto(refund)
+        )
+
     async def ExportTransactions(
         self, request: payment_pb2.ExportTransactionsRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.ExportTransactionsResponse:

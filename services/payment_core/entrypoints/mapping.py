@@ -16,6 +16,7 @@ from services.payment_core.domain.model import (
     InsuranceSplit,
     OrderStatus,
     Payment,
+    PosSlip,
     Refund,
 )
 from services.payment_core.domain.order import PaymentOrder
@@ -62,7 +63,17 @@ def payment_to_proto(payment: Payment, jsapi: JsapiPayParams | None = None) -> p
         status=payment_pb2.PaymentStatus.Value(f"PAYMENT_STATUS_{payment.status.value}"),
         out_trade_no=payment.out_trade_no, channel_transaction_id=payment.channel_transaction_id,
         code_url=code_url, refunded_fen=payment.refunded.fen, created_at=_stamp(payment.created_at),
-        succeeded_at=_stamp(payment.succeeded_at), jsapi=_jsapi(jsapi),
+        succeeded_at=_stamp(payment.succeeded_at), jsapi=_jsapi(jsapi), pos=_slip(payment.pos),
+        operator_id=payment.operator_id,
+    )  # fmt: skip
+
+
+def _slip(slip: PosSlip | None) -> payment_pb2.PosSlip | None:
+    if slip is None:
+        return None
+    return payment_pb2.PosSlip(
+        reference_no=slip.reference_no, terminal_id=slip.terminal_id, batch_no=slip.batch_no,
+        masked_card_no=slip.masked_card_no,
     )  # fmt: skip
 
 
@@ -81,7 +92,8 @@ def refund_to_proto(refund: Refund) -> payment_pb2.Refund:
         cash_fen=refund.cash.fen, fund_fen=refund.fund.fen, personal_account_fen=refund.personal_account.fen,
         status=payment_pb2.RefundStatus.Value(f"REFUND_STATUS_{refund.status.value}"),
         out_refund_no=refund.out_refund_no, reason=refund.reason, created_at=_stamp(refund.created_at),
-        succeeded_at=_stamp(refund.succeeded_at),
+        succeeded_at=_stamp(refund.succeeded_at), operator_id=refund.operator_id,
+        channel_refund_id=refund.channel_refund_id,
     )  # fmt: skip
 
 

@@ -12,7 +12,7 @@ from medpay.common.v1 import common_pb2
 from medpay.payment.v1 import payment_pb2
 
 from services.payment_core.adapters.insurance import Voucher
-from services.payment_core.domain.model import CHANNEL_NONE, ChargeLine, OrderStatus
+from services.payment_core.domain.model import CHANNEL_NONE, ChargeLine, OrderStatus, PosSlip
 from services.payment_core.service_layer import commands
 from services.runtime.errors import NotOffered
 from services.runtime.masking import PatientIdentifier
@@ -32,6 +32,14 @@ PAYMENT_CODES = {
 }
 ANY_PAYMENT_CODE = re.compile(r"^\d{16,24}$")
 MAX_OPENID = 128
+# A POS slip (签购单): 参考号 6-20 digits (12 on UnionPay terminals), 终端号 1-16 letters or digits
+# (8 on UnionPay terminals), 批次号 1-6 digits; the card number only masked (digits and '*').
+POS_REFERENCE = re.compile(r"^\d{6,20}$")
+POS_TERMINAL = re.compile(r"^[A-Za-z0-9]{1,16}$")
+POS_BATCH = re.compile(r"^\d{1,6}$")
+MASKED_CARD = re.compile(r"^(?=.*\*)[\d*]{12,19}$")
+OPERATOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
+WINDOW = frozenset({"CASH", "POS"})
 
 
 def _enum_name(enum: object, value: int, prefix: str) -> str | None:
@@ -180,12 +188,61 @@ def pay_order(request: payment_pb2.PayPaymentOrderRequest) -> commands.PayPaymen
         request.amount_fen <= 0 or channel != CHANNEL_NONE, "amount_fen", "must be 0 with CHANNEL_NONE"
     )
     _payer(found, request, str(channel), str(method))
+    slip = _at_window(found, request, str(channel), str(method))
     found.raise_if_any()
     code = PatientIdentifier(request.auth_code, kind="payment_code") if request.auth_code else None
     return commands.PayPaymentOrder(
         request.request_id, request.order_id, str(channel), str(method), request.description.strip(),
         Money(request.amount_fen), auth_code=code, payer_openid=request.payer_openid,
+        operator_id=request.operator_id, pos=slip,
     )  # fmt: skip
+
+
+def _at_window(
+    found: Violations, request: payment_pb2.PayPaymentOrderRequest, channel: str, method: str
+) -> PosSlip | None:
+    """Money taken at the window (CASH, POS): how much is known (no "what remains"), and who took
+    it; a POS payment carries its terminal slip, nothing else does."""
+    window = method in WINDOW or channel in WINDOW
+    if window:
+        found.require(channel == method, "method", f"CHANNEL_{channel} is paid by PAY_METHOD_{channel}")
+        found.require(request.amount_fen > 0, "amount_fen", "required for money taken at the window: > 0")
+    operator = request.operator_id
+    if window or operator:
+        found.require(bool(OPERATOR_ID.fullmatch(operator)), "operator_id",
+                      "required for CASH and POS: 1 to 32 of [A-Za-z0-9_-]")  # fmt: skip
+    if method != "POS":
+        found.require(not request.HasField("pos"), "pos", "only for PAY_METHOD_POS")
+        return None
+    if not request.HasField("pos"):
+        found.add("pos.reference_no", "required for PAY_METHOD_POS: the terminal's reference number")
+        return None
+    return pos_slip(found, request.pos)
+
+
+def pos_slip(found: Violations, slip: payment_pb2.PosSlip, at: str = "pos") -> PosSlip:
+    found.require(bool(POS_REFERENCE.fullmatch(slip.reference_no)), f"{at}.reference_no",
+                  "required: the terminal's reference number (参考号), 6 to 20 digits")  # fmt: skip
+    found.require(bool(POS_TERMINAL.fullmatch(slip.terminal_id)), f"{at}.terminal_id",
+                  "required: the terminal id (终端号), 1 to 16 letters or digits")  # fmt: skip
+    found.require(bool(POS_BATCH.fullmatch(slip.batch_no)), f"{at}.batch_no",
+                  "required: the batch number (批次号), 1 to 6 digits")  # fmt: skip
+    found.require(not slip.masked_card_no or bool(MASKED_CARD.fullmatch(slip.masked_card_no)),
+                  f"{at}.masked_card_no", "12 to 19 digits and '*', masked (at least one '*')")  # fmt: skip
+    return PosSlip(slip.reference_no, slip.terminal_id, slip.batch_no, slip.masked_card_no)
+
+
+def confirm_window_refund(request: payment_pb2.ConfirmWindowRefundRequest) -> commands.ConfirmWindowRefund:
+    found = Violations()
+    found.require_text(request.order_id, "order_id", 40)
+    found.require_text(request.refund_id, "refund_id", 40)
+    found.require(bool(OPERATOR_ID.fullmatch(request.operator_id)), "operator_id",
+                  "required: 1 to 32 of [A-Za-z0-9_-]")  # fmt: skip
+    slip = pos_slip(found, request.pos) if request.HasField("pos") else None
+    found.raise_if_any()
+    return commands.ConfirmWindowRefund(
+        request.request_id, request.order_id, request.refund_id, request.operator_id, slip
+    )
 
 
 def _payer(found: Violations, request: payment_pb2.PayPaymentOrderRequest, channel: str, method: str) -> None:

@@ -7,7 +7,7 @@ from datetime import date
 from typing import Any
 
 from services.payment_core.adapters.insurance import Voucher
-from services.payment_core.domain.model import ChargeLine
+from services.payment_core.domain.model import ChargeLine, PosSlip
 from services.runtime.masking import PatientIdentifier
 from services.runtime.money import Money
 
@@ -52,6 +52,9 @@ class PayPaymentOrder:
     auth_code: PatientIdentifier | None = None
     # JSAPI: the payer's openid.
     payer_openid: str = ""
+    # CASH, POS: the cashier who took the money; POS: the terminal's slip.
+    operator_id: str = ""
+    pos: PosSlip | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,16 @@ class RefundPaymentOrder:
     # Zero = everything still refundable.
     cash: Money
     reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ConfirmWindowRefund:
+    request_id: str
+    order_id: str
+    refund_id: str
+    operator_id: str
+    # A refund to POS: the slip of the terminal's 退货.
+    pos: PosSlip | None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.payment_core.adapters.channels.ports import ChannelUnavailable, PaymentChannel
+from services.payment_core.adapters.channels.ports import ChannelUnavailable, PaymentChannel, WindowChannel
+from services.payment_core.adapters.channels.window import window_channels
 from services.payment_core.adapters.insurance import InsurancePort
 from services.payment_core.service_layer.unit_of_work import UnitOfWorkFactory
 from services.runtime.clock import new_id, utcnow
@@ -15,6 +16,7 @@ from services.runtime.clock import new_id, utcnow
 OFFERED_METHODS = frozenset({
     ("WECHAT_PAY", "NATIVE_QR"), ("WECHAT_PAY", "JSAPI"), ("WECHAT_PAY", "BARCODE"),
     ("ALIPAY", "NATIVE_QR"), ("ALIPAY", "BARCODE"),
+    ("CASH", "CASH"), ("POS", "POS"),
 })  # fmt: skip
 # The channel a single-channel composition (`channels` empty) serves.
 DEFAULT_CHANNEL = "WECHAT_PAY"
@@ -35,14 +37,26 @@ class Dependencies:
     # each posts its notifications. Empty: `channel` alone serves WECHAT_PAY at `notify_url`.
     channels: Mapping[str, PaymentChannel] = field(default_factory=dict)
     notify_urls: Mapping[str, str] = field(default_factory=dict)
+    # The window channels (CASH, POS): in-process, nothing to configure, in every composition.
+    window: Mapping[str, WindowChannel] = field(default_factory=window_channels)
 
     def offers(self, channel: str) -> bool:
+        if channel in self.window:
+            return True
         return channel in self.channels if self.channels else channel == DEFAULT_CHANNEL
+
+    def window_channel(self, channel: str) -> WindowChannel:
+        try:
+            return self.window[channel]
+        except KeyError:
+            raise ChannelUnavailable(f"{channel} is not a window channel of this process") from None
 
     def channel_for(self, channel: str) -> PaymentChannel:
         """The adapter of a payment's channel. One not configured in this process (e.g. restarted
         without Alipay while an Alipay payment is open) is unavailable: nothing is sent, the step
         is tried again on its schedule."""
+        if channel in self.window:
+            return self.window[channel]
         if not self.channels:
             return self.channel
         try:

@@ -22,6 +22,7 @@ from services.payment_core.domain.model import (
     CHANNEL_NONE,
     METHOD_BARCODE,
     METHOD_JSAPI,
+    WINDOW_METHODS,
     Attention,
     OrderStatus,
     Payment,
@@ -133,6 +134,8 @@ class PaymentOrders:
             return await self._settle_without_cash(cmd.order_id)
         if (cmd.channel, cmd.method) not in OFFERED_METHODS or not self._deps.offers(cmd.channel):
             raise errors.NotOffered(f"{cmd.channel} / {cmd.method} is not offered in this release")
+        if cmd.method in WINDOW_METHODS:
+            return await self._taken_at_window(cmd)
         order, payment = await self._attempt(cmd)
         if payment.expires_at is not None and payment.expires_at <= self._deps.clock():
             # Its QR code has expired: the process manager closes it (or finds it paid) first.
@@ -169,12 +172,61 @@ class PaymentOrders:
             await uow.orders.save(order)
         return order, payment
 
+    async def _taken_at_window(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
+        """Cash or a card already taken at the window: recorded, then confirmed PAID by the process
+        manager's step, so the order moves on as when a channel notification arrives. A POS slip
+        reported again (a new request_id, even concurrently) answers the payment recorded for it."""
+        try:
+            order, payment = await self._window_attempt(cmd)
+        except IntegrityError:
+            # The slip's unique index: recorded by a concurrent report (found on this order now),
+            # or on another order, which is refused.
+            try:
+                order, payment = await self._window_attempt(cmd)
+            except IntegrityError:
+                assert cmd.pos is not None
+                raise errors.StateConflict(
+                    f"POS reference {cmd.pos.reference_no} (terminal {cmd.pos.terminal_id}, batch "
+                    f"{cmd.pos.batch_no}) is recorded for another order",
+                    {"field": "pos.reference_no"},
+                ) from None
+        if payment.is_open:
+            caller = process.Caller(placing=payment.out_trade_no)
+            order = await self._process.advance_now(order.order_id, caller, StepInputs(), _PATIENCE_S)
+        return order, _payment(order, payment.out_trade_no)
+
+    async def _window_attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
+        async with self._deps.uow() as uow:
+            order = await uow.lock_order(cmd.order_id)
+            now, payment_id = self._deps.clock(), self._deps.new_id("pay")
+            payment = order.start_window_payment(
+                payment_id, cmd.channel, cmd.method, now, cmd.amount, cmd.operator_id, cmd.pos
+            )
+            if payment.payment_id == payment_id:  # not a slip reported before
+                order.moved(now)
+                # Due at once: should this request die before its step, the janitor records it.
+                order.due_at = now
+                await uow.orders.save(order)
+        return order, payment
+
     def front_end_params(self, payment: Payment) -> JsapiPayParams | None:
         """What the payer's page passes to wx.requestPayment, freshly signed, for an open JSAPI
         attempt the channel has placed (None for any other payment)."""
         if payment.method != METHOD_JSAPI or not payment.is_open or not payment.code_url:
             return None
         return self._deps.channel_for(payment.channel).jsapi_pay_params(payment.code_url)
+
+    # ---- ConfirmWindowRefund ---------------------------------------------------------------------
+
+    async def confirm_window_refund(self, cmd: commands.ConfirmWindowRefund) -> tuple[PaymentOrder, Refund]:
+        """The cashier paid a CASH or POS refund out at the window: the refund succeeds (and the
+        order is REFUNDED once every refund is), recorded like a channel's refund notification."""
+
+        def record(order: PaymentOrder, now: datetime) -> None:
+            order.window_refund_handed_over(cmd.refund_id, cmd.operator_id, cmd.pos, now)
+
+        order = await self._process.record(cmd.order_id, record)
+        return order, order.refund_by_id(cmd.refund_id)
 
     async def _settle_without_cash(self, order_id: str) -> tuple[PaymentOrder, Payment]:
         """Insurer and personal account cover the bill: a zero payment, then the settlement."""

@@ -78,6 +78,8 @@ class StepRunners:
                 return await self._presettle(order, inputs.presettle, inputs.first_presettle)
             case process.PlacePayment(out_trade_no):
                 return await self._place(order, out_trade_no, inputs)
+            case process.RecordWindowPayment(out_trade_no):
+                return await self._record_window_payment(order, out_trade_no)
             case process.QueryPayment(out_trade_no):
                 # A code payment the channel has not seen may still land (its answer was lost): its
                 # window's end reverses it; never taken as closed on a guess.
@@ -218,6 +220,24 @@ class StepRunners:
             return Outcome(error=as_runtime_error(error))
         code_url = placed.code_url
         return Outcome(lambda o, _now: _if_open(o, out_trade_no, lambda p: o.payment_placed(p, code_url)))
+
+    async def _record_window_payment(self, order: PaymentOrder, out_trade_no: str) -> Outcome:
+        """The window channel confirms what the HIS reported: PAID, applied as a channel's word."""
+        payment = _payment(order, out_trade_no)
+        report = ports.WindowReport(
+            operator_id=payment.operator_id,
+            taken_at=payment.created_at,
+            pos_reference_no=payment.pos.reference_no if payment.pos else "",
+        )
+        try:
+            status = await self._deps.window_channel(payment.channel).record_taken(
+                out_trade_no, payment.amount, report
+            )
+        except ports.ChannelRejected as error:
+            return Outcome(_attempt_ended(out_trade_no, PaymentStatus.FAILED), error=as_runtime_error(error))
+        except ports.ChannelError as error:
+            return Outcome(error=as_runtime_error(error))
+        return Outcome(trade_news(status))
 
     async def _pay_by_code(self, payment: Payment, text: str, code: ports.PaymentCode | None) -> Outcome:
         """Sent once: whatever happens the attempt is marked sent, and an answer that is not final

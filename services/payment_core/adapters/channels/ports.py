@@ -259,3 +259,25 @@ class PaymentChannel(Protocol):
     async def download_trade_bill(self, bill_date: date) -> list[BillRow]:
         """Every detail line of the channel's bill for one business day (empty when no trade)."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class WindowReport:
+    """What the HIS reports of money taken at the window (cash, a bank card on the POS)."""
+
+    operator_id: str
+    taken_at: datetime  # tz-aware
+    pos_reference_no: str = ""  # POS: the terminal's 参考号, the acquirer's id of the transaction
+
+
+class WindowChannel(PaymentChannel, Protocol):
+    """A channel whose money is taken at the hospital's window before the platform hears of it: the
+    report is the record. Refunds are paid out by a cashier, so they stay PROCESSING until the HIS
+    confirms them (ConfirmWindowRefund); there is nothing to place, query, close or download."""
+
+    async def record_taken(
+        self, out_trade_no: str, amount: Money, report: WindowReport
+    ) -> ChannelTradeStatus:
+        """PAID for `amount` as reported; a report the channel cannot take (no POS reference) is
+        ChannelRejected(INVALID_REQUEST)."""
+        ...

@@ -178,12 +178,16 @@ class MedPayClient:
         amount_fen: int = 0,
         auth_code: str = "",
         payer_openid: str = "",
+        operator_id: str = "",
+        pos: payment_pb2.PosSlip | None = None,
     ) -> PayResult:
         """Start collecting the cash share (CHANNEL_NONE when it is zero: the order settles at once).
         `amount_fen`: this payment's part of it (0: what remains); an order may be paid by several.
         PAY_METHOD_BARCODE needs the scanned `auth_code` (the patient's payment code: never log it);
         PAY_METHOD_JSAPI the `payer_openid`, and its result's payment carries the `jsapi`
-        parameters for wx.requestPayment."""
+        parameters for wx.requestPayment. PAY_METHOD_CASH and PAY_METHOD_POS report money already
+        taken at the window: `amount_fen` and the cashier's `operator_id` are required, POS also the
+        terminal's slip `pos`; the payment comes back SUCCEEDED."""
         request = payment_pb2.PayPaymentOrderRequest(
             request_id=request_id or new_request_id(),
             order_id=order_id,
@@ -193,6 +197,8 @@ class MedPayClient:
             amount_fen=amount_fen,
             auth_code=auth_code,
             payer_openid=payer_openid,
+            operator_id=operator_id,
+            pos=pos,
         )
         response: payment_pb2.PayPaymentOrderResponse = await self._call(
             self._payment.PayPaymentOrder, request, self._deadlines.write_s
@@ -293,6 +299,25 @@ class MedPayClient:
         )
         response: payment_pb2.RefundPaymentOrderResponse = await self._call(
             self._payment.RefundPaymentOrder, request, self._deadlines.write_s
+        )
+        return RefundResult(response.order, response.refund)
+
+    async def confirm_window_refund(
+        self,
+        order_id: str,
+        refund_id: str,
+        operator_id: str,
+        *,
+        pos: payment_pb2.PosSlip | None = None,
+        request_id: str | None = None,
+    ) -> RefundResult:
+        """The cashier paid a CASH or POS refund out at the window (POS: with the 退货 slip)."""
+        request = payment_pb2.ConfirmWindowRefundRequest(
+            request_id=request_id or new_request_id(), order_id=order_id, refund_id=refund_id,
+            operator_id=operator_id, pos=pos,
+        )  # fmt: skip
+        response: payment_pb2.ConfirmWindowRefundResponse = await self._call(
+            self._payment.ConfirmWindowRefund, request, self._deadlines.write_s
         )
         return RefundResult(response.order, response.refund)
 

@@ -284,6 +284,8 @@ class Payment(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     SUCCEEDED_AT_FIELD_NUMBER: _builtins.int
     JSAPI_FIELD_NUMBER: _builtins.int
+    POS_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
     payment_id: _builtins.str
     order_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -296,6 +298,10 @@ class Payment(_message.Message):
     code_url: _builtins.str
     """For PAY_METHOD_NATIVE_QR: the URL the QR code encodes."""
     refunded_fen: _builtins.int
+    operator_id: _builtins.str
+    """The cashier who took the money at the window (CASH, POS; optional for the other methods),
+    for the shift close-out.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -306,6 +312,10 @@ class Payment(_message.Message):
         official-account page hands to wx.requestPayment, signed by the platform with the merchant
         key. Asking PayPaymentOrder again for the same open attempt signs a fresh set.
         """
+
+    @_builtins.property
+    def pos(self) -> Global___PosSlip:
+        """PAY_METHOD_POS: the terminal's slip as the HIS reported it (empty for other methods)."""
 
     def __init__(
         self,
@@ -323,14 +333,55 @@ class Payment(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         succeeded_at: _timestamp_pb2.Timestamp | None = ...,
         jsapi: Global___JsapiPayParams | None = ...,
+        pos: Global___PosSlip | None = ...,
+        operator_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "jsapi", b"jsapi", "succeeded_at", b"succeeded_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "jsapi", b"jsapi", "pos", b"pos", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel", b"channel", "channel_transaction_id", b"channel_transaction_id", "code_url", b"code_url", "created_at", b"created_at", "jsapi", b"jsapi", "method", b"method", "order_id", b"order_id", "out_trade_no", b"out_trade_no", "payment_id", b"payment_id", "refunded_fen", b"refunded_fen", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel", b"channel", "channel_transaction_id", b"channel_transaction_id", "code_url", b"code_url", "created_at", b"created_at", "jsapi", b"jsapi", "method", b"method", "operator_id", b"operator_id", "order_id", b"order_id", "out_trade_no", b"out_trade_no", "payment_id", b"payment_id", "pos", b"pos", "refunded_fen", b"refunded_fen", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Payment: _TypeAlias = Payment  # noqa: Y015
+
+@_typing.final
+class PosSlip(_message.Message):
+    """What a bank-card POS terminal prints on its slip (签购单) for one transaction. The same
+    (terminal_id, batch_no, reference_no) is one transaction: reported again it answers the payment
+    already recorded (enforced by a unique index), never a second one.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFERENCE_NO_FIELD_NUMBER: _builtins.int
+    TERMINAL_ID_FIELD_NUMBER: _builtins.int
+    BATCH_NO_FIELD_NUMBER: _builtins.int
+    MASKED_CARD_NO_FIELD_NUMBER: _builtins.int
+    reference_no: _builtins.str
+    """参考号 (retrieval reference number): 6..20 digits (12 on UnionPay terminals). Required."""
+    terminal_id: _builtins.str
+    """终端号: 1..16 letters or digits (8 on UnionPay terminals). Required."""
+    batch_no: _builtins.str
+    """批次号: 1..6 digits. Required."""
+    masked_card_no: _builtins.str
+    """The card number as the slip masks it ("622202******1234"): 12..19 characters of digits and
+    '*', at least one '*'. Optional; a clear card number is refused (never stored).
+    """
+    def __init__(
+        self,
+        *,
+        reference_no: _builtins.str = ...,
+        terminal_id: _builtins.str = ...,
+        batch_no: _builtins.str = ...,
+        masked_card_no: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["batch_no", b"batch_no", "masked_card_no", b"masked_card_no", "reference_no", b"reference_no", "terminal_id", b"terminal_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PosSlip: _TypeAlias = PosSlip  # noqa: Y015
 
 @_typing.final
 class JsapiPayParams(_message.Message):
@@ -391,6 +442,8 @@ class Refund(_message.Message):
     REASON_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     SUCCEEDED_AT_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    CHANNEL_REFUND_ID_FIELD_NUMBER: _builtins.int
     refund_id: _builtins.str
     order_id: _builtins.str
     payment_id: _builtins.str
@@ -402,6 +455,10 @@ class Refund(_message.Message):
     status: Global___RefundStatus.ValueType
     out_refund_no: _builtins.str
     reason: _builtins.str
+    operator_id: _builtins.str
+    """A refund to CASH or POS: the cashier who handed it over (ConfirmWindowRefund)."""
+    channel_refund_id: _builtins.str
+    """A refund to POS: the reference number of the terminal's 退货 (ConfirmWindowRefund)."""
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -420,10 +477,12 @@ class Refund(_message.Message):
         reason: _builtins.str = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         succeeded_at: _timestamp_pb2.Timestamp | None = ...,
+        operator_id: _builtins.str = ...,
+        channel_refund_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "created_at", b"created_at", "fund_fen", b"fund_fen", "order_id", b"order_id", "out_refund_no", b"out_refund_no", "payment_id", b"payment_id", "personal_account_fen", b"personal_account_fen", "reason", b"reason", "refund_id", b"refund_id", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "channel_refund_id", b"channel_refund_id", "created_at", b"created_at", "fund_fen", b"fund_fen", "operator_id", b"operator_id", "order_id", b"order_id", "out_refund_no", b"out_refund_no", "payment_id", b"payment_id", "personal_account_fen", b"personal_account_fen", "reason", b"reason", "refund_id", b"refund_id", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -723,6 +782,8 @@ class PayPaymentOrderRequest(_message.Message):
     AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     AUTH_CODE_FIELD_NUMBER: _builtins.int
     PAYER_OPENID_FIELD_NUMBER: _builtins.int
+    POS_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     order_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -745,6 +806,16 @@ class PayPaymentOrderRequest(_message.Message):
     """PAY_METHOD_JSAPI (required there, empty otherwise): the payer's openid under the merchant's
     appid (≤ 128 chars).
     """
+    operator_id: _builtins.str
+    """The cashier's operator id, 1..32 of [A-Za-z0-9_-]: required for CASH and POS (the money is in
+    that cashier's drawer or terminal batch), optional otherwise.
+    """
+    @_builtins.property
+    def pos(self) -> Global___PosSlip:
+        """PAY_METHOD_POS (required there, absent otherwise): the terminal's slip. The card was charged
+        before this call; amount_fen (required, > 0, for CASH and POS) is what the slip shows.
+        """
+
     def __init__(
         self,
         *,
@@ -756,10 +827,12 @@ class PayPaymentOrderRequest(_message.Message):
         amount_fen: _builtins.int = ...,
         auth_code: _builtins.str = ...,
         payer_openid: _builtins.str = ...,
+        pos: Global___PosSlip | None = ...,
+        operator_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pos", b"pos"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "auth_code", b"auth_code", "channel", b"channel", "description", b"description", "method", b"method", "order_id", b"order_id", "payer_openid", b"payer_openid", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "auth_code", b"auth_code", "channel", b"channel", "description", b"description", "method", b"method", "operator_id", b"operator_id", "order_id", b"order_id", "payer_openid", b"payer_openid", "pos", b"pos", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1580,3 +1653,62 @@ class ChannelBillSummary(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ChannelBillSummary: _TypeAlias = ChannelBillSummary  # noqa: Y015
+
+@_typing.final
+class ConfirmWindowRefundRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    POS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    order_id: _builtins.str
+    refund_id: _builtins.str
+    operator_id: _builtins.str
+    """The cashier who handed the refund over, 1..32 of [A-Za-z0-9_-]. Required."""
+    @_builtins.property
+    def pos(self) -> Global___PosSlip:
+        """A POS refund: the slip of the terminal's 退货 (required); absent for a cash refund."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        order_id: _builtins.str = ...,
+        refund_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        pos: Global___PosSlip | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pos", b"pos"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["operator_id", b"operator_id", "order_id", b"order_id", "pos", b"pos", "refund_id", b"refund_id", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmWindowRefundRequest: _TypeAlias = ConfirmWindowRefundRequest  # noqa: Y015
+
+@_typing.final
+class ConfirmWindowRefundResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ORDER_FIELD_NUMBER: _builtins.int
+    REFUND_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def order(self) -> Global___PaymentOrder: ...
+    @_builtins.property
+    def refund(self) -> Global___Refund: ...
+    def __init__(
+        self,
+        *,
+        order: Global___PaymentOrder | None = ...,
+        refund: Global___Refund | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "refund", b"refund"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["order", b"order", "refund", b"refund"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ConfirmWindowRefundResponse: _TypeAlias = ConfirmWindowRefundResponse  # noqa: Y015

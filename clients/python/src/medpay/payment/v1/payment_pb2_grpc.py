@@ -99,6 +99,11 @@ class PaymentServiceStub:
                 request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillRequest.SerializeToString,
                 response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillResponse.FromString,
                 _registered_method=True)
+        self.ConfirmWindowRefund = channel.unary_unary(
+                '/medpay.payment.v1.PaymentService/ConfirmWindowRefund',
+                request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundRequest.SerializeToString,
+                response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundResponse.FromString,
+                _registered_method=True)
 
 
 class PaymentServiceServicer:
@@ -120,9 +125,13 @@ class PaymentServiceServicer:
         (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
         PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
         patient confirms on the phone (the platform queries, and reverses the attempt if it is not
-        confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
-        (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
-        FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
+        confirmed in time: the order then waits for another attempt). PAY_METHOD_CASH and
+        PAY_METHOD_POS report money already taken at the window: the payment is SUCCEEDED in the answer
+        (the order SETTLED, or SETTLING until the insurer settles); a POS slip reported again answers
+        the payment recorded for it. Errors: INVALID_ARGUMENT (amount_fen more than what remains, a
+        malformed auth_code or pos slip, a missing operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+        FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
+        another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -237,6 +246,18 @@ class PaymentServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ConfirmWindowRefund(self, request, context):
+        """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+        on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+        the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+        replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+        forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+        window refund, or not handed to the window yet).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PaymentServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -304,6 +325,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.ExportChannelBill,
                     request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillRequest.FromString,
                     response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillResponse.SerializeToString,
+            ),
+            'ConfirmWindowRefund': grpc.unary_unary_rpc_method_handler(
+                    servicer.ConfirmWindowRefund,
+                    request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundRequest.FromString,
+                    response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -657,6 +683,33 @@ class PaymentService:
             '/medpay.payment.v1.PaymentService/ExportChannelBill',
             medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillRequest.SerializeToString,
             medpay_dot_payment_dot_v1_dot_payment__pb2.ExportChannelBillResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ConfirmWindowRefund(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.payment.v1.PaymentService/ConfirmWindowRefund',
+            medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundRequest.SerializeToString,
+            medpay_dot_payment_dot_v1_dot_payment__pb2.ConfirmWindowRefundResponse.FromString,
             options,
             channel_credentials,
             insecure,

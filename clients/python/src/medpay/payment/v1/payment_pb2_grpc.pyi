@@ -50,9 +50,13 @@ class PaymentServiceStub:
     (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
     PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
     patient confirms on the phone (the platform queries, and reverses the attempt if it is not
-    confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
-    (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
-    FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
+    confirmed in time: the order then waits for another attempt). PAY_METHOD_CASH and
+    PAY_METHOD_POS report money already taken at the window: the payment is SUCCEEDED in the answer
+    (the order SETTLED, or SETTLING until the insurer settles); a POS slip reported again answers
+    the payment recorded for it. Errors: INVALID_ARGUMENT (amount_fen more than what remains, a
+    malformed auth_code or pos slip, a missing operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+    FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
+    another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
     """
     GetPaymentOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentOrderRequest, _payment_pb2.GetPaymentOrderResponse]
@@ -116,6 +120,14 @@ class PaymentServiceStub:
     give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
     could not be reached, or sent a bill that does not add up).
     """
+    ConfirmWindowRefund: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ConfirmWindowRefundRequest, _payment_pb2.ConfirmWindowRefundResponse]
+    """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+    on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+    the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+    replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+    forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+    window refund, or not handed to the window yet).
+    """
 
 @_typing.type_check_only
 class PaymentServiceAsyncStub(PaymentServiceStub):
@@ -132,9 +144,13 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
     PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
     patient confirms on the phone (the platform queries, and reverses the attempt if it is not
-    confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
-    (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
-    FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
+    confirmed in time: the order then waits for another attempt). PAY_METHOD_CASH and
+    PAY_METHOD_POS report money already taken at the window: the payment is SUCCEEDED in the answer
+    (the order SETTLED, or SETTLING until the insurer settles); a POS slip reported again answers
+    the payment recorded for it. Errors: INVALID_ARGUMENT (amount_fen more than what remains, a
+    malformed auth_code or pos slip, a missing operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+    FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
+    another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
     """
     GetPaymentOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentOrderRequest, _payment_pb2.GetPaymentOrderResponse]  # type: ignore[assignment]
@@ -198,6 +214,14 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
     could not be reached, or sent a bill that does not add up).
     """
+    ConfirmWindowRefund: _aio.UnaryUnaryMultiCallable[_payment_pb2.ConfirmWindowRefundRequest, _payment_pb2.ConfirmWindowRefundResponse]  # type: ignore[assignment]
+    """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+    on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+    the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+    replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+    forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+    window refund, or not handed to the window yet).
+    """
 
 class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -223,9 +247,13 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         (payment.code_url), PAY_METHOD_JSAPI the signed wx.requestPayment parameters (payment.jsapi);
         PAY_METHOD_BARCODE answers SETTLED/SETTLING when the code paid at once, else PAYING while the
         patient confirms on the phone (the platform queries, and reverses the attempt if it is not
-        confirmed in time: the order then waits for another attempt). Errors: INVALID_ARGUMENT
-        (amount_fen more than what remains, a malformed auth_code), NOT_FOUND (RESOURCE_NOT_FOUND),
-        FAILED_PRECONDITION (STATE_CONFLICT, CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
+        confirmed in time: the order then waits for another attempt). PAY_METHOD_CASH and
+        PAY_METHOD_POS report money already taken at the window: the payment is SUCCEEDED in the answer
+        (the order SETTLED, or SETTLING until the insurer settles); a POS slip reported again answers
+        the payment recorded for it. Errors: INVALID_ARGUMENT (amount_fen more than what remains, a
+        malformed auth_code or pos slip, a missing operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+        FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
+        another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
         """
 
@@ -354,6 +382,20 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         between two pages, start again without page_token; CHANNEL_REJECTED: the channel refused to
         give the bill, e.g. a day older than it keeps), UNAVAILABLE (CHANNEL_UNAVAILABLE: the channel
         could not be reached, or sent a bill that does not add up).
+        """
+
+    @_abc_1.abstractmethod
+    def ConfirmWindowRefund(
+        self,
+        request: _payment_pb2.ConfirmWindowRefundRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.ConfirmWindowRefundResponse, _abc.Awaitable[_payment_pb2.ConfirmWindowRefundResponse]]:
+        """A refund to CASH or POS is paid out at the window by a cashier (cash from the drawer, a 退货
+        on the POS terminal), so the platform records it PROCESSING and waits for this confirmation:
+        the refund is then SUCCEEDED (the order REFUNDED once every refund is). Confirming again is a
+        replay. Errors: INVALID_ARGUMENT (FIELD_INVALID: pos.reference_no required for a POS refund,
+        forbidden for cash), NOT_FOUND (RESOURCE_NOT_FOUND), FAILED_PRECONDITION (STATE_CONFLICT: not a
+        window refund, or not handed to the window yet).
         """
 
 def add_PaymentServiceServicer_to_server(servicer: PaymentServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
