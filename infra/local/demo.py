@@ -92,6 +92,8 @@ class Demo:
             insured_share=self.arguments.insured_share,
             population_size=NhsaSimSettings().population,
             wechat_sim_url=f"http://{self.settings.host}:{self.settings.wechatpay_sim_port}",
+            alipay_sim_url=f"http://{self.settings.host}:{self.settings.alipay_sim_port}",
+            way_to_pay="mixed",  # WeChat QR and code payments, Alipay QR and code, two payments
         )
         with Progress(console=console) as bar:
             visits = bar.add_task("outpatient visits", total=self.arguments.visits)

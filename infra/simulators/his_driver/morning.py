@@ -51,13 +51,15 @@ class DriverOptions:
     wechat_sim_url: str = "http://127.0.0.1:9102"
     alipay_sim_url: str = "http://127.0.0.1:9103"
     # How the cash share is paid: WeChat native QR (the patient scans), a WeChat code payment
-    # (the cashier scans the patient's 付款码), Alipay QR, or two payments (half by WeChat QR, the
-    # rest by WeChat code payment).
+    # (the cashier scans the patient's 付款码), Alipay QR or code, two payments (half by WeChat
+    # QR, the rest by WeChat code payment), or "mixed": each visit one of those in turn.
     way_to_pay: str = "wechat_qr"
     settle_timeout_s: float = 60.0
     run_tag: str = field(default_factory=lambda: uuid.uuid4().hex[:6].upper())
 
 
+# A morning's ways to pay at the windows and kiosks, taken in turn by "mixed".
+MIXED_WAYS = ("wechat_qr", "wechat_code", "alipay_qr", "wechat_qr", "two_payments", "alipay_code")
 # Payment codes as a cashier's scanner reads them (WeChat: 18 digits from 10-15; Alipay: 25-30).
 _WECHAT_CODE = "134567890123456789"
 _ALIPAY_CODE = "286543210987654321"
@@ -151,12 +153,14 @@ class Cashier:
         if order.cash_due_fen == 0:
             await _step("pay", self._client.pay(order.order_id, payment_pb2.CHANNEL_NONE))
         else:
-            await self._collect(order)
+            await self._collect(order, plan.index)
         timeout_s = self._options.settle_timeout_s
         return await _step("settle", self._client.wait_until_settled(order.order_id, timeout_s))
 
-    async def _collect(self, order: payment_pb2.PaymentOrder) -> None:
+    async def _collect(self, order: payment_pb2.PaymentOrder, visit_index: int) -> None:
         way, due = self._options.way_to_pay, order.cash_due_fen
+        if way == "mixed":
+            way = MIXED_WAYS[visit_index % len(MIXED_WAYS)]
         if way == "two_payments" and due >= 2:
             await self._by_qr(order.order_id, payment_pb2.CHANNEL_WECHAT_PAY, due // 2)
             await self._by_code(order.order_id, payment_pb2.CHANNEL_WECHAT_PAY)
