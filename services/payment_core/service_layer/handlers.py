@@ -32,7 +32,7 @@ from services.payment_core.domain.model import (
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer import commands, events
 from services.payment_core.service_layer.dependencies import OFFERED_METHODS, Dependencies
-from services.payment_core.service_layer.process import OrderProcess
+from services.payment_core.service_layer.process import OrderProcess, Started
 from services.payment_core.service_layer.steps import StepInputs
 from services.runtime import errors
 from services.runtime.money import Money
@@ -136,30 +136,35 @@ class PaymentOrders:
             raise errors.NotOffered(f"{cmd.channel} / {cmd.method} is not offered in this release")
         if cmd.method in WINDOW_METHODS:
             return await self._taken_at_window(cmd)
-        order, payment = await self._attempt(cmd)
-        if payment.expires_at is not None and payment.expires_at <= self._deps.clock():
+        order, payment, started = await self._attempt(cmd)
+        if started is None and payment.expires_at is not None and payment.expires_at <= self._deps.clock():
             # Its QR code has expired: the process manager closes it (or finds it paid) first.
             await self._process.advance(order.order_id)
-            order, payment = await self._attempt(cmd)
+            order, payment, started = await self._attempt(cmd)
         if payment.code_url or not payment.is_open:
             return order, payment
         caller = process.Caller(placing=payment.out_trade_no)
         inputs = StepInputs(
             description=cmd.description, auth_code=cmd.auth_code, payer_openid=cmd.payer_openid
         )
-        order = await self._process.advance_now(order.order_id, caller, inputs, _PATIENCE_S)
+        if started is not None and started.step is not None:
+            # A new attempt, its placement leased in the transaction that recorded it.
+            order = await self._process.carry_on(order.order_id, started, caller, inputs)
+        else:
+            order = await self._process.advance_now(order.order_id, caller, inputs, _PATIENCE_S)
         return order, _payment(order, payment.out_trade_no)
 
-    async def _attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
+    async def _attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment, Started | None]:
         """A new attempt for the amount asked (zero: what remains), recorded before the channel
-        hears of it; storage refuses it if the order's payments would then cover more than the
-        cash due. A request for "what remains" when open attempts already cover all of it gets the
-        open attempt on its channel and method (a kiosk asking again for the QR code it shows)."""
+        hears of it, with the process manager's next step (its placement) decided and leased in
+        the same transaction; storage refuses it if the order's payments would then cover more
+        than the cash due. A request for "what remains" when open attempts already cover all of it
+        gets the open attempt on its channel and method (a kiosk asking again for its QR code)."""
         async with self._deps.uow() as uow:
             order = await uow.lock_order(cmd.order_id)
             current = _same_attempt(order, cmd)
             if current is not None:
-                return order, current
+                return order, current, None
             now = self._deps.clock()
             # A code payment is waited for only briefly (the patient stands at the cashier), then
             # reversed; a QR or JSAPI payment is open until the channel closes it.
@@ -169,8 +174,14 @@ class PaymentOrders:
                 self._deps.new_id("pay"), cmd.channel, cmd.method, now, now + valid_for, cmd.amount
             )
             order.moved(now)
-            await uow.orders.save(order)
-        return order, payment
+
+            async def save_first() -> None:  # a local step's effects are checked against storage
+                await uow.orders.save(order)
+
+            caller = process.Caller(placing=payment.out_trade_no)
+            started = await self._process.start(uow, order, caller, before_local=save_first)
+            await uow.orders.save(order)  # the attempt, its lease (and a local step's changes)
+        return order, payment, started
 
     async def _taken_at_window(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
         """Cash or a card already taken at the window: recorded, then confirmed PAID by the process

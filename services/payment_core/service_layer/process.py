@@ -94,6 +94,10 @@ class _Decided:
     at_intent: Snapshot | None = None
 
 
+# What `start` decided for an order in its caller's transaction: the step and its lease.
+Started = _Decided
+
+
 class OrderProcess:
     def __init__(self, deps: Dependencies, schedule: process.Schedule, leases: Leases) -> None:
         self._deps = deps
@@ -116,13 +120,21 @@ class OrderProcess:
         decided = await self._decide(order_id, caller)
         return await self._carry_on(order_id, decided, caller, inputs or StepInputs())
 
-    async def start(self, uow: UnitOfWork, order: PaymentOrder, caller: process.Caller) -> _Decided:
-        """For an order not stored yet, in the transaction about to store it: decide its first
-        step and take its lease (the order is written with them). `carry_on` runs it after commit."""
-        return await self._decide_in(uow, order, caller)
+    async def start(
+        self,
+        uow: UnitOfWork,
+        order: PaymentOrder,
+        caller: process.Caller,
+        before_local: Callable[[], Awaitable[None]] | None = None,
+    ) -> Started:
+        """In the transaction about to store `order` (new, or with a new attempt): decide its next
+        step and take its lease, written with the order. `carry_on` runs it after the commit.
+        `before_local` writes the order first should a local step come before (its effects are
+        checked against storage)."""
+        return await self._decide_in(uow, order, caller, before_local=before_local)
 
     async def carry_on(
-        self, order_id: str, decided: _Decided, caller: process.Caller, inputs: StepInputs
+        self, order_id: str, decided: Started, caller: process.Caller, inputs: StepInputs
     ) -> PaymentOrder:
         return await self._carry_on(order_id, decided, caller, inputs)
 
