@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, or_, select, update
+from sqlalchemy import Row, and_, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.insurance_adapter.adapters.orm import (
@@ -29,6 +29,7 @@ from services.insurance_adapter.domain.totals import TotalsStatement
 from services.runtime.clock import as_utc
 from services.runtime.masking import PatientIdentifier
 from services.runtime.money import Money
+from services.runtime.statements import KEY, insert_into, select_by, update_by
 
 _BREAKDOWN = SettlementBreakdown.field_names()
 # Columns a state change may touch; everything else is written once.
@@ -61,16 +62,16 @@ class SettlementRepository:
 
     async def add(self, settlement: Settlement, bill: OutpatientBill) -> None:
         """The settlement with its bill: the lines and the visit details a continuation needs."""
-        await self._session.execute(insert(settlements).values(**_settlement_row(settlement)))
-        await self._session.execute(insert(visit_details).values(**_visit_details_row(settlement, bill)))
+        await self._session.execute(insert_into(settlements), _settlement_row(settlement))
+        await self._session.execute(insert_into(visit_details), _visit_details_row(settlement, bill))
         rows = [
             _line_row(settlement.settlement_id, position, line) for position, line in enumerate(bill.lines)
         ]
         await self._session.execute(insert(charge_lines), rows)
 
     async def get(self, settlement_id: str, for_update: bool = False) -> Settlement | None:
-        query = select(settlements).where(settlements.c.settlement_id == settlement_id)
-        row = (await self._session.execute(query.with_for_update() if for_update else query)).first()
+        query = select_by(settlements, "settlement_id", for_update)
+        row = (await self._session.execute(query, {KEY: settlement_id})).first()
         return _settlement(row) if row is not None else None
 
     async def active_for_order(self, order_ref: str, for_update: bool = False) -> Settlement | None:
@@ -86,9 +87,7 @@ class SettlementRepository:
         values.update(_times_row(settlement))
         values.update(_breakdown_row(settlement.breakdown))
         await self._session.execute(
-            update(settlements)
-            .where(settlements.c.settlement_id == settlement.settlement_id)
-            .values(**values)
+            update_by(settlements, "settlement_id"), {KEY: settlement.settlement_id, **values}
         )
 
     async def bill_of(self, settlement_id: str) -> OutpatientBill:
