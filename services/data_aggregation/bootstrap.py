@@ -81,6 +81,7 @@ def build(
         poll_interval_s=settings.data_aggregation_poll_interval_s,
         max_backoff_s=settings.data_aggregation_max_backoff_s,
         feed_wait_s=settings.data_aggregation_feed_wait_s,
+        linger_s=settings.data_aggregation_feed_linger_s,
     )
     queries = AggregationQueries(unit_of_work, [feed.source_service for feed in feeds])
     return DataAggregationApp(settings, db, ingestor, queries, DataAggregationServicer(queries), channels)

@@ -21,6 +21,8 @@ class DataAggregationSettings(MeshSettings):
     # 0 = ask every poll interval instead. The feed answers at once when its own process sequences
     # an event (another replica's events are seen when the wait ends).
     data_aggregation_feed_wait_s: float = Field(default=20.0, ge=0, le=30)
+    # After taking events, wait this long before asking again, so a burst is read as one page.
+    data_aggregation_feed_linger_s: float = Field(default=0.2, ge=0, le=5)
 
     @property
     def grpc_address(self) -> str:

@@ -37,6 +37,7 @@ class FeedIngestor:
         max_backoff_s: float,
         clock: Callable[[], datetime] = utcnow,
         feed_wait_s: float = 0.0,
+        linger_s: float = 0.0,
     ) -> None:
         self._uow = unit_of_work
         self.feeds = list(feeds)
@@ -44,6 +45,9 @@ class FeedIngestor:
         self._poll_interval_s = poll_interval_s
         # > 0: a caught-up follower waits in the feed's long poll instead of sleeping and asking.
         self._feed_wait_s = feed_wait_s
+        # After a round that took events, a short pause: the events that follow (a settlement
+        # emits several within ~100 ms) are then taken in one page, not one round each.
+        self._linger_s = linger_s
         self._max_backoff_s = max_backoff_s
         self._clock = clock
         self._known: set[str] = set()
@@ -123,6 +127,8 @@ class FeedIngestor:
             nothing_at_once = seen == 0 and loop.time() - started < self._poll_interval_s
             if failures or not self._feed_wait_s or nothing_at_once:
                 await asyncio.sleep(self._pause(failures))
+            elif seen and self._linger_s:
+                await asyncio.sleep(self._linger_s)
 
     async def _one_round(self, feed: EventFeedSource, failures: int) -> tuple[int, int]:
         """One catch-up; returns the new count of consecutive failures and the events seen."""
