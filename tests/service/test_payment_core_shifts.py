@@ -5,6 +5,7 @@ in the shift; money recorded late for a closed period goes into the next shift."
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -112,6 +113,19 @@ async def test_money_after_the_close_and_money_recorded_late_go_into_the_next_sh
     assert second.shift_id != first.shift_id
     assert totals(second) == {pb.CHANNEL_CASH: (2, 6_000, 0, 0)}
     assert second.cash_to_hand_over_fen == 6_000
+
+
+async def test_the_same_close_asked_concurrently_is_one_shift(harness: Harness) -> None:
+    me = cashier()
+    await paid_in_cash(harness, me, 3_000)
+    at = harness.clock().isoformat()
+
+    replies = await asyncio.gather(
+        *(harness.payment.CloseCashierShift(close(harness, me, at=at)) for _ in range(4))
+    )
+
+    assert len({reply.shift_id for reply in replies}) == 1
+    assert all(totals(reply) == {pb.CHANNEL_CASH: (1, 3_000, 0, 0)} for reply in replies)
 
 
 async def test_a_shift_is_per_campus_and_an_empty_shift_has_nothing_to_hand_over(harness: Harness) -> None:
