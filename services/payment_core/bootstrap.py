@@ -32,6 +32,7 @@ from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
 from services.payment_core.service_layer.notifications import ChannelNews
 from services.payment_core.service_layer.process import Leases, OrderProcess
+from services.payment_core.service_layer.shifts import CashierShifts
 from services.payment_core.service_layer.unit_of_work import UnitOfWork, unit_of_work_factory
 from services.payment_core.service_layer.watching import OrderWatch
 from services.runtime.bootstrap import ServiceDatabase, command_line, serve_or_migrate, start_process
@@ -135,6 +136,7 @@ def build(
         servicer=PaymentServicer(
             orders, OrderWatch(orders, database.changes), database.idempotency,
             ChannelBills(deps, _seconds(settings.payment_core_bill_published_after_s)),
+            CashierShifts(deps),
         ),
         event_feed=EventFeedServicer(database.outbox), notifications=notifications,
         notify_server=NotifyServer(notify_app(notifications), bind, settings.payment_core_notify_port),

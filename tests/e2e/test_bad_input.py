@@ -164,3 +164,27 @@ async def test_a_business_date_out_of_range_is_invalid_argument_naming_it(
                 f"{method}({day}): {caught.value.code()} {caught.value.details()}"
             )
             assert "business_date" in violated_fields(caught.value), f"{method}({day})"
+
+
+# CloseCashierShift is offered: a malformed closed_at, one without its offset, or one far in the
+# future is INVALID_ARGUMENT naming the field, never UNIMPLEMENTED/NOT_OFFERED.
+BAD_MOMENTS = ["", "2026-12-02", "2026-12-02 18:00:00", "2026-13-45T18:00:00Z", "2099-12-31T00:00:00Z"]
+
+
+async def test_a_shift_close_with_a_bad_closed_at_is_invalid_argument_naming_it(mesh: MeshProcesses) -> None:
+    async with grpc.aio.insecure_channel(mesh.layout.grpc_address("payment-core")) as channel:
+        call = channel.unary_unary(
+            "/medpay.payment.v1.PaymentService/CloseCashierShift",
+            request_serializer=lambda m: m.SerializeToString(),
+            response_deserializer=payment_pb2.CloseCashierShiftResponse.FromString,
+        )
+        for moment in BAD_MOMENTS:
+            request = payment_pb2.CloseCashierShiftRequest(
+                request_id=uuid.uuid4().hex, cashier_id="C001", campus_code="FZ900", closed_at=moment
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await call(request, timeout=30)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (
+                f"{moment!r}: {caught.value.code()} {caught.value.details()}"
+            )
+            assert violated_fields(caught.value) == ["closed_at"], repr(moment)

@@ -76,6 +76,20 @@ class Payments(payment_pb2_grpc.PaymentServiceServicer):
         )
         context.abort_with_status(rpc_status.to_status(status))
 
+    def CloseCashierShift(self, request, context):  # type: ignore[no-untyped-def]
+        """Echoes what it was asked in the shift id, so a test sees what the CLI sent."""
+        cash = payment_pb2.ShiftChannelTotal(
+            channel=payment_pb2.CHANNEL_CASH, payment_count=2, collected_fen=14_500,
+            refund_count=1, refunded_fen=12_500,
+        )  # fmt: skip
+        pos = payment_pb2.ShiftChannelTotal(
+            channel=payment_pb2.CHANNEL_POS, payment_count=1, collected_fen=30_000
+        )
+        return payment_pb2.CloseCashierShiftResponse(
+            shift_id=f"{request.campus_code}@{request.closed_at}", cashier_id=request.cashier_id,
+            totals=[cash, pos], cash_to_hand_over_fen=2_000,
+        )  # fmt: skip
+
 
 class Data(data_pb2_grpc.DataAggregationServiceServicer):
     def GetDailySummary(self, request, context):  # type: ignore[no-untyped-def]
@@ -165,3 +179,11 @@ def test_health_exits_1_when_a_service_is_down(mesh: None) -> None:
     assert code == 1
     assert output.count("SERVING") == 3
     assert "reconciliation" in output and "UNREACHABLE" in output
+
+
+def test_shift_close_prints_the_totals_and_the_cash_to_hand_over(mesh: None) -> None:
+    code, output = _run("shift", "close", "C001", "--campus", "FZ900", "--at", "2026-12-02T18:00:00+08:00")
+    assert code == 0, output
+    assert "FZ900@2026-12-02T18:00:00+08:00" in output and "C001" in output
+    assert "CASH" in output and "145.00" in output and "125.00" in output and "300.00" in output
+    assert "cash to hand over: 20.00" in output

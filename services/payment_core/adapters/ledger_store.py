@@ -28,6 +28,7 @@ class LedgerStore:
                 order_id=entry.order_id,
                 kind=entry.kind,
                 occurred_at=entry.occurred_at,
+                campus_code=entry.campus_code,
             )
             .on_conflict_do_nothing(index_elements=[table.c.transfer_key])
             .returning(table.c.id)
@@ -37,7 +38,8 @@ class LedgerStore:
             return False
         await self._session.execute(
             insert(orm.ledger_postings),
-            [{"transaction_id": transaction_id, "account": p.account, "amount_fen": p.amount.fen}
+            [{"transaction_id": transaction_id, "account": p.account, "amount_fen": p.amount.fen,
+              "operator_id": p.operator_id}
              for p in entry.postings],
         )  # fmt: skip
         return True
@@ -52,7 +54,7 @@ class LedgerStore:
         postings = orm.ledger_postings
         lines = (
             await self._session.execute(
-                select(postings.c.account, postings.c.amount_fen)
+                select(postings.c.account, postings.c.amount_fen, postings.c.operator_id)
                 .where(postings.c.transaction_id == row.id)
                 .order_by(postings.c.id)
             )
@@ -62,7 +64,8 @@ class LedgerStore:
             order_id=row.order_id,
             kind=row.kind,
             occurred_at=as_utc(row.occurred_at),
-            postings=tuple(Posting(line.account, Money(line.amount_fen)) for line in lines),
+            postings=tuple(Posting(line.account, Money(line.amount_fen), line.operator_id) for line in lines),
+            campus_code=row.campus_code,
         )
 
     async def transactions_of(self, order_id: str) -> list[LedgerTransaction]:

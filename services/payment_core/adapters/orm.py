@@ -198,6 +198,7 @@ ledger_transactions = Table(
     Column("order_id", String(40), nullable=False, index=True),
     Column("kind", String(16), nullable=False),
     _when("occurred_at", nullable=False),
+    Column("campus_code", String(32), nullable=False, server_default=""),
 )
 
 ledger_postings = Table(
@@ -208,5 +209,42 @@ ledger_postings = Table(
     Column("account", String(80), nullable=False, index=True),
     # Signed: debit positive, credit negative; each transaction sums to zero (checked before insert).
     Column("amount_fen", BigInteger, nullable=False),
+    # The cashier who moved this money at the window (clearing postings of CASH and POS), else "".
+    Column("operator_id", String(32), nullable=False, server_default=""),
     CheckConstraint("amount_fen <> 0", name="amount_not_zero"),
+    Index(None, "operator_id", "account"),
+)
+
+# A cashier's closed shifts (收费员日结), insert-only. One shift per cashier, campus and close time:
+# closing again answers the stored one.
+cashier_shifts = Table(
+    "cashier_shifts",
+    metadata,
+    Column("shift_id", String(40), primary_key=True),
+    Column("request_id", String(64), nullable=False),
+    Column("cashier_id", String(32), nullable=False),
+    Column("campus_code", String(32), nullable=False),
+    _when("opened_at"),
+    _when("closed_at", nullable=False),
+    UniqueConstraint("cashier_id", "campus_code", "closed_at"),
+)
+
+cashier_shift_totals = Table(
+    "cashier_shift_totals",
+    metadata,
+    Column("shift_id", ForeignKey("cashier_shifts.shift_id"), primary_key=True),
+    Column("channel", String(24), primary_key=True),
+    Column("payment_count", Integer, nullable=False),
+    Column("collected_fen", BigInteger, nullable=False),
+    Column("refund_count", Integer, nullable=False),
+    Column("refunded_fen", BigInteger, nullable=False),
+)
+
+# Which ledger postings a shift counted: a posting is counted by one shift at most (the primary
+# key), so two closes racing for the same money cannot both count it.
+cashier_shift_postings = Table(
+    "cashier_shift_postings",
+    metadata,
+    Column("posting_id", ForeignKey("ledger_postings.id"), primary_key=True),
+    Column("shift_id", ForeignKey("cashier_shifts.shift_id"), nullable=False, index=True),
 )

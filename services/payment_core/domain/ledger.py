@@ -45,6 +45,9 @@ class Posting:
     account: str
     # Positive = debit, negative = credit.
     amount: Money
+    # On a channel clearing posting: the cashier who took or handed back this money at the window
+    # (CASH, POS), so a shift's totals are read from the ledger itself; "" for money no one handled.
+    operator_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class LedgerTransaction:
     kind: str
     occurred_at: datetime
     postings: tuple[Posting, ...]
+    # The order's campus: a cashier's shift is per campus.
+    campus_code: str = ""
 
     def __post_init__(self) -> None:
         if not self.postings:
@@ -76,12 +81,19 @@ class SettledBill:
     # An order paid by several payments: the cash per channel, summing to `cash` (empty: all of it
     # came through `channel`). Each channel's clearing account is debited with its own part.
     cash_by_channel: tuple[tuple[str, Money], ...] = ()
+    campus_code: str = ""
+    # The cashier who took each window channel's cash (CASH, POS); other channels have none.
+    operators: tuple[tuple[str, str], ...] = ()
 
     def cash_postings(self) -> list[Posting]:
         parts = self.cash_by_channel or ((self.channel, self.cash),)
         if total(amount for _, amount in parts) != self.cash:
             raise UnbalancedTransaction(f"{self.order_id}: the cash per channel does not sum to the cash")
-        return [Posting(channel_clearing(channel), amount) for channel, amount in parts]
+        operators = dict(self.operators)
+        return [
+            Posting(channel_clearing(channel), amount, operators.get(channel, ""))
+            for channel, amount in parts
+        ]
 
 
 def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTransaction:
@@ -103,6 +115,7 @@ def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTr
         kind="SETTLEMENT",
         occurred_at=occurred_at,
         postings=tuple(p for p in lines if p.amount.fen != 0),
+        campus_code=bill.campus_code,
     )
 
 
@@ -113,7 +126,8 @@ def reversal_of(original: LedgerTransaction, step: str, occurred_at: datetime) -
         order_id=original.order_id,
         kind="REVERSAL",
         occurred_at=occurred_at,
-        postings=tuple(Posting(p.account, -p.amount) for p in original.postings),
+        postings=tuple(Posting(p.account, -p.amount, p.operator_id) for p in original.postings),
+        campus_code=original.campus_code,
     )
 
 
@@ -124,13 +138,15 @@ def refund_reversal(
     cash: Money,
     with_insurance: bool,
     occurred_at: datetime,
+    operator_id: str = "",
 ) -> LedgerTransaction:
     """The part of a settlement one refund takes back: its cash from its own channel's clearing
     account and, for the refund that carried the insurer's revocation, every non-cash share; the
     bill's revenue is debited with the sum. An order paid by one payment gets the mirror image of
-    its settlement; one paid by several gets one such entry per payment, together the mirror."""
+    its settlement; one paid by several gets one such entry per payment, together the mirror. The
+    clearing posting carries the cashier who handed the money back (`operator_id`, window refunds)."""
     revenue_posting = next(p for p in settled.postings if p.account.startswith("revenue:"))
-    lines = [Posting(channel_clearing(channel), -cash)]
+    lines = [Posting(channel_clearing(channel), -cash, operator_id)]
     if with_insurance:
         cash_side = ("asset:channel_clearing:", "revenue:")
         others = [p for p in settled.postings if not p.account.startswith(cash_side)]
@@ -142,6 +158,7 @@ def refund_reversal(
         kind="REVERSAL",
         occurred_at=occurred_at,
         postings=tuple(p for p in lines if p.amount.fen != 0),
+        campus_code=settled.campus_code,
     )
 
 

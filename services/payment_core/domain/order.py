@@ -122,6 +122,14 @@ class PaymentOrder:
                 by_channel[p.channel] = by_channel.get(p.channel, Money(0)) + p.amount - p.refunded
         return tuple(by_channel.items())
 
+    def window_operators(self) -> tuple[tuple[str, str], ...]:
+        """The cashier who took each window channel's kept cash (the first, should two have)."""
+        found: dict[str, str] = {}
+        for p in self.payments:
+            if p.is_kept and p.operator_id:
+                found.setdefault(p.channel, p.operator_id)
+        return tuple(found.items())
+
     @property
     def awaits_settlement(self) -> bool:
         pending = self.status is S.NEEDS_ATTENTION and self.attention is Attention.SETTLEMENT_PENDING

@@ -12,6 +12,7 @@ from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 from services.payment_core.entrypoints import bills, mapping, requests
 from services.payment_core.service_layer.channel_bills import ChannelBills
 from services.payment_core.service_layer.handlers import PaymentOrders
+from services.payment_core.service_layer.shifts import CashierShifts
 from services.payment_core.service_layer.watching import OrderWatch
 from services.runtime.errors import NotOffered
 from services.runtime.idempotency import IdempotencyStore, idempotent
@@ -25,8 +26,10 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         watch: OrderWatch,
         idempotency: IdempotencyStore,
         channel_bills: ChannelBills,
+        shifts: CashierShifts,
     ) -> None:
         self._orders = orders
+        self._shifts = shifts
         self._watch = watch
         self.idempotency = idempotency
         self._channel_bills = channel_bills
@@ -141,7 +144,12 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     ) -> payment_pb2.SettleDischargeResponse:
         raise NotOffered("discharge settlement is not offered in this release")
 
+    @idempotent(payment_pb2.CloseCashierShiftResponse)
     async def CloseCashierShift(
         self, request: payment_pb2.CloseCashierShiftRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.CloseCashierShiftResponse:
-        raise NotOffered("cashier shift close-out is not offered in this release")
+        """The cashier's shift (收费员日结) from the previous close to `closed_at`: per channel what
+        the cashier collected and handed back, and the cash to hand over. Closing the same shift
+        again (any request_id) answers the same figures."""
+        shift = await self._shifts.close(requests.close_cashier_shift(request))
+        return mapping.shift_to_proto(shift)

@@ -20,6 +20,7 @@ from services.payment_core.domain.model import (
     Refund,
 )
 from services.payment_core.domain.order import PaymentOrder
+from services.payment_core.domain.shift import CashierShift
 
 
 def _stamp(moment: datetime | None) -> Timestamp | None:
@@ -141,3 +142,21 @@ def _all_cash(order: PaymentOrder) -> InsuranceSplit:
 
 def _breakdown(split: InsuranceSplit) -> common_pb2.SettlementBreakdown:
     return common_pb2.SettlementBreakdown(**{f"{name}_fen": fen for name, fen in split.as_fen().items()})
+
+
+def shift_to_proto(shift: CashierShift) -> payment_pb2.CloseCashierShiftResponse:
+    return payment_pb2.CloseCashierShiftResponse(
+        shift_id=shift.shift_id,
+        cashier_id=shift.cashier_id,
+        totals=[
+            payment_pb2.ShiftChannelTotal(
+                channel=payment_pb2.Channel.Value(f"CHANNEL_{t.channel}"),
+                payment_count=t.payment_count,
+                collected_fen=t.collected.fen,
+                refund_count=t.refund_count,
+                refunded_fen=t.refunded.fen,
+            )
+            for t in shift.totals
+        ],
+        cash_to_hand_over_fen=shift.cash_to_hand_over.fen,
+    )

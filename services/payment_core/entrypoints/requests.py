@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from google.protobuf.message import Message
 from medpay.common.v1 import common_pb2
@@ -14,6 +15,7 @@ from medpay.payment.v1 import payment_pb2
 from services.payment_core.adapters.insurance import Voucher
 from services.payment_core.domain.model import CHANNEL_NONE, ChargeLine, OrderStatus, PosSlip
 from services.payment_core.service_layer import commands
+from services.runtime.clock import FIRST_BUSINESS_DATE, LAST_BUSINESS_DATE
 from services.runtime.errors import NotOffered
 from services.runtime.masking import PatientIdentifier
 from services.runtime.money import Money, line_total
@@ -40,6 +42,8 @@ POS_BATCH = re.compile(r"^\d{1,6}$")
 MASKED_CARD = re.compile(r"^(?=.*\*)[\d*]{12,19}$")
 OPERATOR_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 WINDOW = frozenset({"CASH", "POS"})
+# RFC 3339 date-time: a full date and time with seconds and an offset ("Z" or ±hh:mm).
+RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d{1,6})?([Zz]|[+-]\d{2}:\d{2})$")
 
 
 def _enum_name(enum: object, value: int, prefix: str) -> str | None:
@@ -310,3 +314,32 @@ def export_transactions(request: payment_pb2.ExportTransactionsRequest) -> comma
     found.raise_if_any()
     assert day is not None
     return commands.ExportTransactions(day, page_size, decode_page_token(request.page_token))
+
+
+def close_cashier_shift(request: payment_pb2.CloseCashierShiftRequest) -> commands.CloseCashierShift:
+    found = Violations()
+    found.require(bool(OPERATOR_ID.fullmatch(request.cashier_id)), "cashier_id",
+                  "required: 1 to 32 of [A-Za-z0-9_-]")  # fmt: skip
+    found.require_text(request.campus_code, "campus_code", 32)
+    closed_at = rfc3339(found, request.closed_at, "closed_at")
+    found.raise_if_any()
+    assert closed_at is not None
+    return commands.CloseCashierShift(
+        request.request_id, request.cashier_id, request.campus_code.strip(), closed_at
+    )
+
+
+def rfc3339(found: Violations, value: str, field: str) -> datetime | None:
+    """An RFC 3339 date-time with its offset, as an aware UTC datetime, within the platform's years."""
+    moment = None
+    if RFC3339.fullmatch(value):
+        try:
+            moment = datetime.fromisoformat(value.upper()).astimezone(UTC)
+        except (ValueError, OverflowError):
+            moment = None
+    if moment is None:
+        found.add(field, "required: an RFC 3339 date-time with offset, e.g. 2026-12-02T18:00:00+08:00")
+    elif not FIRST_BUSINESS_DATE <= moment.date() <= LAST_BUSINESS_DATE:
+        found.add(field, f"must be between {FIRST_BUSINESS_DATE} and {LAST_BUSINESS_DATE}")
+        moment = None
+    return moment

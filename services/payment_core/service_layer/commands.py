@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Any
 
 from services.payment_core.adapters.insurance import Voucher
@@ -106,3 +106,12 @@ class ExportChannelBill:
     business_date: date
     page_size: int
     cursor: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class CloseCashierShift:
+    request_id: str
+    cashier_id: str
+    campus_code: str
+    # Aware UTC; not yet checked against the clock or the previous close (the handler does).
+    closed_at: datetime

@@ -100,6 +100,8 @@ async def _post_settlement(uow: UnitOfWork, order: PaymentOrder) -> None:
         cash=order.cash_kept,
         split=order.split,
         cash_by_channel=order.cash_by_channel(),
+        campus_code=order.campus_code,
+        operators=order.window_operators(),
     )
     if await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at)):
         await uow.record_event(events.order_settled(order))
@@ -115,6 +117,7 @@ async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> 
         reversal = ledger.refund_reversal(
             settled, f"refund-R{refund.refund_no}", channel, refund.cash,
             with_insurance=refund.revokes_settlement, occurred_at=refund.succeeded_at,
+            operator_id=refund.operator_id,
         )  # fmt: skip
         await uow.ledger.post(reversal)
     await uow.record_event(events.refund_succeeded(order, refund, channel))

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from services.payment_core.adapters.ledger_store import LedgerStore
 from services.payment_core.adapters.queries import OrderQueries, WorkLists
 from services.payment_core.adapters.repository import ChargeLinesCache, OrderRepository
+from services.payment_core.adapters.shift_store import ShiftStore
 from services.payment_core.domain.order import PaymentOrder
 from services.runtime.changes import ChangeBroker, aggregate_key
 from services.runtime.errors import NotFound
@@ -28,6 +29,7 @@ class UnitOfWork(SqlUnitOfWork):
     ledger: LedgerStore
     queries: OrderQueries
     work: WorkLists
+    shifts: ShiftStore
     # Shared by every unit of work of this process (see ChargeLinesCache).
     lines: ChargeLinesCache | None = None
 
@@ -38,6 +40,7 @@ class UnitOfWork(SqlUnitOfWork):
         self.ledger = LedgerStore(session)
         self.queries = OrderQueries(session, self.orders)
         self.work = WorkLists(session)
+        self.shifts = ShiftStore(session)
 
     async def lock_order(self, order_id: str) -> PaymentOrder:
         """The order under a row lock, for a state change; NotFound when there is none."""

@@ -24,8 +24,10 @@ from medpay.reconciliation.v1 import reconciliation_pb2
 app = typer.Typer(help="Operate the MedPay Mesh payment middle platform.", no_args_is_help=True)
 order_app = typer.Typer(help="Payment orders.", no_args_is_help=True)
 recon_app = typer.Typer(help="T+1 reconciliation.", no_args_is_help=True)
+shift_app = typer.Typer(help="Cashier shifts (收费员日结).", no_args_is_help=True)
 app.add_typer(order_app, name="order")
 app.add_typer(recon_app, name="recon")
+app.add_typer(shift_app, name="shift")
 console = Console()
 
 DateArgument = Annotated[str, typer.Argument(help='Business date "YYYY-MM-DD", "today" or "yesterday".')]
@@ -134,6 +136,22 @@ def order_refund(
         console.print(f"order {order_id} is now {tables.order_status(result.order)}")
 
     _run(refund)
+
+
+@shift_app.command("close")
+def shift_close(
+    cashier_id: str,
+    campus: Annotated[str, typer.Option(help="The campus code the cashier works at.")],
+    at: Annotated[str | None, typer.Option(help="RFC 3339 close time; default now.")] = None,
+    request_id: Annotated[str | None, typer.Option(help="Reuse to replay a close safely.")] = None,
+) -> None:
+    """Close the cashier's shift: what they took and handed back per channel, and the cash to hand over."""
+
+    async def close(client: MedPayClient) -> None:
+        shift = await client.close_cashier_shift(cashier_id, campus, at, request_id=request_id)
+        console.print(tables.shift_table(shift))
+
+    _run(close)
 
 
 @recon_app.command("run")

@@ -17,7 +17,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
-from datetime import date
+from datetime import UTC, date, datetime
 from types import TracebackType
 from typing import Any, Self, TypeAlias, TypeVar, cast
 
@@ -320,6 +320,27 @@ class MedPayClient:
             self._payment.ConfirmWindowRefund, request, self._deadlines.write_s
         )
         return RefundResult(response.order, response.refund)
+
+    async def close_cashier_shift(
+        self,
+        cashier_id: str,
+        campus_code: str,
+        closed_at: datetime | str | None = None,
+        *,
+        request_id: str | None = None,
+    ) -> payment_pb2.CloseCashierShiftResponse:
+        """Close the cashier's shift (收费员日结) at `closed_at` (an aware datetime or RFC 3339; default
+        now): per channel what the cashier took and handed back since the previous close, and the
+        cash to hand over. Closing the same shift again answers the same figures."""
+        moment = closed_at or datetime.now(UTC)
+        request = payment_pb2.CloseCashierShiftRequest(
+            request_id=request_id or new_request_id(), cashier_id=cashier_id, campus_code=campus_code,
+            closed_at=moment.isoformat() if isinstance(moment, datetime) else moment,
+        )  # fmt: skip
+        response: payment_pb2.CloseCashierShiftResponse = await self._call(
+            self._payment.CloseCashierShift, request, self._deadlines.write_s
+        )
+        return response
 
     # ---- reconciliation ------------------------------------------------------------------
 

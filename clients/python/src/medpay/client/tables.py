@@ -270,3 +270,20 @@ def health_table(statuses: Mapping[str, str], addresses: Mapping[str, str]) -> T
         style = "green" if status == "SERVING" else "red"
         table.add_row(service, addresses.get(service, ""), f"[{style}]{status}[/{style}]")
     return table
+
+
+def shift_table(shift: payment_pb2.CloseCashierShiftResponse) -> Table:
+    """A closed cashier shift: per channel what was taken and handed back, then the cash to hand over."""
+    table = Table(title=f"Shift {shift.shift_id} of cashier {escape(shift.cashier_id)}")
+    for column in ("channel", "payments", "collected", "refunds", "refunded"):
+        table.add_column(column, justify="left" if column == "channel" else "right")
+    for line in shift.totals:
+        table.add_row(
+            payment_pb2.Channel.Name(line.channel).removeprefix("CHANNEL_"),
+            str(line.payment_count),
+            format_yuan(line.collected_fen),
+            str(line.refund_count),
+            format_yuan(line.refunded_fen),
+        )
+    table.caption = f"cash to hand over: {format_yuan(shift.cash_to_hand_over_fen)}"
+    return table

@@ -1377,9 +1377,13 @@ class CloseCashierShiftRequest(_message.Message):
     CLOSED_AT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     cashier_id: _builtins.str
+    """The operator id the window reports payments and refunds with: 1..32 of [A-Za-z0-9_-]."""
     campus_code: _builtins.str
+    """Required, at most 32 chars; a cashier's shifts are per campus."""
     closed_at: _builtins.str
-    """The shift's end; the start is the previous close of the same cashier."""
+    """The shift's end, RFC 3339 with its offset ("2026-12-02T18:00:00+08:00"); not in the future
+    (a clock skew of 2 minutes allowed) and after the previous close of the same cashier.
+    """
     def __init__(
         self,
         *,
@@ -1398,6 +1402,10 @@ Global___CloseCashierShiftRequest: _TypeAlias = CloseCashierShiftRequest  # noqa
 
 @_typing.final
 class ShiftChannelTotal(_message.Message):
+    """One channel's part of a shift, from the ledger: payments are the settled orders' cash taken by
+    the cashier through this channel, refunds the window refunds the cashier handed back.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     CHANNEL_FIELD_NUMBER: _builtins.int

@@ -221,8 +221,12 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def CloseCashierShift(self, request, context):
-        """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
-        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """Close a cashier's shift (交班 / 收费员日结): what the window took and refunded, by channel, from
+        the ledger. The shift runs from the cashier's previous close at the campus (or the beginning) to
+        closed_at; money recorded after a close for a moment before it is counted by the next shift.
+        Closing the same cashier, campus and closed_at again (any request_id) answers the same shift.
+        Errors: INVALID_ARGUMENT naming cashier_id, campus_code or closed_at (not RFC 3339, in the
+        future, or not after the previous close).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

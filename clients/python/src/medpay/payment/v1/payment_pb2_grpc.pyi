@@ -103,8 +103,12 @@ class PaymentServiceStub:
     original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
     """
     CloseCashierShift: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]
-    """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
-    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """Close a cashier's shift (交班 / 收费员日结): what the window took and refunded, by channel, from
+    the ledger. The shift runs from the cashier's previous close at the campus (or the beginning) to
+    closed_at; money recorded after a close for a moment before it is counted by the next shift.
+    Closing the same cashier, campus and closed_at again (any request_id) answers the same shift.
+    Errors: INVALID_ARGUMENT naming cashier_id, campus_code or closed_at (not RFC 3339, in the
+    future, or not after the previous close).
     """
     ExportChannelBill: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ExportChannelBillRequest, _payment_pb2.ExportChannelBillResponse]
     """One channel's trade bill (对账单) for a business day, as the channel publishes it, in the
@@ -197,8 +201,12 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
     """
     CloseCashierShift: _aio.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]  # type: ignore[assignment]
-    """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
-    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """Close a cashier's shift (交班 / 收费员日结): what the window took and refunded, by channel, from
+    the ledger. The shift runs from the cashier's previous close at the campus (or the beginning) to
+    closed_at; money recorded after a close for a moment before it is counted by the next shift.
+    Closing the same cashier, campus and closed_at again (any request_id) answers the same shift.
+    Errors: INVALID_ARGUMENT naming cashier_id, campus_code or closed_at (not RFC 3339, in the
+    future, or not after the previous close).
     """
     ExportChannelBill: _aio.UnaryUnaryMultiCallable[_payment_pb2.ExportChannelBillRequest, _payment_pb2.ExportChannelBillResponse]  # type: ignore[assignment]
     """One channel's trade bill (对账单) for a business day, as the channel publishes it, in the
@@ -360,8 +368,12 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.CloseCashierShiftRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.CloseCashierShiftResponse, _abc.Awaitable[_payment_pb2.CloseCashierShiftResponse]]:
-        """Close a cashier's shift (交班): what the window took and refunded, by channel, from the ledger.
-        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """Close a cashier's shift (交班 / 收费员日结): what the window took and refunded, by channel, from
+        the ledger. The shift runs from the cashier's previous close at the campus (or the beginning) to
+        closed_at; money recorded after a close for a moment before it is counted by the next shift.
+        Closing the same cashier, campus and closed_at again (any request_id) answers the same shift.
+        Errors: INVALID_ARGUMENT naming cashier_id, campus_code or closed_at (not RFC 3339, in the
+        future, or not after the previous close).
         """
 
     @_abc_1.abstractmethod
