@@ -216,3 +216,35 @@ async def test_storage_refuses_a_partial_refund_beyond_what_a_payment_has_left(h
             await uow.orders.reserve_refund(stale, refund)
     after = await harness.order(order.order_id)
     assert after.refunded_cash_fen == 10_000 and len(after.refunds) == 1
+
+
+async def test_a_partial_refund_across_wechat_and_cash_waits_for_the_cashier_one_refund_at_a_time(
+    harness: Harness,
+) -> None:
+    created = await harness.payment.CreatePaymentOrder(self_pay())
+    order_id = created.order.order_id
+    await paid(harness, order_id, 4_000)  # WeChat Pay
+    at_window = pb.PayPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=order_id, channel=pb.CHANNEL_CASH,
+        method=pb.PAY_METHOD_CASH, amount_fen=8_500, operator_id="C001",
+    )  # fmt: skip
+    await harness.payment.PayPaymentOrder(at_window)
+
+    asked = await harness.payment.RefundPaymentOrder(partial(order_id, 9_000))
+
+    assert asked.order.status == pb.ORDER_STATUS_REFUNDING
+    cash_back, wechat_back = asked.order.refunds
+    assert (cash_back.cash_fen, cash_back.status) == (8_500, pb.REFUND_STATUS_PROCESSING)
+    assert (wechat_back.cash_fen, wechat_back.status) == (500, pb.REFUND_STATUS_SUCCEEDED)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:  # one refund at a time
+        await harness.payment.RefundPaymentOrder(partial(order_id, 100))
+    assert details(caught.value)[0] == "STATE_CONFLICT"
+    confirm = pb.ConfirmWindowRefundRequest(
+        request_id=uuid.uuid4().hex, order_id=order_id, refund_id=cash_back.refund_id, operator_id="C002"
+    )
+    done = await harness.payment.ConfirmWindowRefund(confirm)
+
+    assert done.order.status == pb.ORDER_STATUS_SETTLED and done.order.refunded_cash_fen == 9_000
+    assert (done.refund.requested_by, done.refund.operator_id) == ("op-0301", "C002")
+    assert (await harness.trial_balance()).get(CLEARING + "CASH", Money(0)).fen == 0
+    await assert_ledger_nets_to_what_is_kept(harness, await harness.order(order_id))

@@ -547,3 +547,14 @@ def test_a_later_refund_of_a_single_payment_order_is_not_held_up_by_an_earlier_r
     order.refund_failed(order.begin_refund("rfd_1", Money(0), "x", NOW), "NOT_ENOUGH")
     again = order.begin_refund("rfd_2", Money(0), "x", NOW + timedelta(minutes=5))
     assert order.refund_succeeded(again, "50300002", NOW) and order.status is OrderStatus.REFUNDED
+
+
+def test_a_refused_partial_refund_after_one_that_succeeded_at_the_same_instant_is_not_for_a_person() -> None:
+    """Refunds are batched by the decision that made them, not only by their timestamp."""
+    order = settled_self_pay()
+    first = order.begin_refund("rfd_1", Money(1_000), "x", NOW, "op-7")
+    _reserved(order)
+    order.refund_succeeded(first, "1", NOW)
+    second = order.begin_refund("rfd_2", Money(1_000), "y", NOW, "op-7")  # the same clock reading
+    order.refund_failed(second, "NOT_ENOUGH")
+    assert order.status is OrderStatus.SETTLED and order.attention is None

@@ -588,8 +588,14 @@ class PaymentOrder:
         return [r for r in self.refunds if r.kind is kind]
 
     def _batch_of(self, refund: Refund) -> list[Refund]:
-        """The refunds made together with `refund` (one per payment, by one decision)."""
-        return [r for r in self._of_kind(refund.kind) if r.created_at == refund.created_at]
+        """The refunds made together with `refund` (one per payment, by one decision: the first
+        takes the decision's refund id, the others `<id>-<n>`, see `_refund_each`)."""
+        decision = _decision_of(refund.refund_id)
+        return [
+            r
+            for r in self._of_kind(refund.kind)
+            if r.created_at == refund.created_at and _decision_of(r.refund_id) == decision
+        ]
 
     @staticmethod
     def _all_back(refunds: list[Refund]) -> bool:
@@ -703,6 +709,12 @@ class PaymentOrder:
 
 
 _REFUND_TROUBLE = frozenset({Attention.REFUND_UNKNOWN, Attention.REFUND_REFUSED, Attention.REFUND_ABNORMAL})
+
+
+def _decision_of(refund_id: str) -> str:
+    """The id of the decision a refund was made by (`rfd_x-2` -> `rfd_x`)."""
+    head, _, tail = refund_id.rpartition("-")
+    return head if head and tail.isdigit() else refund_id
 
 
 def split_refund(payments: list[Payment], cash: Money) -> list[tuple[Payment, Money]]:
