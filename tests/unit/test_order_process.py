@@ -181,6 +181,19 @@ def _self_pay_settled() -> PaymentOrder:
     return order
 
 
+def partial_refund_requested() -> PaymentOrder:
+    order = _self_pay_settled()
+    order.begin_refund("rfd_1", Money(1_000), "one drug returned", T0, "op-7")
+    return order
+
+
+def partly_refunded() -> PaymentOrder:
+    order = partial_refund_requested()
+    order.payments[0].refunded = order.refunds[0].cash  # what storage's reservation did
+    order.refund_succeeded(order.refunds[0], "50300001", T0)
+    return order
+
+
 def refund_revoked() -> PaymentOrder:
     order = refund_requested()
     order.settlement_revoked_for(order.refunds[0])
@@ -484,6 +497,8 @@ TABLE = [
     # refunds: revoke (insured) first, then pay out, then the channel's answer is awaited
     Row("refund requested, insured", refund_requested, 0 * s, p.RevokeSettlement(RID)),
     Row("refund requested, self-pay", lambda: refund_requested(False), 0 * s, p.PayOutRefund(RID)),
+    Row("partial refund requested, self-pay: no 2208", partial_refund_requested, 0 * s, p.PayOutRefund(RID)),
+    Row("partly refunded: settled, nothing to do", partly_refunded, 1 * m, p.Done()),
     Row("refund revoked", refund_revoked, 0 * s, p.PayOutRefund(RID)),
     Row("refund not sent, channel was down", lambda: asked(refund_revoked, 1), 7 * s, p.PayOutRefund(RID)),
     Row("refund not sent, waiting", lambda: asked(refund_revoked, 1), 1 * s,

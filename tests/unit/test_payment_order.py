@@ -18,8 +18,8 @@ from services.payment_core.domain.model import (
     RefundKind,
     RefundStatus,
 )
-from services.payment_core.domain.order import TRANSITIONS, PaymentOrder, SplitDoesNotAddUp
-from services.runtime.errors import InvalidArgument, NotOffered, StateConflict
+from services.payment_core.domain.order import TRANSITIONS, PaymentOrder, SplitDoesNotAddUp, split_refund
+from services.runtime.errors import InvalidArgument, RefundExceedsPaid, StateConflict
 from services.runtime.money import Money
 
 NOW = datetime(2025, 3, 3, 9, 30, tzinfo=UTC)
@@ -216,9 +216,127 @@ def test_settling_without_cash_is_refused_when_cash_is_owed() -> None:
 # ---- refunds ----------------------------------------------------------------------------------------
 
 
-def test_only_full_refunds_are_offered() -> None:
-    with pytest.raises(NotOffered):
-        settled_self_pay().begin_refund("rfd_1", Money(100), "partial", NOW)
+def _reserved(order: PaymentOrder) -> None:
+    """What storage does when a refund is recorded (reserve_refund): count it against its payment."""
+    for refund in order.refunds:
+        if refund.status is RefundStatus.PENDING:
+            payment = next(p for p in order.payments if p.payment_id == refund.payment_id)
+            payment.refunded = payment.refunded + refund.cash
+
+
+def _two_payment_order() -> PaymentOrder:
+    order = make_order()
+    order.record_channel_success(_pay(order, "pay_1", 5_000), NOW)
+    order.record_channel_success(_pay(order, "pay_2", channel="ALIPAY"), NOW)  # 7,500 fen
+    return order
+
+
+def test_partial_refunds_in_sequence_keep_the_order_settled_until_everything_is_back() -> None:
+    order = settled_self_pay()
+    for n, cash in enumerate((1_000, 2_500, 4_000), start=1):
+        refund = order.begin_refund(f"rfd_{n}", Money(cash), "one drug returned", NOW, "op-7")
+        assert refund.cash == Money(cash) and refund.requested_by == "op-7"
+        assert refund.out_refund_no == keys.out_refund_no(ORDER_ID, n)
+        _reserved(order)
+        assert order.status is OrderStatus.REFUNDING
+        order.refund_succeeded(refund, f"5030000{n}", NOW)
+        assert order.status is OrderStatus.SETTLED
+    last = order.begin_refund("rfd_4", Money(0), "the rest", NOW, "op-7")
+    assert last.cash == Money(12_500 - 7_500)
+    order.refund_succeeded(last, "50300004", NOW)
+    assert order.status is OrderStatus.REFUNDED
+
+
+def test_a_partial_refund_of_exactly_what_remains_completes_the_order() -> None:
+    order = settled_self_pay()
+    first = order.begin_refund("rfd_1", Money(2_500), "x", NOW, "op-7")
+    _reserved(order)
+    order.refund_succeeded(first, "1", NOW)
+    second = order.begin_refund("rfd_2", Money(10_000), "y", NOW, "op-7")
+    order.refund_succeeded(second, "2", NOW)
+    assert order.status is OrderStatus.REFUNDED
+
+
+def test_a_partial_refund_goes_to_the_largest_refundable_payment_first() -> None:
+    order = _two_payment_order()
+    refund = order.begin_refund("rfd_1", Money(9_000), "x", NOW, "op-7")
+    assert [(r.refund_id, r.payment_id, r.cash) for r in order.refunds] == [
+        ("rfd_1", "pay_2", Money(7_500)), ("rfd_1-2", "pay_1", Money(1_500)),
+    ]  # fmt: skip
+    assert len({r.out_refund_no for r in order.refunds}) == 2 and refund.refund_id == "rfd_1"
+
+
+def test_the_split_policy_counts_what_each_payment_has_left() -> None:
+    order = _two_payment_order()
+    first = order.begin_refund("rfd_1", Money(3_000), "x", NOW, "op-7")
+    assert (first.payment_id, first.cash) == ("pay_2", Money(3_000))  # 7,500 is the larger
+    _reserved(order)
+    order.refund_succeeded(first, "1", NOW)
+    second = order.begin_refund("rfd_2", Money(4_800), "y", NOW, "op-7")  # 5,000 vs 4,500 left
+    assert [(r.payment_id, r.cash) for r in order.refunds[1:]] == [
+        ("pay_1", Money(4_800)),
+    ]
+    assert second.cash == Money(4_800)
+
+
+def test_on_a_tie_the_most_recent_payment_is_refunded_first() -> None:
+    order = make_order(total_fen=10_000)
+    order.record_channel_success(_pay(order, "pay_1", 5_000), NOW)
+    order.record_channel_success(_pay(order, "pay_2"), NOW)
+    assert order.begin_refund("rfd_1", Money(100), "x", NOW, "op-7").payment_id == "pay_2"
+
+
+def test_a_refund_never_takes_more_than_a_payment_has_left() -> None:
+    payments = _two_payment_order().payments
+    payments[1].refunded = Money(7_000)
+    parts = split_refund(payments, Money(5_200))
+    assert [(p.payment_id, cash) for p, cash in parts] == [("pay_1", Money(5_000)), ("pay_2", Money(200))]
+    with pytest.raises(RefundExceedsPaid):
+        split_refund(payments, Money(5_501))
+
+
+@pytest.mark.parametrize("cash", [12_501, 20_000])
+def test_more_than_what_remains_refundable_is_refused_and_nothing_recorded(cash: int) -> None:
+    order = settled_self_pay()
+    with pytest.raises(RefundExceedsPaid):
+        order.begin_refund("rfd_1", Money(cash), "x", NOW, "op-7")
+    assert order.refunds == [] and order.status is OrderStatus.SETTLED
+
+
+def test_a_negative_amount_is_refused_naming_cash_fen() -> None:
+    order = settled_self_pay()
+    with pytest.raises(InvalidArgument) as refused:
+        order.begin_refund("rfd_1", Money(-1), "x", NOW, "op-7")
+    assert [v.field for v in refused.value.violations] == ["cash_fen"] and order.refunds == []
+
+
+def test_nothing_left_to_refund_is_refused() -> None:
+    order = settled_self_pay()
+    refund = order.begin_refund("rfd_1", Money(0), "x", NOW)
+    _reserved(order)
+    order.refund_succeeded(refund, "1", NOW)
+    for cash in (0, 1):
+        with pytest.raises(StateConflict):
+            order.begin_refund("rfd_2", Money(cash), "again", NOW)
+    assert len(order.refunds) == 1
+
+
+def test_a_partial_refund_of_an_insured_order_is_refused_a_full_one_is_not() -> None:
+    order = insured_awaiting()
+    order.record_channel_success(paying(order), NOW)
+    order.settlement_confirmed("setl-9", None, NOW)
+    with pytest.raises(StateConflict, match=r"full refund .* insured"):
+        order.begin_refund("rfd_1", Money(100), "partial", NOW, "op-7")
+    assert order.refunds == [] and order.status is OrderStatus.SETTLED
+    order.begin_refund("rfd_1", Money(0), "whole", NOW, "op-7")
+    assert order.status is OrderStatus.REFUNDING
+
+
+def test_a_refused_partial_refund_returns_the_order_to_settled() -> None:
+    order = _two_payment_order()
+    refund = order.begin_refund("rfd_1", Money(1_000), "x", NOW, "op-7")
+    order.refund_failed(refund, "NOT_ENOUGH")
+    assert order.status is OrderStatus.SETTLED and order.attention is None
 
 
 def test_an_unpaid_order_has_nothing_to_refund() -> None:
@@ -398,8 +516,6 @@ def test_a_requested_refund_of_a_two_payment_order_refunds_both() -> None:
     order = make_order()
     order.record_channel_success(_pay(order, "pay_1", 5_000), NOW)
     order.record_channel_success(_pay(order, "pay_2"), NOW)
-    with pytest.raises(NotOffered):
-        order.begin_refund("rfd_1", Money(5_000), "partial", NOW)
     order.begin_refund("rfd_1", Money(0), "wrong prescription", NOW)
     assert [r.cash for r in order.refunds] == [Money(5_000), Money(7_500)]
     order.refund_failed(order.refunds[1], "NOT_ENOUGH")
@@ -431,3 +547,14 @@ def test_a_later_refund_of_a_single_payment_order_is_not_held_up_by_an_earlier_r
     order.refund_failed(order.begin_refund("rfd_1", Money(0), "x", NOW), "NOT_ENOUGH")
     again = order.begin_refund("rfd_2", Money(0), "x", NOW + timedelta(minutes=5))
     assert order.refund_succeeded(again, "50300002", NOW) and order.status is OrderStatus.REFUNDED
+
+
+def test_a_refused_partial_refund_after_one_that_succeeded_at_the_same_instant_is_not_for_a_person() -> None:
+    """Refunds are batched by the decision that made them, not only by their timestamp."""
+    order = settled_self_pay()
+    first = order.begin_refund("rfd_1", Money(1_000), "x", NOW, "op-7")
+    _reserved(order)
+    order.refund_succeeded(first, "1", NOW)
+    second = order.begin_refund("rfd_2", Money(1_000), "y", NOW, "op-7")  # the same clock reading
+    order.refund_failed(second, "NOT_ENOUGH")
+    assert order.status is OrderStatus.SETTLED and order.attention is None

@@ -179,6 +179,8 @@ refunds = Table(
     Column("revokes_settlement", Boolean, nullable=False, default=False),
     # A refund paid out at the window: the cashier who confirmed handing it over.
     Column("operator_id", String(32), nullable=False, server_default=""),
+    # The operator who asked for the refund (RefundPaymentOrder); empty for the platform's own.
+    Column("requested_by", String(32), nullable=False, server_default=""),
     _when("created_at", nullable=False),
     _when("succeeded_at"),
     _when("updated_at", nullable=False),

@@ -361,6 +361,7 @@ def _refund_from(row: Row[Any]) -> Refund:
         succeeded_at=_utc(row.succeeded_at),
         revokes_settlement=row.revokes_settlement,
         operator_id=row.operator_id,
+        requested_by=row.requested_by,
     )
 
 
@@ -487,6 +488,7 @@ def _refund_values(refund: Refund) -> dict[str, Any]:
         "channel_refund_id": refund.channel_refund_id,
         "revokes_settlement": refund.revokes_settlement,
         "operator_id": refund.operator_id,
+        "requested_by": refund.requested_by,
         "created_at": refund.created_at,
         "succeeded_at": refund.succeeded_at,
         "updated_at": utcnow(),

@@ -277,6 +277,9 @@ class Refund:
     revokes_settlement: bool = False
     # A refund paid out at the window (CASH, POS): the cashier who confirmed handing it over.
     operator_id: str = ""
+    # The operator who asked for the refund (RefundPaymentOrder.operator_id); empty for the refunds
+    # the platform makes itself (excess, return, compensation) and for callers that sent none.
+    requested_by: str = ""
 
     @property
     def is_open(self) -> bool:

@@ -29,7 +29,7 @@ from services.payment_core.domain.model import (
     RefundKind,
     RefundStatus,
 )
-from services.runtime.errors import InvalidArgument, NotFound, NotOffered, StateConflict
+from services.runtime.errors import InvalidArgument, NotFound, RefundExceedsPaid, StateConflict
 from services.runtime.money import Money, total
 
 S = OrderStatus
@@ -378,23 +378,59 @@ class PaymentOrder:
 
     # ---- refunds -------------------------------------------------------------------------------
 
-    def begin_refund(self, refund_id: str, requested: Money, reason: str, now: datetime) -> Refund:
-        """Full refund of a settled order, or return of cash an order should not hold."""
+    def begin_refund(
+        self, refund_id: str, requested: Money, reason: str, now: datetime, requested_by: str = ""
+    ) -> Refund:
+        """Refund of a settled order, in full (`requested` zero, or everything still refundable) or
+        in part, or return of cash an order should not hold. One refund (batch) at a time: the order
+        is REFUNDING until it is done, then SETTLED again, or REFUNDED once everything paid is back.
+
+        A partial refund goes back to the original channels by the split policy of `split_refund`
+        (largest refundable payment first). Partial refunds are for self-pay orders only in this
+        release (an insured one needs the settlement revoked and the rest settled again)."""
+        if requested.fen < 0:
+            raise InvalidArgument.field("cash_fen", "must be >= 0 (0 = refund in full)")
         excess = self.status is S.NEEDS_ATTENTION and self.attention in REFUNDABLE_ATTENTION
         if self.status is not S.SETTLED and not excess:
-            raise StateConflict(f"order {self.order_id} is {self.status.value}: nothing to refund")
+            raise StateConflict(
+                f"order {self.order_id} is {self.status.value}: nothing to refund",
+                {"order_id": self.order_id, "status": self.status.value},
+            )
         # A settled order paid by several payments: each goes back to its own channel. (A zero cash
         # share, or an excess: the one payment concerned, as before.)
         paid = [] if excess else [p for p in self.payments if p.is_kept and p.refundable.fen > 0]
         single = self._refundable_payment()
         paid = paid or ([single] if single is not None else [])
-        if requested.fen not in (0, total(p.refundable for p in paid).fen):
-            raise NotOffered("partial refunds are not offered in this release; send cash_fen = 0")
+        refundable = total(p.refundable for p in paid)
+        if requested > refundable:
+            raise RefundExceedsPaid(
+                f"cash_fen {requested.fen} is more than what remains refundable ({refundable.fen} fen)",
+                {"order_id": self.order_id, "field": "cash_fen", "refundable_fen": str(refundable.fen)},
+            )
         kind = RefundKind.EXCESS if excess else RefundKind.REQUESTED
-        if not paid:
-            refund = self._new_refund(refund_id, None, kind, reason, now)
+        if requested.fen in (0, refundable.fen):
+            made = (
+                self._refund_each(refund_id, paid, kind, reason, now)
+                if paid
+                else [self._new_refund(refund_id, None, kind, reason, now)]
+            )
         else:
-            refund = self._refund_each(refund_id, paid, kind, reason, now)[0]
+            if excess or self.insured:
+                raise StateConflict(
+                    f"order {self.order_id}: only a full refund (cash_fen = 0) is offered for "
+                    + ("insured orders" if self.insured else "an order holding an excess payment")
+                    + " in this release",
+                    {"order_id": self.order_id, "field": "cash_fen"},
+                )
+            parts = split_refund(paid, requested)
+            ids = [refund_id, *(f"{refund_id}-{n}" for n in range(2, len(parts) + 1))]
+            made = [
+                self._new_refund(i, p, kind, reason, now, cash)
+                for i, (p, cash) in zip(ids, parts, strict=True)
+            ]
+        for r in made:
+            r.requested_by = requested_by
+        refund = made[0]
         self._move(S.REFUNDING)
         return refund
 
@@ -478,7 +514,9 @@ class PaymentOrder:
         reason = self.attention_reason if refund.kind is RefundKind.COMPENSATION else ""
         self._clear_attention()
         self.attention_reason = reason
-        self._move(S.REFUNDED)
+        partly = refund.kind is RefundKind.REQUESTED and self._left_to_refund().fen > 0
+        # A partial refund: the order is still settled for what was not refunded.
+        self._move(S.SETTLED if partly else S.REFUNDED)
         return True
 
     def refund_failed(self, refund: Refund, reason: str) -> None:
@@ -546,12 +584,26 @@ class PaymentOrder:
                 late, f"{left.out_trade_no} paid {left.amount.fen} fen after the order was {self._kept()}"
             )
 
+    def _left_to_refund(self) -> Money:
+        """What the kept payments took that no succeeded refund has given back yet."""
+        kept = {p.payment_id: p.amount for p in self.payments if p.is_kept}
+        back = total(
+            r.cash for r in self.refunds if r.status is RefundStatus.SUCCEEDED and r.payment_id in kept
+        )
+        return total(kept.values()) - back
+
     def _of_kind(self, kind: RefundKind) -> list[Refund]:
         return [r for r in self.refunds if r.kind is kind]
 
     def _batch_of(self, refund: Refund) -> list[Refund]:
-        """The refunds made together with `refund` (one per payment, by one decision)."""
-        return [r for r in self._of_kind(refund.kind) if r.created_at == refund.created_at]
+        """The refunds made together with `refund` (one per payment, by one decision: the first
+        takes the decision's refund id, the others `<id>-<n>`, see `_refund_each`)."""
+        decision = _decision_of(refund.refund_id)
+        return [
+            r
+            for r in self._of_kind(refund.kind)
+            if r.created_at == refund.created_at and _decision_of(r.refund_id) == decision
+        ]
 
     @staticmethod
     def _all_back(refunds: list[Refund]) -> bool:
@@ -601,10 +653,18 @@ class PaymentOrder:
         return payment
 
     def _new_refund(
-        self, refund_id: str, payment: Payment | None, kind: RefundKind, reason: str, now: datetime
+        self,
+        refund_id: str,
+        payment: Payment | None,
+        kind: RefundKind,
+        reason: str,
+        now: datetime,
+        cash: Money | None = None,
     ) -> Refund:
+        """A refund of `cash` (None: everything the payment has left) to the payment's channel."""
         refund_no = len(self.refunds) + 1
-        cash = payment.amount - payment.refunded if payment else Money(0)
+        if cash is None:
+            cash = payment.amount - payment.refunded if payment else Money(0)
         refund = Refund(
             refund_id=refund_id,
             order_id=self.order_id,
@@ -657,6 +717,31 @@ class PaymentOrder:
 
 
 _REFUND_TROUBLE = frozenset({Attention.REFUND_UNKNOWN, Attention.REFUND_REFUSED, Attention.REFUND_ABNORMAL})
+
+
+def _decision_of(refund_id: str) -> str:
+    """The id of the decision a refund was made by (`rfd_x-2` -> `rfd_x`)."""
+    head, _, tail = refund_id.rpartition("-")
+    return head if head and tail.isdigit() else refund_id
+
+
+def split_refund(payments: list[Payment], cash: Money) -> list[tuple[Payment, Money]]:
+    """The split policy of a partial refund: it goes back to the payment with the most left to
+    refund first (on a tie, the most recent one), then the next, each part never more than that
+    payment's own remaining refundable amount. Fewest refunds, each to an original channel."""
+    order = sorted(payments, key=lambda p: (p.refundable.fen, p.attempt_no), reverse=True)
+    parts: list[tuple[Payment, Money]] = []
+    left = cash.fen
+    for payment in order:
+        if left <= 0:
+            break
+        part = min(left, payment.refundable.fen)
+        if part > 0:
+            parts.append((payment, Money(part)))
+            left -= part
+    if left > 0:
+        raise RefundExceedsPaid(f"{cash.fen} fen is more than the payments have left to refund")
+    return parts
 
 
 class SplitDoesNotAddUp(StateConflict):

@@ -94,6 +94,7 @@ def refund_to_proto(refund: Refund) -> payment_pb2.Refund:
         status=payment_pb2.RefundStatus.Value(f"REFUND_STATUS_{refund.status.value}"),
         out_refund_no=refund.out_refund_no, reason=refund.reason, created_at=_stamp(refund.created_at),
         succeeded_at=_stamp(refund.succeeded_at), operator_id=refund.operator_id,
+        requested_by=refund.requested_by,
         channel_refund_id=refund.channel_refund_id,
     )  # fmt: skip
 

@@ -281,10 +281,17 @@ def refund_order(request: payment_pb2.RefundPaymentOrderRequest) -> commands.Ref
     found.require_text(request.order_id, "order_id", 40)
     found.require(request.cash_fen >= 0, "cash_fen", "must be >= 0 (0 = refund in full)")
     found.require_text(request.reason, "reason", 256)
+    found.require(len(request.operator_id) <= 32, "operator_id", "at most 32 chars")
+    found.require(
+        request.cash_fen <= 0 or bool(request.operator_id.strip()),
+        "operator_id",
+        "required for a partial refund (cash_fen > 0)",
+    )
     found.raise_if_any()
     return commands.RefundPaymentOrder(
-        request.request_id, request.order_id, Money(request.cash_fen), request.reason
-    )
+        request.request_id, request.order_id, Money(request.cash_fen), request.reason,
+        request.operator_id.strip(),
+    )  # fmt: skip
 
 
 def order_id(request: payment_pb2.GetPaymentOrderRequest | payment_pb2.WatchPaymentOrderRequest) -> str:

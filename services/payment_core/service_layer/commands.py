@@ -71,6 +71,7 @@ class RefundPaymentOrder:
     # Zero = everything still refundable.
     cash: Money
     reason: str
+    operator_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)

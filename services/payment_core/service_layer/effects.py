@@ -66,7 +66,7 @@ async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder)
         if _became(payment.status, before.payment_status(payment.payment_id), PaymentStatus.SUCCEEDED):
             await uow.record_event(events.payment_succeeded(order, payment))
     if order.status is S.SETTLED and before.status is not S.SETTLED:
-        await _post_settlement(uow, order)
+        await _post_settlement(uow, order, after_refund=before.status is S.REFUNDING)
     for refund in order.refunds:
         if _became(refund.status, before.refund_status(refund.refund_id), RefundStatus.SUCCEEDED):
             await _post_refund(uow, order, refund)
@@ -89,9 +89,13 @@ async def _refund_reservations(uow: UnitOfWork, before: Snapshot, order: Payment
             await uow.orders.release_refund(order, refund)
 
 
-async def _post_settlement(uow: UnitOfWork, order: PaymentOrder) -> None:
-    """Once per order: an order back in SETTLED after a refused refund was posted when it settled."""
+async def _post_settlement(uow: UnitOfWork, order: PaymentOrder, after_refund: bool = False) -> None:
+    """Once per order: an order back in SETTLED after a refused or a partial refund was posted when
+    it settled (and its kept cash is now net of the partial refund: never posted again). An order
+    that gave an excess back before it settled (also from REFUNDING) is posted now."""
     assert order.settled_at is not None
+    if after_refund and await uow.ledger.find(keys.transfer_key(order.order_id, "settle")) is not None:
+        return
     bill = ledger.SettledBill(
         order_id=order.order_id,
         scene=order.scene,

@@ -280,7 +280,7 @@ class PaymentOrders:
         refund_id = self._deps.new_id("rfd")
 
         def record(order: PaymentOrder, now: datetime) -> None:
-            order.begin_refund(refund_id, cmd.cash, cmd.reason, now)
+            order.begin_refund(refund_id, cmd.cash, cmd.reason, now, cmd.operator_id)
 
         order = await self._process.record(cmd.order_id, record)
         return order, order.refund_by_id(refund_id)

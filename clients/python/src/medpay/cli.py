@@ -126,12 +126,15 @@ def order_refund(
     order_id: str,
     reason: Annotated[str, typer.Option(help="Why; kept in the audit trail.")],
     cash_fen: Annotated[int, typer.Option(min=0, help="Cash to refund in fen; 0 = all.")] = 0,
+    operator_id: Annotated[str, typer.Option(help="Who asks; required for a partial refund.")] = "",
     request_id: Annotated[str | None, typer.Option(help="Reuse to replay a refund safely.")] = None,
 ) -> None:
-    """Refund a settled order (insured settlements are revoked with the insurer)."""
+    """Refund a settled order, in full or in part (insured: in full, revoked with the insurer)."""
 
     async def refund(client: MedPayClient) -> None:
-        result = await client.refund_order(order_id, reason, cash_fen=cash_fen, request_id=request_id)
+        result = await client.refund_order(
+            order_id, reason, cash_fen=cash_fen, operator_id=operator_id, request_id=request_id
+        )
         console.print(tables.refunds_table([result.refund]))
         console.print(f"order {order_id} is now {tables.order_status(result.order)}")
 

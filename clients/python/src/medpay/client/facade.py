@@ -291,12 +291,20 @@ class MedPayClient:
         return response.order
 
     async def refund_order(
-        self, order_id: str, reason: str, *, cash_fen: int = 0, request_id: str | None = None
+        self,
+        order_id: str,
+        reason: str,
+        *,
+        cash_fen: int = 0,
+        operator_id: str = "",
+        request_id: str | None = None,
     ) -> RefundResult:
-        """Refund a settled order; `cash_fen=0` refunds everything still refundable."""
+        """Refund a settled order; `cash_fen=0` refunds everything still refundable, less is a
+        partial refund (self-pay orders; `operator_id` required then)."""
         request = payment_pb2.RefundPaymentOrderRequest(
-            request_id=request_id or new_request_id(), order_id=order_id, cash_fen=cash_fen, reason=reason
-        )
+            request_id=request_id or new_request_id(), order_id=order_id, cash_fen=cash_fen, reason=reason,
+            operator_id=operator_id,
+        )  # fmt: skip
         response: payment_pb2.RefundPaymentOrderResponse = await self._call(
             self._payment.RefundPaymentOrder, request, self._deadlines.write_s
         )

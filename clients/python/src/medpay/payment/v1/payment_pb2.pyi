@@ -444,6 +444,7 @@ class Refund(_message.Message):
     SUCCEEDED_AT_FIELD_NUMBER: _builtins.int
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
     CHANNEL_REFUND_ID_FIELD_NUMBER: _builtins.int
+    REQUESTED_BY_FIELD_NUMBER: _builtins.int
     refund_id: _builtins.str
     order_id: _builtins.str
     payment_id: _builtins.str
@@ -459,6 +460,10 @@ class Refund(_message.Message):
     """A refund to CASH or POS: the cashier who handed it over (ConfirmWindowRefund)."""
     channel_refund_id: _builtins.str
     """A refund to POS: the reference number of the terminal's 退货 (ConfirmWindowRefund)."""
+    requested_by: _builtins.str
+    """The operator who asked for the refund (RefundPaymentOrderRequest.operator_id); empty for the
+    refunds the platform makes itself.
+    """
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -479,10 +484,11 @@ class Refund(_message.Message):
         succeeded_at: _timestamp_pb2.Timestamp | None = ...,
         operator_id: _builtins.str = ...,
         channel_refund_id: _builtins.str = ...,
+        requested_by: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "channel_refund_id", b"channel_refund_id", "created_at", b"created_at", "fund_fen", b"fund_fen", "operator_id", b"operator_id", "order_id", b"order_id", "out_refund_no", b"out_refund_no", "payment_id", b"payment_id", "personal_account_fen", b"personal_account_fen", "reason", b"reason", "refund_id", b"refund_id", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "channel_refund_id", b"channel_refund_id", "created_at", b"created_at", "fund_fen", b"fund_fen", "operator_id", b"operator_id", "order_id", b"order_id", "out_refund_no", b"out_refund_no", "payment_id", b"payment_id", "personal_account_fen", b"personal_account_fen", "reason", b"reason", "refund_id", b"refund_id", "requested_by", b"requested_by", "status", b"status", "succeeded_at", b"succeeded_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1011,12 +1017,24 @@ class RefundPaymentOrderRequest(_message.Message):
     ORDER_ID_FIELD_NUMBER: _builtins.int
     CASH_FEN_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     order_id: _builtins.str
     cash_fen: _builtins.int
-    """Cash to refund in fen; 0 = everything still refundable (full refund)."""
+    """Cash to refund in fen; 0 = everything still refundable (full refund). Less than that is a
+    partial refund (self-pay orders only in this release; an insured order: FAILED_PRECONDITION
+    STATE_CONFLICT), split across the order's payments largest refundable first, one Refund each.
+    Several partial refunds may follow one another until everything is refunded (the order is
+    REFUNDED then, SETTLED again in between); one refund at a time (another while one is in progress:
+    FAILED_PRECONDITION STATE_CONFLICT). Negative: INVALID_ARGUMENT; more than remains refundable:
+    FAILED_PRECONDITION REFUND_EXCEEDS_PAID; nothing stored then.
+    """
     reason: _builtins.str
     """Required, shown in the audit trail."""
+    operator_id: _builtins.str
+    """The operator asking for the refund, kept on each Refund (requested_by). Required for a partial
+    refund (cash_fen > 0); at most 32 chars.
+    """
     def __init__(
         self,
         *,
@@ -1024,10 +1042,11 @@ class RefundPaymentOrderRequest(_message.Message):
         order_id: _builtins.str = ...,
         cash_fen: _builtins.int = ...,
         reason: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "order_id", b"order_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "operator_id", b"operator_id", "order_id", b"order_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
