@@ -4,8 +4,8 @@ refunded <= paid per payment and per order is already enforced by the CHECKs ref
 (payments) and refunded_within_paid (payment_orders) under relative UPDATEs; a partial refund is
 counted the same way, so nothing else is needed in storage.
 
-Revision ID: 0008
-Revises: 0007
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-02 16:20:00
 """
 
@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
