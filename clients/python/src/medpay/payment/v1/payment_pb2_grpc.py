@@ -163,12 +163,14 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RefundPaymentOrder(self, request, context):
-        """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-        and the cash share goes back through the original channels, one refund per payment (the
-        response carries the first; the order lists them all). Refunded never exceeds paid; that is
-        enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
-        (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
-        (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.
+        """Refund a settled order, in full (cash_fen 0) or in part. A full refund of an insured order
+        revokes its settlement (2208); a partial refund is for self-pay orders in this release (an
+        insured one is STATE_CONFLICT). The cash goes back through the original channels, one refund
+        per payment it is split over, the payment with the most left to refund first (the response
+        carries the first; the order lists them all). Refunded never exceeds paid, per payment and per
+        order; that is enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND,
+        FAILED_PRECONDITION (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED),
+        UNAVAILABLE (OUTCOME_UNKNOWN).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

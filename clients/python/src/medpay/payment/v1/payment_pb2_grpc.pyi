@@ -70,12 +70,14 @@ class PaymentServiceStub:
     (STATE_CONFLICT when already paid), UNAVAILABLE (CHANNEL_UNAVAILABLE: the platform finishes it).
     """
     RefundPaymentOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.RefundPaymentOrderRequest, _payment_pb2.RefundPaymentOrderResponse]
-    """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-    and the cash share goes back through the original channels, one refund per payment (the
-    response carries the first; the order lists them all). Refunded never exceeds paid; that is
-    enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
-    (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
-    (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.
+    """Refund a settled order, in full (cash_fen 0) or in part. A full refund of an insured order
+    revokes its settlement (2208); a partial refund is for self-pay orders in this release (an
+    insured one is STATE_CONFLICT). The cash goes back through the original channels, one refund
+    per payment it is split over, the payment with the most left to refund first (the response
+    carries the first; the order lists them all). Refunded never exceeds paid, per payment and per
+    order; that is enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND,
+    FAILED_PRECONDITION (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED),
+    UNAVAILABLE (OUTCOME_UNKNOWN).
     """
     ExportTransactions: _grpc.UnaryUnaryMultiCallable[_payment_pb2.ExportTransactionsRequest, _payment_pb2.ExportTransactionsResponse]
     """The day's money movements (payments and refunds), paginated, for reconciliation.
@@ -168,12 +170,14 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     (STATE_CONFLICT when already paid), UNAVAILABLE (CHANNEL_UNAVAILABLE: the platform finishes it).
     """
     RefundPaymentOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.RefundPaymentOrderRequest, _payment_pb2.RefundPaymentOrderResponse]  # type: ignore[assignment]
-    """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-    and the cash share goes back through the original channels, one refund per payment (the
-    response carries the first; the order lists them all). Refunded never exceeds paid; that is
-    enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
-    (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
-    (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.
+    """Refund a settled order, in full (cash_fen 0) or in part. A full refund of an insured order
+    revokes its settlement (2208); a partial refund is for self-pay orders in this release (an
+    insured one is STATE_CONFLICT). The cash goes back through the original channels, one refund
+    per payment it is split over, the payment with the most left to refund first (the response
+    carries the first; the order lists them all). Refunded never exceeds paid, per payment and per
+    order; that is enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND,
+    FAILED_PRECONDITION (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED),
+    UNAVAILABLE (OUTCOME_UNKNOWN).
     """
     ExportTransactions: _aio.UnaryUnaryMultiCallable[_payment_pb2.ExportTransactionsRequest, _payment_pb2.ExportTransactionsResponse]  # type: ignore[assignment]
     """The day's money movements (payments and refunds), paginated, for reconciliation.
@@ -299,12 +303,14 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.RefundPaymentOrderRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.RefundPaymentOrderResponse, _abc.Awaitable[_payment_pb2.RefundPaymentOrderResponse]]:
-        """Refund a settled order. This release refunds in full: an insured settlement is revoked (2208)
-        and the cash share goes back through the original channels, one refund per payment (the
-        response carries the first; the order lists them all). Refunded never exceeds paid; that is
-        enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND, FAILED_PRECONDITION
-        (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED), UNAVAILABLE
-        (OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for partial refunds.
+        """Refund a settled order, in full (cash_fen 0) or in part. A full refund of an insured order
+        revokes its settlement (2208); a partial refund is for self-pay orders in this release (an
+        insured one is STATE_CONFLICT). The cash goes back through the original channels, one refund
+        per payment it is split over, the payment with the most left to refund first (the response
+        carries the first; the order lists them all). Refunded never exceeds paid, per payment and per
+        order; that is enforced by the database. Errors: INVALID_ARGUMENT, NOT_FOUND,
+        FAILED_PRECONDITION (STATE_CONFLICT, REFUND_EXCEEDS_PAID, INSURER_REJECTED, CHANNEL_REJECTED),
+        UNAVAILABLE (OUTCOME_UNKNOWN).
         """
 
     @_abc_1.abstractmethod
