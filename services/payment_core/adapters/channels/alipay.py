@@ -61,6 +61,8 @@ from services.payment_core.adapters.channels.ports import (
     RefundStatus,
     RejectionReason,
     TradeState,
+    check_order_request,
+    check_refund_request,
 )
 from services.runtime.config import MeshSettings
 from services.runtime.money import Money
@@ -147,7 +149,7 @@ class AlipayChannel:
     async def place_order(
         self, out_trade_no: str, amount: Money, description: str, notify_url: str, expires_at: datetime
     ) -> PlacedOrder:
-        _check_order_request(out_trade_no, amount, description, expires_at)
+        check_order_request(out_trade_no, amount, description, expires_at, MAX_SUBJECT_CHARS)
         answer = await self._call(
             "place_order",
             lambda: self._sdk.api_alipay_trade_precreate(
@@ -250,7 +252,7 @@ class AlipayChannel:
     ) -> ChannelRefund:
         """fund_change Y: the money moved now. N: a replay, or a refund not yet confirmed; Alipay's
         rule is to ask alipay.trade.fastpay.refund.query then, which tells which."""
-        _check_refund_request(out_refund_no, out_trade_no, refund_amount, order_total)
+        check_refund_request(out_refund_no, out_trade_no, refund_amount, order_total)
         answer = await self._call(
             "refund",
             lambda: self._sdk.api_alipay_trade_refund(
@@ -394,24 +396,6 @@ def brace_free(text: str) -> str:
     echoed value makes a genuine answer fail verification (python-alipay-sdk 3.4,
     `_get_string_to_be_signed`). Full-width braces read the same to a person."""
     return text.replace("{", "｛").replace("}", "｝")
-
-
-def _check_order_request(out_trade_no: str, amount: Money, description: str, expires_at: datetime) -> None:
-    if not out_trade_no:
-        raise ValueError("out_trade_no is required")
-    if amount.fen <= 0:
-        raise ValueError("an Alipay order needs a positive amount")
-    if not description or len(description) > MAX_SUBJECT_CHARS:
-        raise ValueError(f"description must be 1-{MAX_SUBJECT_CHARS} characters")
-    if expires_at.tzinfo is None:
-        raise ValueError("expires_at must be timezone-aware")
-
-
-def _check_refund_request(out_refund_no: str, out_trade_no: str, refund: Money, order_total: Money) -> None:
-    if not out_refund_no or not out_trade_no:
-        raise ValueError("out_refund_no and out_trade_no are required")
-    if refund.fen <= 0 or order_total.fen <= 0:
-        raise ValueError("refund amount and order total must be positive")
 
 
 def _conforms_to_the_port(channel: AlipayChannel) -> PaymentChannel:

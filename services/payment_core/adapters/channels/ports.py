@@ -281,3 +281,28 @@ class WindowChannel(PaymentChannel, Protocol):
         """PAID for `amount` as reported; a report the channel cannot take (no POS reference) is
         ChannelRejected(INVALID_REQUEST)."""
         ...
+
+
+# ---- requests every adapter checks before its SDK sees them -------------------------------------------
+# An SDK raises bare exceptions for a missing field, and an SDK exception must only ever mean "a bad
+# answer" to the adapter: a request that cannot be right is refused here first, as a ValueError.
+
+
+def check_order_request(
+    out_trade_no: str, amount: Money, description: str, expires_at: datetime, max_description: int
+) -> None:
+    if not out_trade_no:
+        raise ValueError("out_trade_no is required")
+    if amount.fen <= 0:
+        raise ValueError("an order needs a positive amount")
+    if not description or len(description) > max_description:
+        raise ValueError(f"description must be 1-{max_description} characters")
+    if expires_at.tzinfo is None:
+        raise ValueError("expires_at must be timezone-aware")
+
+
+def check_refund_request(out_refund_no: str, out_trade_no: str, refund: Money, order_total: Money) -> None:
+    if not out_refund_no or not out_trade_no:
+        raise ValueError("out_refund_no and out_trade_no are required")
+    if refund.fen <= 0 or order_total.fen <= 0:
+        raise ValueError("refund amount and order total must be positive")

@@ -41,6 +41,8 @@ from services.payment_core.adapters.channels.ports import (
     PaymentCode,
     PlacedJsapiOrder,
     PlacedOrder,
+    check_order_request,
+    check_refund_request,
 )
 from services.payment_core.adapters.channels.wechatpay_bill import parse_trade_bill
 from services.payment_core.adapters.channels.wechatpay_transformers import (
@@ -171,7 +173,7 @@ class WechatPayChannel:
     async def place_order(
         self, out_trade_no: str, amount: Money, description: str, notify_url: str, expires_at: datetime
     ) -> PlacedOrder:
-        _check_order_request(out_trade_no, amount, description, expires_at)
+        check_order_request(out_trade_no, amount, description, expires_at, MAX_DESCRIPTION_CHARS)
         body = await self._call(
             "place_order",
             lambda: self._sdk.pay(
@@ -199,7 +201,7 @@ class WechatPayChannel:
         expires_at: datetime,
         payer_openid: str,
     ) -> PlacedJsapiOrder:
-        _check_order_request(out_trade_no, amount, description, expires_at)
+        check_order_request(out_trade_no, amount, description, expires_at, MAX_DESCRIPTION_CHARS)
         if not payer_openid or len(payer_openid) > MAX_OPENID_CHARS:
             raise ValueError(f"payer_openid must be 1-{MAX_OPENID_CHARS} characters")
         body = await self._call(
@@ -285,7 +287,7 @@ class WechatPayChannel:
     async def refund(
         self, out_refund_no: str, out_trade_no: str, refund_amount: Money, order_total: Money, reason: str
     ) -> ChannelRefund:
-        _check_refund_request(out_refund_no, out_trade_no, refund_amount, order_total)
+        check_refund_request(out_refund_no, out_trade_no, refund_amount, order_total)
         body = await self._call(
             "refund",
             lambda: self._sdk.refund(
@@ -432,26 +434,6 @@ def _bill_text(content: Any, sha1: str) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ChannelProtocolError("trade bill is not UTF-8") from exc
-
-
-# Requests are checked before the SDK sees them: the SDK raises bare Exception for a missing field,
-# and an SDK exception must only ever mean "a bad answer" to `_send`.
-def _check_order_request(out_trade_no: str, amount: Money, description: str, expires_at: datetime) -> None:
-    if not out_trade_no:
-        raise ValueError("out_trade_no is required")
-    if amount.fen <= 0:
-        raise ValueError("a WeChat Pay order needs a positive amount")
-    if not description or len(description) > MAX_DESCRIPTION_CHARS:
-        raise ValueError(f"description must be 1-{MAX_DESCRIPTION_CHARS} characters")
-    if expires_at.tzinfo is None:
-        raise ValueError("expires_at must be timezone-aware")
-
-
-def _check_refund_request(out_refund_no: str, out_trade_no: str, refund: Money, order_total: Money) -> None:
-    if not out_refund_no or not out_trade_no:
-        raise ValueError("out_refund_no and out_trade_no are required")
-    if refund.fen <= 0 or order_total.fen <= 0:
-        raise ValueError("refund amount and order total must be positive")
 
 
 def _conforms_to_the_port(channel: WechatPayChannel) -> PaymentChannel:
