@@ -2,33 +2,21 @@
 
 from __future__ import annotations
 
-import uvicorn
-
 from infra.simulators.alipay.app import build_asgi_app
 from infra.simulators.alipay.simulator import AlipaySimSettings, AlipaySimulator, SimulatorConfig
-from services.runtime.logging import configure_logging
-from services.runtime.telemetry import configure_tracing, instrument_httpx
+from infra.simulators.serving import run_simulator
 
 SERVICE_NAME = "alipay-sim"
 
 
 def main() -> None:
     settings = AlipaySimSettings()
-    configure_logging(SERVICE_NAME, settings.log_level, settings.log_dir)
-    provider = configure_tracing(SERVICE_NAME, settings.trace_dir)
-    instrument_httpx()
-    simulator = AlipaySimulator(SimulatorConfig.from_settings(settings))
-    try:
-        uvicorn.run(
-            build_asgi_app(simulator),
-            host=settings.host,
-            port=settings.alipay_sim_port,
-            log_config=None,
-            access_log=False,
-            lifespan="on",
-        )
-    finally:
-        provider.shutdown()
+    run_simulator(
+        SERVICE_NAME,
+        settings,
+        settings.alipay_sim_port,
+        lambda: build_asgi_app(AlipaySimulator(SimulatorConfig.from_settings(settings))),
+    )
 
 
 if __name__ == "__main__":
