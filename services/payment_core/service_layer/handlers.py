@@ -101,6 +101,10 @@ class PaymentOrders:
         except errors.MedPayError as error:
             raise _in_order_terms(error) from None
 
+    def new_order(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder:
+        """A new self-pay or insured order for this bill, not stored yet (deposits store their own)."""
+        return self._new_order(cmd)
+
     def _new_order(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder:
         total = bill_total(cmd.lines)
         insured = cmd.insurance is not None
