@@ -144,3 +144,14 @@ async def test_an_unknown_account_is_not_found_and_a_bad_number_is_invalid(harne
     assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and details(bad.value) == (
         "FIELD_INVALID", ["inpatient_no"],
     )  # fmt: skip
+
+
+async def test_a_top_up_order_is_not_refunded_on_its_own(harness: Harness) -> None:
+    topped = await harness.payment.TopUpDeposit(top_up(50_000))
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.payment.RefundPaymentOrder(base.refund(topped.order_id))
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert details(caught.value)[0] == "STATE_CONFLICT"
+    assert (await account(harness)).balance_fen == 50_000
+    assert (await harness.trial_balance())[DEPOSIT] == Money(-50_000)
+    assert (await harness.order(topped.order_id)).status == pb.ORDER_STATUS_SETTLED

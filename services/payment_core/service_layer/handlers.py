@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
-from services.payment_core.domain import keys, process
+from services.payment_core.domain import deposit, keys, process
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
     METHOD_BARCODE,
@@ -284,6 +284,13 @@ class PaymentOrders:
         refund_id = self._deps.new_id("rfd")
 
         def record(order: PaymentOrder, now: datetime) -> None:
+            if order.scene == deposit.SCENE:
+                # The money is the patient's deposit: it goes back with the discharge settlement
+                # (the account's refunded_fen), never as a refund of its top-up order.
+                raise errors.StateConflict(
+                    f"order {order.order_id} is a deposit top-up: it is not refunded on its own",
+                    {"order_id": order.order_id},
+                )
             order.begin_refund(refund_id, cmd.cash, cmd.reason, now, cmd.operator_id)
 
         order = await self._process.record(cmd.order_id, record)
