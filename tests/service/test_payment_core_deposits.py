@@ -155,3 +155,17 @@ async def test_a_top_up_order_is_not_refunded_on_its_own(harness: Harness) -> No
     assert (await account(harness)).balance_fen == 50_000
     assert (await harness.trial_balance())[DEPOSIT] == Money(-50_000)
     assert (await harness.order(topped.order_id)).status == pb.ORDER_STATUS_SETTLED
+
+
+async def test_a_cash_top_up_is_in_the_cashiers_drawer_at_the_shift_close(harness: Harness) -> None:
+    await harness.payment.TopUpDeposit(top_up(300_000, operator_id="C007"))
+
+    shift = await harness.payment.CloseCashierShift(
+        pb.CloseCashierShiftRequest(
+            request_id=uuid.uuid4().hex,
+            cashier_id="C007",
+            campus_code="FZ900",
+            closed_at=harness.clock().isoformat(),
+        )
+    )
+    assert shift.cash_to_hand_over_fen == 300_000
