@@ -101,7 +101,9 @@ class PaymentServiceStub:
     NATIVE_QR. Errors: INVALID_ARGUMENT (FIELD_INVALID: inpatient_no, amount_fen, campus_code,
     his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
     method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
-    belongs to another patient or campus). Idempotent by request_id.
+    belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
+    the discharge settlement.
     """
     GetDepositAccount: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]
     """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
@@ -209,7 +211,9 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     NATIVE_QR. Errors: INVALID_ARGUMENT (FIELD_INVALID: inpatient_no, amount_fen, campus_code,
     his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
     method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
-    belongs to another patient or campus). Idempotent by request_id.
+    belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
+    the discharge settlement.
     """
     GetDepositAccount: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]  # type: ignore[assignment]
     """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
@@ -368,7 +372,9 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         NATIVE_QR. Errors: INVALID_ARGUMENT (FIELD_INVALID: inpatient_no, amount_fen, campus_code,
         his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
         method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
-        belongs to another patient or campus). Idempotent by request_id.
+        belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
+        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
+        the discharge settlement.
         """
 
     @_abc_1.abstractmethod
