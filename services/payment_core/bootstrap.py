@@ -28,6 +28,7 @@ from services.payment_core.entrypoints.grpc_servicer import PaymentServicer
 from services.payment_core.entrypoints.notify_http import ChannelNotifications, NotifyServer, notify_app
 from services.payment_core.service_layer.channel_bills import ChannelBills
 from services.payment_core.service_layer.dependencies import DEFAULT_CHANNEL, Dependencies
+from services.payment_core.service_layer.deposits import Deposits
 from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
 from services.payment_core.service_layer.notifications import ChannelNews
@@ -136,7 +137,7 @@ def build(
         servicer=PaymentServicer(
             orders, OrderWatch(orders, database.changes), database.idempotency,
             ChannelBills(deps, _seconds(settings.payment_core_bill_published_after_s)),
-            CashierShifts(deps),
+            CashierShifts(deps), Deposits(deps, orders),
         ),
         event_feed=EventFeedServicer(database.outbox), notifications=notifications,
         notify_server=NotifyServer(notify_app(notifications), bind, settings.payment_core_notify_port),

@@ -250,3 +250,31 @@ cashier_shift_postings = Table(
     Column("posting_id", ForeignKey("ledger_postings.id"), primary_key=True),
     Column("shift_id", ForeignKey("cashier_shifts.shift_id"), nullable=False, index=True),
 )
+
+# Inpatient deposit accounts (预交金账户), one per 住院号. Moved only by relative UPDATEs; the CHECKs
+# keep the balance equal to topped_up - used - refunded and never below zero, whatever the
+# concurrency.
+deposit_accounts = Table(
+    "deposit_accounts",
+    metadata,
+    Column("inpatient_no", String(30), primary_key=True),
+    Column("campus_code", String(32), nullable=False),
+    Column("his_patient_id", String(64), nullable=False),
+    Column("balance_fen", BigInteger, nullable=False),
+    Column("topped_up_fen", BigInteger, nullable=False),
+    Column("used_fen", BigInteger, nullable=False),
+    Column("refunded_fen", BigInteger, nullable=False),
+    _when("created_at", nullable=False),
+    CheckConstraint("balance_fen >= 0", name="balance_not_negative"),
+    CheckConstraint("balance_fen = topped_up_fen - used_fen - refunded_fen", name="balance_is_movements"),
+)
+
+# Which payment order carries which top-up: the account grows when that order settles.
+deposit_top_ups = Table(
+    "deposit_top_ups",
+    metadata,
+    Column("order_id", ForeignKey("payment_orders.order_id"), primary_key=True),
+    Column("inpatient_no", ForeignKey("deposit_accounts.inpatient_no"), nullable=False, index=True),
+    Column("amount_fen", BigInteger, nullable=False),
+    CheckConstraint("amount_fen > 0", name="amount_positive"),
+)

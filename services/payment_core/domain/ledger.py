@@ -11,6 +11,9 @@ Accounts (what the hospital's finance office would call them):
   asset:personal_account_receivable   what the insurer owes from the patient's personal account
   expense:hospital_borne              the hospital's own share of the bill (医院负担)
   revenue:<scene>                     the bill's total, by scene (outpatient, registration, ...)
+  liability:patient_deposit           inpatient deposits (预交金) held for the patients: a top-up
+                                      is owed back to the patient or used for their stay, never
+                                      revenue
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from services.runtime.money import Money, total
 INSURER_FUND_RECEIVABLE = "asset:insurer_fund_receivable"
 PERSONAL_ACCOUNT_RECEIVABLE = "asset:personal_account_receivable"
 HOSPITAL_BORNE = "expense:hospital_borne"
+PATIENT_DEPOSIT = "liability:patient_deposit"
+DEPOSIT_SCENE = "INPATIENT_DEPOSIT"
 
 
 def channel_clearing(channel: str) -> str:
@@ -33,7 +38,13 @@ def channel_clearing(channel: str) -> str:
 
 
 def revenue(scene: str) -> str:
+    """Where a settled bill is credited: its scene's revenue; a deposit top-up is a liability."""
+    if scene == DEPOSIT_SCENE:
+        return PATIENT_DEPOSIT
     return f"revenue:{scene.lower()}"
+
+
+_CREDIT_SIDE = ("revenue:", PATIENT_DEPOSIT)
 
 
 class UnbalancedTransaction(ValueError):
@@ -145,10 +156,10 @@ def refund_reversal(
     bill's revenue is debited with the sum. An order paid by one payment gets the mirror image of
     its settlement; one paid by several gets one such entry per payment, together the mirror. The
     clearing posting carries the cashier who handed the money back (`operator_id`, window refunds)."""
-    revenue_posting = next(p for p in settled.postings if p.account.startswith("revenue:"))
+    revenue_posting = next(p for p in settled.postings if p.account.startswith(_CREDIT_SIDE))
     lines = [Posting(channel_clearing(channel), -cash, operator_id)]
     if with_insurance:
-        cash_side = ("asset:channel_clearing:", "revenue:")
+        cash_side = ("asset:channel_clearing:", *_CREDIT_SIDE)
         others = [p for p in settled.postings if not p.account.startswith(cash_side)]
         lines += [Posting(p.account, -p.amount) for p in others]
     lines.append(Posting(revenue_posting.account, -total(p.amount for p in lines)))

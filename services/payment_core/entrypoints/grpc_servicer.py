@@ -11,6 +11,7 @@ from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 
 from services.payment_core.entrypoints import bills, mapping, requests
 from services.payment_core.service_layer.channel_bills import ChannelBills
+from services.payment_core.service_layer.deposits import Deposits
 from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.shifts import CashierShifts
 from services.payment_core.service_layer.watching import OrderWatch
@@ -27,8 +28,10 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         idempotency: IdempotencyStore,
         channel_bills: ChannelBills,
         shifts: CashierShifts,
+        deposits: Deposits,
     ) -> None:
         self._orders = orders
+        self._deposits = deposits
         self._shifts = shifts
         self._watch = watch
         self.idempotency = idempotency
@@ -129,15 +132,26 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
                     yield payment_pb2.WatchPaymentOrderResponse(order=shown)
                     sent = shown
 
+    @idempotent(payment_pb2.TopUpDepositResponse)
     async def TopUpDeposit(
         self, request: payment_pb2.TopUpDepositRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.TopUpDepositResponse:
-        raise NotOffered("inpatient deposits are not offered in this release")
+        """A deposit top-up: a payment order of scene INPATIENT_DEPOSIT, paid through the channel;
+        the balance counts it once its payment succeeded (at once for CASH and POS)."""
+        order, payment, account = await self._deposits.top_up(requests.top_up_deposit(request))
+        return payment_pb2.TopUpDepositResponse(
+            payment=mapping.payment_to_proto(payment),
+            balance_fen=account.balance.fen,
+            order_id=order.order_id,
+        )
 
     async def GetDepositAccount(
         self, request: payment_pb2.GetDepositAccountRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.GetDepositAccountResponse:
-        raise NotOffered("inpatient deposits are not offered in this release")
+        inpatient_no = requests.deposit_account(request)
+        account = await self._deposits.account(inpatient_no)
+        top_ups = await self._deposits.top_ups(inpatient_no)
+        return payment_pb2.GetDepositAccountResponse(account=mapping.deposit_to_proto(account, top_ups))
 
     async def SettleDischarge(
         self, request: payment_pb2.SettleDischargeRequest, context: grpc.aio.ServicerContext

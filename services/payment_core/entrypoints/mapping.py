@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -10,6 +11,7 @@ from medpay.payment.v1 import payment_pb2
 
 from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.queries import PAYMENT, MoneyMovement
+from services.payment_core.domain.deposit import DepositAccount
 from services.payment_core.domain.model import (
     METHOD_NATIVE_QR,
     ChargeLine,
@@ -161,3 +163,11 @@ def shift_to_proto(shift: CashierShift) -> payment_pb2.CloseCashierShiftResponse
         ],
         cash_to_hand_over_fen=shift.cash_to_hand_over.fen,
     )
+
+
+def deposit_to_proto(account: DepositAccount, top_ups: Sequence[Payment]) -> payment_pb2.DepositAccount:
+    return payment_pb2.DepositAccount(
+        inpatient_no=account.inpatient_no, his_patient_id=account.his_patient_id,
+        balance_fen=account.balance.fen, topped_up_fen=account.topped_up.fen, used_fen=account.used.fen,
+        refunded_fen=account.refunded.fen, top_ups=[payment_to_proto(payment) for payment in top_ups],
+    )  # fmt: skip

@@ -350,3 +350,54 @@ def rfc3339(found: Violations, value: str, field: str) -> datetime | None:
         found.add(field, f"must be between {FIRST_BUSINESS_DATE} and {LAST_BUSINESS_DATE}")
         moment = None
     return moment
+
+
+# ---- Deposits ---------------------------------------------------------------------------------------
+
+INPATIENT_NO = re.compile(r"^[A-Za-z0-9_-]{1,30}$")
+# 1,000,000 yuan: far above any inpatient deposit a cashier would take in one go.
+MAX_TOP_UP_FEN = 100_000_000
+# (channel, method) a top-up is taken through: at the window, or a QR code the patient scans.
+TOP_UP_METHODS = frozenset(
+    {("CASH", "CASH"), ("POS", "POS"), ("WECHAT_PAY", "NATIVE_QR"), ("ALIPAY", "NATIVE_QR")}
+)
+
+
+def _inpatient_no(found: Violations, inpatient_no: str) -> None:
+    found.require(bool(INPATIENT_NO.fullmatch(inpatient_no)), "inpatient_no",
+                  "required: the 住院号, 1 to 30 of [A-Za-z0-9_-]")  # fmt: skip
+
+
+def top_up_deposit(request: payment_pb2.TopUpDepositRequest) -> commands.TopUpDeposit:
+    found = Violations()
+    _inpatient_no(found, request.inpatient_no)
+    found.require(0 < request.amount_fen <= MAX_TOP_UP_FEN, "amount_fen",
+                  f"required: 1 to {MAX_TOP_UP_FEN} fen")  # fmt: skip
+    found.require_text(request.campus_code, "campus_code", 32)
+    found.require_text(request.his_patient_id, "his_patient_id", 64)
+    channel = _enum_name(payment_pb2.Channel, request.channel, "CHANNEL_")
+    found.require(channel not in (None, "UNSPECIFIED", CHANNEL_NONE), "channel",
+                  "required: CHANNEL_CASH, CHANNEL_POS, CHANNEL_WECHAT_PAY or CHANNEL_ALIPAY")  # fmt: skip
+    method = _enum_name(payment_pb2.PayMethod, request.method, "PAY_METHOD_")
+    # At the window the method must be the channel's own, which _at_window says.
+    found.require(method not in (None, "UNSPECIFIED") or channel in WINDOW, "method", "required")
+    # The window's rules (cashier, slip) are the same as for paying an order; the amount was checked
+    # above (always > 0 for a top-up), so it is not reported twice.
+    as_payment = payment_pb2.PayPaymentOrderRequest(amount_fen=1, operator_id=request.operator_id)
+    if request.HasField("pos"):
+        as_payment.pos.CopyFrom(request.pos)
+    slip = _at_window(found, as_payment, str(channel), str(method))
+    found.raise_if_any()
+    if (channel, method) not in TOP_UP_METHODS:
+        raise NotOffered(f"a deposit top-up through {channel} / {method} is not offered in this release")
+    return commands.TopUpDeposit(
+        request.request_id, request.inpatient_no, request.campus_code, request.his_patient_id,
+        Money(request.amount_fen), str(channel), str(method), operator_id=request.operator_id, pos=slip,
+    )  # fmt: skip
+
+
+def deposit_account(request: payment_pb2.GetDepositAccountRequest) -> str:
+    found = Violations()
+    _inpatient_no(found, request.inpatient_no)
+    found.raise_if_any()
+    return request.inpatient_no

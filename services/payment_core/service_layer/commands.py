@@ -116,3 +116,16 @@ class CloseCashierShift:
     campus_code: str
     # Aware UTC; not yet checked against the clock or the previous close (the handler does).
     closed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpDeposit:
+    request_id: str
+    inpatient_no: str
+    campus_code: str
+    his_patient_id: str
+    amount: Money
+    channel: str
+    method: str
+    operator_id: str = ""
+    pos: PosSlip | None = None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.payment_core.domain import keys, ledger
+from services.payment_core.domain import deposit, keys, ledger
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
     OrderStatus,
@@ -108,6 +108,9 @@ async def _post_settlement(uow: UnitOfWork, order: PaymentOrder, after_refund: b
         operators=order.window_operators(),
     )
     if await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at)):
+        if order.scene == deposit.SCENE:
+            # Once, with the settlement entry (its transfer key): the deposit grows by the top-up.
+            await uow.deposits.credit_top_up(order.order_id)
         await uow.record_event(events.order_settled(order))
 
 

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
-from services.payment_core.domain import keys, process
+from services.payment_core.domain import deposit, keys, process
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
     METHOD_BARCODE,
@@ -100,6 +100,10 @@ class PaymentOrders:
             return await self._process.advance(order.order_id, process.Caller(has_voucher=True), inputs)
         except errors.MedPayError as error:
             raise _in_order_terms(error) from None
+
+    def new_order(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder:
+        """A new self-pay or insured order for this bill, not stored yet (deposits store their own)."""
+        return self._new_order(cmd)
 
     def _new_order(self, cmd: commands.CreatePaymentOrder) -> PaymentOrder:
         total = bill_total(cmd.lines)
@@ -280,6 +284,13 @@ class PaymentOrders:
         refund_id = self._deps.new_id("rfd")
 
         def record(order: PaymentOrder, now: datetime) -> None:
+            if order.scene == deposit.SCENE:
+                # The money is the patient's deposit: it goes back with the discharge settlement
+                # (the account's refunded_fen), never as a refund of its top-up order.
+                raise errors.StateConflict(
+                    f"order {order.order_id} is a deposit top-up: it is not refunded on its own",
+                    {"order_id": order.order_id},
+                )
             order.begin_refund(refund_id, cmd.cash, cmd.reason, now, cmd.operator_id)
 
         order = await self._process.record(cmd.order_id, record)

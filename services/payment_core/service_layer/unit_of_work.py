@@ -8,6 +8,7 @@ from typing import Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from services.payment_core.adapters.deposit_store import DepositStore
 from services.payment_core.adapters.ledger_store import LedgerStore
 from services.payment_core.adapters.queries import OrderQueries, WorkLists
 from services.payment_core.adapters.repository import ChargeLinesCache, OrderRepository
@@ -30,6 +31,7 @@ class UnitOfWork(SqlUnitOfWork):
     queries: OrderQueries
     work: WorkLists
     shifts: ShiftStore
+    deposits: DepositStore
     # Shared by every unit of work of this process (see ChargeLinesCache).
     lines: ChargeLinesCache | None = None
 
@@ -41,6 +43,7 @@ class UnitOfWork(SqlUnitOfWork):
         self.queries = OrderQueries(session, self.orders)
         self.work = WorkLists(session)
         self.shifts = ShiftStore(session)
+        self.deposits = DepositStore(session)
 
     async def lock_order(self, order_id: str) -> PaymentOrder:
         """The order under a row lock, for a state change; NotFound when there is none."""

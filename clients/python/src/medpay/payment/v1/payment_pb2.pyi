@@ -1173,12 +1173,27 @@ class TopUpDepositRequest(_message.Message):
     AMOUNT_FEN_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
     METHOD_FIELD_NUMBER: _builtins.int
+    CAMPUS_CODE_FIELD_NUMBER: _builtins.int
+    HIS_PATIENT_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    POS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     inpatient_no: _builtins.str
-    """住院号 ipt_no."""
+    """住院号 ipt_no: 1..30 of [A-Za-z0-9_-]. Required."""
     amount_fen: _builtins.int
+    """1 fen .. 1,000,000 yuan (100,000,000 fen)."""
     channel: Global___Channel.ValueType
     method: Global___PayMethod.ValueType
+    campus_code: _builtins.str
+    """Required, at most 32 chars; the account keeps the campus of its first top-up."""
+    his_patient_id: _builtins.str
+    """Required, at most 64 chars; the account keeps the patient of its first top-up."""
+    operator_id: _builtins.str
+    """The cashier, as in PayPaymentOrderRequest.operator_id: required for CASH and POS."""
+    @_builtins.property
+    def pos(self) -> Global___PosSlip:
+        """PAY_METHOD_POS (required there, absent otherwise): the terminal's slip."""
+
     def __init__(
         self,
         *,
@@ -1187,10 +1202,14 @@ class TopUpDepositRequest(_message.Message):
         amount_fen: _builtins.int = ...,
         channel: Global___Channel.ValueType = ...,
         method: Global___PayMethod.ValueType = ...,
+        campus_code: _builtins.str = ...,
+        his_patient_id: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+        pos: Global___PosSlip | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["pos", b"pos"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "channel", b"channel", "inpatient_no", b"inpatient_no", "method", b"method", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "campus_code", b"campus_code", "channel", b"channel", "his_patient_id", b"his_patient_id", "inpatient_no", b"inpatient_no", "method", b"method", "operator_id", b"operator_id", "pos", b"pos", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1202,8 +1221,11 @@ class TopUpDepositResponse(_message.Message):
 
     PAYMENT_FIELD_NUMBER: _builtins.int
     BALANCE_FEN_FIELD_NUMBER: _builtins.int
+    ORDER_ID_FIELD_NUMBER: _builtins.int
     balance_fen: _builtins.int
-    """Deposit balance after the top-up; negative means arrears."""
+    """Deposit balance after the top-up (a QR payment not yet paid is not counted); never negative."""
+    order_id: _builtins.str
+    """The payment order carrying the top-up (scene SCENE_INPATIENT_DEPOSIT)."""
     @_builtins.property
     def payment(self) -> Global___Payment: ...
     def __init__(
@@ -1211,10 +1233,11 @@ class TopUpDepositResponse(_message.Message):
         *,
         payment: Global___Payment | None = ...,
         balance_fen: _builtins.int = ...,
+        order_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["payment", b"payment"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_fen", b"balance_fen", "payment", b"payment"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["balance_fen", b"balance_fen", "order_id", b"order_id", "payment", b"payment"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1222,8 +1245,8 @@ Global___TopUpDepositResponse: _TypeAlias = TopUpDepositResponse  # noqa: Y015
 
 @_typing.final
 class DepositAccount(_message.Message):
-    """An inpatient's deposit account (预交金账户). balance = topped_up - used - refunded; negative means
-    arrears.
+    """An inpatient's deposit account (预交金账户). balance = topped_up - used - refunded, never negative
+    (enforced in storage).
     """
 
     DESCRIPTOR: _descriptor.Descriptor

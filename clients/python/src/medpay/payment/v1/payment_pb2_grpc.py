@@ -199,15 +199,24 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def TopUpDeposit(self, request, context):
-        """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
-        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """Inpatient deposit (预交金) top-up through a channel: a payment order of scene
+        SCENE_INPATIENT_DEPOSIT paid like any other (CASH and POS succeed at once, a WeChat Pay / Alipay
+        QR code when its notification arrives). When its payment succeeds the account's balance grows
+        and the ledger credits liability:patient_deposit (not revenue). Offered methods: CASH, POS,
+        NATIVE_QR. Errors: INVALID_ARGUMENT (FIELD_INVALID: inpatient_no, amount_fen, campus_code,
+        his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
+        method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
+        belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
+        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
+        the discharge settlement.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetDepositAccount(self, request, context):
-        """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
+        (inpatient_no), NOT_FOUND (RESOURCE_NOT_FOUND: no top-up was ever asked for it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -94,11 +94,21 @@ class PaymentServiceStub:
     NOT_FOUND (RESOURCE_NOT_FOUND).
     """
     TopUpDeposit: _grpc.UnaryUnaryMultiCallable[_payment_pb2.TopUpDepositRequest, _payment_pb2.TopUpDepositResponse]
-    """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
-    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """Inpatient deposit (预交金) top-up through a channel: a payment order of scene
+    SCENE_INPATIENT_DEPOSIT paid like any other (CASH and POS succeed at once, a WeChat Pay / Alipay
+    QR code when its notification arrives). When its payment succeeds the account's balance grows
+    and the ledger credits liability:patient_deposit (not revenue). Offered methods: CASH, POS,
+    NATIVE_QR. Errors: INVALID_ARGUMENT (FIELD_INVALID: inpatient_no, amount_fen, campus_code,
+    his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
+    method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
+    belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
+    the discharge settlement.
     """
     GetDepositAccount: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]
-    """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
+    (inpatient_no), NOT_FOUND (RESOURCE_NOT_FOUND: no top-up was ever asked for it).
+    """
     SettleDischarge: _grpc.UnaryUnaryMultiCallable[_payment_pb2.SettleDischargeRequest, _payment_pb2.SettleDischargeResponse]
     """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
     insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
@@ -194,11 +204,21 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     NOT_FOUND (RESOURCE_NOT_FOUND).
     """
     TopUpDeposit: _aio.UnaryUnaryMultiCallable[_payment_pb2.TopUpDepositRequest, _payment_pb2.TopUpDepositResponse]  # type: ignore[assignment]
-    """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
-    Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """Inpatient deposit (预交金) top-up through a channel: a payment order of scene
+    SCENE_INPATIENT_DEPOSIT paid like any other (CASH and POS succeed at once, a WeChat Pay / Alipay
+    QR code when its notification arrives). When its payment succeeds the account's balance grows
+    and the ledger credits liability:patient_deposit (not revenue). Offered methods: CASH, POS,
+    NATIVE_QR. Errors: INVALID_ARGUMENT (FIELD_INVALID: inpatient_no, amount_fen, campus_code,
+    his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
+    method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
+    belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
+    the discharge settlement.
     """
     GetDepositAccount: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]  # type: ignore[assignment]
-    """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+    """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
+    (inpatient_no), NOT_FOUND (RESOURCE_NOT_FOUND: no top-up was ever asked for it).
+    """
     SettleDischarge: _aio.UnaryUnaryMultiCallable[_payment_pb2.SettleDischargeRequest, _payment_pb2.SettleDischargeResponse]  # type: ignore[assignment]
     """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
     insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
@@ -345,8 +365,16 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.TopUpDepositRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.TopUpDepositResponse, _abc.Awaitable[_payment_pb2.TopUpDepositResponse]]:
-        """Inpatient deposit (预交金) top-up through a channel; the deposit is a liability in the ledger.
-        Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """Inpatient deposit (预交金) top-up through a channel: a payment order of scene
+        SCENE_INPATIENT_DEPOSIT paid like any other (CASH and POS succeed at once, a WeChat Pay / Alipay
+        QR code when its notification arrives). When its payment succeeds the account's balance grows
+        and the ledger credits liability:patient_deposit (not revenue). Offered methods: CASH, POS,
+        NATIVE_QR. Errors: INVALID_ARGUMENT (FIELD_INVALID: inpatient_no, amount_fen, campus_code,
+        his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
+        method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
+        belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
+        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
+        the discharge settlement.
         """
 
     @_abc_1.abstractmethod
@@ -355,7 +383,9 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.GetDepositAccountRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.GetDepositAccountResponse, _abc.Awaitable[_payment_pb2.GetDepositAccountResponse]]:
-        """A deposit account's balance and movements. Not offered yet: UNIMPLEMENTED (NOT_OFFERED)."""
+        """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
+        (inpatient_no), NOT_FOUND (RESOURCE_NOT_FOUND: no top-up was ever asked for it).
+        """
 
     @_abc_1.abstractmethod
     def SettleDischarge(
