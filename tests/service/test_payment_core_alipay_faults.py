@@ -179,22 +179,32 @@ async def test_a_precreate_without_an_answer_is_queried_and_settles_once_the_pat
     world: World, mode: str
 ) -> None:
     """`timeout`: the trade was made, the answer came too late. `http_500`: nothing was made. Either
-    way the attempt is unknown, not failed; the query sorts it out and the patient pays once."""
+    way the attempt is UNKNOWN, not failed; the janitor's query sorts it out (still unpaid, or
+    never seen: closed), the cashier's retry shows a QR code and the patient pays once."""
     await world.arm("precreate", mode)
     order_id, attempt = await world.placed_without_an_answer()
-    out_trade_no = attempt.out_trade_no
-    assert out_trade_no and not attempt.code_url  # no QR code to show yet
+    assert attempt.out_trade_no and not attempt.code_url  # no QR code to show
     assert attempt.status == pb.PAYMENT_STATUS_UNKNOWN
-    # The janitor queries, and places it again where the gateway never saw it: a QR code appears.
-    waiting = await world.until(order_id, lambda o: any(p.code_url for p in o.payments))
-    assert [p.out_trade_no for p in waiting.payments] == [out_trade_no]
-    assert world.trade(out_trade_no).trade_status == "WAIT_BUYER_PAY"
+    if mode == "http_500":  # the gateway never saw it: the query ends the attempt
+        assert world.gateway.store.trade(attempt.out_trade_no) is None
+        await world.until(order_id, lambda o: o.payments[0].status == pb.PAYMENT_STATUS_CLOSED)
+    else:
+        assert world.trade(attempt.out_trade_no).trade_status == "WAIT_BUYER_PAY"
+        await asyncio.sleep(0.5)  # queried: unpaid, so it stays open
+        assert [p.status for p in (await world.stored(order_id)).payments] == [pb.PAYMENT_STATUS_UNKNOWN]
 
-    await world.patient_pays(out_trade_no)
+    again = await world.payment.PayPaymentOrder(base.pay(order_id, pb.CHANNEL_ALIPAY))
+    assert again.payment.code_url.startswith("https://qr.alipay.com/")
+    await world.patient_pays(again.payment.out_trade_no)
     done = await world.until(order_id, settled)
-    assert done.cash_paid_fen == world.trade(out_trade_no).total_fen == 12_500
-    assert [p.status for p in done.payments] == [pb.PAYMENT_STATUS_SUCCEEDED]
+    assert done.cash_paid_fen == 12_500
     assert len(await world.ledger(order_id)) == 1  # collected once
+    at_the_gateway = [world.gateway.store.trade(p.out_trade_no) for p in done.payments]
+    paid = [t for t in at_the_gateway if t is not None and t.gmt_payment is not None]
+    assert [(t.out_trade_no, t.total_fen) for t in paid] == [(again.payment.out_trade_no, 12_500)]
+    assert [p.status for p in done.payments if p.status == pb.PAYMENT_STATUS_SUCCEEDED] == [
+        pb.PAYMENT_STATUS_SUCCEEDED
+    ]
 
 
 @pytest.mark.parametrize("mode", ["timeout", "http_500"])
@@ -203,14 +213,17 @@ async def test_a_precreate_without_an_answer_the_patient_never_pays_ends_closed(
 ) -> None:
     await world.arm("precreate", mode)
     order_id, attempt = await world.placed_without_an_answer()
-    out_trade_no = attempt.out_trade_no
-    await world.until(order_id, lambda o: any(p.code_url for p in o.payments))
+    await asyncio.sleep(0.3)
 
     await world.expire()
     done = await world.until(order_id, closed)
     assert done.cash_paid_fen == 0 and not await world.ledger(order_id)
-    assert world.trade(out_trade_no).trade_status == "TRADE_CLOSED"  # the gateway closed it too
-    assert world.trade(out_trade_no).gmt_payment is None
+    assert [p.status for p in done.payments] == [pb.PAYMENT_STATUS_CLOSED]
+    trade = world.gateway.store.trade(attempt.out_trade_no)
+    if mode == "timeout":  # the trade the lost answer made is closed at the gateway too
+        assert trade is not None and trade.trade_status == "TRADE_CLOSED" and trade.gmt_payment is None
+    else:
+        assert trade is None
 
 
 async def test_a_lost_payment_notification_is_made_up_by_the_janitors_query(world: World) -> None:
@@ -263,9 +276,7 @@ async def test_a_late_success_after_the_close_is_refunded_at_the_gateway(world: 
     assert world.trade(out_trade_no).gmt_payment is not None
 
     def refunded_at_the_gateway() -> bool:
-        return [(r.refund_fen, r.status) for r in world.refunds(out_trade_no)] == [
-            (12_500, "REFUND_SUCCESS")
-        ]
+        return [(r.refund_fen, r.status) for r in world.refunds(out_trade_no)] == [(12_500, "REFUND_SUCCESS")]
 
     for _ in range(300):
         if refunded_at_the_gateway():
