@@ -13,6 +13,7 @@ and completes once the balance is topped up. Each is checked against the simulat
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -39,7 +40,7 @@ from tests.service.test_payment_core_wechat_refunds import Later, serving
 
 database = base.database
 S = pb.OrderStatus
-ORDER_TTL = timedelta(seconds=30)
+ORDER_TTL = timedelta(seconds=120)  # beyond the code payment window (30 s)
 
 
 @dataclass
@@ -323,3 +324,75 @@ async def test_a_refund_the_merchants_balance_cannot_cover_waits_and_completes_o
         (refund.out_refund_no, 12_500, "REFUND_SUCCESS")
     ]  # one refund at the gateway, of what was paid
     assert world.trade(out_trade_no).trade_status == "TRADE_CLOSED"
+
+
+# --- Alipay code payment (alipay.trade.pay): the patient shows their payment code -------------------
+
+ALIPAY_CODE, OTHER_ALIPAY_CODE = "286412345678901234", "286498765432109876"
+
+
+def by_code(order_id: str, code: str = ALIPAY_CODE) -> pb.PayPaymentOrderRequest:
+    return pb.PayPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=order_id, channel=pb.CHANNEL_ALIPAY,
+        method=pb.PAY_METHOD_BARCODE, auth_code=code,
+    )  # fmt: skip
+
+
+async def test_a_code_payment_whose_answer_timed_out_is_found_paid_by_the_query(world: World) -> None:
+    """alipay.trade.pay took the money, its answer came too late: UNKNOWN, then the query finds it
+    paid; the patient is charged once."""
+    await world.arm("pay", "timeout")
+    order_id = (await world.payment.CreatePaymentOrder(base.self_pay())).order.order_id
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await world.payment.PayPaymentOrder(by_code(order_id))
+    assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+    [attempt] = (await world.stored(order_id)).payments
+    assert attempt.status == pb.PAYMENT_STATUS_UNKNOWN
+    assert world.trade(attempt.out_trade_no).trade_status == "TRADE_SUCCESS"
+
+    world.clock.offset = timedelta(seconds=6)  # the code payment's query is due
+    done = await world.until(order_id, settled)
+    assert done.cash_paid_fen == world.trade(attempt.out_trade_no).total_fen == 12_500
+    assert [p.status for p in done.payments] == [pb.PAYMENT_STATUS_SUCCEEDED]
+    assert len(await world.ledger(order_id)) == 1
+
+
+async def test_a_code_payment_answered_500_is_closed_and_paid_again_once(world: World) -> None:
+    """The 500 came before anything was done: the query does not find it, the attempt is ended
+    after the code payment's window and the patient's next code pays the order, once."""
+    await world.arm("pay", "http_500")
+    order_id = (await world.payment.CreatePaymentOrder(base.self_pay())).order.order_id
+    with pytest.raises(grpc.aio.AioRpcError) as lost:
+        await world.payment.PayPaymentOrder(by_code(order_id))
+    assert lost.value.code() == grpc.StatusCode.UNAVAILABLE
+    [attempt] = (await world.stored(order_id)).payments
+    assert world.gateway.store.trade(attempt.out_trade_no) is None
+
+    # It may still land while the code payment's window is open: it is ended (cancelled) after it.
+    world.clock.offset = timedelta(seconds=31)
+    order = await world.until(order_id, lambda o: o.status == S.ORDER_STATUS_AWAITING_PAYMENT)
+    assert [p.status for p in order.payments] == [pb.PAYMENT_STATUS_CLOSED]
+    again = await world.payment.PayPaymentOrder(by_code(order_id, OTHER_ALIPAY_CODE))
+    assert again.order.status == S.ORDER_STATUS_SETTLED and again.order.cash_paid_fen == 12_500
+    assert world.trade(again.payment.out_trade_no).trade_status == "TRADE_SUCCESS"
+    assert world.gateway.store.trade(attempt.out_trade_no) is None  # nothing collected on the first
+    assert len(await world.ledger(order_id)) == 1
+
+
+async def test_a_code_payment_never_confirmed_is_cancelled_at_the_gateway(world: World) -> None:
+    """10003 (the patient must confirm on the phone) and they never do: after the window the
+    attempt is cancelled at the gateway, and the order can be paid again."""
+    await world.arm("pay", "user_paying")
+    order_id = (await world.payment.CreatePaymentOrder(base.self_pay())).order.order_id
+    first = await world.payment.PayPaymentOrder(by_code(order_id))
+    assert first.order.status == S.ORDER_STATUS_PAYING
+    assert world.trade(first.payment.out_trade_no).trade_status == "WAIT_BUYER_PAY"
+
+    world.clock.offset = timedelta(seconds=31)  # the window has passed
+    order = await world.until(order_id, lambda o: o.status == S.ORDER_STATUS_AWAITING_PAYMENT)
+    assert [p.status for p in order.payments] == [pb.PAYMENT_STATUS_CLOSED]
+    cancelled = world.trade(first.payment.out_trade_no)
+    assert cancelled.trade_status == "TRADE_CLOSED" and cancelled.gmt_payment is None
+    assert (
+        await world.sim.post("/sim/pay", json={"out_trade_no": first.payment.out_trade_no})
+    ).status_code == 409
