@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import grpc
 import httpx
@@ -396,3 +397,61 @@ async def test_a_code_payment_never_confirmed_is_cancelled_at_the_gateway(world:
     assert (
         await world.sim.post("/sim/pay", json={"out_trade_no": first.payment.out_trade_no})
     ).status_code == 409
+
+
+class Crash(Exception):
+    """payment-core dying right after the channel answered: nothing after the call is written."""
+
+
+async def crashed_after_precreate(world: World, monkeypatch: pytest.MonkeyPatch) -> tuple[str, str]:
+    """An order whose precreate the gateway answered while payment-core died before writing the
+    answer down: (order_id, out_trade_no)."""
+    alipay = world.core.orders._deps.channels["ALIPAY"]
+    real_place_order, crashed = alipay.place_order, []
+
+    async def answered_then_crash(*args: Any, **kwargs: Any) -> Any:
+        answer = await real_place_order(*args, **kwargs)
+        if not crashed:
+            crashed.append(answer)
+            raise Crash("payment-core died before writing the answer")
+        return answer
+
+    monkeypatch.setattr(alipay, "place_order", answered_then_crash)
+    order_id = (await world.payment.CreatePaymentOrder(base.self_pay())).order.order_id
+    with pytest.raises(grpc.aio.AioRpcError):
+        await world.payment.PayPaymentOrder(base.pay(order_id, pb.CHANNEL_ALIPAY))
+    assert len(crashed) == 1
+    [attempt] = (await world.stored(order_id)).payments
+    assert not attempt.code_url  # the answer was never written
+    assert world.trade(attempt.out_trade_no).trade_status == "WAIT_BUYER_PAY"  # but the trade exists
+    return order_id, attempt.out_trade_no
+
+
+async def test_a_crash_between_the_precreate_and_its_write_then_the_cashiers_retry_settles_once(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The retry sends the same out_trade_no, which Alipay answers with the same trade: one QR
+    code, one payment."""
+    order_id, out_trade_no = await crashed_after_precreate(world, monkeypatch)
+    await asyncio.sleep(0.5)  # the janitor queries meanwhile: unpaid, left open
+
+    retry = await world.payment.PayPaymentOrder(base.pay(order_id, pb.CHANNEL_ALIPAY))
+    assert retry.payment.out_trade_no == out_trade_no
+    assert retry.payment.code_url == world.trade(out_trade_no).qr_code
+    await world.patient_pays(out_trade_no)
+    done = await world.until(order_id, settled)
+    assert done.cash_paid_fen == 12_500 and len(await world.ledger(order_id)) == 1
+    assert [p.out_trade_no for p in done.payments] == [out_trade_no]
+
+
+async def test_a_crash_between_the_precreate_and_its_write_with_nobody_paying_ends_closed(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    order_id, out_trade_no = await crashed_after_precreate(world, monkeypatch)
+
+    await world.expire()
+    done = await world.until(order_id, closed)
+    assert [p.status for p in done.payments] == [pb.PAYMENT_STATUS_CLOSED]
+    assert done.cash_paid_fen == 0 and not await world.ledger(order_id)
+    trade = world.trade(out_trade_no)
+    assert trade.trade_status == "TRADE_CLOSED" and trade.gmt_payment is None  # closed there too
