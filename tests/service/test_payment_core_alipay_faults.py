@@ -455,3 +455,41 @@ async def test_a_crash_between_the_precreate_and_its_write_with_nobody_paying_en
     assert done.cash_paid_fen == 0 and not await world.ledger(order_id)
     trade = world.trade(out_trade_no)
     assert trade.trade_status == "TRADE_CLOSED" and trade.gmt_payment is None  # closed there too
+
+
+async def test_a_late_payment_notification_finds_the_order_settled_and_changes_nothing(world: World) -> None:
+    await world.arm("pay_notify", "late", delay_s=2.0)
+    order_id, attempt = await world.placed()
+    out_trade_no = attempt.out_trade_no
+    await world.patient_pays(out_trade_no)
+
+    await world.until(order_id, settled)  # by the janitor's query, before the notification
+    assert [n for n in await world.payment_notices(out_trade_no) if n["acknowledged"]] == []
+    for _ in range(100):
+        if any(n["acknowledged"] for n in await world.payment_notices(out_trade_no)):
+            break
+        await asyncio.sleep(0.05)
+    assert any(n["acknowledged"] for n in await world.payment_notices(out_trade_no))
+    await world.core.process.drain(5)
+    done = await world.stored(order_id)
+    assert done.status == S.ORDER_STATUS_SETTLED and done.cash_paid_fen == 12_500
+    assert len(await world.ledger(order_id)) == 1
+
+
+@pytest.mark.parametrize("mode", ["timeout", "http_500"])
+async def test_a_refund_without_an_answer_is_queried_and_refunded_once(world: World, mode: str) -> None:
+    """`timeout`: refunded, the answer lost; `http_500`: not done. The query tells which; the refund
+    completes by itself, with one refund at the gateway."""
+    order_id, attempt = await world.placed()
+    await world.patient_pays(attempt.out_trade_no)
+    await world.until(order_id, settled)
+    await world.arm("refund", mode)
+
+    await world.payment.RefundPaymentOrder(base.refund(order_id))
+    world.clock.offset = timedelta(minutes=1)  # the refund's query and retries are due
+    done = await world.until(order_id, lambda o: o.status == S.ORDER_STATUS_REFUNDED)
+    [refund] = done.refunds
+    assert refund.status == pb.REFUND_STATUS_SUCCEEDED and done.refunded_cash_fen == 12_500
+    assert [(r.out_request_no, r.refund_fen, r.status) for r in world.refunds(attempt.out_trade_no)] == [
+        (refund.out_refund_no, 12_500, "REFUND_SUCCESS")
+    ]
