@@ -146,6 +146,7 @@ def test_yuan_and_fen_convert_exactly() -> None:
 def test_faults_are_checked_before_they_are_armed() -> None:
     assert validate("pay", "user_paying", 1, 1.0) is None
     assert validate("refund", "processing", 1, 1.0) is None
+    assert validate("refund", "not_enough", 1, 1.0) is None
     assert validate("query", "user_paying", 1, 1.0) is not None
     assert validate("pay_notify", "late", 1, 1.0) is None
     assert validate("teleport", "lost", 1, 1.0) is not None
@@ -276,6 +277,26 @@ async def test_a_refund_in_progress_finishes_later(world: World) -> None:
     assert (await world.control.post("/sim/refunds/finish", json=body)).status_code == 200
     done = await call(sdk.api_alipay_trade_fastpay_refund_query, out_request_no, out_trade_no=out_trade_no)
     assert done["refund_status"] == "REFUND_SUCCESS"
+
+
+async def test_a_refund_under_not_enough_is_not_made_until_the_fault_is_cleared(world: World) -> None:
+    sdk = world.sdk()
+    out_trade_no, out_request_no = (await paid_trade(world, sdk))["out_trade_no"], new_no("RF")
+    fault = {"operation": "refund", "mode": "not_enough", "count": 100}
+    assert (await world.control.post("/sim/faults", json=fault)).status_code == 201
+    for _ in range(2):  # the same request, refused each time: nothing was refunded
+        answer = await call(
+            sdk.api_alipay_trade_refund, "10.00", out_trade_no=out_trade_no, out_request_no=out_request_no
+        )
+        assert (answer["code"], answer["sub_code"]) == ("40004", "ACQ.SELLER_BALANCE_NOT_ENOUGH")
+    unknown = await call(sdk.api_alipay_trade_fastpay_refund_query, out_request_no, out_trade_no=out_trade_no)
+    assert "refund_amount" not in unknown and "refund_status" not in unknown
+    assert [f["remaining"] for f in (await world.control.get("/sim/faults")).json()] == [98]
+    assert (await world.control.delete("/sim/faults")).status_code == 204  # the balance is topped up
+    answer = await call(
+        sdk.api_alipay_trade_refund, "10.00", out_trade_no=out_trade_no, out_request_no=out_request_no
+    )
+    assert (answer["code"], answer["fund_change"]) == ("10000", "Y")
 
 
 async def test_close_and_cancel(world: World) -> None:

@@ -135,10 +135,12 @@ class AlipayApi:
         trade_known = self.sim.store.trade(str(biz.get("out_trade_no", ""))) is not None
         key = str(biz.get("out_request_no") or biz.get("out_trade_no", ""))
         fresh = trade_known and self.sim.store.refund(str(biz.get("out_trade_no")), key) is None
-        processing = fresh and self.sim.faults.peek({"refund"}, fault_rules.OUTCOME_MODES["refund"])
+        if fresh and self.sim.faults.take({"refund"}, {"not_enough"}) is not None:
+            raise AlipayError("ACQ.SELLER_BALANCE_NOT_ENOUGH", "卖家余额不足")
+        processing = fresh and self.sim.faults.peek({"refund"}, {"processing"})
         answer, effect = self.sim.gateway.refund(biz, traceparent, processing)
         if processing and answer.get("code") == "10000":
-            self.sim.faults.take({"refund"}, fault_rules.OUTCOME_MODES["refund"])
+            self.sim.faults.take({"refund"}, {"processing"})
         return answer, effect
 
     def bill_url(self, _: Params, biz: Biz, __: str | None) -> tuple[Biz, Effect]:

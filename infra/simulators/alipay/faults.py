@@ -9,7 +9,10 @@ Outcome faults:
     pay / user_paying     the next bar-code payment answers 10003 (等待用户付款) and stays
                           WAIT_BUYER_PAY until /sim/pay (the patient confirms on the phone);
     refund / processing   the next new refund answers fund_change N and stays without
-                          refund_status until /sim/refunds/finish.
+                          refund_status until /sim/refunds/finish;
+    refund / not_enough   the next new refund answers 40004 ACQ.SELLER_BALANCE_NOT_ENOUGH (the
+                          merchant's balance is too low) and is not made; arm a large count and
+                          DELETE /sim/faults when the balance is topped up.
 Notification faults (pay_notify, refund_notify): lost (never sent), duplicate (sent twice, same
 notify_id), late (held `delay_s` before the first try).
 late_success_after_close (close or pay_notify): the next /sim/pay on a closed trade succeeds, as
@@ -25,7 +28,7 @@ REQUEST_OPERATIONS = frozenset(
 )
 NOTIFY_OPERATIONS = frozenset({"pay_notify", "refund_notify"})
 REQUEST_MODES = frozenset({"http_500", "timeout", "lost"})
-OUTCOME_MODES = {"pay": frozenset({"user_paying"}), "refund": frozenset({"processing"})}
+OUTCOME_MODES = {"pay": frozenset({"user_paying"}), "refund": frozenset({"processing", "not_enough"})}
 NOTIFY_MODES = frozenset({"lost", "duplicate", "late"})
 LATE_SUCCESS = "late_success_after_close"
 DEFAULT_DELAY_S = 5.0
