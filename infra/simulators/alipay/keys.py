@@ -16,15 +16,15 @@ the same files hold what the Alipay open platform hands out, in public-key mode,
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from infra.simulators.key_files import exclusive_lock as _exclusive_lock
+from infra.simulators.key_files import new_rsa_key as _new_rsa_key
+from infra.simulators.key_files import private_pem as _private_pem
+from infra.simulators.key_files import public_pem as _public_pem
+from infra.simulators.key_files import write_atomically as _write_atomically
 
 APP_ID = "2021000000000001"
 SELLER_ID = "2088000000000156"
@@ -86,16 +86,6 @@ def ensure_keys(directory: Path) -> AlipayKeyPaths:
     return paths
 
 
-@contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _write_key_set(paths: AlipayKeyPaths) -> None:
     # A partial set (a crash half-way) is regenerated whole: the pairs must match.
     app, alipay = _new_rsa_key(), _new_rsa_key()
@@ -105,32 +95,6 @@ def _write_key_set(paths: AlipayKeyPaths) -> None:
     _write_atomically(paths.alipay_public_key, _public_pem(alipay), mode=0o644)
     _write_atomically(paths.app_id, APP_ID, mode=0o644)
     _write_atomically(paths.seller_id, SELLER_ID, mode=0o644)
-
-
-def _new_rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
-def _public_pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-
-
-def _write_atomically(path: Path, text: str, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(text if text.endswith("\n") else text + "\n")
-    os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from pydantic import Field
 
 from infra.simulators.alipay.bill import BillDesk
@@ -18,6 +16,7 @@ from infra.simulators.alipay.keys import AlipayKeyPaths, ensure_keys, read_text
 from infra.simulators.alipay.notifier import Notifier, Sleep, delivery_schedule
 from infra.simulators.alipay.signing import AlipaySigner, AppVerifier
 from infra.simulators.alipay.store import SimStore
+from infra.simulators.key_files import load_private_key, load_public_key
 from services.runtime.config import MeshSettings
 
 
@@ -72,8 +71,8 @@ class AlipaySimulator:
         keys = ensure_keys(config.key_dir)
         self.config = config
         self.app_id, self.seller_id = read_text(keys.app_id), read_text(keys.seller_id)
-        self.verifier = AppVerifier(self.app_id, _public_key(keys.app_public_key))
-        self.signer = AlipaySigner(_private_key(keys.alipay_private_key))
+        self.verifier = AppVerifier(self.app_id, load_public_key(keys.app_public_key))
+        self.signer = AlipaySigner(load_private_key(keys.alipay_private_key))
         self.faults = FaultBook()
         self.bills = BillDesk(config.clock)
         self.keys: AlipayKeyPaths = keys
@@ -124,17 +123,3 @@ class AlipaySimulator:
             await client.aclose()
         if store is not None:
             store.close()
-
-
-def _public_key(path: Path) -> rsa.RSAPublicKey:
-    key = load_pem_public_key(path.read_bytes())
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError(f"{path} is not an RSA public key")
-    return key
-
-
-def _private_key(path: Path) -> rsa.RSAPrivateKey:
-    key = load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{path} is not an RSA private key")
-    return key

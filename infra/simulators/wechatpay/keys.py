@@ -19,17 +19,17 @@ same files hold what the WeChat Pay merchant platform hands out):
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import secrets
 import string
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from infra.simulators.key_files import exclusive_lock as _exclusive_lock
+from infra.simulators.key_files import new_rsa_key as _new_rsa_key
+from infra.simulators.key_files import private_pem as _private_pem
+from infra.simulators.key_files import public_pem as _public_pem
+from infra.simulators.key_files import write_atomically as _write_atomically
 
 MCHID = "1900000109"
 APPID = "wx8888888888888888"
@@ -108,16 +108,6 @@ def ensure_keys(directory: Path) -> WechatKeyPaths:
     return paths
 
 
-@contextmanager
-def _exclusive_lock(lock_path: Path) -> Iterator[None]:
-    with lock_path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _write_key_set(paths: WechatKeyPaths) -> None:
     # A partial set (a crash half-way) is regenerated whole: the pairs must match.
     merchant, platform = _new_rsa_key(), _new_rsa_key()
@@ -132,38 +122,12 @@ def _write_key_set(paths: WechatKeyPaths) -> None:
     _write_public(paths.appid, APPID)
 
 
-def _new_rsa_key() -> rsa.RSAPrivateKey:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-
-def _private_pem(key: rsa.RSAPrivateKey) -> str:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    ).decode("ascii")
-
-
-def _public_pem(key: rsa.RSAPrivateKey) -> str:
-    return (
-        key.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode("ascii")
-    )
-
-
 def _write_secret(path: Path, text: str) -> None:
     _write_atomically(path, text, mode=0o600)
 
 
 def _write_public(path: Path, text: str) -> None:
     _write_atomically(path, text, mode=0o644)
-
-
-def _write_atomically(path: Path, text: str, mode: int) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
-        out.write(text if text.endswith("\n") else text + "\n")
-    os.replace(temporary, path)
 
 
 def main(argv: list[str] | None = None) -> None:

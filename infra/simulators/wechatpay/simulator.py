@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Literal
 
 import httpx
-from cryptography.hazmat.primitives.asymmetric import rsa
-from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
 from pydantic import Field
 
+from infra.simulators.key_files import load_private_key, load_public_key
 from infra.simulators.wechatpay.bill import BillDesk
 from infra.simulators.wechatpay.codepay import REVERSE_NOT_BEFORE_S, CodePayDesk
 from infra.simulators.wechatpay.faults import FaultBook
@@ -90,9 +89,11 @@ class WechatPaySimulator:
         self.config = config
         self.merchant = Merchant(mchid=read_text(keys.mchid), appid=read_text(keys.appid))
         self.verifier = MerchantVerifier(
-            self.merchant.mchid, _public_key(keys.merchant_public_key), read_text(keys.merchant_serial_no)
+            self.merchant.mchid, load_public_key(keys.merchant_public_key), read_text(keys.merchant_serial_no)
         )
-        self.signer = PlatformSigner(_private_key(keys.platform_private_key), read_text(keys.public_key_id))
+        self.signer = PlatformSigner(
+            load_private_key(keys.platform_private_key), read_text(keys.public_key_id)
+        )
         self.apiv3_key = read_text(keys.apiv3_key)
         self.faults = FaultBook()
         self.bills = BillDesk()
@@ -178,17 +179,3 @@ class WechatPaySimulator:
             await client.aclose()
         if store is not None:
             store.close()
-
-
-def _public_key(path: Path) -> rsa.RSAPublicKey:
-    key = load_pem_public_key(path.read_bytes())
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise ValueError(f"{path} is not an RSA public key")
-    return key
-
-
-def _private_key(path: Path) -> rsa.RSAPrivateKey:
-    key = load_pem_private_key(path.read_bytes(), password=None)
-    if not isinstance(key, rsa.RSAPrivateKey):
-        raise ValueError(f"{path} is not an RSA private key")
-    return key
