@@ -4,6 +4,8 @@ then settled by a query; cancelled (撤销, the port's `reverse`) when it cannot
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from services.payment_core.adapters.channels.ports import ChannelRejected, RejectionReason, TradeState
@@ -56,3 +58,18 @@ async def test_a_code_not_shaped_as_an_alipay_code_is_refused(alipay: AlipayWorl
         )
     assert refused.value.code == "ACQ.PAYMENT_AUTH_CODE_INVALID"
     assert refused.value.reason is not RejectionReason.NOT_FOUND
+
+
+async def test_the_payment_code_never_reaches_a_log_in_clear(
+    alipay: AlipayWorld, capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A guard: the SDK's own DEBUG console logger prints signed requests when built verbose; with
+    it silenced and never verbose, no payment-core log or stream carries the code."""
+    caplog.set_level(logging.DEBUG)
+    await alipay.channel().pay_by_code(new_out_trade_no(), Money(800), "门诊缴费", CODE)
+    printed = capfd.readouterr()
+    assert CODE.reveal() not in printed.out + printed.err
+    # The simulator (the stand-in for Alipay, served in this process with an access log) sees the
+    # code as the real gateway does; what payment-core's side logs must not.
+    ours = [r.getMessage() for r in caplog.records if not r.name.startswith(("uvicorn", "alipay_sim"))]
+    assert not any(CODE.reveal() in message for message in ours)

@@ -75,6 +75,14 @@ BEIJING = ZoneInfo("Asia/Shanghai")
 MAX_SUBJECT_CHARS = 256
 BILL_NOT_EXIST = "isp.bill_not_exist"
 _log = logging.getLogger(__name__)
+# python-alipay-sdk configures its own logger at DEBUG with a console handler of its own, and when
+# built verbose logs every request's fields as it signs them (a patient's payment code among them).
+# We never build it verbose; the logger is silenced too, so that no setting or later SDK version
+# prints a request in clear. Its warnings still go through the service's logging.
+_sdk_log = logging.getLogger("python-alipay-sdk")
+_sdk_log.setLevel(logging.WARNING)
+_sdk_log.handlers.clear()
+_sdk_log.propagate = True
 # alipay.trade.pay's "等待用户付款": the patient confirms the bar-code payment on the phone.
 USER_PAYING_CODE = "10003"
 
