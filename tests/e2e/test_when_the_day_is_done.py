@@ -1,8 +1,12 @@
 """Checks over everything the other end-to-end tests did to the shared mesh (this module sorts
 after them): no patient's ID number or name in clear in any log, span or event, and a ledger in
-which every transaction, and the whole, balances."""
+which every transaction, and the whole, balances. The module settles one insured bill of its own
+first, so that it checks something when it runs alone too."""
 
 from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -12,9 +16,18 @@ from sqlalchemy import text
 from infra.local.processes import MeshProcesses
 from services.runtime.config import MeshSettings
 from services.runtime.db import create_engine
-from tests.e2e.flows import PEOPLE
+from tests.e2e.flows import PEOPLE, Stubs, insured_order_request, pay_and_settle
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("a_day_of_its_own")]
+
+
+@pytest.fixture(scope="module")
+async def a_day_of_its_own(mesh: MeshProcesses, stubs: Stubs) -> AsyncIterator[None]:
+    """An insured settlement whose patient's name and ID number must then appear nowhere."""
+    request = insured_order_request(PEOPLE[0], f"MZ{uuid.uuid4().hex[:12].upper()}")
+    created = await stubs.payment.CreatePaymentOrder(request, timeout=30)
+    await pay_and_settle(mesh, stubs, created.order)
+    yield
 
 
 def _leaks(text: str) -> list[str]:

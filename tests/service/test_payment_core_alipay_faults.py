@@ -37,10 +37,12 @@ from infra.simulators.wechatpay.keys import ensure_keys as ensure_wechat_keys
 from services.payment_core.adapters.insurance_fake import FakeInsurance
 from services.payment_core.bootstrap import PaymentCore, build
 from services.payment_core.config import ALIPAY_NOTIFY_PATH, NOTIFY_PATH, PaymentCoreSettings
+from services.payment_core.domain.ledger import LedgerTransaction
 from services.payment_core.entrypoints import mapping
 from services.payment_core.entrypoints.notify_http import notify_app
 from services.runtime.server import build_server
 from tests.service import test_payment_core as base
+from tests.service.test_payment_core import entry_kinds
 from tests.service.test_payment_core_wechat_refunds import Later, serving
 
 database = base.database
@@ -111,7 +113,7 @@ class World:
     def refunds(self, out_trade_no: str) -> list[SimRefund]:
         return self.gateway.store.refunds_of(out_trade_no)
 
-    async def ledger(self, order_id: str) -> list[object]:
+    async def ledger(self, order_id: str) -> list[LedgerTransaction]:
         async with self.core.orders._deps.uow() as uow:
             return list(await uow.ledger.transactions_of(order_id))
 
@@ -204,7 +206,7 @@ async def test_a_precreate_without_an_answer_is_queried_and_settles_once_the_pat
     await world.patient_pays(again.payment.out_trade_no)
     done = await world.until(order_id, settled)
     assert done.cash_paid_fen == 12_500
-    assert len(await world.ledger(order_id)) == 1  # collected once
+    assert entry_kinds(await world.ledger(order_id)) == ["PAYMENT", "SETTLEMENT"]  # collected once
     at_the_gateway = [world.gateway.store.trade(p.out_trade_no) for p in done.payments]
     paid = [t for t in at_the_gateway if t is not None and t.gmt_payment is not None]
     assert [(t.out_trade_no, t.total_fen) for t in paid] == [(again.payment.out_trade_no, 12_500)]
@@ -242,7 +244,7 @@ async def test_a_lost_payment_notification_is_made_up_by_the_janitors_query(worl
     assert done.cash_paid_fen == 12_500
     assert await world.faults_left() == 0 and await world.payment_notices(out_trade_no) == []  # never sent
     assert world.trade(out_trade_no).trade_status == "TRADE_SUCCESS"
-    assert len(await world.ledger(order_id)) == 1
+    assert entry_kinds(await world.ledger(order_id)) == ["PAYMENT", "SETTLEMENT"]
 
 
 async def test_a_duplicate_payment_notification_changes_nothing(world: World) -> None:
@@ -263,7 +265,10 @@ async def test_a_duplicate_payment_notification_changes_nothing(world: World) ->
     done = await world.stored(order_id)
     assert done.status == S.ORDER_STATUS_SETTLED and done.cash_paid_fen == 12_500
     assert [p.status for p in done.payments] == [pb.PAYMENT_STATUS_SUCCEEDED]
-    assert len(await world.ledger(order_id)) == 1  # one settlement in the ledger
+    assert entry_kinds(await world.ledger(order_id)) == [
+        "PAYMENT",
+        "SETTLEMENT",
+    ]  # one settlement in the ledger
     assert world.refunds(out_trade_no) == []
 
 
@@ -360,7 +365,7 @@ async def test_a_code_payment_whose_answer_timed_out_is_found_paid_by_the_query(
     done = await world.until(order_id, settled)
     assert done.cash_paid_fen == world.trade(attempt.out_trade_no).total_fen == 12_500
     assert [p.status for p in done.payments] == [pb.PAYMENT_STATUS_SUCCEEDED]
-    assert len(await world.ledger(order_id)) == 1
+    assert entry_kinds(await world.ledger(order_id)) == ["PAYMENT", "SETTLEMENT"]
 
 
 async def test_a_code_payment_answered_500_is_closed_and_paid_again_once(world: World) -> None:
@@ -382,7 +387,7 @@ async def test_a_code_payment_answered_500_is_closed_and_paid_again_once(world: 
     assert again.order.status == S.ORDER_STATUS_SETTLED and again.order.cash_paid_fen == 12_500
     assert world.trade(again.payment.out_trade_no).trade_status == "TRADE_SUCCESS"
     assert world.gateway.store.trade(attempt.out_trade_no) is None  # nothing collected on the first
-    assert len(await world.ledger(order_id)) == 1
+    assert entry_kinds(await world.ledger(order_id)) == ["PAYMENT", "SETTLEMENT"]
 
 
 async def test_a_code_payment_never_confirmed_is_cancelled_at_the_gateway(world: World) -> None:
@@ -445,7 +450,10 @@ async def test_a_crash_between_the_precreate_and_its_write_then_the_cashiers_ret
     assert retry.payment.code_url == world.trade(out_trade_no).qr_code
     await world.patient_pays(out_trade_no)
     done = await world.until(order_id, settled)
-    assert done.cash_paid_fen == 12_500 and len(await world.ledger(order_id)) == 1
+    assert done.cash_paid_fen == 12_500 and entry_kinds(await world.ledger(order_id)) == [
+        "PAYMENT",
+        "SETTLEMENT",
+    ]
     assert [p.out_trade_no for p in done.payments] == [out_trade_no]
 
 
@@ -478,7 +486,7 @@ async def test_a_late_payment_notification_finds_the_order_settled_and_changes_n
     await world.core.process.drain(5)
     done = await world.stored(order_id)
     assert done.status == S.ORDER_STATUS_SETTLED and done.cash_paid_fen == 12_500
-    assert len(await world.ledger(order_id)) == 1
+    assert entry_kinds(await world.ledger(order_id)) == ["PAYMENT", "SETTLEMENT"]
 
 
 @pytest.mark.parametrize("mode", ["timeout", "http_500"])

@@ -21,7 +21,7 @@ from services.payment_core.entrypoints import mapping
 from services.runtime.clock import business_date_of, utcnow
 from services.runtime.errors import InsurerRejected, InvalidArgument
 from tests.service import test_payment_core as base
-from tests.service.test_payment_core import Harness, details, insured, kinds, refund, self_pay
+from tests.service.test_payment_core import Harness, details, entry_kinds, insured, kinds, refund, self_pay
 
 database = base.database
 harness = base.harness
@@ -49,15 +49,19 @@ async def test_a_self_pay_order_is_paid_by_two_payments(harness: Harness) -> Non
 
     first = await paid(harness, order_id, 5_000)
     assert first.status == pb.ORDER_STATUS_AWAITING_PAYMENT and first.cash_paid_fen == 5_000
-    assert not await harness.ledger(order_id)
+    # The first part is at its channel, received for a bill not yet settled.
+    assert entry_kinds(await harness.ledger(order_id)) == ["PAYMENT"]
+    assert (await harness.trial_balance())["liability:receipts_unsettled"].fen == -5_000
 
     order = await paid(harness, order_id)  # what remains: 7,500 fen
     assert order.status == pb.ORDER_STATUS_SETTLED and order.cash_paid_fen == order.cash_due_fen == 12_500
     assert [(p.amount_fen, p.status) for p in order.payments] == [
         (5_000, pb.PAYMENT_STATUS_SUCCEEDED), (7_500, pb.PAYMENT_STATUS_SUCCEEDED),
     ]  # fmt: skip
-    [entry] = await harness.ledger(order_id)
-    assert sum(p.amount.fen for p in entry.postings) == 0  # type: ignore[attr-defined]
+    entries = await harness.ledger(order_id)
+    assert entry_kinds(entries) == ["PAYMENT", "PAYMENT", "SETTLEMENT"]
+    assert all(sum(p.amount.fen for p in entry.postings) == 0 for entry in entries)
+    assert (await harness.trial_balance())["liability:receipts_unsettled"].fen == 0
     assert kinds(await harness.events(), order_id) == [
         "payment_order_created", "payment_succeeded", "payment_succeeded", "payment_order_settled",
     ]  # fmt: skip
@@ -223,7 +227,9 @@ async def test_a_partly_paid_order_closed_gives_the_payment_back(harness: Harnes
     assert back.cash_fen == 5_000 and back.status == pb.REFUND_STATUS_SUCCEEDED
     assert back.payment_id == closed.payments[0].payment_id
     assert closed.refunded_cash_fen == closed.cash_paid_fen == 5_000
-    assert not await harness.ledger(order_id)
+    # In and out again, never settled: the channel and the receipts are back to zero.
+    assert entry_kinds(await harness.ledger(order_id)) == ["PAYMENT", "REFUND"]
+    assert all(amount.fen == 0 for amount in (await harness.trial_balance()).values())
     assert kinds(await harness.events(), order_id)[-2:] == ["refund_succeeded", "payment_order_closed"]
 
 
@@ -320,7 +326,13 @@ async def test_a_refund_of_a_two_payment_insured_order_revokes_once_and_reverses
     )
     assert [r.cash_fen for r in order.refunds] == [500, settled.cash_due_fen - 500]
     assert [c for c in harness.insurance.calls if c[0] == "revoke"] == [("revoke", f"{order_id}-revoke1")]
-    assert [e.kind for e in await harness.ledger(order_id)] == ["SETTLEMENT", "REVERSAL", "REVERSAL"]  # type: ignore[attr-defined]
+    assert entry_kinds(await harness.ledger(order_id)) == [
+        "PAYMENT",
+        "PAYMENT",
+        "SETTLEMENT",
+        "REVERSAL",
+        "REVERSAL",
+    ]
     assert all(amount.fen == 0 for amount in (await harness.trial_balance()).values())
     today = business_date_of(utcnow()).isoformat()
     export = await harness.payment.ExportTransactions(pb.ExportTransactionsRequest(business_date=today))

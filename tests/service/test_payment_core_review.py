@@ -192,8 +192,8 @@ async def test_a_transfer_key_posts_once_whatever_asks_twice(harness: Harness) -
     from services.runtime.money import Money
 
     bill = ledger.SettledBill(
-        order_id="ord_0123456789abcdef01234567", scene="OUTPATIENT", channel="WECHAT_PAY",
-        bill_total=Money(12_500), cash=Money(12_500), split=InsuranceSplit.from_fen({}),
+        order_id="ord_0123456789abcdef01234567", scene="OUTPATIENT", bill_total=Money(12_500),
+        cash=Money(12_500), split=InsuranceSplit.from_fen({}),
     )  # fmt: skip
     entry = ledger.settlement_transaction(bill, base.utcnow())
     async with harness.core.orders._deps.uow() as uow:

@@ -99,7 +99,9 @@ async def test_a_pos_slip_reported_twice_is_one_payment(harness: Harness) -> Non
     current = await harness.order(order.order_id)
     assert len(current.payments) == 1 and current.cash_paid_fen == 5_000
     assert current.status == pb.ORDER_STATUS_AWAITING_PAYMENT
-    assert await balance(harness, POS_CLEARING) == 0  # posted when the order settles
+    # Posted once, when the money was taken (not when the order settles): receipts for an open bill.
+    assert await balance(harness, POS_CLEARING) == 5_000
+    assert await balance(harness, "liability:receipts_unsettled") == -5_000
 
 
 async def test_a_pos_slip_reported_concurrently_is_one_payment(harness: Harness) -> None:
@@ -291,7 +293,11 @@ async def test_closing_an_order_partly_paid_in_cash_returns_it_at_the_window(har
     )
     done = await harness.payment.ConfirmWindowRefund(confirm)
     assert done.refund.status == pb.REFUND_STATUS_SUCCEEDED and done.order.status == pb.ORDER_STATUS_CLOSED
-    assert not await harness.ledger(order.order_id)  # never settled: nothing was posted
+    # Taken and handed back at the window, never settled: the drawer and the receipts net to zero,
+    # and both movements carry the cashier.
+    entries = await harness.ledger(order.order_id)
+    assert [(e.kind, e.postings[0].operator_id) for e in entries] == [("PAYMENT", "C001"), ("REFUND", "C001")]
+    assert all(amount.fen == 0 for amount in (await harness.trial_balance()).values())
 
 
 async def test_a_report_recorded_before_a_crash_is_confirmed_by_the_janitor(harness: Harness) -> None:

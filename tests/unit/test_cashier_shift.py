@@ -71,19 +71,21 @@ def test_the_totals_account_for_every_posting_whatever_their_order(
     assert shift.cash_to_hand_over.fen == sum(p.amount.fen for p in postings if p.account == CASH)
 
 
-def test_a_window_settlement_and_its_refund_carry_the_cashiers_and_the_campus() -> None:
-    bill = ledger.SettledBill(
-        "ord_1", "OUTPATIENT", "CASH", Money(12_500), Money(12_500), None,
-        campus_code="FZ900", operators=(("CASH", "C001"),),
-    )  # fmt: skip
+def test_a_window_payment_and_its_refund_carry_the_cashiers_and_the_campus() -> None:
+    """The cash a cashier takes is posted when it is taken (its PAYMENT entry, the cashier on the
+    clearing posting); the settlement then moves it from receipts to revenue, touching no drawer."""
+    taken = ledger.payment_transaction(
+        ledger.MoneyAtChannel("ord_1", "pay-01", "CASH", Money(12_500), "FZ900", "C001"), NOW
+    )
+    bill = ledger.SettledBill("ord_1", "OUTPATIENT", Money(12_500), Money(12_500), None, campus_code="FZ900")
     settled = ledger.settlement_transaction(bill, NOW)
     back = ledger.refund_reversal(settled, "refund-R1", "CASH", Money(12_500), True, NOW, operator_id="C002")
 
-    assert settled.campus_code == back.campus_code == "FZ900"
-    assert [(p.account, p.operator_id) for p in settled.postings] == [
-        (CASH, "C001"),
-        ("revenue:outpatient", ""),
-    ]
+    assert taken.campus_code == settled.campus_code == back.campus_code == "FZ900"
+    assert [(p.account, p.amount.fen, p.operator_id) for p in taken.postings] == [
+        (CASH, 12_500, "C001"), (ledger.RECEIPTS_UNSETTLED, -12_500, ""),
+    ]  # fmt: skip
+    assert all(not p.account.startswith("asset:channel_clearing:") for p in settled.postings)
     assert [(p.account, p.amount.fen, p.operator_id) for p in back.postings] == [
         (CASH, -12_500, "C002"), ("revenue:outpatient", 12_500, ""),
     ]  # fmt: skip

@@ -16,7 +16,11 @@ NOW = datetime(2025, 3, 3, 10, 0, tzinfo=UTC)
 
 
 def bill(cash: int, total: int, split: InsuranceSplit | None = None) -> ledger.SettledBill:
-    return ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(total), Money(cash), split)
+    return ledger.SettledBill("ord_1", "OUTPATIENT", Money(total), Money(cash), split)
+
+
+def paid(channel: str, fen: int, step: str = "pay-01") -> ledger.LedgerTransaction:
+    return ledger.payment_transaction(ledger.MoneyAtChannel("ord_1", step, channel, Money(fen)), NOW)
 
 
 def insured_split(fund: int, account: int, cash: int, hospital: int = 0) -> InsuranceSplit:
@@ -27,19 +31,41 @@ def insured_split(fund: int, account: int, cash: int, hospital: int = 0) -> Insu
     })  # fmt: skip
 
 
-def test_a_self_pay_settlement_debits_the_channel_and_credits_revenue() -> None:
+def test_a_payment_is_at_its_channel_and_received_until_its_bill_settles() -> None:
+    entry = paid("WECHAT_PAY", 12_500)
+    assert (entry.transfer_key, entry.kind) == ("ord_1:pay-01", "PAYMENT")
+    assert ledger.balances(entry.postings) == {
+        "asset:channel_clearing:WECHAT_PAY": Money(12_500),
+        ledger.RECEIPTS_UNSETTLED: Money(-12_500),
+    }
+
+
+def test_a_self_pay_settlement_turns_the_receipts_into_revenue() -> None:
     entry = ledger.settlement_transaction(bill(12_500, 12_500), NOW)
     assert entry.transfer_key == "ord_1:settle"
     assert ledger.balances(entry.postings) == {
-        "asset:channel_clearing:WECHAT_PAY": Money(12_500),
+        ledger.RECEIPTS_UNSETTLED: Money(12_500),
         "revenue:outpatient": Money(-12_500),
     }
+    assert ledger.balances(paid("WECHAT_PAY", 12_500).postings + entry.postings) == {
+        "asset:channel_clearing:WECHAT_PAY": Money(12_500),
+        ledger.RECEIPTS_UNSETTLED: Money(0),
+        "revenue:outpatient": Money(-12_500),
+    }
+
+
+def test_money_given_back_unsettled_mirrors_its_payment() -> None:
+    money = ledger.MoneyAtChannel("ord_1", "refund-R1", "ALIPAY", Money(5_000), "FZ900", "C001")
+    back = ledger.unsettled_refund_transaction(money, NOW)
+    assert (back.transfer_key, back.kind, back.campus_code) == ("ord_1:refund-R1", "REFUND", "FZ900")
+    together = paid("ALIPAY", 5_000).postings + back.postings
+    assert all(amount == Money(0) for amount in ledger.balances(together).values())
 
 
 def test_an_insured_settlement_debits_every_payer_of_the_bill() -> None:
     entry = ledger.settlement_transaction(bill(1_750, 13_000, insured_split(8_750, 2_000, 1_750, 500)), NOW)
     assert ledger.balances(entry.postings) == {
-        ledger.channel_clearing("WECHAT_PAY"): Money(1_750),
+        ledger.RECEIPTS_UNSETTLED: Money(1_750),
         ledger.HOSPITAL_BORNE: Money(500),
         ledger.INSURER_FUND_RECEIVABLE: Money(8_750),
         ledger.PERSONAL_ACCOUNT_RECEIVABLE: Money(2_000),
@@ -83,35 +109,15 @@ def test_any_split_that_adds_up_posts_a_balanced_entry(
     assert all(p.amount.fen != 0 for p in entry.postings)
 
 
-def test_cash_paid_through_two_channels_is_debited_to_each_channel() -> None:
-    parts = (("WECHAT_PAY", Money(750)), ("ALIPAY", Money(1_000)))
-    two = ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(12_500), Money(1_750),
-                             insured_split(8_750, 2_000, 1_750), parts)  # fmt: skip
-    balances = ledger.balances(ledger.settlement_transaction(two, NOW).postings)
-    assert balances[ledger.channel_clearing("WECHAT_PAY")] == Money(750)
-    assert balances[ledger.channel_clearing("ALIPAY")] == Money(1_000)
-    short = ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(12_500), Money(1_750),
-                               insured_split(8_750, 2_000, 1_750), parts[:1])  # fmt: skip
-    with pytest.raises(ledger.UnbalancedTransaction):
-        ledger.settlement_transaction(short, NOW)
-
-
-def test_the_refunds_of_each_payment_together_mirror_the_settlement() -> None:
-    parts = (("WECHAT_PAY", Money(750)), ("ALIPAY", Money(1_000)))
-    bill_of_two = ledger.SettledBill("ord_1", "OUTPATIENT", "WECHAT_PAY", Money(13_000), Money(1_750),
-                                     insured_split(8_750, 2_000, 1_750, 500), parts)  # fmt: skip
-    entry = ledger.settlement_transaction(bill_of_two, NOW)
+def test_the_refunds_of_each_payment_together_undo_the_payments_and_the_settlement() -> None:
+    entry = ledger.settlement_transaction(bill(1_750, 13_000, insured_split(8_750, 2_000, 1_750, 500)), NOW)
     first = ledger.refund_reversal(entry, "refund-R1", "WECHAT_PAY", Money(750), True, NOW)
     second = ledger.refund_reversal(entry, "refund-R2", "ALIPAY", Money(1_000), False, NOW)
     assert ledger.balances(second.postings) == {
         ledger.channel_clearing("ALIPAY"): Money(-1_000), "revenue:outpatient": Money(1_000),
     }  # fmt: skip
-    together = entry.postings + first.postings + second.postings
-    assert all(amount == Money(0) for amount in ledger.balances(together).values())
-    alone = ledger.refund_reversal(
-        ledger.settlement_transaction(bill(1_750, 12_500, insured_split(8_750, 2_000, 1_750)), NOW),
-        "refund-R1", "WECHAT_PAY", Money(1_750), True, NOW,
+    together = (
+        paid("WECHAT_PAY", 750).postings + paid("ALIPAY", 1_000, "pay-02").postings
+        + entry.postings + first.postings + second.postings
     )  # fmt: skip
-    mirror = ledger.reversal_of(ledger.settlement_transaction(
-        bill(1_750, 12_500, insured_split(8_750, 2_000, 1_750)), NOW), "refund-R1", NOW)  # fmt: skip
-    assert ledger.balances(alone.postings) == ledger.balances(mirror.postings)
+    assert all(amount == Money(0) for amount in ledger.balances(together).values())

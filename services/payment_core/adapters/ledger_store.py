@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import BigInteger, String, column, func, insert, select, values
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,32 +17,70 @@ class LedgerStore:
         self._session = session
 
     async def post(self, entry: LedgerTransaction) -> bool:
-        """Insert a balanced transaction; False when its transfer key was posted already. One
-        statement decides: the UNIQUE transfer_key (ON CONFLICT DO NOTHING), not a look first."""
+        """Insert a balanced transaction; False when its transfer key was posted already."""
+        return entry.transfer_key in await self.post_all([entry])
+
+    async def post_all(self, entries: list[LedgerTransaction]) -> set[str]:
+        """Insert balanced transactions; answers the transfer keys posted now. A key posted already
+        is left alone: the UNIQUE transfer_key decides (ON CONFLICT DO NOTHING), not a look first.
+        PostgreSQL takes the transactions and their postings in one statement (two CTEs: the
+        transaction rows, then the postings of the rows inserted); SQLite in two."""
+        if not entries:
+            return set()
         table = orm.ledger_transactions
-        dialect = self._session.get_bind().dialect.name
-        upsert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+        rows = [
+            {"transfer_key": e.transfer_key, "order_id": e.order_id, "kind": e.kind,
+             "occurred_at": e.occurred_at, "campus_code": e.campus_code}
+            for e in entries
+        ]  # fmt: skip
+        lines = [
+            (e.transfer_key, p.account, p.amount.fen, p.operator_id) for e in entries for p in e.postings
+        ]
+        if self._session.get_bind().dialect.name == "postgresql":
+            return await self._post_in_one_statement(rows, lines)
         result = await self._session.execute(
-            upsert.values(
-                transfer_key=entry.transfer_key,
-                order_id=entry.order_id,
-                kind=entry.kind,
-                occurred_at=entry.occurred_at,
-                campus_code=entry.campus_code,
-            )
+            sqlite.insert(table)
+            .values(rows)
             .on_conflict_do_nothing(index_elements=[table.c.transfer_key])
-            .returning(table.c.id)
+            .returning(table.c.id, table.c.transfer_key)
         )
-        transaction_id = result.scalar_one_or_none()
-        if transaction_id is None:
-            return False
-        await self._session.execute(
-            insert(orm.ledger_postings),
-            [{"transaction_id": transaction_id, "account": p.account, "amount_fen": p.amount.fen,
-              "operator_id": p.operator_id}
-             for p in entry.postings],
-        )  # fmt: skip
-        return True
+        posted = {key: transaction_id for transaction_id, key in result.all()}
+        if posted:
+            await self._session.execute(
+                insert(orm.ledger_postings),
+                [{"transaction_id": posted[key], "account": account, "amount_fen": fen,
+                  "operator_id": operator}
+                 for key, account, fen, operator in lines if key in posted],
+            )  # fmt: skip
+        return set(posted)
+
+    async def _post_in_one_statement(
+        self, rows: list[dict[str, object]], lines: list[tuple[str, str, int, str]]
+    ) -> set[str]:
+        table, postings = orm.ledger_transactions, orm.ledger_postings
+        inserted = (
+            postgresql.insert(table)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[table.c.transfer_key])
+            .returning(table.c.id, table.c.transfer_key)
+            .cte("inserted")
+        )
+        given = values(
+            column("transfer_key", String), column("account", String),
+            column("amount_fen", BigInteger), column("operator_id", String), name="given",
+        ).data(lines)  # fmt: skip
+        new_postings = select(inserted.c.id, given.c.account, given.c.amount_fen, given.c.operator_id).join(
+            given, given.c.transfer_key == inserted.c.transfer_key
+        )
+        # A data-modifying CTE runs whether or not the outer query reads it.
+        posted = (
+            insert(postings)
+            .from_select(["transaction_id", "account", "amount_fen", "operator_id"], new_postings)
+            .returning(postings.c.transaction_id)
+            .cte("posted")
+        )
+        result = await self._session.execute(select(inserted.c.transfer_key).add_cte(posted))
+        return set(result.scalars().all())
 
     async def find(self, transfer_key: str) -> LedgerTransaction | None:
         table = orm.ledger_transactions

@@ -3,14 +3,30 @@ transaction balances when its postings sum to zero. A transaction that does not 
 built, so it can never reach storage. Transactions are append-only: a refund posts the reversal of
 the settlement rather than changing it.
 
+Every money movement is one transaction, keyed by the business step that moved it:
+  PAYMENT     a payment succeeded (order:pay-NN): the money is at its channel, received for a bill
+              not yet settled: debit the channel's clearing account, credit receipts_unsettled.
+              Posted for every success, an excess one included (the money did come in);
+  SETTLEMENT  the order's bill is settled (order:settle): its kept cash leaves receipts_unsettled,
+              the insurer's shares become receivable, the bill's total becomes revenue;
+  REFUND      money given back that was never settled (a partly paid order closing, an excess, a
+              compensation): debit receipts_unsettled, credit the channel's clearing account;
+  REVERSAL    a refund of a settled bill (order:refund-RN): the part of the settlement it takes back.
+So receipts_unsettled holds exactly the cash of bills still open (partly paid orders), a cashier's
+shift reads the cash they took when they took it, and a channel's clearing account moves with
+every line of the channel's own bill.
+
 Accounts (what the hospital's finance office would call them):
-  asset:channel_clearing:<CHANNEL>    cash held by the channel for the hospital until it settles
+  asset:channel_clearing:<CHANNEL>    money held by the channel for the hospital until it settles
                                       (CASH: the cash in the cashiers' drawers; POS: owed by the
                                       card acquirer until it settles the terminal's batch)
   asset:insurer_fund_receivable       what the insurance fund (统筹基金 and other funds) owes
   asset:personal_account_receivable   what the insurer owes from the patient's personal account
   expense:hospital_borne              the hospital's own share of the bill (医院负担)
   revenue:<scene>                     the bill's total, by scene (outpatient, registration, ...)
+  liability:receipts_unsettled        money received for bills not yet settled (预收医疗款): a
+                                      partly paid order's payments until it settles or gives
+                                      them back
   liability:patient_deposit           inpatient deposits (预交金) held for the patients: a top-up
                                       is owed back to the patient or used for their stay, never
                                       revenue
@@ -30,6 +46,7 @@ INSURER_FUND_RECEIVABLE = "asset:insurer_fund_receivable"
 PERSONAL_ACCOUNT_RECEIVABLE = "asset:personal_account_receivable"
 HOSPITAL_BORNE = "expense:hospital_borne"
 PATIENT_DEPOSIT = "liability:patient_deposit"
+RECEIPTS_UNSETTLED = "liability:receipts_unsettled"
 DEPOSIT_SCENE = "INPATIENT_DEPOSIT"
 
 
@@ -45,6 +62,7 @@ def revenue(scene: str) -> str:
 
 
 _CREDIT_SIDE = ("revenue:", PATIENT_DEPOSIT)
+_NON_CASH_SHARES = (INSURER_FUND_RECEIVABLE, PERSONAL_ACCOUNT_RECEIVABLE, HOSPITAL_BORNE)
 
 
 class UnbalancedTransaction(ValueError):
@@ -85,36 +103,58 @@ class SettledBill:
 
     order_id: str
     scene: str
-    channel: str
     bill_total: Money
+    # The cash the order keeps: its payments' money, already in receipts_unsettled.
     cash: Money
     split: InsuranceSplit | None
-    # An order paid by several payments: the cash per channel, summing to `cash` (empty: all of it
-    # came through `channel`). Each channel's clearing account is debited with its own part.
-    cash_by_channel: tuple[tuple[str, Money], ...] = ()
     campus_code: str = ""
-    # The cashier who took each window channel's cash (CASH, POS); other channels have none.
-    operators: tuple[tuple[str, str], ...] = ()
 
-    def cash_postings(self) -> list[Posting]:
-        parts = self.cash_by_channel or ((self.channel, self.cash),)
-        if total(amount for _, amount in parts) != self.cash:
-            raise UnbalancedTransaction(f"{self.order_id}: the cash per channel does not sum to the cash")
-        operators = dict(self.operators)
-        return [
-            Posting(channel_clearing(channel), amount, operators.get(channel, ""))
-            for channel, amount in parts
-        ]
+
+@dataclass(frozen=True, slots=True)
+class MoneyAtChannel:
+    """One payment's or one unsettled refund's money at its channel, as its entry needs it."""
+
+    order_id: str
+    step: str
+    channel: str
+    amount: Money
+    campus_code: str = ""
+    # The cashier who took or handed back this money at the window (CASH, POS); "" otherwise.
+    operator_id: str = ""
+
+
+def payment_transaction(money: MoneyAtChannel, occurred_at: datetime) -> LedgerTransaction:
+    """A payment succeeded: its money is at the channel, received for a bill not yet settled."""
+    return _at_channel(money, "PAYMENT", money.amount, occurred_at)
+
+
+def unsettled_refund_transaction(money: MoneyAtChannel, occurred_at: datetime) -> LedgerTransaction:
+    """Money given back that no settlement counted: the mirror of (part of) its payment's entry."""
+    return _at_channel(money, "REFUND", -money.amount, occurred_at)
+
+
+def _at_channel(money: MoneyAtChannel, kind: str, amount: Money, occurred_at: datetime) -> LedgerTransaction:
+    return LedgerTransaction(
+        transfer_key=keys.transfer_key(money.order_id, money.step),
+        order_id=money.order_id,
+        kind=kind,
+        occurred_at=occurred_at,
+        postings=(
+            Posting(channel_clearing(money.channel), amount, money.operator_id),
+            Posting(RECEIPTS_UNSETTLED, -amount),
+        ),
+        campus_code=money.campus_code,
+    )
 
 
 def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTransaction:
-    """Debit where the money comes from (channel cash, insurer fund, personal account, the hospital's
-    own share); credit the bill's revenue. Zero lines are left out."""
+    """Debit where the bill's money comes from (the cash received for it, the insurer's fund, the
+    personal account, the hospital's own share); credit the bill's revenue. Zero lines are left out."""
     fund = bill.split.fund_pay_sumamt if bill.split else Money(0)
     account = bill.split.acct_pay if bill.split else Money(0)
     hospital = bill.split.hosp_part_amt if bill.split else Money(0)
     lines = [
-        *bill.cash_postings(),
+        Posting(RECEIPTS_UNSETTLED, bill.cash),
         Posting(INSURER_FUND_RECEIVABLE, fund),
         Posting(PERSONAL_ACCOUNT_RECEIVABLE, account),
         Posting(HOSPITAL_BORNE, hospital),
@@ -152,15 +192,14 @@ def refund_reversal(
     operator_id: str = "",
 ) -> LedgerTransaction:
     """The part of a settlement one refund takes back: its cash from its own channel's clearing
-    account and, for the refund that carried the insurer's revocation, every non-cash share; the
-    bill's revenue is debited with the sum. An order paid by one payment gets the mirror image of
-    its settlement; one paid by several gets one such entry per payment, together the mirror. The
+    account and, for the refund that carried the insurer's revocation, the insurer's and the
+    hospital's shares; the bill's revenue is debited with the sum. Together with the order's payment
+    entries, the refunds of every payment undo the settlement and the payments exactly. The
     clearing posting carries the cashier who handed the money back (`operator_id`, window refunds)."""
     revenue_posting = next(p for p in settled.postings if p.account.startswith(_CREDIT_SIDE))
     lines = [Posting(channel_clearing(channel), -cash, operator_id)]
     if with_insurance:
-        cash_side = ("asset:channel_clearing:", *_CREDIT_SIDE)
-        others = [p for p in settled.postings if not p.account.startswith(cash_side)]
+        others = [p for p in settled.postings if p.account in _NON_CASH_SHARES]
         lines += [Posting(p.account, -p.amount) for p in others]
     lines.append(Posting(revenue_posting.account, -total(p.amount for p in lines)))
     return LedgerTransaction(

@@ -114,22 +114,6 @@ class PaymentOrder:
         """What no payment covers yet: cash due minus the kept successes and the open attempts."""
         return self.cash_due - total(p.amount for p in self.payments if p.covers_share)
 
-    def cash_by_channel(self) -> tuple[tuple[str, Money], ...]:
-        """The kept cash per channel, in the order the channels were first paid through."""
-        by_channel: dict[str, Money] = {}
-        for p in self.payments:
-            if p.is_kept:
-                by_channel[p.channel] = by_channel.get(p.channel, Money(0)) + p.amount - p.refunded
-        return tuple(by_channel.items())
-
-    def window_operators(self) -> tuple[tuple[str, str], ...]:
-        """The cashier who took each window channel's kept cash (the first, should two have)."""
-        found: dict[str, str] = {}
-        for p in self.payments:
-            if p.is_kept and p.operator_id:
-                found.setdefault(p.channel, p.operator_id)
-        return tuple(found.items())
-
     @property
     def awaits_settlement(self) -> bool:
         pending = self.status is S.NEEDS_ATTENTION and self.attention is Attention.SETTLEMENT_PENDING

@@ -13,6 +13,7 @@ from services.payment_core.domain import deposit, keys, ledger
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
     OrderStatus,
+    Payment,
     PaymentStatus,
     Refund,
     RefundKind,
@@ -58,18 +59,36 @@ class Snapshot:
 
 
 async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder) -> None:
-    """Events, postings and reservations owed by the change from `before` to `order`."""
+    """Events, postings and reservations owed by the change from `before` to `order`. The turn's
+    ledger entries are posted together (one round trip for the transactions, one for the postings)."""
     await _refund_reservations(uow, before, order)
     if before.status is S.PRESETTLING and order.status is S.AWAITING_PAYMENT:
         await uow.record_event(events.order_created(order))
+    entries: list[ledger.LedgerTransaction] = []
     for payment in order.payments:
         if _became(payment.status, before.payment_status(payment.payment_id), PaymentStatus.SUCCEEDED):
             await uow.record_event(events.payment_succeeded(order, payment))
-    if order.status is S.SETTLED and before.status is not S.SETTLED:
-        await _post_settlement(uow, order, after_refund=before.status is S.REFUNDING)
+            if payment.amount.fen:  # a zero cash share "succeeds" with no money moved
+                entries.append(_payment_entry(order, payment))
+    settled = (
+        await _settlement_entry(uow, order, after_refund=before.status is S.REFUNDING)
+        if order.status is S.SETTLED and before.status is not S.SETTLED
+        else None
+    )
+    if settled is not None:
+        entries.append(settled)
     for refund in order.refunds:
         if _became(refund.status, before.refund_status(refund.refund_id), RefundStatus.SUCCEEDED):
-            await _post_refund(uow, order, refund)
+            entries.append(await _refund_entry(uow, order, refund))
+    posted = await uow.ledger.post_all(entries) if entries else set()
+    if settled is not None and settled.transfer_key in posted:
+        if order.scene == deposit.SCENE:
+            # Once, with the settlement entry (its transfer key): the deposit grows by the top-up.
+            await uow.deposits.credit_top_up(order.order_id)
+        await uow.record_event(events.order_settled(order))
+    for refund in order.refunds:
+        if _became(refund.status, before.refund_status(refund.refund_id), RefundStatus.SUCCEEDED):
+            await uow.record_event(events.refund_succeeded(order, refund, _channel_of(order, refund)))
     if order.status is S.CLOSED and before.status is not S.CLOSED:
         await uow.record_event(events.order_closed(order, order.close_reason or order.attention_reason))
 
@@ -89,42 +108,56 @@ async def _refund_reservations(uow: UnitOfWork, before: Snapshot, order: Payment
             await uow.orders.release_refund(order, refund)
 
 
-async def _post_settlement(uow: UnitOfWork, order: PaymentOrder, after_refund: bool = False) -> None:
+def _payment_entry(order: PaymentOrder, payment: Payment) -> ledger.LedgerTransaction:
+    money = ledger.MoneyAtChannel(
+        order.order_id, f"pay-{payment.attempt_no:02d}", payment.channel, payment.amount,
+        order.campus_code, payment.operator_id,
+    )  # fmt: skip
+    assert payment.succeeded_at is not None
+    return ledger.payment_transaction(money, payment.succeeded_at)
+
+
+async def _settlement_entry(
+    uow: UnitOfWork, order: PaymentOrder, after_refund: bool = False
+) -> ledger.LedgerTransaction | None:
     """Once per order: an order back in SETTLED after a refused or a partial refund was posted when
     it settled (and its kept cash is now net of the partial refund: never posted again). An order
     that gave an excess back before it settled (also from REFUNDING) is posted now."""
     assert order.settled_at is not None
     if after_refund and await uow.ledger.find(keys.transfer_key(order.order_id, "settle")) is not None:
-        return
+        return None
     bill = ledger.SettledBill(
         order_id=order.order_id,
         scene=order.scene,
-        channel=order.settlement_channel,
         bill_total=order.total,
         cash=order.cash_kept,
         split=order.split,
-        cash_by_channel=order.cash_by_channel(),
         campus_code=order.campus_code,
-        operators=order.window_operators(),
     )
-    if await uow.ledger.post(ledger.settlement_transaction(bill, order.settled_at)):
-        if order.scene == deposit.SCENE:
-            # Once, with the settlement entry (its transfer key): the deposit grows by the top-up.
-            await uow.deposits.credit_top_up(order.order_id)
-        await uow.record_event(events.order_settled(order))
+    return ledger.settlement_transaction(bill, order.settled_at)
 
 
-async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> None:
-    """A refund of a settled order reverses its settlement entry; other refunds gave back cash that
-    was never posted as revenue."""
+async def _refund_entry(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> ledger.LedgerTransaction:
+    """A requested refund of a settled order reverses (its part of) the settlement entry; any other
+    refund gives back money that no settlement counted, out of receipts_unsettled."""
     assert refund.succeeded_at is not None
-    settled = await uow.ledger.find(keys.transfer_key(order.order_id, "settle"))
-    channel = next((p.channel for p in order.payments if p.payment_id == refund.payment_id), CHANNEL_NONE)
-    if refund.kind is RefundKind.REQUESTED and settled is not None:
-        reversal = ledger.refund_reversal(
-            settled, f"refund-R{refund.refund_no}", channel, refund.cash,
-            with_insurance=refund.revokes_settlement, occurred_at=refund.succeeded_at,
-            operator_id=refund.operator_id,
+    channel = _channel_of(order, refund)
+    step = f"refund-R{refund.refund_no}"
+    settled = (
+        await uow.ledger.find(keys.transfer_key(order.order_id, "settle"))
+        if refund.kind is RefundKind.REQUESTED
+        else None
+    )
+    if settled is not None:
+        return ledger.refund_reversal(
+            settled, step, channel, refund.cash, with_insurance=refund.revokes_settlement,
+            occurred_at=refund.succeeded_at, operator_id=refund.operator_id,
         )  # fmt: skip
-        await uow.ledger.post(reversal)
-    await uow.record_event(events.refund_succeeded(order, refund, channel))
+    money = ledger.MoneyAtChannel(
+        order.order_id, step, channel, refund.cash, order.campus_code, refund.operator_id
+    )
+    return ledger.unsettled_refund_transaction(money, refund.succeeded_at)
+
+
+def _channel_of(order: PaymentOrder, refund: Refund) -> str:
+    return next((p.channel for p in order.payments if p.payment_id == refund.payment_id), CHANNEL_NONE)
