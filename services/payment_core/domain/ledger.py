@@ -13,7 +13,8 @@ Accounts (what the hospital's finance office would call them):
   revenue:<scene>                     the bill's total, by scene (outpatient, registration, ...)
   liability:patient_deposit           inpatient deposits (预交金) held for the patients: a top-up
                                       is owed back to the patient or used for their stay, never
-                                      revenue
+                                      revenue. A bill paid from the deposit (CHANNEL_DEPOSIT) debits
+                                      it where another channel debits its clearing account.
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ PATIENT_DEPOSIT = "liability:patient_deposit"
 DEPOSIT_SCENE = "INPATIENT_DEPOSIT"
 
 
+DEPOSIT_CHANNEL = "DEPOSIT"
+
+
 def channel_clearing(channel: str) -> str:
+    """Where a channel's cash is debited: its clearing account; the deposit's is the liability
+    itself (the hospital owes the patient less once the stay is paid from it)."""
+    if channel == DEPOSIT_CHANNEL:
+        return PATIENT_DEPOSIT
     return f"asset:channel_clearing:{channel}"
 
 
@@ -156,7 +164,10 @@ def refund_reversal(
     bill's revenue is debited with the sum. An order paid by one payment gets the mirror image of
     its settlement; one paid by several gets one such entry per payment, together the mirror. The
     clearing posting carries the cashier who handed the money back (`operator_id`, window refunds)."""
-    revenue_posting = next(p for p in settled.postings if p.account.startswith(_CREDIT_SIDE))
+    # The credit of the settlement (a bill paid from the deposit also debits the deposit liability).
+    revenue_posting = next(
+        p for p in settled.postings if p.account.startswith(_CREDIT_SIDE) and p.amount.fen < 0
+    )
     lines = [Posting(channel_clearing(channel), -cash, operator_id)]
     if with_insurance:
         cash_side = ("asset:channel_clearing:", *_CREDIT_SIDE)

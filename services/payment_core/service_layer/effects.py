@@ -1,8 +1,10 @@
 """What a change of an order means for the rest of the platform, derived in one place from the
 change itself: events to the outbox, postings to the ledger, refund amounts reserved or released in
-storage. Every transaction that changes an order ends with `record_effects(before, order)`, so no
-step has to remember which event or posting it owes, and none can post one twice (the transfer
-keys and the snapshot make a repeat a no-op).
+storage, and the deposit account moved (a payment from the deposit debits it when it succeeds, its
+refund credits it back when that succeeds; a refund of a top-up takes its amount from the balance
+when it is recorded and gives it back if it fails). Every transaction that changes an order ends
+with `record_effects(before, order)`, so no step has to remember which event or posting it owes,
+and none can post one twice (the transfer keys and the snapshot make a repeat a no-op).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 from services.payment_core.domain import deposit, keys, ledger
 from services.payment_core.domain.model import (
+    CHANNEL_DEPOSIT,
     CHANNEL_NONE,
     OrderStatus,
     PaymentStatus,
@@ -64,6 +67,9 @@ async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder)
         await uow.record_event(events.order_created(order))
     for payment in order.payments:
         if _became(payment.status, before.payment_status(payment.payment_id), PaymentStatus.SUCCEEDED):
+            if payment.from_deposit:
+                # In the transaction that records the success: storage refuses a negative balance.
+                await uow.deposits.debit_use(payment.payment_id)
             await uow.record_event(events.payment_succeeded(order, payment))
     if order.status is S.SETTLED and before.status is not S.SETTLED:
         await _post_settlement(uow, order, after_refund=before.status is S.REFUNDING)
@@ -83,10 +89,15 @@ async def _refund_reservations(uow: UnitOfWork, before: Snapshot, order: Payment
     refuses refunded > paid (RefundExceedsPaid), whatever the order believed when it decided."""
     for refund in order.refunds:
         was = before.refund_status(refund.refund_id)
+        top_up = order.scene == deposit.SCENE and refund.cash.fen > 0
         if was is None:
             await uow.orders.reserve_refund(order, refund)
+            if top_up:  # the deposit goes back: out of the balance now (never below zero)
+                await uow.deposits.reserve_top_up_refund(order.order_id, refund.cash)
         elif refund.status is RefundStatus.FAILED and was is not RefundStatus.FAILED:
             await uow.orders.release_refund(order, refund)
+            if top_up:
+                await uow.deposits.release_top_up_refund(order.order_id, refund.cash)
 
 
 async def _post_settlement(uow: UnitOfWork, order: PaymentOrder, after_refund: bool = False) -> None:
@@ -120,6 +131,8 @@ async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> 
     assert refund.succeeded_at is not None
     settled = await uow.ledger.find(keys.transfer_key(order.order_id, "settle"))
     channel = next((p.channel for p in order.payments if p.payment_id == refund.payment_id), CHANNEL_NONE)
+    if channel == CHANNEL_DEPOSIT and refund.payment_id is not None and refund.cash.fen > 0:
+        await uow.deposits.credit_back_use(refund.payment_id, refund.cash)
     if refund.kind is RefundKind.REQUESTED and settled is not None:
         reversal = ledger.refund_reversal(
             settled, f"refund-R{refund.refund_no}", channel, refund.cash,
