@@ -340,3 +340,26 @@ async def test_a_discharge_without_a_deposit_account_is_not_found_and_an_insured
         await harness.payment.SettleDischarge(discharge())
     assert details(bad.value) == ("FIELD_INVALID", ["items"])
     assert (await holds_together(harness)).balance_fen == 10_000
+
+
+async def test_a_discharge_whose_shortfall_was_never_collected_gives_the_deposit_back_when_it_expires(
+    harness: Harness,
+) -> None:
+    await harness.payment.TopUpDeposit(top_up(100_000))
+    first = await harness.payment.SettleDischarge(discharge(150_000))
+    assert first.shortfall_fen == 50_000 and first.account.balance_fen == 0
+
+    harness.clock.offset = base.timedelta(hours=1)  # past the order's expiry
+    await harness.core.janitor.sweep()
+
+    closed = await harness.order(first.order.order_id)
+    assert closed.status == pb.ORDER_STATUS_CLOSED
+    assert [r.status for r in closed.refunds] == [pb.REFUND_STATUS_SUCCEEDED]  # back into the deposit
+    deposit = await holds_together(harness)
+    assert (deposit.balance_fen, deposit.used_fen) == (100_000, 0)
+    # The stay is discharged again: a new order (the closed one took nothing).
+    again = await harness.payment.SettleDischarge(discharge(80_000))
+    assert again.order.order_id != first.order.order_id and again.order.status == pb.ORDER_STATUS_SETTLED
+    assert [r.cash_fen for r in again.deposit_refunds] == [20_000]
+    await confirm_cash_refunds(harness, list(again.deposit_refunds))
+    assert (await holds_together(harness)).balance_fen == 0

@@ -179,13 +179,19 @@ class DepositStore:
 
     # ---- the discharge ------------------------------------------------------------------------------
 
-    async def start_discharge(self, inpatient_no: str, order_id: str, now: datetime) -> None:
-        """The stay's discharge order (the primary key: one per stay)."""
-        await self._session.execute(
-            insert(orm.deposit_discharges).values(
-                inpatient_no=inpatient_no, order_id=order_id, created_at=now
-            )
+    async def link_discharge(self, inpatient_no: str, order_id: str, now: datetime) -> None:
+        """The stay's discharge order (the primary key: one per stay), or the one replacing a
+        discharge order that closed unpaid (the caller holds the account's row lock)."""
+        table = orm.deposit_discharges
+        replaced = await self._session.execute(
+            update(table)
+            .where(table.c.inpatient_no == inpatient_no)
+            .values(order_id=order_id, created_at=now)
         )
+        if not replaced.rowcount:  # type: ignore[attr-defined]
+            await self._session.execute(
+                insert(table).values(inpatient_no=inpatient_no, order_id=order_id, created_at=now)
+            )
 
     async def discharge_of(self, inpatient_no: str) -> str | None:
         table = orm.deposit_discharges

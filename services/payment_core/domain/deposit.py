@@ -28,11 +28,6 @@ class DepositAccount:
 DISCHARGE_SCENE = "DISCHARGE"
 
 
-def discharge_bill_no(inpatient_no: str) -> str:
-    """The discharge order's bill number: one per stay (the HIS has no separate one to give)."""
-    return f"CY-{inpatient_no}"
-
-
 def discharge_refund_key(order_id: str) -> str:
     """The key of the surplus refund a discharge makes (its parts' ids derive from it)."""
     return f"discharge:{order_id}"

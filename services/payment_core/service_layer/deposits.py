@@ -155,17 +155,20 @@ class Deposits:
     async def _discharge_order(self, cmd: commands.SettleDischarge) -> str:
         """The stay's discharge order: recorded with its link to the account in one transaction
         under the account's row lock (a concurrent discharge of the stay waits, then finds it), or
-        the one recorded before."""
-        order = self._orders.new_order(_discharge_bill(cmd))
+        the one recorded before. One that closed unpaid (its shortfall never collected before it
+        expired: what the deposit paid went back to it) is replaced by a new one."""
+        order = self._orders.new_order(_discharge_bill(cmd, self._deps.new_id("cy")))
         async with self._deps.uow() as uow:
             account = await uow.deposits.get(cmd.inpatient_no, lock=True)
             _check_owner(account, cmd.inpatient_no, cmd.campus_code, cmd.his_patient_id)
             existing = await uow.deposits.discharge_of(cmd.inpatient_no)
             if existing is not None:
-                return existing
+                first = await uow.orders.get(existing)
+                if first is None or first.status is not OrderStatus.CLOSED:
+                    return existing
             await uow.orders.add(order)
             await uow.record_event(events.order_created(order))
-            await uow.deposits.start_discharge(cmd.inpatient_no, order.order_id, order.created_at)
+            await uow.deposits.link_discharge(cmd.inpatient_no, order.order_id, order.created_at)
         return order.order_id
 
     async def account(self, inpatient_no: str) -> DepositAccount:
@@ -208,9 +211,10 @@ def _check_owner(account: DepositAccount | None, inpatient_no: str, campus_code:
         )
 
 
-def _discharge_bill(cmd: commands.SettleDischarge) -> commands.CreatePaymentOrder:
+def _discharge_bill(cmd: commands.SettleDischarge, bill_no: str) -> commands.CreatePaymentOrder:
+    """The discharge as a self-pay bill of the stay's items, its own number (the HIS has none)."""
     return commands.CreatePaymentOrder(
-        request_id=cmd.request_id, his_order_no=deposit.discharge_bill_no(cmd.inpatient_no),
+        request_id=cmd.request_id, his_order_no=bill_no,
         scene=deposit.DISCHARGE_SCENE, campus_code=cmd.campus_code, dept_code=cmd.dept_code,
         his_patient_id=cmd.his_patient_id, masked_cert_no="", lines=cmd.lines, voucher=None,
         insurance=None, doctor_code="", doctor_name="",

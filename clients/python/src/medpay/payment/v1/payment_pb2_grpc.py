@@ -239,7 +239,8 @@ class PaymentServiceServicer:
         newest top-up first); a shortfall leaves the order AWAITING_PAYMENT with shortfall_fen, for
         the HIS to collect with PayPaymentOrder on another channel. Idempotent by request_id; a second
         discharge of the same stay (inpatient_no), whatever its request_id, answers the first as it
-        stands now. The account in the answer shows the balance after. Errors: INVALID_ARGUMENT
+        stands now (unless that one closed unpaid: its shortfall was never collected before it expired,
+        what the deposit paid went back to it, and a new discharge order replaces it). The account in the answer shows the balance after. Errors: INVALID_ARGUMENT
         (FIELD_INVALID: inpatient_no, campus_code, patient.his_patient_id, items, discharged_at),
         NOT_FOUND (RESOURCE_NOT_FOUND: no deposit account), FAILED_PRECONDITION (STATE_CONFLICT: the
         account is another patient's or campus's; DEPOSIT_INSUFFICIENT: the balance moved meanwhile,
