@@ -217,8 +217,8 @@ class PaymentServiceServicer:
         his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
         method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
         belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-        the discharge settlement.
+        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+        through RefundDeposit or the discharge settlement (SettleDischarge).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -107,8 +107,8 @@ class PaymentServiceStub:
     his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
     method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
     belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-    the discharge settlement.
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+    through RefundDeposit or the discharge settlement (SettleDischarge).
     """
     GetDepositAccount: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]
     """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
@@ -245,8 +245,8 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
     method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
     belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-    the discharge settlement.
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+    through RefundDeposit or the discharge settlement (SettleDischarge).
     """
     GetDepositAccount: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]  # type: ignore[assignment]
     """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
@@ -434,8 +434,8 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
         method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
         belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-        the discharge settlement.
+        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+        through RefundDeposit or the discharge settlement (SettleDischarge).
         """
 
     @_abc_1.abstractmethod
