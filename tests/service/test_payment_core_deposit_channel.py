@@ -204,6 +204,12 @@ async def test_another_patients_deposit_does_not_pay_the_order(harness: Harness)
         await harness.payment.PayPaymentOrder(from_deposit(order.order_id, inpatient_no="ZY404"))
     assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     assert not (await harness.order(order.order_id)).payments
+    unpaid_top_up = await harness.payment.TopUpDeposit(
+        top_up(10_000, pb.CHANNEL_WECHAT_PAY, inpatient_no="ZY2026002", his_patient_id="P-0002")
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as circular:
+        await harness.payment.PayPaymentOrder(from_deposit(unpaid_top_up.order_id, inpatient_no="ZY2026002"))
+    assert details(circular.value)[0] == "STATE_CONFLICT"
 
 
 # ---- RefundDeposit --------------------------------------------------------------------------------------

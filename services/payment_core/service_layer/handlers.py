@@ -221,6 +221,11 @@ class PaymentOrders:
         (DepositInsufficient) and the transaction rolls back: nothing is stored."""
         async with self._deps.uow() as uow:
             order = await uow.lock_order(cmd.order_id)
+            if order.scene == deposit.SCENE:
+                raise errors.StateConflict(
+                    f"order {order.order_id} is a deposit top-up: it is not paid from the deposit",
+                    {"order_id": order.order_id},
+                )
             account = await uow.deposits.get(cmd.inpatient_no)
             if account is None:
                 raise errors.NotFound(
