@@ -147,7 +147,8 @@ class Deposits:
         key = deposit.discharge_refund_key(order.order_id)
         if order.status is OrderStatus.SETTLED:
             await self.refund(commands.RefundDeposit(key, cmd.inpatient_no, Money(0), SURPLUS_REASON))
-        shortfall = order.cash_remaining if order.status in _COLLECTING else Money(0)
+        # What is still unpaid (an attempt the HIS opened for it meanwhile does not pay it yet).
+        shortfall = order.cash_due - order.cash_paid if order.status in _COLLECTING else Money(0)
         return Discharge(
             order, await self.account(cmd.inpatient_no), await self.parts(key, cmd.inpatient_no), shortfall
         )
