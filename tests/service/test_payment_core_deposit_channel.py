@@ -16,6 +16,7 @@ from medpay.common.v1 import common_pb2
 from medpay.payment.v1 import payment_pb2 as pb
 
 from services.payment_core.adapters.channels.ports import RefundStatus
+from services.runtime.errors import DatabaseUnavailable
 from services.runtime.money import Money
 from tests.service import test_payment_core as base
 from tests.service.test_payment_core import Harness, details
@@ -369,3 +370,33 @@ async def test_a_discharge_whose_shortfall_was_never_collected_gives_the_deposit
     assert [r.cash_fen for r in again.deposit_refunds] == [20_000]
     await confirm_cash_refunds(harness, list(again.deposit_refunds))
     assert (await holds_together(harness)).balance_fen == 0
+
+
+async def test_a_discharge_cut_off_before_its_surplus_refund_is_finished_by_its_retry(
+    harness: Harness,
+) -> None:
+    """Paid from the deposit, then the call died before the surplus refund was recorded: the money is
+    still in the balance (never lost), and the HIS's retry of the same request carries on from there
+    (never a second payment)."""
+    cash = await harness.payment.TopUpDeposit(top_up(300_000))
+    recording, real = [], harness.core.orders.refund_top_up
+
+    async def cut_off(*args: object, **kwargs: object) -> object:
+        recording.append(args)
+        raise DatabaseUnavailable("connection lost mid-transaction")
+
+    harness.core.orders.refund_top_up = cut_off  # type: ignore[method-assign]
+    request = discharge(100_000)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await harness.payment.SettleDischarge(request)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and recording
+    assert (await account(harness)).balance_fen == 200_000  # the surplus, still the patient's
+
+    harness.core.orders.refund_top_up = real  # type: ignore[method-assign]
+    done = await harness.payment.SettleDischarge(request)
+
+    assert done.order.status == pb.ORDER_STATUS_SETTLED and len(done.order.payments) == 1
+    assert [(r.order_id, r.cash_fen) for r in done.deposit_refunds] == [(cash.order_id, 200_000)]
+    await confirm_cash_refunds(harness, list(done.deposit_refunds))
+    deposit = await holds_together(harness)
+    assert (deposit.balance_fen, deposit.used_fen, deposit.refunded_fen) == (0, 100_000, 200_000)
