@@ -16,7 +16,6 @@ from medpay.common.v1 import common_pb2
 from medpay.payment.v1 import payment_pb2 as pb
 
 from services.payment_core.adapters.channels.ports import RefundStatus
-from services.runtime.errors import DatabaseUnavailable
 from services.runtime.money import Money
 from tests.service import test_payment_core as base
 from tests.service.test_payment_core import Harness, details
@@ -372,31 +371,34 @@ async def test_a_discharge_whose_shortfall_was_never_collected_gives_the_deposit
     assert (await holds_together(harness)).balance_fen == 0
 
 
-async def test_a_discharge_cut_off_before_its_surplus_refund_is_finished_by_its_retry(
+async def test_a_discharge_cut_off_after_it_was_paid_has_its_surplus_paid_out_by_the_janitor(
     harness: Harness,
 ) -> None:
-    """Paid from the deposit, then the call died before the surplus refund was recorded: the money is
-    still in the balance (never lost), and the HIS's retry of the same request carries on from there
-    (never a second payment)."""
-    cash = await harness.payment.TopUpDeposit(top_up(300_000))
-    recording, real = [], harness.core.orders.refund_top_up
+    """The surplus refund commits with the deposit payment of the discharge, due at once; the call
+    dies before it sends it: the janitor pays it out, and the HIS's retry answers the outcome."""
+    qr = await qr_top_up(harness, 300_000)
+    process, real = harness.core.process, harness.core.process.advance
 
-    async def cut_off(*args: object, **kwargs: object) -> object:
-        recording.append(args)
-        raise DatabaseUnavailable("connection lost mid-transaction")
+    async def killed(*args: object, **kwargs: object) -> object:
+        raise RuntimeError("payment-core was killed here")
 
-    harness.core.orders.refund_top_up = cut_off  # type: ignore[method-assign]
+    process.advance = killed  # type: ignore[method-assign]
     request = discharge(100_000)
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
+    with pytest.raises(grpc.aio.AioRpcError):
         await harness.payment.SettleDischarge(request)
-    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and recording
-    assert (await account(harness)).balance_fen == 200_000  # the surplus, still the patient's
+    process.advance = real  # type: ignore[method-assign]
+    waiting = await harness.core.orders.get(qr.order_id, look_now=False)
+    assert [(r.cash.fen, r.status.value) for r in waiting.refunds] == [(200_000, "PENDING")]
+    assert (await account(harness)).balance_fen == 0  # out of the balance with the payment
 
-    harness.core.orders.refund_top_up = real  # type: ignore[method-assign]
+    await harness.core.janitor.sweep()
+
+    paid_out = await harness.order(qr.order_id)
+    assert [r.status for r in paid_out.refunds] == [pb.REFUND_STATUS_SUCCEEDED]
     done = await harness.payment.SettleDischarge(request)
-
     assert done.order.status == pb.ORDER_STATUS_SETTLED and len(done.order.payments) == 1
-    assert [(r.order_id, r.cash_fen) for r in done.deposit_refunds] == [(cash.order_id, 200_000)]
-    await confirm_cash_refunds(harness, list(done.deposit_refunds))
+    assert [(r.order_id, r.cash_fen, r.status) for r in done.deposit_refunds] == [
+        (qr.order_id, 200_000, pb.REFUND_STATUS_SUCCEEDED)
+    ]
     deposit = await holds_together(harness)
     assert (deposit.balance_fen, deposit.used_fen, deposit.refunded_fen) == (0, 100_000, 200_000)

@@ -10,9 +10,9 @@ A deposit goes back (RefundDeposit, a discharge's surplus) as refunds of its top
 payments, newest top-up first (domain.deposit.plan_refund), each recorded on its order and run by
 the process manager to the top-up's own channel; storage takes each from the balance as it is
 recorded (effects). A discharge (self-pay) is an order of scene DISCHARGE paid from the deposit by
-PayPaymentOrder on CHANNEL_DEPOSIT (the process manager's ConsumeDeposit step), then the surplus
-refunded. Every call here only records and asks the process manager; a retry (same request_id, or
-the same stay) finds what was recorded and carries on from there.
+the process manager's ConsumeDeposit step, with the surplus refunds recorded in the same
+transaction (`_SurplusRefund`). Every call here only records and asks the process manager; a retry
+(same request_id, or the same stay) finds what was recorded and carries on from there.
 """
 
 from __future__ import annotations
@@ -33,7 +33,9 @@ from services.payment_core.domain.model import (
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer import commands, events
 from services.payment_core.service_layer.dependencies import Dependencies
+from services.payment_core.service_layer.effects import Snapshot, record_effects
 from services.payment_core.service_layer.handlers import PaymentOrders
+from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
 from services.runtime.money import Money, total
 
@@ -134,18 +136,20 @@ class Deposits:
         deposit up to its balance; the surplus refunded, or the shortfall left to collect."""
         order_id = await self._discharge_order(cmd)
         order = await self._orders.get(order_id, look_now=False)
+        key = deposit.discharge_refund_key(order.order_id)
         if order.status is OrderStatus.AWAITING_PAYMENT and not _paid_from_deposit(order):
             balance = (await self.account(cmd.inpatient_no)).balance
             use = min(balance, order.cash_remaining, key=lambda m: m.fen)
             if use.fen > 0:
-                order, _ = await self._orders.pay(
+                order, _ = await self._orders.pay_from_deposit(
                     commands.PayPaymentOrder(
                         f"{cmd.request_id}-deposit", order.order_id, CHANNEL_DEPOSIT, METHOD_DEPOSIT,
                         DISCHARGE_DESCRIPTION, use, inpatient_no=cmd.inpatient_no,
-                    )
+                    ),
+                    _SurplusRefund(self._deps, cmd.inpatient_no, key),
                 )  # fmt: skip
-        key = deposit.discharge_refund_key(order.order_id)
         if order.status is OrderStatus.SETTLED:
+            # Recorded with the payment; this only finds what a top-up still on its way held back.
             await self.refund(commands.RefundDeposit(key, cmd.inpatient_no, Money(0), SURPLUS_REASON))
         # What is still unpaid (an attempt the HIS opened for it meanwhile does not pay it yet).
         shortfall = order.cash_due - order.cash_paid if order.status in _COLLECTING else Money(0)
@@ -196,6 +200,48 @@ class Deposits:
 
 
 _COLLECTING = (OrderStatus.AWAITING_PAYMENT, OrderStatus.PAYING)
+
+
+class _SurplusRefund:
+    """A discharge that the deposit pays in full gives the rest of the balance back in the same
+    transaction: newest top-up first, each part a refund of that top-up order's payment, recorded
+    as the order's intent and due at once, so its process manager pays it out to the top-up's own
+    channel after the commit, or the janitor should this call die first. Nothing is left between
+    the discharge and its surplus for a crash to fall into."""
+
+    def __init__(self, deps: Dependencies, inpatient_no: str, request_key: str) -> None:
+        self._deps, self._inpatient_no, self._key = deps, inpatient_no, request_key
+        self._top_ups: list[PaymentOrder] = []
+
+    async def before(self, uow: UnitOfWork) -> None:
+        """The top-up orders under their row locks (in id order), newest first."""
+        ids = await uow.deposits.top_up_orders(self._inpatient_no)
+        locked = {order_id: await uow.lock_order(order_id) for order_id in sorted(ids)}
+        self._top_ups = [locked[order_id] for order_id in reversed(ids)]
+
+    async def after(self, uow: UnitOfWork, order: PaymentOrder) -> list[str]:
+        if order.status is not OrderStatus.SETTLED:
+            return []  # a shortfall: nothing is left over
+        account = await uow.deposits.get(self._inpatient_no)
+        assert account is not None
+        refundable = [
+            (o.order_id, total(p.refundable for p in o.payments if p.is_kept))
+            for o in self._top_ups
+            if o.status is OrderStatus.SETTLED
+        ]
+        # What a top-up still on its way back holds is refunded once it is back (SettleDischarge again).
+        amount = min(account.balance, total(fen for _, fen in refundable), key=lambda m: m.fen)
+        changed = []
+        for order_id, part in deposit.plan_refund(refundable, amount) if amount.fen > 0 else []:
+            top_up = next(o for o in self._top_ups if o.order_id == order_id)
+            now, before = self._deps.clock(), Snapshot.of(top_up)
+            top_up.begin_refund(deposit.refund_id_for(self._key, order_id), part, SURPLUS_REASON, now)
+            top_up.moved(now)
+            top_up.due_at = now  # its next step (PayOutRefund) is due: advanced below, or by the janitor
+            await record_effects(uow, before, top_up)
+            await uow.orders.save(top_up)
+            changed.append(order_id)
+        return changed
 
 
 def _paid_from_deposit(order: PaymentOrder) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 
@@ -35,10 +36,25 @@ from services.payment_core.service_layer import commands, events
 from services.payment_core.service_layer.dependencies import OFFERED_METHODS, Dependencies
 from services.payment_core.service_layer.process import OrderProcess, Started
 from services.payment_core.service_layer.steps import StepInputs
+from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
 from services.runtime.money import Money
 
 log = logging.getLogger(__name__)
+
+
+class AlongWithDepositPayment(Protocol):
+    """What commits in the transaction of a payment from the deposit (a discharge's surplus)."""
+
+    async def before(self, uow: UnitOfWork) -> None:
+        """Take the locks it needs, before the paid order's (one lock order everywhere)."""
+        ...
+
+    async def after(self, uow: UnitOfWork, order: PaymentOrder) -> list[str]:
+        """Record what follows the payment; the ids of the orders it changed."""
+        ...
+
+
 _INSURANCE_FIELDS = frozenset({"insutype", "med_type", "use_personal_account", "insuplc_admdvs", "dise_codg"})
 
 
@@ -142,7 +158,7 @@ class PaymentOrders:
         if cmd.method in WINDOW_METHODS:
             return await self._taken_at_window(cmd)
         if cmd.channel == CHANNEL_DEPOSIT:
-            return await self._from_deposit(cmd)
+            return await self.pay_from_deposit(cmd)
         order, payment, started = await self._attempt(cmd)
         if started is None and payment.expires_at is not None and payment.expires_at <= self._deps.clock():
             # Its QR code has expired: the process manager closes it (or finds it paid) first.
@@ -213,13 +229,20 @@ class PaymentOrders:
             order = await self._process.advance_now(order.order_id, caller, StepInputs(), _PATIENCE_S)
         return order, _payment(order, payment.out_trade_no)
 
-    async def _from_deposit(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
+    async def pay_from_deposit(
+        self, cmd: commands.PayPaymentOrder, then: AlongWithDepositPayment | None = None
+    ) -> tuple[PaymentOrder, Payment]:
         """Paid from the inpatient's deposit in one transaction: the attempt is recorded and linked
         to its account, the process manager's local step (ConsumeDeposit) has the deposit channel
         confirm it, and the balance is debited by a relative UPDATE under CHECK (>= 0) as the
         success is recorded. A balance that does not cover it is refused by storage
-        (DepositInsufficient) and the transaction rolls back: nothing is stored."""
+        (DepositInsufficient) and the transaction rolls back: nothing is stored. `then` records
+        what must commit with the payment (a discharge's surplus refunds); the orders it changed
+        are advanced after the commit (or by the janitor, should this call die first)."""
+        changed: list[str] = []
         async with self._deps.uow() as uow:
+            if then is not None:
+                await then.before(uow)
             order = await uow.lock_order(cmd.order_id)
             if order.scene == deposit.SCENE:
                 raise errors.StateConflict(
@@ -250,8 +273,13 @@ class PaymentOrders:
             caller = process.Caller(placing=payment.out_trade_no)
             started = await self._process.start(uow, order, caller, before_local=save_first)
             await uow.orders.save(order)
+            if then is not None:
+                changed = await then.after(uow, order)
         if started.step is not None:  # what paying it leads to (nothing outbound for self-pay)
             order = await self._process.carry_on(order.order_id, started, caller, StepInputs())
+        for order_id in changed:
+            with contextlib.suppress(errors.MedPayError):  # recorded: the janitor carries on
+                await self._process.advance(order_id)
         return order, _payment(order, payment.out_trade_no)
 
     async def _window_attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:

@@ -236,7 +236,8 @@ class PaymentServiceServicer:
         """Discharge settlement (出院结算) of a self-pay inpatient (no `insurance`): a payment order of
         scene SCENE_DISCHARGE for `items` is paid from the deposit up to its balance (a CHANNEL_DEPOSIT
         payment); a surplus balance goes back to the channels the top-ups came from (as RefundDeposit,
-        newest top-up first); a shortfall leaves the order AWAITING_PAYMENT with shortfall_fen, for
+        newest top-up first; recorded with the deposit payment, so it is sent even if this call dies
+        after; the answer lists it, often PENDING or PROCESSING still); a shortfall leaves the order AWAITING_PAYMENT with shortfall_fen, for
         the HIS to collect with PayPaymentOrder on another channel. Idempotent by request_id; a second
         discharge of the same stay (inpatient_no), whatever its request_id, answers the first as it
         stands now (unless that one closed unpaid: its shortfall was never collected before it expired,
