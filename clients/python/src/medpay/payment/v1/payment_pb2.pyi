@@ -1273,8 +1273,13 @@ class DepositAccount(_message.Message):
     his_patient_id: _builtins.str
     balance_fen: _builtins.int
     topped_up_fen: _builtins.int
+    """Succeeded top-ups."""
     used_fen: _builtins.int
+    """Paid from the deposit (CHANNEL_DEPOSIT), less what refunds of those payments credited back."""
     refunded_fen: _builtins.int
+    """Given back to the top-ups' channels (RefundDeposit, a discharge's surplus), counted from the
+    moment a refund is recorded (one that fails for good is given back to the balance).
+    """
     @_builtins.property
     def top_ups(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
     def __init__(
