@@ -114,3 +114,11 @@ class BillChanged(MedPayError):
 
     status_name = "FAILED_PRECONDITION"
     reason = "BILL_CHANGED"
+
+
+class DepositInsufficient(MedPayError):
+    """An inpatient deposit account holds less than a payment or a refund takes: storage refused to
+    go below zero (nothing was stored)."""
+
+    status_name = "FAILED_PRECONDITION"
+    reason = "DEPOSIT_INSUFFICIENT"

@@ -42,7 +42,9 @@ from infra.simulators.alipay.simulator import AlipaySimulator
 from infra.simulators.alipay.simulator import SimulatorConfig as AlipaySimConfig
 from infra.simulators.wechatpay.app import build_asgi_app
 from infra.simulators.wechatpay.simulator import SimulatorConfig, WechatPaySimulator
+from services.payment_core.adapters.channels import deposit as deposit_channel
 from services.payment_core.adapters.channels.alipay import AlipayChannel, AlipayCredentials
+from services.payment_core.adapters.channels.deposit import DepositChannel
 from services.payment_core.adapters.channels.fake import FakeChannel
 from services.payment_core.adapters.channels.ports import (
     BillTradeState,
@@ -942,3 +944,40 @@ async def test_a_window_channel_keeps_the_port_promises_that_apply(name: str) ->
     with pytest.raises(ChannelRejected) as query:
         await channel.query(trade)
     assert query.value.reason is not RejectionReason.NOT_FOUND
+
+
+# ---- the hospital deposit (预交金) ---------------------------------------------------------------------
+# The deposit's book is payment-core's own storage: the channel confirms at once (the transaction
+# that records its answer moves the balance); of the port's promises, those that apply are checked.
+
+
+async def test_the_deposit_channel_keeps_the_port_promises_that_apply() -> None:
+    channel = DepositChannel()
+    trade = f"ord_{uuid.uuid4().hex[:24]}_01"
+    paid = channel.debit(trade, Money(12_500), datetime.now(UTC))
+    assert (paid.state, paid.amount) == (TradeState.PAID, Money(12_500))
+    with pytest.raises(ChannelRejected) as closing:
+        await channel.close(trade)
+    assert closing.value.reason is RejectionReason.ALREADY_PAID
+    with pytest.raises(ChannelRejected) as beyond:
+        await channel.refund(f"{trade}R1", trade, Money(12_501), Money(12_500), "returned")
+    assert beyond.value.reason is RejectionReason.REFUND_EXCEEDS_PAID
+    refund = await channel.refund(f"{trade}R1", trade, Money(2_500), Money(12_500), "returned")
+    assert (refund.status, refund.amount) == (RefundStatus.SUCCEEDED, Money(2_500))
+    assert (await channel.query_refund(f"{trade}R1", trade)).status is RefundStatus.SUCCEEDED
+    assert channel.parse_notification({}, b'{"id": "forged"}') is None
+    with pytest.raises(ChannelRejected) as query:
+        await channel.query(trade)
+    assert query.value.reason is not RejectionReason.NOT_FOUND
+    with pytest.raises(ChannelRejected):
+        channel.debit(trade, Money(0), datetime.now(UTC))
+
+
+def test_the_deposit_status_map_is_exhaustive_and_fails_closed() -> None:
+    assert {deposit_channel.trade_state(s) for s in ("DEBITED",)} == {TradeState.PAID}
+    assert deposit_channel.refund_status("CREDITED_BACK") is RefundStatus.SUCCEEDED
+    for unknown in ("", "debited", "REVERSED", "CREDITED_BACK"):
+        with pytest.raises(ChannelRejected):
+            deposit_channel.trade_state(unknown)
+    with pytest.raises(ChannelRejected):
+        deposit_channel.refund_status("DEBITED")

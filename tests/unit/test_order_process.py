@@ -221,6 +221,16 @@ def at_window(method: str = "CASH", closing: bool = False, insured: bool = False
     return order
 
 
+def from_deposit(closing: bool = False) -> PaymentOrder:
+    """A payment from the inpatient's deposit, recorded, not yet debited by its step."""
+    order = awaiting()
+    payment = order.start_payment("pay_1", "DEPOSIT", "DEPOSIT", T0, T0)
+    payment.expires_at = None
+    if closing:
+        order.request_close("patient left")
+    return order
+
+
 def window_recorded(method: str = "CASH", insured: bool = False) -> PaymentOrder:
     order = at_window(method, insured=insured)
     order.record_channel_success(_seen(order), T0)
@@ -472,6 +482,10 @@ TABLE = [
         p.RecordWindowPayment(TRADE)),
     Row("cash reported, order expired: recorded first", at_window, TTL, p.RecordWindowPayment(TRADE)),
     Row("cash recorded, self-pay", window_recorded, 0 * s, p.Done()),
+    # paid from the deposit: debited in the transaction that recorded it (a local step)
+    Row("deposit payment recorded", from_deposit, 0 * s, p.ConsumeDeposit(TRADE), PLACING),
+    Row("deposit payment, close asked: debited first", lambda: from_deposit(closing=True), 0 * s,
+        p.ConsumeDeposit(TRADE)),
     Row("pos recorded, insured: 2207", lambda: window_recorded("POS", True), 0 * s, p.Settle()),
     Row("cash refund at the cashier, fresh", window_refund_at_the_cashier, 2 * s,
         retry(window_refund_at_the_cashier)),

@@ -276,5 +276,32 @@ deposit_top_ups = Table(
     Column("order_id", ForeignKey("payment_orders.order_id"), primary_key=True),
     Column("inpatient_no", ForeignKey("deposit_accounts.inpatient_no"), nullable=False, index=True),
     Column("amount_fen", BigInteger, nullable=False),
+    # What deposit refunds took back from this top-up (to its own channel), moved relatively.
+    Column("refunded_fen", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("amount_fen > 0", name="amount_positive"),
+    CheckConstraint("refunded_fen >= 0 AND refunded_fen <= amount_fen", name="refunded_within_top_up"),
+)
+
+# Which payment was paid from which deposit account (CHANNEL_DEPOSIT): the account is debited when
+# the payment succeeds and credited back by what its refunds return, both relatively, in the
+# transaction that records it.
+deposit_uses = Table(
+    "deposit_uses",
+    metadata,
+    Column("payment_id", ForeignKey("payments.payment_id"), primary_key=True),
+    Column("inpatient_no", ForeignKey("deposit_accounts.inpatient_no"), nullable=False, index=True),
+    Column("amount_fen", BigInteger, nullable=False),
+    Column("refunded_fen", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("amount_fen > 0", name="amount_positive"),
+    CheckConstraint("refunded_fen >= 0 AND refunded_fen <= amount_fen", name="refunded_within_use"),
+)
+
+# One discharge settlement per stay: its order (scene DISCHARGE). The primary key answers a second
+# discharge of the same stay with the first.
+deposit_discharges = Table(
+    "deposit_discharges",
+    metadata,
+    Column("inpatient_no", ForeignKey("deposit_accounts.inpatient_no"), primary_key=True),
+    Column("order_id", ForeignKey("payment_orders.order_id"), nullable=False, unique=True),
+    _when("created_at", nullable=False),
 )

@@ -29,7 +29,8 @@ Accounts (what the hospital's finance office would call them):
                                       them back
   liability:patient_deposit           inpatient deposits (预交金) held for the patients: a top-up
                                       is owed back to the patient or used for their stay, never
-                                      revenue
+                                      revenue. A bill paid from the deposit (CHANNEL_DEPOSIT) debits
+                                      it where another channel debits its clearing account.
 """
 
 from __future__ import annotations
@@ -50,7 +51,14 @@ RECEIPTS_UNSETTLED = "liability:receipts_unsettled"
 DEPOSIT_SCENE = "INPATIENT_DEPOSIT"
 
 
+DEPOSIT_CHANNEL = "DEPOSIT"
+
+
 def channel_clearing(channel: str) -> str:
+    """Where a channel's cash is debited: its clearing account; the deposit's is the liability
+    itself (the hospital owes the patient less once the stay is paid from it)."""
+    if channel == DEPOSIT_CHANNEL:
+        return PATIENT_DEPOSIT
     return f"asset:channel_clearing:{channel}"
 
 
@@ -196,7 +204,10 @@ def refund_reversal(
     hospital's shares; the bill's revenue is debited with the sum. Together with the order's payment
     entries, the refunds of every payment undo the settlement and the payments exactly. The
     clearing posting carries the cashier who handed the money back (`operator_id`, window refunds)."""
-    revenue_posting = next(p for p in settled.postings if p.account.startswith(_CREDIT_SIDE))
+    # The credit of the settlement (a bill paid from the deposit also debits the deposit liability).
+    revenue_posting = next(
+        p for p in settled.postings if p.account.startswith(_CREDIT_SIDE) and p.amount.fen < 0
+    )
     lines = [Posting(channel_clearing(channel), -cash, operator_id)]
     if with_insurance:
         others = [p for p in settled.postings if p.account in _NON_CASH_SHARES]

@@ -16,6 +16,8 @@ METHOD_NATIVE_QR, METHOD_JSAPI, METHOD_BARCODE = "NATIVE_QR", "JSAPI", "BARCODE"
 # Money taken at the window before the HIS reports it: cash in the drawer, a bank card on the POS.
 METHOD_CASH, METHOD_POS = "CASH", "POS"
 WINDOW_METHODS = frozenset({METHOD_CASH, METHOD_POS})
+# Paid from the inpatient's deposit account (预交金): the platform's own book, debited in storage.
+CHANNEL_DEPOSIT = METHOD_DEPOSIT = "DEPOSIT"
 
 
 class OrderStatus(enum.Enum):
@@ -235,6 +237,11 @@ class Payment:
     def at_window(self) -> bool:
         """Taken at the window before it was reported: nothing to place, query or close."""
         return self.method in WINDOW_METHODS
+
+    @property
+    def from_deposit(self) -> bool:
+        """Paid from the inpatient's deposit: confirmed by the debit of its balance in storage."""
+        return self.channel == CHANNEL_DEPOSIT
 
     @property
     def is_excess(self) -> bool:

@@ -86,6 +86,18 @@ class RecordWindowPayment:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsumeDeposit:
+    """Pay the attempt from the inpatient's deposit: the deposit channel confirms it PAID, and the
+    balance is debited in the same transaction (a local step: storage, under CHECK balance >= 0,
+    refuses it and the attempt with it when the balance does not cover it). The discharge of a
+    self-pay inpatient is this step on the discharge order; an insured discharge puts the insurer's
+    steps around it (Presettle as 2401/2301/2303, Settle as 2304) and takes the deposit for the cash
+    share only."""
+
+    out_trade_no: str
+
+
+@dataclass(frozen=True, slots=True)
 class QueryPayment:
     """Ask the channel about an attempt we have not heard of (lost notification, unknown placement)."""
 
@@ -179,12 +191,12 @@ class Done:
 
 
 Step = (
-    Presettle | PlacePayment | RecordWindowPayment | QueryPayment | ReversePayment | CloseAtChannel
-    | CloseOrder | Settle | CancelPresettlement | RevokeSettlement | PayOutRefund | QueryRefund
-    | RefundLateSuccess | ReturnPayment | GiveUp | Wait | Done
+    Presettle | PlacePayment | RecordWindowPayment | ConsumeDeposit | QueryPayment | ReversePayment
+    | CloseAtChannel | CloseOrder | Settle | CancelPresettlement | RevokeSettlement | PayOutRefund
+    | QueryRefund | RefundLateSuccess | ReturnPayment | GiveUp | Wait | Done
 )  # fmt: skip
 # Steps that only change the order's own record: run inside the deciding transaction.
-LOCAL_STEPS = (CloseOrder, GiveUp, RefundLateSuccess, ReturnPayment)
+LOCAL_STEPS = (CloseOrder, GiveUp, RefundLateSuccess, ReturnPayment, ConsumeDeposit)
 
 
 # ---- when to ask again -----------------------------------------------------------------------------
@@ -345,6 +357,10 @@ REVERSE_NOT_BEFORE = timedelta(seconds=15)
 
 def _collecting(order: PaymentOrder, now: datetime, schedule: Schedule, caller: Caller) -> Step:
     attempts = order.open_payments()
+    from_deposit = next((p for p in attempts if p.from_deposit), None)
+    if from_deposit is not None:
+        # Decided and debited in the transaction that recorded it: nothing is ever left open.
+        return ConsumeDeposit(from_deposit.out_trade_no)
     window = next((p for p in attempts if p.at_window), None)
     if window is not None:
         # The money is in the drawer already (an order closing meanwhile gives it back after).

@@ -15,7 +15,6 @@ from services.payment_core.service_layer.deposits import Deposits
 from services.payment_core.service_layer.handlers import PaymentOrders
 from services.payment_core.service_layer.shifts import CashierShifts
 from services.payment_core.service_layer.watching import OrderWatch
-from services.runtime.errors import NotOffered
 from services.runtime.idempotency import IdempotencyStore, idempotent
 from services.runtime.pagination import encode_page_token
 
@@ -153,10 +152,32 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
         top_ups = await self._deposits.top_ups(inpatient_no)
         return payment_pb2.GetDepositAccountResponse(account=mapping.deposit_to_proto(account, top_ups))
 
+    @idempotent(payment_pb2.SettleDischargeResponse)
     async def SettleDischarge(
         self, request: payment_pb2.SettleDischargeRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.SettleDischargeResponse:
-        raise NotOffered("discharge settlement is not offered in this release")
+        """A self-pay discharge: the bill paid from the deposit up to its balance, the surplus
+        refunded to the top-ups' channels, or the shortfall left to collect on the order."""
+        done = await self._deposits.discharge(requests.settle_discharge(request))
+        top_ups = await self._deposits.top_ups(done.account.inpatient_no)
+        return payment_pb2.SettleDischargeResponse(
+            order=mapping.order_to_proto(done.order),
+            account=mapping.deposit_to_proto(done.account, top_ups),
+            deposit_refunds=[mapping.refund_to_proto(r) for r in done.refunds],
+            shortfall_fen=done.shortfall.fen,
+        )
+
+    @idempotent(payment_pb2.RefundDepositResponse)
+    async def RefundDeposit(
+        self, request: payment_pb2.RefundDepositRequest, context: grpc.aio.ServicerContext
+    ) -> payment_pb2.RefundDepositResponse:
+        """Unused deposit back to the top-ups' channels, newest top-up first."""
+        account, refunds = await self._deposits.refund(requests.refund_deposit(request))
+        top_ups = await self._deposits.top_ups(account.inpatient_no)
+        return payment_pb2.RefundDepositResponse(
+            account=mapping.deposit_to_proto(account, top_ups),
+            refunds=[mapping.refund_to_proto(r) for r in refunds],
+        )
 
     @idempotent(payment_pb2.CloseCashierShiftResponse)
     async def CloseCashierShift(

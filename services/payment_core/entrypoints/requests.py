@@ -13,7 +13,14 @@ from medpay.common.v1 import common_pb2
 from medpay.payment.v1 import payment_pb2
 
 from services.payment_core.adapters.insurance import Voucher
-from services.payment_core.domain.model import CHANNEL_NONE, ChargeLine, OrderStatus, PosSlip
+from services.payment_core.domain.model import (
+    CHANNEL_DEPOSIT,
+    CHANNEL_NONE,
+    METHOD_DEPOSIT,
+    ChargeLine,
+    OrderStatus,
+    PosSlip,
+)
 from services.payment_core.service_layer import commands
 from services.runtime.clock import FIRST_BUSINESS_DATE, LAST_BUSINESS_DATE
 from services.runtime.errors import NotOffered
@@ -193,13 +200,26 @@ def pay_order(request: payment_pb2.PayPaymentOrderRequest) -> commands.PayPaymen
     )
     _payer(found, request, str(channel), str(method))
     slip = _at_window(found, request, str(channel), str(method))
+    _from_deposit(found, request, str(channel), str(method))
     found.raise_if_any()
     code = PatientIdentifier(request.auth_code, kind="payment_code") if request.auth_code else None
     return commands.PayPaymentOrder(
         request.request_id, request.order_id, str(channel), str(method), request.description.strip(),
         Money(request.amount_fen), auth_code=code, payer_openid=request.payer_openid,
-        operator_id=request.operator_id, pos=slip,
+        operator_id=request.operator_id, pos=slip, inpatient_no=request.inpatient_no,
     )  # fmt: skip
+
+
+def _from_deposit(
+    found: Violations, request: payment_pb2.PayPaymentOrderRequest, channel: str, method: str
+) -> None:
+    """CHANNEL_DEPOSIT is paid by PAY_METHOD_DEPOSIT from the account its inpatient_no names."""
+    deposit = channel == CHANNEL_DEPOSIT or method == METHOD_DEPOSIT
+    if deposit:
+        found.require(channel == method, "method", "CHANNEL_DEPOSIT is paid by PAY_METHOD_DEPOSIT")
+        _inpatient_no(found, request.inpatient_no)
+    else:
+        found.require(not request.inpatient_no, "inpatient_no", "only for CHANNEL_DEPOSIT")
 
 
 def _at_window(
@@ -400,4 +420,38 @@ def deposit_account(request: payment_pb2.GetDepositAccountRequest) -> str:
     found = Violations()
     _inpatient_no(found, request.inpatient_no)
     found.raise_if_any()
-    return request.inpatient_no
+    return str(request.inpatient_no)
+
+
+def refund_deposit(request: payment_pb2.RefundDepositRequest) -> commands.RefundDeposit:
+    found = Violations()
+    _inpatient_no(found, request.inpatient_no)
+    found.require(
+        0 <= request.amount_fen <= MAX_BILL_FEN, "amount_fen", "must be >= 0 (0 = all of the balance)"
+    )
+    found.require_text(request.reason, "reason", 256)
+    found.require(len(request.operator_id) <= 32, "operator_id", "at most 32 chars")
+    found.raise_if_any()
+    return commands.RefundDeposit(
+        request.request_id, request.inpatient_no, Money(request.amount_fen), request.reason.strip(),
+        request.operator_id.strip(),
+    )  # fmt: skip
+
+
+def settle_discharge(request: payment_pb2.SettleDischargeRequest) -> commands.SettleDischarge:
+    found = Violations()
+    _inpatient_no(found, request.inpatient_no)
+    found.require_text(request.campus_code, "campus_code", 32)
+    found.require_text(request.patient.his_patient_id, "patient.his_patient_id", 64)
+    found.require(len(request.dept_code) <= 32, "dept_code", "at most 32 chars")
+    insured = request.HasField("insurance")
+    lines = _charge_lines(found, request.items, insured)
+    discharged_at = rfc3339(found, request.discharged_at, "discharged_at")
+    found.raise_if_any()
+    if insured:
+        raise NotOffered("the insured discharge (2401/2301/2303/2304) is not offered in this release")
+    assert discharged_at is not None
+    return commands.SettleDischarge(
+        request.request_id, request.inpatient_no, request.campus_code.strip(), request.dept_code,
+        request.patient.his_patient_id, lines, discharged_at,
+    )  # fmt: skip

@@ -55,6 +55,8 @@ class PayPaymentOrder:
     # CASH, POS: the cashier who took the money; POS: the terminal's slip.
     operator_id: str = ""
     pos: PosSlip | None = None
+    # DEPOSIT: the 住院号 of the account that pays.
+    inpatient_no: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,3 +131,25 @@ class TopUpDeposit:
     method: str
     operator_id: str = ""
     pos: PosSlip | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundDeposit:
+    # The idempotency key of the parts (a RefundDeposit's request_id, or the discharge's order).
+    request_key: str
+    inpatient_no: str
+    # Zero = the whole balance.
+    amount: Money
+    reason: str
+    operator_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class SettleDischarge:
+    request_id: str
+    inpatient_no: str
+    campus_code: str
+    dept_code: str
+    his_patient_id: str
+    lines: tuple[ChargeLine, ...]
+    discharged_at: datetime

@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from services.payment_core.adapters.channels.deposit import DepositChannel
 from services.payment_core.adapters.channels.ports import ChannelUnavailable, PaymentChannel, WindowChannel
 from services.payment_core.adapters.channels.window import window_channels
 from services.payment_core.adapters.insurance import InsurancePort
@@ -16,7 +17,7 @@ from services.runtime.clock import new_id, utcnow
 OFFERED_METHODS = frozenset({
     ("WECHAT_PAY", "NATIVE_QR"), ("WECHAT_PAY", "JSAPI"), ("WECHAT_PAY", "BARCODE"),
     ("ALIPAY", "NATIVE_QR"), ("ALIPAY", "BARCODE"),
-    ("CASH", "CASH"), ("POS", "POS"),
+    ("CASH", "CASH"), ("POS", "POS"), ("DEPOSIT", "DEPOSIT"),
 })  # fmt: skip
 # The channel a single-channel composition (`channels` empty) serves.
 DEFAULT_CHANNEL = "WECHAT_PAY"
@@ -39,9 +40,11 @@ class Dependencies:
     notify_urls: Mapping[str, str] = field(default_factory=dict)
     # The window channels (CASH, POS): in-process, nothing to configure, in every composition.
     window: Mapping[str, WindowChannel] = field(default_factory=window_channels)
+    # The hospital deposit (预交金): in-process, its book is this service's storage.
+    deposit: DepositChannel = field(default_factory=DepositChannel)
 
     def offers(self, channel: str) -> bool:
-        if channel in self.window:
+        if channel in self.window or channel == self.deposit.name:
             return True
         return channel in self.channels if self.channels else channel == DEFAULT_CHANNEL
 
@@ -57,6 +60,8 @@ class Dependencies:
         is tried again on its schedule."""
         if channel in self.window:
             return self.window[channel]
+        if channel == self.deposit.name:
+            return self.deposit
         if not self.channels:
             return self.channel
         try:

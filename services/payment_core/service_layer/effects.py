@@ -1,8 +1,10 @@
 """What a change of an order means for the rest of the platform, derived in one place from the
 change itself: events to the outbox, postings to the ledger, refund amounts reserved or released in
-storage. Every transaction that changes an order ends with `record_effects(before, order)`, so no
-step has to remember which event or posting it owes, and none can post one twice (the transfer
-keys and the snapshot make a repeat a no-op).
+storage, and the deposit account moved (a payment from the deposit debits it when it succeeds, its
+refund credits it back when that succeeds; a refund of a top-up takes its amount from the balance
+when it is recorded and gives it back if it fails). Every transaction that changes an order ends
+with `record_effects(before, order)`, so no step has to remember which event or posting it owes,
+and none can post one twice (the transfer keys and the snapshot make a repeat a no-op).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from dataclasses import dataclass
 
 from services.payment_core.domain import deposit, keys, ledger
 from services.payment_core.domain.model import (
+    CHANNEL_DEPOSIT,
     CHANNEL_NONE,
     OrderStatus,
     Payment,
@@ -67,6 +70,9 @@ async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder)
     entries: list[ledger.LedgerTransaction] = []
     for payment in order.payments:
         if _became(payment.status, before.payment_status(payment.payment_id), PaymentStatus.SUCCEEDED):
+            if payment.from_deposit:
+                # In the transaction that records the success: storage refuses a negative balance.
+                await uow.deposits.debit_use(payment.payment_id)
             await uow.record_event(events.payment_succeeded(order, payment))
             if payment.amount.fen:  # a zero cash share "succeeds" with no money moved
                 entries.append(_payment_entry(order, payment))
@@ -79,6 +85,8 @@ async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder)
         entries.append(settled)
     for refund in order.refunds:
         if _became(refund.status, before.refund_status(refund.refund_id), RefundStatus.SUCCEEDED):
+            if _channel_of(order, refund) == CHANNEL_DEPOSIT and refund.payment_id and refund.cash.fen:
+                await uow.deposits.credit_back_use(refund.payment_id, refund.cash)
             entries.append(await _refund_entry(uow, order, refund))
     posted = await uow.ledger.post_all(entries) if entries else set()
     if settled is not None and settled.transfer_key in posted:
@@ -102,10 +110,15 @@ async def _refund_reservations(uow: UnitOfWork, before: Snapshot, order: Payment
     refuses refunded > paid (RefundExceedsPaid), whatever the order believed when it decided."""
     for refund in order.refunds:
         was = before.refund_status(refund.refund_id)
+        top_up = order.scene == deposit.SCENE and refund.cash.fen > 0
         if was is None:
             await uow.orders.reserve_refund(order, refund)
+            if top_up:  # the deposit goes back: out of the balance now (never below zero)
+                await uow.deposits.reserve_top_up_refund(order.order_id, refund.cash)
         elif refund.status is RefundStatus.FAILED and was is not RefundStatus.FAILED:
             await uow.orders.release_refund(order, refund)
+            if top_up:
+                await uow.deposits.release_top_up_refund(order.order_id, refund.cash)
 
 
 def _payment_entry(order: PaymentOrder, payment: Payment) -> ledger.LedgerTransaction:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from sqlalchemy.exc import IntegrityError
 
@@ -19,6 +20,7 @@ from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
 from services.payment_core.domain import deposit, keys, process
 from services.payment_core.domain.model import (
+    CHANNEL_DEPOSIT,
     CHANNEL_NONE,
     METHOD_BARCODE,
     METHOD_JSAPI,
@@ -34,10 +36,25 @@ from services.payment_core.service_layer import commands, events
 from services.payment_core.service_layer.dependencies import OFFERED_METHODS, Dependencies
 from services.payment_core.service_layer.process import OrderProcess, Started
 from services.payment_core.service_layer.steps import StepInputs
+from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
 from services.runtime.money import Money
 
 log = logging.getLogger(__name__)
+
+
+class AlongWithDepositPayment(Protocol):
+    """What commits in the transaction of a payment from the deposit (a discharge's surplus)."""
+
+    async def before(self, uow: UnitOfWork) -> None:
+        """Take the locks it needs, before the paid order's (one lock order everywhere)."""
+        ...
+
+    async def after(self, uow: UnitOfWork, order: PaymentOrder) -> list[str]:
+        """Record what follows the payment; the ids of the orders it changed."""
+        ...
+
+
 _INSURANCE_FIELDS = frozenset({"insutype", "med_type", "use_personal_account", "insuplc_admdvs", "dise_codg"})
 
 
@@ -140,6 +157,8 @@ class PaymentOrders:
             raise errors.NotOffered(f"{cmd.channel} / {cmd.method} is not offered in this release")
         if cmd.method in WINDOW_METHODS:
             return await self._taken_at_window(cmd)
+        if cmd.channel == CHANNEL_DEPOSIT:
+            return await self.pay_from_deposit(cmd)
         order, payment, started = await self._attempt(cmd)
         if started is None and payment.expires_at is not None and payment.expires_at <= self._deps.clock():
             # Its QR code has expired: the process manager closes it (or finds it paid) first.
@@ -208,6 +227,59 @@ class PaymentOrders:
         if payment.is_open:
             caller = process.Caller(placing=payment.out_trade_no)
             order = await self._process.advance_now(order.order_id, caller, StepInputs(), _PATIENCE_S)
+        return order, _payment(order, payment.out_trade_no)
+
+    async def pay_from_deposit(
+        self, cmd: commands.PayPaymentOrder, then: AlongWithDepositPayment | None = None
+    ) -> tuple[PaymentOrder, Payment]:
+        """Paid from the inpatient's deposit in one transaction: the attempt is recorded and linked
+        to its account, the process manager's local step (ConsumeDeposit) has the deposit channel
+        confirm it, and the balance is debited by a relative UPDATE under CHECK (>= 0) as the
+        success is recorded. A balance that does not cover it is refused by storage
+        (DepositInsufficient) and the transaction rolls back: nothing is stored. `then` records
+        what must commit with the payment (a discharge's surplus refunds); the orders it changed
+        are advanced after the commit (or by the janitor, should this call die first)."""
+        changed: list[str] = []
+        async with self._deps.uow() as uow:
+            if then is not None:
+                await then.before(uow)
+            order = await uow.lock_order(cmd.order_id)
+            if order.scene == deposit.SCENE:
+                raise errors.StateConflict(
+                    f"order {order.order_id} is a deposit top-up: it is not paid from the deposit",
+                    {"order_id": order.order_id},
+                )
+            account = await uow.deposits.get(cmd.inpatient_no)
+            if account is None:
+                raise errors.NotFound(
+                    "no deposit account for this inpatient number", {"inpatient_no": cmd.inpatient_no}
+                )
+            if (account.campus_code, account.his_patient_id) != (order.campus_code, order.his_patient_id):
+                raise errors.StateConflict(
+                    "the deposit account belongs to another patient or campus than the order",
+                    {"inpatient_no": cmd.inpatient_no, "order_id": order.order_id},
+                )
+            now = self._deps.clock()
+            payment = order.start_payment(
+                self._deps.new_id("pay"), cmd.channel, cmd.method, now, now, cmd.amount
+            )
+            payment.expires_at = None
+            order.moved(now)
+
+            async def save_first() -> None:  # the step's debit needs the payment and its account
+                await uow.orders.save(order)
+                await uow.deposits.link_use(payment.payment_id, cmd.inpatient_no, payment.amount)
+
+            caller = process.Caller(placing=payment.out_trade_no)
+            started = await self._process.start(uow, order, caller, before_local=save_first)
+            await uow.orders.save(order)
+            if then is not None:
+                changed = await then.after(uow, order)
+        if started.step is not None:  # what paying it leads to (nothing outbound for self-pay)
+            order = await self._process.carry_on(order.order_id, started, caller, StepInputs())
+        for order_id in changed:
+            with contextlib.suppress(errors.MedPayError):  # recorded: the janitor carries on
+                await self._process.advance(order_id)
         return order, _payment(order, payment.out_trade_no)
 
     async def _window_attempt(self, cmd: commands.PayPaymentOrder) -> tuple[PaymentOrder, Payment]:
@@ -295,6 +367,20 @@ class PaymentOrders:
 
         order = await self._process.record(cmd.order_id, record)
         return order, order.refund_by_id(refund_id)
+
+    async def refund_top_up(
+        self, order_id: str, refund_id: str, cash: Money, reason: str, operator_id: str
+    ) -> Refund:
+        """A deposit refund's part: a refund of the top-up order's payment, recorded (storage takes
+        it from the balance and from what the top-up may still give back), then run by the process
+        manager to the top-up's own channel. Only Deposits calls this (RefundPaymentOrder refuses
+        a top-up order)."""
+
+        def record(order: PaymentOrder, now: datetime) -> None:
+            order.begin_refund(refund_id, cash, reason, now, operator_id)
+
+        order = await self._process.record(order_id, record)
+        return order.refund_by_id(refund_id)
 
     # ---- reads -----------------------------------------------------------------------------------
 

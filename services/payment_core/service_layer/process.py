@@ -29,7 +29,7 @@ from services.payment_core.domain import process
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer.dependencies import Dependencies
 from services.payment_core.service_layer.effects import Snapshot, record_effects
-from services.payment_core.service_layer.steps import Outcome, Record, StepInputs, StepRunners
+from services.payment_core.service_layer.steps import Outcome, Record, StepInputs, StepRunners, trade_news
 from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
 from services.runtime.clock import new_id
@@ -369,7 +369,15 @@ class OrderProcess:
             case process.ReturnPayment(payment_id):
                 refund_id = self._deps.new_id("rfd")
                 return lambda o, now: _return(o, refund_id, payment_id, now)
+            case process.ConsumeDeposit(out_trade_no):
+                return lambda o, now: self._debit_deposit(o, out_trade_no, now)
         raise AssertionError(f"{step!r} is not a local step")
+
+    def _debit_deposit(self, order: PaymentOrder, out_trade_no: str, now: datetime) -> None:
+        """The deposit channel's word, recorded as any channel's; effects debits the balance."""
+        payment = order.payment_by_trade_no(out_trade_no)
+        assert payment is not None
+        trade_news(self._deps.deposit.debit(out_trade_no, payment.amount, now))(order, now)
 
 
 def _give_back(order: PaymentOrder, refund_id: str, payment_id: str, now: datetime) -> None:

@@ -66,6 +66,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """A bill changed between two pages of one export; start again from the first page.
     Status FAILED_PRECONDITION.
     """
+    ERROR_REASON_DEPOSIT_INSUFFICIENT: _ErrorReason.ValueType  # 15
+    """The inpatient deposit account holds less than the operation takes (a payment from the deposit,
+    a deposit refund): storage refuses a negative balance. Nothing was stored. FAILED_PRECONDITION.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Error reasons carried in google.rpc.ErrorInfo.reason (domain "medpay.mesh"). Every RPC documents
@@ -107,6 +111,10 @@ produced); ask again later. Status FAILED_PRECONDITION.
 ERROR_REASON_BILL_CHANGED: ErrorReason.ValueType  # 14
 """A bill changed between two pages of one export; start again from the first page.
 Status FAILED_PRECONDITION.
+"""
+ERROR_REASON_DEPOSIT_INSUFFICIENT: ErrorReason.ValueType  # 15
+"""The inpatient deposit account holds less than the operation takes (a payment from the deposit,
+a deposit refund): storage refuses a negative balance. Nothing was stored. FAILED_PRECONDITION.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015
 

@@ -96,6 +96,8 @@ class _PayMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_PayMethod.V
     """The cashier scans the patient's payment code (付款码)."""
     PAY_METHOD_POS: _PayMethod.ValueType  # 4
     PAY_METHOD_CASH: _PayMethod.ValueType  # 5
+    PAY_METHOD_DEPOSIT: _PayMethod.ValueType  # 6
+    """CHANNEL_DEPOSIT: paid from the inpatient's deposit account (预交金), named by inpatient_no."""
 
 class PayMethod(_PayMethod, metaclass=_PayMethodEnumTypeWrapper): ...
 
@@ -108,6 +110,8 @@ PAY_METHOD_BARCODE: PayMethod.ValueType  # 3
 """The cashier scans the patient's payment code (付款码)."""
 PAY_METHOD_POS: PayMethod.ValueType  # 4
 PAY_METHOD_CASH: PayMethod.ValueType  # 5
+PAY_METHOD_DEPOSIT: PayMethod.ValueType  # 6
+"""CHANNEL_DEPOSIT: paid from the inpatient's deposit account (预交金), named by inpatient_no."""
 Global___PayMethod: _TypeAlias = PayMethod  # noqa: Y015
 
 class _OrderStatus:
@@ -790,6 +794,7 @@ class PayPaymentOrderRequest(_message.Message):
     PAYER_OPENID_FIELD_NUMBER: _builtins.int
     POS_FIELD_NUMBER: _builtins.int
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    INPATIENT_NO_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     order_id: _builtins.str
     channel: Global___Channel.ValueType
@@ -816,6 +821,10 @@ class PayPaymentOrderRequest(_message.Message):
     """The cashier's operator id, 1..32 of [A-Za-z0-9_-]: required for CASH and POS (the money is in
     that cashier's drawer or terminal batch), optional otherwise.
     """
+    inpatient_no: _builtins.str
+    """CHANNEL_DEPOSIT (required there, empty otherwise): the 住院号 of the deposit account that pays,
+    1..30 of [A-Za-z0-9_-]; it must be the order's patient's.
+    """
     @_builtins.property
     def pos(self) -> Global___PosSlip:
         """PAY_METHOD_POS (required there, absent otherwise): the terminal's slip. The card was charged
@@ -835,10 +844,11 @@ class PayPaymentOrderRequest(_message.Message):
         payer_openid: _builtins.str = ...,
         pos: Global___PosSlip | None = ...,
         operator_id: _builtins.str = ...,
+        inpatient_no: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["pos", b"pos"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "auth_code", b"auth_code", "channel", b"channel", "description", b"description", "method", b"method", "operator_id", b"operator_id", "order_id", b"order_id", "payer_openid", b"payer_openid", "pos", b"pos", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "auth_code", b"auth_code", "channel", b"channel", "description", b"description", "inpatient_no", b"inpatient_no", "method", b"method", "operator_id", b"operator_id", "order_id", b"order_id", "payer_openid", b"payer_openid", "pos", b"pos", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1263,8 +1273,13 @@ class DepositAccount(_message.Message):
     his_patient_id: _builtins.str
     balance_fen: _builtins.int
     topped_up_fen: _builtins.int
+    """Succeeded top-ups."""
     used_fen: _builtins.int
+    """Paid from the deposit (CHANNEL_DEPOSIT), less what refunds of those payments credited back."""
     refunded_fen: _builtins.int
+    """Given back to the top-ups' channels (RefundDeposit, a discharge's surplus), counted from the
+    moment a refund is recorded (one that fails for good is given back to the balance).
+    """
     @_builtins.property
     def top_ups(self) -> _containers.RepeatedCompositeFieldContainer[Global___Payment]: ...
     def __init__(
@@ -1408,6 +1423,69 @@ class SettleDischargeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SettleDischargeResponse: _TypeAlias = SettleDischargeResponse  # noqa: Y015
+
+@_typing.final
+class RefundDepositRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    INPATIENT_NO_FIELD_NUMBER: _builtins.int
+    AMOUNT_FEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.str
+    inpatient_no: _builtins.str
+    """住院号 ipt_no, 1..30 of [A-Za-z0-9_-]. Required."""
+    amount_fen: _builtins.int
+    """How much of the balance goes back, in fen; 0 = all of it."""
+    reason: _builtins.str
+    """Required, at most 256 chars."""
+    operator_id: _builtins.str
+    """The operator asking, at most 32 chars."""
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.str = ...,
+        inpatient_no: _builtins.str = ...,
+        amount_fen: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        operator_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["amount_fen", b"amount_fen", "inpatient_no", b"inpatient_no", "operator_id", b"operator_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundDepositRequest: _TypeAlias = RefundDepositRequest  # noqa: Y015
+
+@_typing.final
+class RefundDepositResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ACCOUNT_FIELD_NUMBER: _builtins.int
+    REFUNDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def account(self) -> Global___DepositAccount:
+        """The balance after (the refunds below already taken from it)."""
+
+    @_builtins.property
+    def refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___Refund]:
+        """One per top-up refunded, newest top-up first (each on its top-up's order)."""
+
+    def __init__(
+        self,
+        *,
+        account: Global___DepositAccount | None = ...,
+        refunds: _abc.Iterable[Global___Refund] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["account", b"account"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["account", b"account", "refunds", b"refunds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundDepositResponse: _TypeAlias = RefundDepositResponse  # noqa: Y015
 
 @_typing.final
 class CloseCashierShiftRequest(_message.Message):

@@ -89,6 +89,11 @@ class PaymentServiceStub:
                 request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeRequest.SerializeToString,
                 response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeResponse.FromString,
                 _registered_method=True)
+        self.RefundDeposit = channel.unary_unary(
+                '/medpay.payment.v1.PaymentService/RefundDeposit',
+                request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.RefundDepositRequest.SerializeToString,
+                response_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.RefundDepositResponse.FromString,
+                _registered_method=True)
         self.CloseCashierShift = channel.unary_unary(
                 '/medpay.payment.v1.PaymentService/CloseCashierShift',
                 request_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.CloseCashierShiftRequest.SerializeToString,
@@ -133,6 +138,11 @@ class PaymentServiceServicer:
         FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
         another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
+        CHANNEL_DEPOSIT / PAY_METHOD_DEPOSIT pays the order (or amount_fen of it) from the deposit
+        account named by inpatient_no (of the order's patient): SUCCEEDED in the answer, the balance
+        debited in the same transaction; a balance that does not cover it is FAILED_PRECONDITION
+        (DEPOSIT_INSUFFICIENT), nothing stored. The ledger debits liability:patient_deposit; a refund
+        of such a payment credits the balance back.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -207,8 +217,8 @@ class PaymentServiceServicer:
         his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
         method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
         belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-        the discharge settlement.
+        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+        through RefundDeposit or the discharge settlement (SettleDischarge).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -223,9 +233,37 @@ class PaymentServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SettleDischarge(self, request, context):
-        """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
-        insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
-        original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """Discharge settlement (出院结算) of a self-pay inpatient (no `insurance`): a payment order of
+        scene SCENE_DISCHARGE for `items` is paid from the deposit up to its balance (a CHANNEL_DEPOSIT
+        payment); a surplus balance goes back to the channels the top-ups came from (as RefundDeposit,
+        newest top-up first; recorded with the deposit payment, so it is sent even if this call dies
+        after; the answer lists it, often PENDING or PROCESSING still); a shortfall leaves the order AWAITING_PAYMENT with shortfall_fen, for
+        the HIS to collect with PayPaymentOrder on another channel. Idempotent by request_id; a second
+        discharge of the same stay (inpatient_no), whatever its request_id, answers the first as it
+        stands now (unless that one closed unpaid: its shortfall was never collected before it expired,
+        what the deposit paid went back to it, and a new discharge order replaces it). The account in the answer shows the balance after. Errors: INVALID_ARGUMENT
+        (FIELD_INVALID: inpatient_no, campus_code, patient.his_patient_id, items, discharged_at),
+        NOT_FOUND (RESOURCE_NOT_FOUND: no deposit account), FAILED_PRECONDITION (STATE_CONFLICT: the
+        account is another patient's or campus's; DEPOSIT_INSUFFICIENT: the balance moved meanwhile,
+        ask again). The insured discharge (2401 → 2301 → 2303 → 2304 through insurance-adapter) is not
+        offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RefundDeposit(self, request, context):
+        """Give back unused deposit (预交金退款): `amount_fen` of the balance (0: all of it), to the
+        channels the top-ups came from. Policy: newest top-up first, each top-up refunded at most what
+        it brought (refunded <= topped-up per top-up, storage-enforced), so the fewest and most recent
+        payments are refunded. Each part is a refund of that top-up order's payment, run by the
+        platform to its own channel (out_refund_no); a CASH or POS part is paid out at the window
+        (ConfirmWindowRefund). The balance is reduced when a refund is recorded (never below zero,
+        storage-enforced) and restored if it fails for good. Idempotent by request_id (a retry after a
+        crash makes only the parts not yet recorded). Errors: INVALID_ARGUMENT (FIELD_INVALID:
+        inpatient_no, amount_fen, reason, operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+        FAILED_PRECONDITION (DEPOSIT_INSUFFICIENT: more than the balance; STATE_CONFLICT: part of the
+        deposit is still on its way back, ask again once it is).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,6 +368,11 @@ def add_PaymentServiceServicer_to_server(servicer, server):
                     servicer.SettleDischarge,
                     request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeRequest.FromString,
                     response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeResponse.SerializeToString,
+            ),
+            'RefundDeposit': grpc.unary_unary_rpc_method_handler(
+                    servicer.RefundDeposit,
+                    request_deserializer=medpay_dot_payment_dot_v1_dot_payment__pb2.RefundDepositRequest.FromString,
+                    response_serializer=medpay_dot_payment_dot_v1_dot_payment__pb2.RefundDepositResponse.SerializeToString,
             ),
             'CloseCashierShift': grpc.unary_unary_rpc_method_handler(
                     servicer.CloseCashierShift,
@@ -644,6 +687,33 @@ class PaymentService:
             '/medpay.payment.v1.PaymentService/SettleDischarge',
             medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeRequest.SerializeToString,
             medpay_dot_payment_dot_v1_dot_payment__pb2.SettleDischargeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RefundDeposit(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/medpay.payment.v1.PaymentService/RefundDeposit',
+            medpay_dot_payment_dot_v1_dot_payment__pb2.RefundDepositRequest.SerializeToString,
+            medpay_dot_payment_dot_v1_dot_payment__pb2.RefundDepositResponse.FromString,
             options,
             channel_credentials,
             insecure,

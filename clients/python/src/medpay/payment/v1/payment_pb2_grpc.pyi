@@ -58,6 +58,11 @@ class PaymentServiceStub:
     FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
     another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
+    CHANNEL_DEPOSIT / PAY_METHOD_DEPOSIT pays the order (or amount_fen of it) from the deposit
+    account named by inpatient_no (of the order's patient): SUCCEEDED in the answer, the balance
+    debited in the same transaction; a balance that does not cover it is FAILED_PRECONDITION
+    (DEPOSIT_INSUFFICIENT), nothing stored. The ledger debits liability:patient_deposit; a refund
+    of such a payment credits the balance back.
     """
     GetPaymentOrder: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentOrderRequest, _payment_pb2.GetPaymentOrderResponse]
     """Read one order with its payments and refunds. Errors: INVALID_ARGUMENT, NOT_FOUND."""
@@ -102,17 +107,41 @@ class PaymentServiceStub:
     his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
     method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
     belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-    the discharge settlement.
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+    through RefundDeposit or the discharge settlement (SettleDischarge).
     """
     GetDepositAccount: _grpc.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]
     """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
     (inpatient_no), NOT_FOUND (RESOURCE_NOT_FOUND: no top-up was ever asked for it).
     """
     SettleDischarge: _grpc.UnaryUnaryMultiCallable[_payment_pb2.SettleDischargeRequest, _payment_pb2.SettleDischargeResponse]
-    """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
-    insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
-    original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """Discharge settlement (出院结算) of a self-pay inpatient (no `insurance`): a payment order of
+    scene SCENE_DISCHARGE for `items` is paid from the deposit up to its balance (a CHANNEL_DEPOSIT
+    payment); a surplus balance goes back to the channels the top-ups came from (as RefundDeposit,
+    newest top-up first; recorded with the deposit payment, so it is sent even if this call dies
+    after; the answer lists it, often PENDING or PROCESSING still); a shortfall leaves the order AWAITING_PAYMENT with shortfall_fen, for
+    the HIS to collect with PayPaymentOrder on another channel. Idempotent by request_id; a second
+    discharge of the same stay (inpatient_no), whatever its request_id, answers the first as it
+    stands now (unless that one closed unpaid: its shortfall was never collected before it expired,
+    what the deposit paid went back to it, and a new discharge order replaces it). The account in the answer shows the balance after. Errors: INVALID_ARGUMENT
+    (FIELD_INVALID: inpatient_no, campus_code, patient.his_patient_id, items, discharged_at),
+    NOT_FOUND (RESOURCE_NOT_FOUND: no deposit account), FAILED_PRECONDITION (STATE_CONFLICT: the
+    account is another patient's or campus's; DEPOSIT_INSUFFICIENT: the balance moved meanwhile,
+    ask again). The insured discharge (2401 → 2301 → 2303 → 2304 through insurance-adapter) is not
+    offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    RefundDeposit: _grpc.UnaryUnaryMultiCallable[_payment_pb2.RefundDepositRequest, _payment_pb2.RefundDepositResponse]
+    """Give back unused deposit (预交金退款): `amount_fen` of the balance (0: all of it), to the
+    channels the top-ups came from. Policy: newest top-up first, each top-up refunded at most what
+    it brought (refunded <= topped-up per top-up, storage-enforced), so the fewest and most recent
+    payments are refunded. Each part is a refund of that top-up order's payment, run by the
+    platform to its own channel (out_refund_no); a CASH or POS part is paid out at the window
+    (ConfirmWindowRefund). The balance is reduced when a refund is recorded (never below zero,
+    storage-enforced) and restored if it fails for good. Idempotent by request_id (a retry after a
+    crash makes only the parts not yet recorded). Errors: INVALID_ARGUMENT (FIELD_INVALID:
+    inpatient_no, amount_fen, reason, operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+    FAILED_PRECONDITION (DEPOSIT_INSUFFICIENT: more than the balance; STATE_CONFLICT: part of the
+    deposit is still on its way back, ask again once it is).
     """
     CloseCashierShift: _grpc.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]
     """Close a cashier's shift (交班 / 收费员日结): what the window took and refunded, by channel, from
@@ -168,6 +197,11 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
     another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
     (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
+    CHANNEL_DEPOSIT / PAY_METHOD_DEPOSIT pays the order (or amount_fen of it) from the deposit
+    account named by inpatient_no (of the order's patient): SUCCEEDED in the answer, the balance
+    debited in the same transaction; a balance that does not cover it is FAILED_PRECONDITION
+    (DEPOSIT_INSUFFICIENT), nothing stored. The ledger debits liability:patient_deposit; a refund
+    of such a payment credits the balance back.
     """
     GetPaymentOrder: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetPaymentOrderRequest, _payment_pb2.GetPaymentOrderResponse]  # type: ignore[assignment]
     """Read one order with its payments and refunds. Errors: INVALID_ARGUMENT, NOT_FOUND."""
@@ -212,17 +246,41 @@ class PaymentServiceAsyncStub(PaymentServiceStub):
     his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
     method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
     belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-    the discharge settlement.
+    refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+    through RefundDeposit or the discharge settlement (SettleDischarge).
     """
     GetDepositAccount: _aio.UnaryUnaryMultiCallable[_payment_pb2.GetDepositAccountRequest, _payment_pb2.GetDepositAccountResponse]  # type: ignore[assignment]
     """A deposit account's balance and its succeeded top-ups. Errors: INVALID_ARGUMENT
     (inpatient_no), NOT_FOUND (RESOURCE_NOT_FOUND: no top-up was ever asked for it).
     """
     SettleDischarge: _aio.UnaryUnaryMultiCallable[_payment_pb2.SettleDischargeRequest, _payment_pb2.SettleDischargeResponse]  # type: ignore[assignment]
-    """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
-    insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
-    original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """Discharge settlement (出院结算) of a self-pay inpatient (no `insurance`): a payment order of
+    scene SCENE_DISCHARGE for `items` is paid from the deposit up to its balance (a CHANNEL_DEPOSIT
+    payment); a surplus balance goes back to the channels the top-ups came from (as RefundDeposit,
+    newest top-up first; recorded with the deposit payment, so it is sent even if this call dies
+    after; the answer lists it, often PENDING or PROCESSING still); a shortfall leaves the order AWAITING_PAYMENT with shortfall_fen, for
+    the HIS to collect with PayPaymentOrder on another channel. Idempotent by request_id; a second
+    discharge of the same stay (inpatient_no), whatever its request_id, answers the first as it
+    stands now (unless that one closed unpaid: its shortfall was never collected before it expired,
+    what the deposit paid went back to it, and a new discharge order replaces it). The account in the answer shows the balance after. Errors: INVALID_ARGUMENT
+    (FIELD_INVALID: inpatient_no, campus_code, patient.his_patient_id, items, discharged_at),
+    NOT_FOUND (RESOURCE_NOT_FOUND: no deposit account), FAILED_PRECONDITION (STATE_CONFLICT: the
+    account is another patient's or campus's; DEPOSIT_INSUFFICIENT: the balance moved meanwhile,
+    ask again). The insured discharge (2401 → 2301 → 2303 → 2304 through insurance-adapter) is not
+    offered yet: UNIMPLEMENTED (NOT_OFFERED).
+    """
+    RefundDeposit: _aio.UnaryUnaryMultiCallable[_payment_pb2.RefundDepositRequest, _payment_pb2.RefundDepositResponse]  # type: ignore[assignment]
+    """Give back unused deposit (预交金退款): `amount_fen` of the balance (0: all of it), to the
+    channels the top-ups came from. Policy: newest top-up first, each top-up refunded at most what
+    it brought (refunded <= topped-up per top-up, storage-enforced), so the fewest and most recent
+    payments are refunded. Each part is a refund of that top-up order's payment, run by the
+    platform to its own channel (out_refund_no); a CASH or POS part is paid out at the window
+    (ConfirmWindowRefund). The balance is reduced when a refund is recorded (never below zero,
+    storage-enforced) and restored if it fails for good. Idempotent by request_id (a retry after a
+    crash makes only the parts not yet recorded). Errors: INVALID_ARGUMENT (FIELD_INVALID:
+    inpatient_no, amount_fen, reason, operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+    FAILED_PRECONDITION (DEPOSIT_INSUFFICIENT: more than the balance; STATE_CONFLICT: part of the
+    deposit is still on its way back, ask again once it is).
     """
     CloseCashierShift: _aio.UnaryUnaryMultiCallable[_payment_pb2.CloseCashierShiftRequest, _payment_pb2.CloseCashierShiftResponse]  # type: ignore[assignment]
     """Close a cashier's shift (交班 / 收费员日结): what the window took and refunded, by channel, from
@@ -287,6 +345,11 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         FAILED_PRECONDITION (STATE_CONFLICT, also for a POS slip recorded with another amount or on
         another order; CHANNEL_REJECTED, REQUEST_ID_REUSED), UNAVAILABLE
         (CHANNEL_UNAVAILABLE, OUTCOME_UNKNOWN), UNIMPLEMENTED (NOT_OFFERED) for channels not offered yet.
+        CHANNEL_DEPOSIT / PAY_METHOD_DEPOSIT pays the order (or amount_fen of it) from the deposit
+        account named by inpatient_no (of the order's patient): SUCCEEDED in the answer, the balance
+        debited in the same transaction; a balance that does not cover it is FAILED_PRECONDITION
+        (DEPOSIT_INSUFFICIENT), nothing stored. The ledger debits liability:patient_deposit; a refund
+        of such a payment credits the balance back.
         """
 
     @_abc_1.abstractmethod
@@ -373,8 +436,8 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         his_patient_id, channel, method, operator_id, pos), UNIMPLEMENTED (NOT_OFFERED: a channel or
         method not offered for top-ups), FAILED_PRECONDITION (STATE_CONFLICT: the inpatient number
         belongs to another patient or campus). Idempotent by request_id. The top-up's order is not
-        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back with
-        the discharge settlement.
+        refunded by RefundPaymentOrder (FAILED_PRECONDITION STATE_CONFLICT): a deposit goes back only
+        through RefundDeposit or the discharge settlement (SettleDischarge).
         """
 
     @_abc_1.abstractmethod
@@ -393,9 +456,39 @@ class PaymentServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _payment_pb2.SettleDischargeRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_payment_pb2.SettleDischargeResponse, _abc.Awaitable[_payment_pb2.SettleDischargeResponse]]:
-        """Discharge settlement (出院结算): the insurer's inpatient settlement (2402 → 2303 → 2304 through
-        insurance-adapter), the patient's share taken from the deposit, the surplus refunded to the
-        original channels or the shortfall collected. Not offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """Discharge settlement (出院结算) of a self-pay inpatient (no `insurance`): a payment order of
+        scene SCENE_DISCHARGE for `items` is paid from the deposit up to its balance (a CHANNEL_DEPOSIT
+        payment); a surplus balance goes back to the channels the top-ups came from (as RefundDeposit,
+        newest top-up first; recorded with the deposit payment, so it is sent even if this call dies
+        after; the answer lists it, often PENDING or PROCESSING still); a shortfall leaves the order AWAITING_PAYMENT with shortfall_fen, for
+        the HIS to collect with PayPaymentOrder on another channel. Idempotent by request_id; a second
+        discharge of the same stay (inpatient_no), whatever its request_id, answers the first as it
+        stands now (unless that one closed unpaid: its shortfall was never collected before it expired,
+        what the deposit paid went back to it, and a new discharge order replaces it). The account in the answer shows the balance after. Errors: INVALID_ARGUMENT
+        (FIELD_INVALID: inpatient_no, campus_code, patient.his_patient_id, items, discharged_at),
+        NOT_FOUND (RESOURCE_NOT_FOUND: no deposit account), FAILED_PRECONDITION (STATE_CONFLICT: the
+        account is another patient's or campus's; DEPOSIT_INSUFFICIENT: the balance moved meanwhile,
+        ask again). The insured discharge (2401 → 2301 → 2303 → 2304 through insurance-adapter) is not
+        offered yet: UNIMPLEMENTED (NOT_OFFERED).
+        """
+
+    @_abc_1.abstractmethod
+    def RefundDeposit(
+        self,
+        request: _payment_pb2.RefundDepositRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_payment_pb2.RefundDepositResponse, _abc.Awaitable[_payment_pb2.RefundDepositResponse]]:
+        """Give back unused deposit (预交金退款): `amount_fen` of the balance (0: all of it), to the
+        channels the top-ups came from. Policy: newest top-up first, each top-up refunded at most what
+        it brought (refunded <= topped-up per top-up, storage-enforced), so the fewest and most recent
+        payments are refunded. Each part is a refund of that top-up order's payment, run by the
+        platform to its own channel (out_refund_no); a CASH or POS part is paid out at the window
+        (ConfirmWindowRefund). The balance is reduced when a refund is recorded (never below zero,
+        storage-enforced) and restored if it fails for good. Idempotent by request_id (a retry after a
+        crash makes only the parts not yet recorded). Errors: INVALID_ARGUMENT (FIELD_INVALID:
+        inpatient_no, amount_fen, reason, operator_id), NOT_FOUND (RESOURCE_NOT_FOUND),
+        FAILED_PRECONDITION (DEPOSIT_INSUFFICIENT: more than the balance; STATE_CONFLICT: part of the
+        deposit is still on its way back, ask again once it is).
         """
 
     @_abc_1.abstractmethod
