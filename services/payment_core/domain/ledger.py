@@ -14,6 +14,8 @@ Accounts (what the hospital's finance office would call them):
   liability:patient_deposit           inpatient deposits (预交金) held for the patients: a top-up
                                       is owed back to the patient or used for their stay, never
                                       revenue
+  liability:refunds_payable           cash a re-settlement (a refund by lines of an insured order)
+                                      owes back to the patient until its refunds are paid out
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ INSURER_FUND_RECEIVABLE = "asset:insurer_fund_receivable"
 PERSONAL_ACCOUNT_RECEIVABLE = "asset:personal_account_receivable"
 HOSPITAL_BORNE = "expense:hospital_borne"
 PATIENT_DEPOSIT = "liability:patient_deposit"
+REFUNDS_PAYABLE = "liability:refunds_payable"
 DEPOSIT_SCENE = "INPATIENT_DEPOSIT"
 
 
@@ -159,7 +162,8 @@ def refund_reversal(
     revenue_posting = next(p for p in settled.postings if p.account.startswith(_CREDIT_SIDE))
     lines = [Posting(channel_clearing(channel), -cash, operator_id)]
     if with_insurance:
-        cash_side = ("asset:channel_clearing:", *_CREDIT_SIDE)
+        # Refunds payable is cash owed back, not an insurer share: its own refunds pay it out.
+        cash_side = ("asset:channel_clearing:", REFUNDS_PAYABLE, *_CREDIT_SIDE)
         others = [p for p in settled.postings if not p.account.startswith(cash_side)]
         lines += [Posting(p.account, -p.amount) for p in others]
     lines.append(Posting(revenue_posting.account, -total(p.amount for p in lines)))
@@ -171,6 +175,74 @@ def refund_reversal(
         postings=tuple(p for p in lines if p.amount.fen != 0),
         campus_code=settled.campus_code,
     )
+
+
+def resettlement(
+    current: LedgerTransaction,
+    split: InsuranceSplit,
+    scene: str,
+    cash_freed: Money,
+    step: str,
+    occurred_at: datetime,
+) -> tuple[LedgerTransaction, LedgerTransaction]:
+    """A refund by lines of an insured order, once the remaining lines are settled again: the
+    mirror of the settlement entry that stood (`current`) and the new one. The new entry keeps the
+    cash where it is (the same clearing postings: the money is still at the channels), takes the
+    insurer's new shares and the remaining bill's revenue, and owes `cash_freed` (old cash share −
+    new) to the patient as refunds payable, which the refunds' own entries (`payable_paid_out`)
+    then pay out of the channels. No cashier moved money here: no posting carries an operator."""
+    reversal = reversal_of(current, f"{step}-reverse", occurred_at)
+    reversal = _without_operators(reversal)
+    held = [Posting(p.account, p.amount) for p in current.postings if p.account.startswith(_CLEARING)]
+    payable = total(p.amount for p in current.postings if p.account == REFUNDS_PAYABLE) - cash_freed
+    lines = [
+        *held,
+        Posting(REFUNDS_PAYABLE, payable),
+        Posting(INSURER_FUND_RECEIVABLE, split.fund_pay_sumamt),
+        Posting(PERSONAL_ACCOUNT_RECEIVABLE, split.acct_pay),
+        Posting(HOSPITAL_BORNE, split.hosp_part_amt),
+        Posting(revenue(scene), -split.medfee_sumamt),
+    ]
+    settled = LedgerTransaction(
+        transfer_key=keys.transfer_key(current.order_id, step),
+        order_id=current.order_id,
+        kind="SETTLEMENT",
+        occurred_at=occurred_at,
+        postings=tuple(p for p in lines if p.amount.fen != 0),
+        campus_code=current.campus_code,
+    )
+    return reversal, settled
+
+
+def payable_paid_out(
+    settled: LedgerTransaction,
+    step: str,
+    channel: str,
+    cash: Money,
+    occurred_at: datetime,
+    operator_id: str = "",
+) -> LedgerTransaction:
+    """A refund of cash a re-settlement freed: out of the channel's clearing account, off the
+    refunds payable (the revenue was already reduced by the re-settlement)."""
+    return LedgerTransaction(
+        transfer_key=keys.transfer_key(settled.order_id, step),
+        order_id=settled.order_id,
+        kind="REFUND",
+        occurred_at=occurred_at,
+        postings=(Posting(REFUNDS_PAYABLE, cash), Posting(channel_clearing(channel), -cash, operator_id)),
+        campus_code=settled.campus_code,
+    )
+
+
+_CLEARING = "asset:channel_clearing:"
+
+
+def _without_operators(transaction: LedgerTransaction) -> LedgerTransaction:
+    postings = tuple(Posting(p.account, p.amount) for p in transaction.postings)
+    return LedgerTransaction(
+        transaction.transfer_key, transaction.order_id, transaction.kind, transaction.occurred_at,
+        postings, transaction.campus_code,
+    )  # fmt: skip
 
 
 def balances(postings: Iterable[Posting]) -> dict[str, Money]:

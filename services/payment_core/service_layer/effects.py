@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from services.payment_core.domain import deposit, keys, ledger
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
+    LineRefund,
+    LineRefundStage,
     OrderStatus,
     PaymentStatus,
     Refund,
@@ -34,6 +36,7 @@ class Snapshot:
     payments: tuple[tuple[str, PaymentStatus, bool], ...]
     refunds: tuple[tuple[str, RefundStatus], ...]
     flags: tuple[bool, bool, bool, str]
+    line_refunds: tuple[tuple[str, LineRefundStage], ...] = ()
 
     @classmethod
     def of(cls, order: PaymentOrder) -> Snapshot:
@@ -48,7 +51,11 @@ class Snapshot:
                 order.close_requested,
                 order.setl_id,
             ),
+            line_refunds=tuple((r.refund_id, r.stage) for r in order.line_refunds),
         )
+
+    def line_refund_stage(self, refund_id: str) -> LineRefundStage | None:
+        return next((stage for rid, stage in self.line_refunds if rid == refund_id), None)
 
     def payment_status(self, payment_id: str) -> PaymentStatus | None:
         return next((status for pid, status, _ in self.payments if pid == payment_id), None)
@@ -65,6 +72,10 @@ async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder)
     for payment in order.payments:
         if _became(payment.status, before.payment_status(payment.payment_id), PaymentStatus.SUCCEEDED):
             await uow.record_event(events.payment_succeeded(order, payment))
+    for line_refund in order.line_refunds:
+        resettled = LineRefundStage.RESETTLED
+        if _became(line_refund.stage, before.line_refund_stage(line_refund.refund_id), resettled):
+            await _post_resettlement(uow, order, line_refund)
     if order.status is S.SETTLED and before.status is not S.SETTLED:
         await _post_settlement(uow, order, after_refund=before.status is S.REFUNDING)
     for refund in order.refunds:
@@ -114,13 +125,35 @@ async def _post_settlement(uow: UnitOfWork, order: PaymentOrder, after_refund: b
         await uow.record_event(events.order_settled(order))
 
 
+async def _post_resettlement(uow: UnitOfWork, order: PaymentOrder, line_refund: LineRefund) -> None:
+    """A refund by lines settled again: the entry that stood is reversed and the new one posted,
+    the freed cash owed as refunds payable until its refunds are paid out."""
+    step = f"resettle{line_refund.line_refund_no}"
+    standing = [
+        r for r in order.line_refunds if r.stage is LineRefundStage.RESETTLED and r is not line_refund
+    ]
+    current_step = f"resettle{standing[-1].line_refund_no}" if standing else "settle"
+    current = await uow.ledger.find(keys.transfer_key(order.order_id, current_step))
+    assert current is not None and order.split is not None
+    now = order.last_step_at or order.created_at
+    for entry in ledger.resettlement(current, order.split, order.scene, line_refund.cash, step, now):
+        await uow.ledger.post(entry)
+
+
 async def _post_refund(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> None:
-    """A refund of a settled order reverses its settlement entry; other refunds gave back cash that
-    was never posted as revenue."""
+    """A refund of a settled order reverses its part of the settlement entry that stands; a refund
+    by lines pays out what its re-settlement owes; other refunds gave back cash that was never
+    posted as revenue."""
     assert refund.succeeded_at is not None
-    settled = await uow.ledger.find(keys.transfer_key(order.order_id, "settle"))
+    settled = await uow.ledger.find(keys.transfer_key(order.order_id, order.settlement_step))
     channel = next((p.channel for p in order.payments if p.payment_id == refund.payment_id), CHANNEL_NONE)
-    if refund.kind is RefundKind.REQUESTED and settled is not None:
+    if order.is_line_refund(refund) and settled is not None:
+        step = f"refund-R{refund.refund_no}"
+        paid_out = ledger.payable_paid_out(
+            settled, step, channel, refund.cash, refund.succeeded_at, refund.operator_id
+        )
+        await uow.ledger.post(paid_out)
+    elif refund.kind is RefundKind.REQUESTED and settled is not None:
         reversal = ledger.refund_reversal(
             settled, f"refund-R{refund.refund_no}", channel, refund.cash,
             with_insurance=refund.revokes_settlement, occurred_at=refund.succeeded_at,
