@@ -115,3 +115,39 @@ def test_the_refunds_of_each_payment_together_mirror_the_settlement() -> None:
     mirror = ledger.reversal_of(ledger.settlement_transaction(
         bill(1_750, 12_500, insured_split(8_750, 2_000, 1_750)), NOW), "refund-R1", NOW)  # fmt: skip
     assert ledger.balances(alone.postings) == ledger.balances(mirror.postings)
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 5_000), st.integers(0, 100), st.integers(0, 100)), min_size=1, max_size=4
+    )
+)
+def test_refunds_by_lines_keep_the_books_on_the_remaining_bill(steps: list[tuple[int, int, int]]) -> None:
+    """Any sequence of re-settlements (a removed amount, the share of it the fund and the account
+    carried, in %), each paid out, then a full refund: balanced at every point, revenue the bill
+    that remains, the cash held what was kept, nothing left owed; every account zero at the end."""
+    fund, account, cash = 8_000, 1_000, 6_000
+    current = ledger.settlement_transaction(bill(cash, 15_000, insured_split(fund, account, cash)), NOW)
+    postings = list(current.postings)
+    for n, (removed, fund_pct, account_pct) in enumerate(steps, start=1):
+        less_fund = min(fund, removed * fund_pct // 100)
+        less_account = min(account, (removed - less_fund) * account_pct // 100)
+        freed = min(cash, removed - less_fund - less_account)
+        fund, account, cash = fund - less_fund, account - less_account, cash - freed
+        split = insured_split(fund, account, cash)
+        reversal, settled = ledger.resettlement(
+            current, split, "OUTPATIENT", Money(freed), f"resettle{n}", NOW
+        )
+        postings += [*reversal.postings, *settled.postings]
+        if freed:
+            paid_out = ledger.payable_paid_out(settled, f"refund-R{n}", "WECHAT_PAY", Money(freed), NOW)
+            postings += paid_out.postings
+        books = ledger.balances(postings)
+        assert sum(amount.fen for amount in books.values()) == 0
+        assert books["revenue:outpatient"] == -split.medfee_sumamt
+        assert books["asset:channel_clearing:WECHAT_PAY"].fen == cash
+        assert books.get(ledger.REFUNDS_PAYABLE, Money(0)).fen == 0
+        assert books.get(ledger.INSURER_FUND_RECEIVABLE, Money(0)).fen == fund
+        current = settled
+    last = ledger.refund_reversal(current, "refund-R99", "WECHAT_PAY", Money(cash), True, NOW)
+    assert all(amount.fen == 0 for amount in ledger.balances([*postings, *last.postings]).values())
