@@ -326,3 +326,16 @@ async def test_bad_lines_are_refused_naming_the_field(mesh: Mesh) -> None:
     assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     after = await mesh.order(before.order_id)
     assert after.status == pb.ORDER_STATUS_SETTLED and not after.line_refunds and not after.refunds
+
+
+async def test_two_refunds_by_lines_at_once_cannot_both_pass(mesh: Mesh) -> None:
+    before = await settled_visit(mesh)
+    results = await asyncio.gather(
+        mesh.payment.RefundPaymentOrder(by_lines(before.order_id, (CLASS_C_LINE, 0))),
+        mesh.payment.RefundPaymentOrder(by_lines(before.order_id, (CLASS_C_LINE, 0))),
+        return_exceptions=True,
+    )
+    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
+    assert len(refused) == 1 and refused[0].code() == grpc.StatusCode.FAILED_PRECONDITION
+    after = await mesh.order(before.order_id)
+    await assert_re_settled(mesh, before, after)
