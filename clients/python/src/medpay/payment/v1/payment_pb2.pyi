@@ -593,7 +593,9 @@ class PaymentOrder(_message.Message):
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChargeItem]: ...
     @_builtins.property
     def split(self) -> _common_pb2.SettlementBreakdown:
-        """The insurer's split of the bill, so that split.psn_cash_pay_fen = cash_due_fen on every order.
+        """The insurer's split of the bill, so that split.psn_cash_pay_fen = cash_due_fen on every order
+        (after a refund by lines, see line_refunds: the new settlement's split of what remains, so
+        split.medfee_sumamt_fen < total_fen and split.psn_cash_pay_fen = cash_paid_fen - refunded_cash_fen).
         Self-pay orders: always present, with every insurer share zero (fund, personal account,
         deductible, policy scope, hospital share, balance) and the whole bill the patient's own cash:
         medfee_sumamt = fulamt_ownpay_amt = psn_part_amt = psn_cash_pay = total_fen (= cash_due_fen),
