@@ -392,8 +392,8 @@ class PaymentOrder:
         is REFUNDING until it is done, then SETTLED again, or REFUNDED once everything paid is back.
 
         A partial refund goes back to the original channels by the split policy of `split_refund`
-        (largest refundable payment first). Partial refunds are for self-pay orders only in this
-        release (an insured one needs the settlement revoked and the rest settled again)."""
+        (largest refundable payment first). An insured order is refunded in part by its lines only
+        (`begin_line_refund`): a cash amount alone cannot say what the insurer should re-settle."""
         if requested.fen < 0:
             raise InvalidArgument.field("cash_fen", "must be >= 0 (0 = refund in full)")
         excess = self.status is S.NEEDS_ATTENTION and self.attention in REFUNDABLE_ATTENTION
