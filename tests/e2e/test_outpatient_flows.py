@@ -96,6 +96,36 @@ async def test_insured_refund_revokes_the_insurer_settlement(mesh: MeshProcesses
     assert insurer_side.status == insurance_pb2.SETTLEMENT_STATUS_REVOKED
 
 
+async def test_an_insured_line_refund_re_settles_the_rest_through_the_mesh(
+    mesh: MeshProcesses, stubs: Stubs
+) -> None:
+    created = await stubs.payment.CreatePaymentOrder(
+        insured_order_request(PEOPLE[2], _his_no(), 4), timeout=30
+    )
+    settled = await pay_and_settle(mesh, stubs, created.order)
+    gone = settled.items[-1]
+    refund = payment_pb2.RefundPaymentOrderRequest(
+        request_id=uuid.uuid4().hex, order_id=settled.order_id, reason="test cancelled", operator_id="C001",
+        lines=[payment_pb2.RefundLine(line_no=gone.line_no)],
+    )  # fmt: skip
+    await stubs.payment.RefundPaymentOrder(refund, timeout=30)
+    order = await wait_for_status(stubs, settled.order_id, Status.ORDER_STATUS_SETTLED)
+    assert [r.stage for r in order.line_refunds] == [payment_pb2.LINE_REFUND_STAGE_RESETTLED]
+    split = order.split
+    assert split.medfee_sumamt_fen == settled.total_fen - gone.line_total_fen
+    assert split.fund_pay_sumamt_fen + split.acct_pay_fen + split.psn_cash_pay_fen == split.medfee_sumamt_fen
+    assert order.refunded_cash_fen == settled.cash_paid_fen - order.split.psn_cash_pay_fen
+    assert order.refunded_cash_fen <= order.cash_paid_fen and order.setl_id != settled.setl_id
+    listing = await stubs.insurance.ListSettlements(
+        insurance_pb2.ListSettlementsRequest(page_size=100), timeout=10
+    )
+    mine = {s.setl_id: s.status for s in listing.settlements if s.order_ref == settled.order_id}
+    assert mine == {
+        settled.setl_id: insurance_pb2.SETTLEMENT_STATUS_REVOKED,
+        order.setl_id: insurance_pb2.SETTLEMENT_STATUS_SETTLED,
+    }
+
+
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [

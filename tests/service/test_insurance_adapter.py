@@ -579,3 +579,35 @@ async def test_a_2204_that_never_landed_cancels_with_the_insurer_holding_nothing
     cancelled = (await mesh.insurance.CancelPresettlement(cancel)).settlement
     assert cancelled.status == pb.SETTLEMENT_STATUS_CANCELLED
     assert mesh.sim.seen["2205"] == 1  # asked, refused (nothing held), and taken as nothing held
+
+
+async def test_the_rest_of_a_revoked_bill_is_pre_settled_again_on_the_same_visit(mesh: Mesh) -> None:
+    person = EMPLOYEES[0]
+    presettled = await mesh.presettle(person, "ord_rest000000001")
+    settled = await mesh.settle(presettled.settlement_id, "settle-rest")
+    remaining = list(presettle_request(person, "x", "x").items)[:-1]
+
+    def again(request_id: str, **fields: Any) -> pb.PresettleRequest:
+        return pb.PresettleRequest(
+            request_id=request_id, order_ref="ord_rest000000001",
+            after_revoked_settlement_id=settled.settlement_id, items=remaining, **fields,
+        )  # fmt: skip
+
+    with pytest.raises(grpc.aio.AioRpcError) as not_revoked:
+        await mesh.insurance.Presettle(again("rest-too-early"))
+    assert error_of(not_revoked.value)[0] == "STATE_CONFLICT"
+    with pytest.raises(grpc.aio.AioRpcError) as with_visit:
+        await mesh.insurance.Presettle(again("rest-bad", med_type="11", voucher=common_pb2.PatientVoucher()))
+    assert error_of(with_visit.value) == ("FIELD_INVALID", ["voucher", "med_type"])
+
+    revoke = pb.RevokeSettlementRequest(request_id="revoke-rest", settlement_id=settled.settlement_id)
+    await mesh.insurance.RevokeSettlement(revoke)
+    first = (await mesh.insurance.Presettle(again("rest-1"))).settlement
+    replayed = (await mesh.insurance.Presettle(again("rest-1"))).settlement
+    assert first.status == pb.SETTLEMENT_STATUS_PRESETTLED and replayed == first
+    assert first.settlement_id != settled.settlement_id and first.mdtrt_id == settled.mdtrt_id
+    assert first.chrg_bchno != settled.chrg_bchno
+    assert first.breakdown.medfee_sumamt_fen == sum(item.line_total_fen for item in remaining)
+    assert mesh.sim.seen["2201"] == 1  # the visit registered once; 2204 + 2206 for the rest
+    resettled = await mesh.settle(first.settlement_id, "settle-rest-2")
+    assert resettled.status == pb.SETTLEMENT_STATUS_SETTLED and resettled.setl_id != settled.setl_id

@@ -56,8 +56,9 @@ TABLE: dict[tuple[SettlementStatus, Goal], Step] = {
     (S.VISIT_REGISTERED, G.PRESETTLED): UploadFees(BATCH),
     (S.FEES_UPLOADED, G.PRESETTLED): Presettle(BATCH),
     **{(status, G.PRESETTLED): REACHED for status in (S.PRESETTLED, S.SETTLING, S.UNKNOWN)},
-    **{(status, G.PRESETTLED): REACHED for status in (S.SETTLED, S.REVOKED)},
-    **{(status, G.PRESETTLED): DECIDED for status in (S.FAILED, S.CANCELLED)},
+    (S.SETTLED, G.PRESETTLED): REACHED,
+    # A revoked settlement frees its order (a partly refunded bill is pre-settled anew): decided.
+    **{(status, G.PRESETTLED): DECIDED for status in (S.FAILED, S.CANCELLED, S.REVOKED)},
     # Settle: 2207 under a new msgid; an outstanding one is asked about first (5203, same msgid);
     # a decided one answers as it stands.
     (S.VISIT_REGISTERED, G.SETTLED): NOT_ALLOWED,

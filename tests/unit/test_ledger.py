@@ -121,3 +121,41 @@ def test_the_refunds_of_each_payment_together_undo_the_payments_and_the_settleme
         + entry.postings + first.postings + second.postings
     )  # fmt: skip
     assert all(amount == Money(0) for amount in ledger.balances(together).values())
+
+
+@given(
+    st.lists(
+        st.tuples(st.integers(1, 5_000), st.integers(0, 100), st.integers(0, 100)), min_size=1, max_size=4
+    )
+)
+def test_refunds_by_lines_keep_the_books_on_the_remaining_bill(steps: list[tuple[int, int, int]]) -> None:
+    """Any sequence of re-settlements (a removed amount, the share of it the fund and the account
+    carried, in %), each paid out, then a full refund: balanced at every point, revenue the bill
+    that remains, the cash held what was kept, nothing left owed; every account zero at the end."""
+    fund, account, cash = 8_000, 1_000, 6_000
+    current = ledger.settlement_transaction(bill(cash, 15_000, insured_split(fund, account, cash)), NOW)
+    postings = [*paid("WECHAT_PAY", cash).postings, *current.postings]
+    for n, (removed, fund_pct, account_pct) in enumerate(steps, start=1):
+        less_fund = min(fund, removed * fund_pct // 100)
+        less_account = min(account, (removed - less_fund) * account_pct // 100)
+        freed = min(cash, removed - less_fund - less_account)
+        fund, account, cash = fund - less_fund, account - less_account, cash - freed
+        split = insured_split(fund, account, cash)
+        reversal, settled = ledger.resettlement(
+            current, split, "OUTPATIENT", Money(freed), f"resettle{n}", NOW
+        )
+        postings += [*reversal.postings, *settled.postings]
+        books = ledger.balances(postings)
+        assert books.get(ledger.RECEIPTS_UNSETTLED, Money(0)).fen == -freed  # owed back until paid out
+        if freed:
+            money = ledger.MoneyAtChannel("ord_1", f"refund-R{n}", "WECHAT_PAY", Money(freed))
+            postings += ledger.unsettled_refund_transaction(money, NOW).postings
+        books = ledger.balances(postings)
+        assert sum(amount.fen for amount in books.values()) == 0
+        assert books["revenue:outpatient"] == -split.medfee_sumamt
+        assert books["asset:channel_clearing:WECHAT_PAY"].fen == cash
+        assert books.get(ledger.RECEIPTS_UNSETTLED, Money(0)).fen == 0
+        assert books.get(ledger.INSURER_FUND_RECEIVABLE, Money(0)).fen == fund
+        current = settled
+    last = ledger.refund_reversal(current, "refund-R99", "WECHAT_PAY", Money(cash), True, NOW)
+    assert all(amount.fen == 0 for amount in ledger.balances([*postings, *last.postings]).values())

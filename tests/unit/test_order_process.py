@@ -20,8 +20,10 @@ from services.payment_core.domain.model import (
     OrderStatus,
     PaymentStatus,
     PosSlip,
+    RefundedLine,
 )
 from services.payment_core.domain.order import PaymentOrder
+from services.runtime.errors import InvalidArgument
 from services.runtime.money import Money
 
 T0 = datetime(2026, 12, 2, 9, 0, tzinfo=UTC)
@@ -290,6 +292,81 @@ def code_sent(answer_after: timedelta = 0 * s) -> Callable[[], PaymentOrder]:
     return build
 
 
+# ---- a refund by lines of an insured order: 2208, 2204 + 2206 of what remains, 2207, cash back --------
+
+
+def _drug() -> ChargeLine:
+    return ChargeLine("2", "YP0001", "XA01AAA0001", "阿莫西林", "01", "09", 20_000,
+                      Money(1_250), Money(2_500), "0301", "D0301")  # fmt: skip
+
+
+def _split_of(bill: int, fund: int) -> InsuranceSplit:
+    return InsuranceSplit.from_fen({
+        "medfee_sumamt": bill, "inscp_scp_amt": bill, "hifp_pay": fund, "fund_pay_sumamt": fund,
+        "psn_part_amt": bill - fund, "psn_cash_pay": bill - fund,
+    })  # fmt: skip
+
+
+def settled_two_lines() -> PaymentOrder:
+    """An insured visit (诊查费 125 yuan + a drug 25 yuan), fund 105 yuan, 45 yuan paid by WeChat."""
+    order = _order(insured=True)
+    order.lines, order.total = (_line(), _drug()), Money(15_000)
+    order.accept_presettlement("stl-1", _split_of(15_000, 10_500), "310")
+    order.start_payment("pay_1", "WECHAT_PAY", "NATIVE_QR", T0, T0 + QR)
+    order.payment_placed(order.payments[0], "weixin://wxpay/bizpayurl?pr=1")
+    order.record_channel_success(_seen(order), T0)
+    order.settlement_confirmed("setl-1", None, T0)
+    return order
+
+
+def lines_requested() -> PaymentOrder:
+    order = settled_two_lines()
+    order.begin_line_refund(RID, (RefundedLine("2", 0),), Money(0), "drug returned", T0, "C001")
+    return order
+
+
+def lines_revoked() -> PaymentOrder:
+    order = lines_requested()
+    order.line_refund_revoked()
+    return order
+
+
+def lines_presettled(new_fund: int = 8_750) -> Callable[[], PaymentOrder]:
+    def build() -> PaymentOrder:
+        order = lines_revoked()
+        order.line_refund_presettled("stl-2", _split_of(12_500, new_fund))
+        return order
+
+    return build
+
+
+def lines_resettled(new_fund: int = 8_750) -> Callable[[], PaymentOrder]:
+    def build() -> PaymentOrder:
+        order = lines_presettled(new_fund)()
+        order.line_refund_settled("setl-2", _split_of(12_500, new_fund), T0)
+        return order
+
+    return build
+
+
+def lines_paid_out() -> PaymentOrder:
+    order = lines_resettled()()
+    order.refund_succeeded(order.refunds[0], "50300001", T0)
+    return order
+
+
+def lines_not_revoked() -> PaymentOrder:
+    order = lines_requested()
+    order.line_refund_not_revoked("结算信息不存在")
+    return order
+
+
+def lines_resettle_refused() -> PaymentOrder:
+    order = lines_revoked()
+    order.line_refund_refused("该就诊已撤销")
+    return order
+
+
 def asked_at(build: Callable[[], PaymentOrder], at: timedelta, times: int = 1) -> Callable[[], PaymentOrder]:
     def asked_then() -> PaymentOrder:
         order = build()
@@ -529,6 +606,28 @@ TABLE = [
         p.GiveUp(Attention.REFUND_UNKNOWN, "no final answer from the channel about the refund")),
     Row("refund abnormal: a person", refund_abnormal, 1 * m, p.Done()),
     Row("refunded", refunded, 1 * m, p.Done()),
+    # a refund by lines of an insured order: revoke, pre-settle and settle what remains, cash back
+    Row("lines refund requested: 2208", lines_requested, 0 * s, p.RevokeForLines(RID)),
+    Row("lines 2208 unknown once, waiting", lambda: asked(lines_requested, 1), 1 * s,
+        retry(lambda: asked(lines_requested, 1))),
+    Row("lines 2208 unknown once, retry due", lambda: asked(lines_requested, 1), 7 * s,
+        p.RevokeForLines(RID)),
+    Row("lines 2208 attempts spent", lambda: asked(lines_requested, 4), 1 * m,
+        p.GiveUp(Attention.REVOKE_UNKNOWN, "the insurer did not confirm the revocation (2208)")),
+    Row("lines 2208 refused: settled as before", lines_not_revoked, 1 * m, p.Done()),
+    Row("lines revoked: what remains pre-settled", lines_revoked, 0 * s, p.PresettleRemaining(RID)),
+    Row("lines 2206 unknown once, retry due", lambda: asked(lines_revoked, 1), 7 * s,
+        p.PresettleRemaining(RID)),
+    Row("lines 2206 attempts spent", lambda: asked(lines_revoked, 4), 1 * m,
+        p.GiveUp(Attention.RESETTLE_UNKNOWN, p._GIVE_UP_REASONS[Attention.RESETTLE_UNKNOWN])),
+    Row("lines pre-settled: 2207", lines_presettled(), 0 * s, p.SettleRemaining(RID)),
+    Row("lines 2207 unknown once, waiting", lambda: asked(lines_presettled(), 1), 1 * s,
+        retry(lambda: asked(lines_presettled(), 1))),
+    Row("lines new cash share larger: a person", lines_presettled(7_000), 1 * m, p.Done()),
+    Row("lines re-settlement refused: a person", lines_resettle_refused, 1 * m, p.Done()),
+    Row("lines re-settled: freed cash paid out", lines_resettled(), 0 * s, p.PayOutRefund(RID)),
+    Row("lines re-settled, no cash freed: settled", lines_resettled(10_500 - 2_500), 1 * m, p.Done()),
+    Row("lines refund paid out: settled", lines_paid_out, 1 * m, p.Done()),
     # several payments: partly paid waits for the rest; attempts side by side are each asked in turn
     Row("partly paid, nothing open", partly_paid, 1 * m, p.Wait(T0 + TTL)),
     Row("partly paid insured, nothing open", lambda: partly_paid(True), 1 * m, p.Wait(T0 + TTL)),
@@ -570,6 +669,59 @@ def test_the_next_step_of_each_state(row: Row) -> None:
 def test_every_step_kind_is_in_the_table() -> None:
     kinds = {type(row.expected) for row in TABLE}
     assert kinds == set(p.Step.__args__)  # type: ignore[attr-defined]
+
+
+def test_a_refund_by_lines_re_settles_and_frees_the_cash_difference() -> None:
+    order = lines_paid_out()
+    assert order.status is OrderStatus.SETTLED
+    assert [line.line_no for line in order.billed_lines()] == ["1"]
+    assert (order.setl_id, order.settlement_id, order.settlement_step) == ("setl-2", "stl-2", "resettle1")
+    # 45 yuan paid; the remaining 125 yuan bill leaves 37.50 yuan cash: 7.50 yuan back
+    assert [r.cash.fen for r in order.refunds] == [750]
+    assert order.split is not None and order.split.psn_cash_pay.fen == 3_750
+
+
+def test_a_larger_new_cash_share_stops_for_a_person() -> None:
+    order = lines_presettled(7_000)()
+    assert order.status is OrderStatus.NEEDS_ATTENTION
+    assert order.attention is Attention.RESETTLE_MISMATCH
+    assert "more than the 4500 fen paid" in order.attention_reason
+    assert order.refunds == []
+
+
+def test_the_cash_asked_back_must_be_what_the_new_split_frees() -> None:
+    order = settled_two_lines()
+    order.begin_line_refund(RID, (RefundedLine("2", 0),), Money(700), "drug returned", T0, "C001")
+    order.line_refund_revoked()
+    order.line_refund_presettled("stl-2", _split_of(12_500, 8_750))
+    assert order.attention is Attention.RESETTLE_MISMATCH
+    assert "frees 750 fen, not the 700 fen asked back" in order.attention_reason
+
+
+def test_a_refund_by_lines_checks_its_lines() -> None:
+    order = settled_two_lines()
+    with pytest.raises(InvalidArgument) as unknown:
+        order.begin_line_refund(RID, (RefundedLine("9", 0),), Money(0), "x", T0, "C001")
+    assert unknown.value.violations[0].field == "lines[0].line_no"
+    with pytest.raises(InvalidArgument) as too_much:
+        order.begin_line_refund(RID, (RefundedLine("2", 30_000),), Money(0), "x", T0, "C001")
+    assert too_much.value.violations[0].field == "lines[0].quantity_ten_thousandths"
+    assert order.status is OrderStatus.SETTLED and order.line_refunds == []
+
+
+def test_a_part_of_a_line_is_billed_at_its_unit_price() -> None:
+    order = settled_two_lines()
+    order.begin_line_refund(RID, (RefundedLine("2", 5_000),), Money(0), "one box back", T0, "C001")
+    drug = order.billed_lines()[1]
+    assert (drug.quantity_ten_thousandths, drug.line_total.fen) == (15_000, 1_875)
+
+
+def test_every_line_named_is_a_full_refund() -> None:
+    order = settled_two_lines()
+    lines = (RefundedLine("1", 0), RefundedLine("2", 0))
+    refund = order.begin_line_refund(RID, lines, Money(0), "visit cancelled", T0, "C001")
+    assert refund is not None and refund.cash.fen == 4_500 and order.line_refunds == []
+    assert p.next_step(order, T0, SCHEDULE) == p.RevokeSettlement(RID)
 
 
 def test_the_schedule_escalates_with_bounded_jitter() -> None:

@@ -418,7 +418,8 @@ def test_a_self_pay_order_is_paid_by_two_payments_and_settles_only_with_the_seco
 
     assert order.status is OrderStatus.SETTLED and order.cash_kept == order.cash_due == Money(12_500)
     assert [(p.channel, p.amount) for p in order.payments if p.is_kept] == [
-        ("WECHAT_PAY", Money(5_000)), ("ALIPAY", Money(7_500))
+        ("WECHAT_PAY", Money(5_000)),
+        ("ALIPAY", Money(7_500)),
     ]
 
 

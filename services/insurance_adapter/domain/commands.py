@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date
 
-from services.insurance_adapter.domain.bill import OutpatientBill
+from services.insurance_adapter.domain.bill import ChargeLine, OutpatientBill
 from services.insurance_adapter.domain.person import PatientVoucher
 from services.insurance_adapter.domain.settlement import SettlementStatus
 
@@ -17,6 +17,16 @@ class Presettle:
     order_ref: str
     voucher: PatientVoucher
     bill: OutpatientBill
+
+
+@dataclass(frozen=True, slots=True)
+class Represettle:
+    """Pre-settle again the remaining lines of a bill whose settlement was revoked (a partial
+    refund): same person, same visit (mdtrt_id), a new batch."""
+
+    order_ref: str
+    revoked_settlement_id: str
+    lines: tuple[ChargeLine, ...]
 
 
 @dataclass(frozen=True, slots=True)

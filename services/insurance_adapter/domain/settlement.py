@@ -46,7 +46,8 @@ _NEXT: dict[SettlementStatus, frozenset[SettlementStatus]] = {
     S.SETTLED: frozenset({S.REVOKED}),
 }
 # A settlement in one of these holds its order_ref: a new Presettle for the order continues it.
-ACTIVE_STATUSES = frozenset(set(S) - {S.CANCELLED, S.FAILED})
+# A revoked one frees it: what remains of a partly refunded bill is pre-settled again (revision 0005).
+ACTIVE_STATUSES = frozenset(set(S) - {S.CANCELLED, S.FAILED, S.REVOKED})
 PRESETTLEMENT_STAGES = frozenset({S.VISIT_REGISTERED, S.FEES_UPLOADED})
 AWAITING_INSURER = frozenset({S.SETTLING, S.UNKNOWN})
 CANCELLABLE = frozenset({S.VISIT_REGISTERED, S.FEES_UPLOADED, S.PRESETTLED})

@@ -55,6 +55,10 @@ class InsuranceServicer(insurance_pb2_grpc.InsuranceServiceServicer):
     async def Presettle(self, request: pb.PresettleRequest, context: Any) -> pb.PresettleResponse:
         """1101 → 2201 → 2204 → 2206; an order's existing pre-settlement is continued or returned."""
         check_presettle(request).raise_if_any()
+        if request.after_revoked_settlement_id:
+            represettle = mapping.represettle_from_proto(request)
+            settlement = await self._handlers.presettlement.represettle(represettle)
+            return pb.PresettleResponse(settlement=mapping.settlement_to_proto(settlement))
         settlement = await self._handlers.presettlement.presettle(mapping.presettle_from_proto(request))
         return pb.PresettleResponse(settlement=mapping.settlement_to_proto(settlement))
 

@@ -74,6 +74,14 @@ def presettle_from_proto(request: insurance_pb2.PresettleRequest) -> commands.Pr
     return commands.Presettle(request.order_ref, voucher_from_proto(request.voucher), bill)
 
 
+def represettle_from_proto(request: insurance_pb2.PresettleRequest) -> commands.Represettle:
+    return commands.Represettle(
+        order_ref=request.order_ref,
+        revoked_settlement_id=request.after_revoked_settlement_id,
+        lines=tuple(_line_from_proto(item) for item in request.items),
+    )
+
+
 def _line_from_proto(item: common_pb2.ChargeItem) -> ChargeLine:
     return ChargeLine(
         line_no=item.line_no,

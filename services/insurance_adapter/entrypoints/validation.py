@@ -32,6 +32,8 @@ def check_voucher(violations: Violations, voucher: common_pb2.PatientVoucher, pa
 
 
 def check_presettle(request: insurance_pb2.PresettleRequest) -> Violations:
+    if request.after_revoked_settlement_id:
+        return check_represettle(request)
     violations = Violations()
     violations.require_text(request.order_ref, "order_ref")
     check_voucher(violations, request.voucher)
@@ -51,6 +53,33 @@ def check_presettle(request: insurance_pb2.PresettleRequest) -> Violations:
         check_item(violations, item, f"items[{index}]")
     _unique_line_numbers(violations, request.items)
     return violations
+
+
+def check_represettle(request: insurance_pb2.PresettleRequest) -> Violations:
+    """Pre-settling the rest of a revoked settlement's bill: the visit is that settlement's, so
+    only the order, the settlement and the remaining lines are sent."""
+    violations = Violations()
+    violations.require_text(request.order_ref, "order_ref")
+    violations.require_text(request.after_revoked_settlement_id, "after_revoked_settlement_id")
+    violations.require(
+        not request.HasField("voucher"), "voucher", "must be absent: the visit is the revoked one's"
+    )
+    for field, value in _visit_fields(request):
+        violations.require(not value, field, "must be empty: it comes from the revoked settlement")
+    violations.require(
+        0 < len(request.items) <= MAX_ITEMS, "items", f"required: 1 to {MAX_ITEMS} charge items"
+    )
+    for index, item in enumerate(request.items):
+        check_item(violations, item, f"items[{index}]")
+    _unique_line_numbers(violations, request.items)
+    return violations
+
+
+def _visit_fields(request: insurance_pb2.PresettleRequest) -> list[tuple[str, object]]:
+    names = ("insutype", "med_type", "use_personal_account", "visit_no", "insuplc_admdvs")
+    return [(name, getattr(request, name)) for name in names] + [
+        (field, value) for field, value, _ in _visit_texts(request)
+    ]
 
 
 def check_item(violations: Violations, item: common_pb2.ChargeItem, path: str) -> None:

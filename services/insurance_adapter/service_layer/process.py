@@ -26,7 +26,7 @@ from services.insurance_adapter.domain.process import (
     Wait,
     next_step,
 )
-from services.insurance_adapter.domain.settlement import Settlement
+from services.insurance_adapter.domain.settlement import InsuredVisit, Settlement
 from services.insurance_adapter.service_layer.handlers import (
     Dependencies,
     Record,
@@ -56,7 +56,7 @@ class SettlementProcess(SettlementSteps):
     async def open(self, command: commands.Presettle) -> Settlement:
         """The order's active settlement for this bill, or, when there is none (next_step's
         RegisterVisit), a new one: 1101 → 2201, stored with its bill as the first recovery point."""
-        found = await self._active_settlement(command)
+        found = await self._active_settlement(command.order_ref, command.bill)
         if found is not None:  # advance continues it from its recovery point
             return found
         visit = await self._steps.register_visit(command)
@@ -67,7 +67,22 @@ class SettlementProcess(SettlementSteps):
             visit=visit,
             created_at=self._now(),
         )
-        return await self._store_new(settlement, command)
+        return await self._store_new(settlement, command.bill)
+
+    async def reopen(self, order_ref: str, visit: InsuredVisit, bill: OutpatientBill) -> Settlement:
+        """The order's active settlement for `bill`, or a new one on an already registered visit
+        (its 2201 done: the first step is the 2204 of a new batch)."""
+        found = await self._active_settlement(order_ref, bill)
+        if found is not None:
+            return found
+        settlement = Settlement(
+            settlement_id=new_id("stl"),
+            order_ref=order_ref,
+            bill_fingerprint=bill.fingerprint(),
+            visit=visit,
+            created_at=self._now(),
+        )
+        return await self._store_new(settlement, bill)
 
     async def advance(
         self,
@@ -140,23 +155,23 @@ class SettlementProcess(SettlementSteps):
         annotate(settlement)
         return settlement, step
 
-    async def _active_settlement(self, command: commands.Presettle) -> Settlement | None:
+    async def _active_settlement(self, order_ref: str, bill: OutpatientBill) -> Settlement | None:
         async with self._deps.unit_of_work(read_only=True) as uow:
-            found = await uow.settlements.active_for_order(command.order_ref)
-        if found is not None and found.bill_fingerprint != command.bill.fingerprint():
+            found = await uow.settlements.active_for_order(order_ref)
+        if found is not None and found.bill_fingerprint != bill.fingerprint():
             raise StateConflict(
-                f"order {command.order_ref} is already pre-settled with another bill; cancel that one first",
-                {"order_ref": command.order_ref, "settlement_id": found.settlement_id},
+                f"order {order_ref} is already pre-settled with another bill; cancel that one first",
+                {"order_ref": order_ref, "settlement_id": found.settlement_id},
             )
         return found
 
-    async def _store_new(self, settlement: Settlement, command: commands.Presettle) -> Settlement:
+    async def _store_new(self, settlement: Settlement, bill: OutpatientBill) -> Settlement:
         try:
             async with self._deps.unit_of_work() as uow:
-                await uow.settlements.add(settlement, command.bill)
+                await uow.settlements.add(settlement, bill)
         except IntegrityError:
             # Another request opened this order meanwhile (the active-order index): continue that one.
-            found = await self._active_settlement(command)
+            found = await self._active_settlement(settlement.order_ref, bill)
             if found is None:
                 raise
             return found

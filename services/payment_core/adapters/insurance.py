@@ -88,3 +88,10 @@ class InsurancePort(Protocol):
     async def revoke_settlement(self, request_id: str, settlement_id: str, reason: str) -> InsurerSettlement:
         """2208: the settled order is refunded."""
         ...
+
+    async def represettle(
+        self, request_id: str, order_ref: str, revoked_settlement_id: str, lines: tuple[ChargeLine, ...]
+    ) -> InsurerSettlement:
+        """A refund by lines: pre-settle the remaining `lines` again on the visit of the revoked
+        settlement (2204 of a new batch + 2206; no voucher needed). Settle then completes it."""
+        ...

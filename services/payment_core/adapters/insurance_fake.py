@@ -5,7 +5,8 @@ settlement life cycle PRESETTLED → SETTLED → REVOKED (or CANCELLED) is enfor
 settlement already SETTLED, FAILED or CANCELLED answers it as it stands; the split adds up.
 Its policy is deliberately plain: 甲/乙 lines are in scope and the fund pays `fund_ratio` of them; the
 personal account pays what it can of the rest when asked; the patient pays the remainder in cash.
-`fail_next[step]` queues errors to raise instead of answering ("presettle", "settle", "cancel", "revoke").
+`fail_next[step]` queues errors to raise instead of answering ("presettle", "settle", "cancel", "revoke",
+"represettle").
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class FakeInsurance:
     settlements: dict[str, InsurerSettlement] = field(default_factory=dict)
     # order_ref -> settlement_id of its latest pre-settlement (for a cancel by order_ref)
     by_order: dict[str, str] = field(default_factory=dict)
+    # order_ref -> whether its bill used the personal account (a re-settlement does as it did)
+    uses_account: dict[str, bool] = field(default_factory=dict)
     _answers: dict[str, InsurerSettlement] = field(default_factory=dict)
     _serial: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -49,9 +52,34 @@ class FakeInsurance:
             )
             self.settlements[settlement.settlement_id] = settlement
             self.by_order[ask.order_ref] = settlement.settlement_id
+            self.uses_account[ask.order_ref] = ask.use_personal_account
             return settlement
 
         return self._answer("presettle", ask.request_id, act)
+
+    async def represettle(
+        self, request_id: str, order_ref: str, revoked_settlement_id: str, lines: tuple[ChargeLine, ...]
+    ) -> InsurerSettlement:
+        def act() -> InsurerSettlement:
+            revoked = self.settlements.get(revoked_settlement_id)
+            if revoked is None:
+                raise NotFound(f"no settlement {revoked_settlement_id}")
+            if (
+                revoked.status is not InsurerStatus.REVOKED
+                or self.by_order.get(order_ref) != revoked_settlement_id
+            ):
+                raise StateConflict(f"settlement {revoked_settlement_id} is {revoked.status.value}")
+            settlement = replace(
+                revoked,
+                settlement_id=f"stl-{next(self._serial)}",
+                status=InsurerStatus.PRESETTLED,
+                setl_id="",
+                split=self.split_of(lines, self.uses_account.get(order_ref, False)),
+            )
+            self.by_order[order_ref] = settlement.settlement_id
+            return self._store(settlement)
+
+        return self._answer("represettle", request_id, act)
 
     async def settle(self, request_id: str, settlement_id: str) -> InsurerSettlement:
         def act() -> InsurerSettlement:

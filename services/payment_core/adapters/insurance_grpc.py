@@ -75,6 +75,18 @@ class GrpcInsurance:
         response = await self._call(self._stub.RevokeSettlement, request)
         return settlement_from(response.settlement)
 
+    async def represettle(
+        self, request_id: str, order_ref: str, revoked_settlement_id: str, lines: tuple[ChargeLine, ...]
+    ) -> InsurerSettlement:
+        request = insurance_pb2.PresettleRequest(
+            request_id=request_id,
+            order_ref=order_ref,
+            after_revoked_settlement_id=revoked_settlement_id,
+            items=[_item(line) for line in lines],
+        )
+        response = await self._call(self._stub.Presettle, request)
+        return settlement_from(response.settlement)
+
     async def _call(self, method: Callable[..., Awaitable[ResponseT]], request: Any) -> ResponseT:
         # The OpenTelemetry client interceptor (runtime.grpc_client) spans the call itself.
         try:

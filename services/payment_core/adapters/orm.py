@@ -17,6 +17,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 
@@ -83,6 +84,7 @@ payment_orders = Table(
     # Written with the order's row from the aggregate, in the transaction that adds the child.
     Column("payment_count", Integer, nullable=False, server_default="0"),
     Column("refund_count", Integer, nullable=False, server_default="0"),
+    Column("line_refund_count", Integer, nullable=False, server_default="0"),
     _when("last_step_at"),
     _when("due_at"),
     Column("lease_holder", String(64), nullable=True),
@@ -189,6 +191,29 @@ refunds = Table(
         "cash_fen >= 0 AND fund_fen >= 0 AND personal_account_fen >= 0", name="amounts_not_negative"
     ),
     Index(None, "status", "succeeded_at"),
+)
+
+# Refunds by lines of an insured order (revision 0012): what left the bill and where its
+# re-settlement stands. Its cash goes back by ordinary refunds (their ids start with line_refund_id).
+line_refunds = Table(
+    "line_refunds",
+    metadata,
+    Column("line_refund_id", String(40), primary_key=True),
+    Column("order_id", ForeignKey("payment_orders.order_id"), nullable=False, index=True),
+    Column("line_refund_no", Integer, nullable=False),
+    Column("stage", String(16), nullable=False),
+    # JSON [[line_no, quantity_ten_thousandths], ...]: a handful of lines, read and written whole.
+    Column("lines", Text, nullable=False),
+    Column("revoked_settlement_id", String(64), nullable=False),
+    Column("new_settlement_id", String(64), nullable=False, server_default=""),
+    Column("expected_cash_fen", BigInteger, nullable=False),
+    Column("cash_fen", BigInteger, nullable=False, server_default="0"),
+    Column("reason", String(256), nullable=False),
+    Column("requested_by", String(32), nullable=False, server_default=""),
+    _when("created_at", nullable=False),
+    _when("updated_at", nullable=False),
+    UniqueConstraint("order_id", "line_refund_no"),
+    CheckConstraint("cash_fen >= 0 AND expected_cash_fen >= 0", name="amounts_not_negative"),
 )
 
 # Append-only: the repository only ever inserts into the two ledger tables.

@@ -15,11 +15,13 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payment_core.adapters import orm
+from services.payment_core.adapters.line_refund_rows import line_refund_from, line_refund_values
 from services.payment_core.domain.model import (
     OPEN_PAYMENT,
     Attention,
     ChargeLine,
     InsuranceSplit,
+    LineRefund,
     OrderStatus,
     Payment,
     PaymentStatus,
@@ -174,6 +176,8 @@ class OrderRepository:
         refunding = [row.order_id for row in rows if row.refund_count]
         pays = await self._children(orm.payments, paying, orm.payments.c.attempt_no)
         backs = await self._children(orm.refunds, refunding, orm.refunds.c.refund_no)
+        by_lines = [row.order_id for row in rows if row.line_refund_count]
+        taken = await self._children(orm.line_refunds, by_lines, orm.line_refunds.c.line_refund_no)
         orders = [
             _order_from(
                 row,
@@ -184,8 +188,12 @@ class OrderRepository:
             for row in rows
         ]
         for order in orders:
+            order.line_refunds = [line_refund_from(t) for t in taken if t.order_id == order.order_id]
             self._stored.update({p.payment_id: _unstamped(_payment_values(p)) for p in order.payments})
             self._stored.update({r.refund_id: _unstamped(_refund_values(r)) for r in order.refunds})
+            self._stored.update(
+                {_line_key(t.refund_id): _unstamped(line_refund_values(t)) for t in order.line_refunds}
+            )
         return orders
 
     async def _lines_of(self, order_ids: list[str]) -> dict[str, tuple[ChargeLine, ...]]:
@@ -226,6 +234,21 @@ class OrderRepository:
             )
         for refund in order.refunds:
             await self._upsert(orm.refunds, orm.refunds.c.refund_id, refund.refund_id, _refund_values(refund))
+        for taken in order.line_refunds:
+            await self._upsert_line_refund(taken)
+
+    async def _upsert_line_refund(self, taken: LineRefund) -> None:
+        """Keyed apart from the refunds in `_stored`: the first cash refund shares its id."""
+        values, key = line_refund_values(taken), _line_key(taken.refund_id)
+        if self._stored.get(key) == _unstamped(values):
+            return
+        if key in self._stored:
+            await self._session.execute(
+                update_by(orm.line_refunds, "line_refund_id"), {KEY: taken.refund_id, **values}
+            )
+        else:
+            await self._session.execute(insert_into(orm.line_refunds), values)
+        self._stored[key] = _unstamped(values)
 
     async def _upsert(self, table: Any, key: Any, key_value: str, values: dict[str, Any]) -> None:
         """INSERT a new row, UPDATE one that changed since it was loaded or written, else nothing."""
@@ -248,6 +271,10 @@ class OrderRepository:
     async def _scalar(self, query: Any) -> str | None:
         value = (await self._session.execute(query)).scalar_one_or_none()
         return str(value) if value is not None else None
+
+
+def _line_key(refund_id: str) -> str:
+    return f"lines:{refund_id}"
 
 
 def _covers(status: str, excess: bool) -> bool:
@@ -393,6 +420,7 @@ def _order_values(order: PaymentOrder, created: bool = False) -> dict[str, Any]:
         "attempts": order.attempts,
         "payment_count": len(order.payments),
         "refund_count": len(order.refunds),
+        "line_refund_count": len(order.line_refunds),
         "last_step_at": order.last_step_at,
         "due_at": order.due_at,
         "lease_holder": order.lease_holder,

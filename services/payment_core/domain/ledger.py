@@ -155,7 +155,9 @@ def _at_channel(money: MoneyAtChannel, kind: str, amount: Money, occurred_at: da
     )
 
 
-def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTransaction:
+def settlement_transaction(
+    bill: SettledBill, occurred_at: datetime, step: str = "settle"
+) -> LedgerTransaction:
     """Debit where the bill's money comes from (the cash received for it, the insurer's fund, the
     personal account, the hospital's own share); credit the bill's revenue. Zero lines are left out."""
     fund = bill.split.fund_pay_sumamt if bill.split else Money(0)
@@ -169,7 +171,7 @@ def settlement_transaction(bill: SettledBill, occurred_at: datetime) -> LedgerTr
         Posting(revenue(bill.scene), -bill.bill_total),
     ]
     return LedgerTransaction(
-        transfer_key=keys.transfer_key(bill.order_id, "settle"),
+        transfer_key=keys.transfer_key(bill.order_id, step),
         order_id=bill.order_id,
         kind="SETTLEMENT",
         occurred_at=occurred_at,
@@ -221,6 +223,34 @@ def refund_reversal(
         postings=tuple(p for p in lines if p.amount.fen != 0),
         campus_code=settled.campus_code,
     )
+
+
+def resettlement(
+    current: LedgerTransaction,
+    split: InsuranceSplit,
+    scene: str,
+    cash_freed: Money,
+    step: str,
+    occurred_at: datetime,
+) -> tuple[LedgerTransaction, LedgerTransaction]:
+    """A refund by lines of an insured order, once the remaining lines are settled again: the
+    mirror of the settlement entry that stood (`current`) and the new one, for the remaining bill
+    with the insurer's new shares. The new entry takes `cash_freed` (old cash share − new) less out
+    of receipts_unsettled, so the freed cash waits there, owed back, until the refunds' own entries
+    (`unsettled_refund_transaction`) pay it out of the channels."""
+    reversal = reversal_of(current, f"{step}-reverse", occurred_at)
+    cash_settled = total(
+        p.amount
+        for p in current.postings
+        if p.account == RECEIPTS_UNSETTLED or p.account.startswith(_CLEARING)
+    )
+    bill = SettledBill(
+        current.order_id, scene, split.medfee_sumamt, cash_settled - cash_freed, split, current.campus_code
+    )
+    return reversal, settlement_transaction(bill, occurred_at, step)
+
+
+_CLEARING = "asset:channel_clearing:"
 
 
 def balances(postings: Iterable[Posting]) -> dict[str, Money]:

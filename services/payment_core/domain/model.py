@@ -53,6 +53,13 @@ class Attention(enum.Enum):
     REVOKE_UNKNOWN = "REVOKE_UNKNOWN"
     # A closed insured order whose 2205 the insurer did not confirm within the schedule's attempts.
     PRESETTLEMENT_OPEN = "PRESETTLEMENT_OPEN"
+    # A refund by lines: the re-settlement's 2206/2207 outcome stayed unknown for the schedule.
+    RESETTLE_UNKNOWN = "RESETTLE_UNKNOWN"
+    # A refund by lines: the insurer refused to pre-settle or settle the remaining lines again.
+    RESETTLE_REFUSED = "RESETTLE_REFUSED"
+    # A refund by lines: the insurer's new split does not fit (a larger cash share than was paid,
+    # not the cash the HIS expected back, or a split that does not add up). Never guessed.
+    RESETTLE_MISMATCH = "RESETTLE_MISMATCH"
 
 
 # An order in one of these may be refunded in full: settled, or holding cash it must give back.
@@ -291,3 +298,53 @@ class Refund:
     @property
     def is_open(self) -> bool:
         return self.status in OPEN_REFUND
+
+
+class LineRefundStage(enum.Enum):
+    """Where a refund by lines of an insured order stands (its steps: domain.process)."""
+
+    REVOKING = "REVOKING"  # 2208 of the whole settlement
+    PRESETTLING = "PRESETTLING"  # 2204 + 2206 of the remaining lines
+    SETTLING = "SETTLING"  # 2207 of the new pre-settlement
+    RESETTLED = "RESETTLED"  # settled again; the cash difference goes back by ordinary refunds
+    REFUSED = "REFUSED"  # the insurer refused the 2208: nothing changed, the order is SETTLED again
+    NEEDS_ATTENTION = "NEEDS_ATTENTION"  # stopped for a person (the order's attention says why)
+
+
+IN_PROGRESS_LINE_REFUND = frozenset(
+    {LineRefundStage.REVOKING, LineRefundStage.PRESETTLING, LineRefundStage.SETTLING}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RefundedLine:
+    """A charge line, or part of one, a refund takes off the bill (quantity 0: all that remains)."""
+
+    line_no: str
+    quantity_ten_thousandths: int
+
+
+@dataclass(slots=True)
+class LineRefund:
+    """A partial refund of a settled insured order by lines: the whole settlement is revoked (2208),
+    the remaining lines pre-settled and settled again, and the cash difference (old cash share −
+    new) refunded by ordinary refunds with this `refund_id` (and `<refund_id>-<n>`)."""
+
+    refund_id: str
+    order_id: str
+    line_refund_no: int
+    lines: tuple[RefundedLine, ...]
+    stage: LineRefundStage
+    revoked_settlement_id: str
+    reason: str
+    created_at: datetime
+    # The cash the HIS expects back (0: whatever the new split frees).
+    expected_cash: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
+    requested_by: str = ""
+    new_settlement_id: str = ""
+    # Old cash share − new, once the new pre-settlement is known.
+    cash: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
+
+    @property
+    def in_progress(self) -> bool:
+        return self.stage in IN_PROGRESS_LINE_REFUND

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from services.payment_core.domain import keys
+from services.payment_core.domain.line_refunds import checked_lines, remaining_lines
 from services.payment_core.domain.model import (
     CHANNEL_NONE,
     METHOD_NONE,
@@ -20,12 +21,15 @@ from services.payment_core.domain.model import (
     ChannelPaymentSeen,
     ChargeLine,
     InsuranceSplit,
+    LineRefund,
+    LineRefundStage,
     OrderStatus,
     Payment,
     PaymentOutcome,
     PaymentStatus,
     PosSlip,
     Refund,
+    RefundedLine,
     RefundKind,
     RefundStatus,
 )
@@ -96,6 +100,8 @@ class PaymentOrder:
     refunded_cash: Money = Money(0)  # noqa: RUF009 - Money is frozen, so one shared default is safe
     payments: list[Payment] = field(default_factory=list)
     refunds: list[Refund] = field(default_factory=list)
+    # Refunds by lines of an insured order, oldest first (see domain.line_refunds).
+    line_refunds: list[LineRefund] = field(default_factory=list)
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -370,8 +376,8 @@ class PaymentOrder:
         is REFUNDING until it is done, then SETTLED again, or REFUNDED once everything paid is back.
 
         A partial refund goes back to the original channels by the split policy of `split_refund`
-        (largest refundable payment first). Partial refunds are for self-pay orders only in this
-        release (an insured one needs the settlement revoked and the rest settled again)."""
+        (largest refundable payment first). An insured order is refunded in part by its lines only
+        (`begin_line_refund`): a cash amount alone cannot say what the insurer should re-settle."""
         if requested.fen < 0:
             raise InvalidArgument.field("cash_fen", "must be >= 0 (0 = refund in full)")
         excess = self.status is S.NEEDS_ATTENTION and self.attention in REFUNDABLE_ATTENTION
@@ -402,7 +408,11 @@ class PaymentOrder:
             if excess or self.insured:
                 raise StateConflict(
                     f"order {self.order_id}: only a full refund (cash_fen = 0) is offered for "
-                    + ("insured orders" if self.insured else "an order holding an excess payment")
+                    + (
+                        "insured orders without lines (a partial one names its lines)"
+                        if self.insured
+                        else "an order holding an excess payment"
+                    )
                     + " in this release",
                     {"order_id": self.order_id, "field": "cash_fen"},
                 )
@@ -416,6 +426,144 @@ class PaymentOrder:
             r.requested_by = requested_by
         refund = made[0]
         self._move(S.REFUNDING)
+        return refund
+
+    # ---- refunds by lines of an insured order (2208 → 2204/2206 → 2207 → cash back) ---------------
+
+    @property
+    def line_refund(self) -> LineRefund | None:
+        """The refund by lines under way (or stopped for a person), if any."""
+        last = self.line_refunds[-1] if self.line_refunds else None
+        ended = (LineRefundStage.RESETTLED, LineRefundStage.REFUSED)
+        return last if last is not None and last.stage not in ended else None
+
+    def billed_lines(self) -> tuple[ChargeLine, ...]:
+        """The bill as it stands: the order's lines less what refunds by lines took off."""
+        return remaining_lines(self.lines, self.line_refunds)
+
+    @property
+    def settlement_step(self) -> str:
+        """The ledger step of the settlement entry that stands ("settle", or the last re-settlement)."""
+        done = [r for r in self.line_refunds if r.stage is LineRefundStage.RESETTLED]
+        return f"resettle{done[-1].line_refund_no}" if done else "settle"
+
+    def is_line_refund(self, refund: Refund) -> bool:
+        """Whether `refund` pays out cash a re-settlement freed (its ids are the decision's)."""
+        decision = _decision_of(refund.refund_id)
+        return any(r.refund_id == decision for r in self.line_refunds)
+
+    def begin_line_refund(
+        self, refund_id: str, lines: tuple[RefundedLine, ...], expected: Money, reason: str,
+        now: datetime, requested_by: str,
+    ) -> Refund | None:  # fmt: skip
+        """A partial refund of a settled insured order by its lines: recorded REVOKING (the order
+        REFUNDING), then the process manager revokes, re-settles what remains and refunds the cash
+        difference. Every line named in full is a full refund (returned then)."""
+        if not self.insured:
+            raise InvalidArgument.field(
+                "lines", "only for an insured order (refund a self-pay one by cash_fen)"
+            )
+        self._require({S.SETTLED}, "refund by lines")
+        billed = self.billed_lines()
+        taken = checked_lines(lines, billed)
+        refundable = total(p.refundable for p in self.payments if p.is_kept)
+        if expected > refundable:
+            raise RefundExceedsPaid(
+                f"cash_fen {expected.fen} is more than what remains refundable ({refundable.fen} fen)",
+                {"order_id": self.order_id, "field": "cash_fen", "refundable_fen": str(refundable.fen)},
+            )
+        refund = LineRefund(
+            refund_id=refund_id, order_id=self.order_id, line_refund_no=len(self.line_refunds) + 1,
+            lines=taken, stage=LineRefundStage.REVOKING, revoked_settlement_id=self.settlement_id,
+            reason=reason, created_at=now, expected_cash=expected, requested_by=requested_by,
+        )  # fmt: skip
+        if not remaining_lines(billed, [refund]):
+            return self.begin_refund(refund_id, expected, reason, now, requested_by)
+        self.line_refunds.append(refund)
+        self._move(S.REFUNDING)
+        return None
+
+    def line_refund_revoked(self) -> None:
+        """2208 done: the whole settlement is revoked; what remains is pre-settled next."""
+        refund = self._line_refund_at(LineRefundStage.REVOKING)
+        refund.stage, self.settlement_revoked = LineRefundStage.PRESETTLING, True
+        self._resume_refunding()
+
+    def line_refund_not_revoked(self, reason: str) -> None:
+        """The insurer refused the 2208: nothing changed, the order is settled as it was."""
+        refund = self._line_refund_at(LineRefundStage.REVOKING)
+        refund.stage = LineRefundStage.REFUSED
+        self._clear_attention()
+        self.attention_reason = f"refund by lines refused by the insurer (2208): {reason}"
+        self._move(S.SETTLED)
+
+    def line_refund_presettled(self, settlement_id: str, split: InsuranceSplit) -> None:
+        """2206 of the remaining lines: the cash it frees is what was paid less the new cash
+        share. A split that does not add up, a larger cash share, or not the cash the HIS expected
+        back is for a person (the old settlement is revoked, the new one not settled)."""
+        refund = self._line_refund_at(LineRefundStage.PRESETTLING)
+        refund.new_settlement_id = settlement_id
+        self._resume_refunding()
+        remaining = total(line.line_total for line in self.billed_lines())
+        problems = split.problems(remaining)
+        freed = self.cash_kept - split.psn_cash_pay
+        if problems or freed.is_negative():
+            why = "; ".join(problems) or (
+                f"new cash share {split.psn_cash_pay.fen} fen is more than the {self.cash_kept.fen} fen paid"
+            )
+            return self._line_refund_mismatch(refund, why)
+        if refund.expected_cash.fen and refund.expected_cash != freed:
+            why = f"the new split frees {freed.fen} fen, not the {refund.expected_cash.fen} fen asked back"
+            return self._line_refund_mismatch(refund, why)
+        refund.cash, refund.stage = freed, LineRefundStage.SETTLING
+
+    def line_refund_settled(self, setl_id: str, split: InsuranceSplit | None, now: datetime) -> None:
+        """2207 of the remaining lines: the new settlement stands (the ledger reverses the old entry
+        and posts the new one), and the freed cash goes back to the original channels, largest
+        refundable first, one Refund each (none when nothing was freed: SETTLED at once)."""
+        refund = self._line_refund_at(LineRefundStage.SETTLING)
+        self._resume_refunding()
+        final = split or self.split
+        if final is None or final.psn_cash_pay != self.cash_kept - refund.cash:
+            return self._line_refund_mismatch(
+                refund, f"settlement {setl_id} split differs from its pre-settlement"
+            )
+        self.settlement_id, self.setl_id, self.split = refund.new_settlement_id, setl_id, final
+        self.settlement_revoked, refund.stage = False, LineRefundStage.RESETTLED
+        self._clear_attention()
+        if refund.cash.fen == 0:
+            self._move(S.SETTLED)
+            return
+        kept = [p for p in self.payments if p.is_kept and p.refundable.fen > 0]
+        parts = split_refund(kept, refund.cash)
+        ids = [refund.refund_id, *(f"{refund.refund_id}-{n}" for n in range(2, len(parts) + 1))]
+        for refund_id, (payment, cash) in zip(ids, parts, strict=True):
+            made = self._new_refund(refund_id, payment, RefundKind.REQUESTED, refund.reason, now, cash)
+            made.requested_by = refund.requested_by
+
+    def line_refund_refused(self, reason: str) -> None:
+        """The insurer refused to pre-settle or settle the remaining lines: the old settlement is
+        revoked and no new one stands, so a person decides; no cash goes back by guess (the amount
+        owed depends on what the insurer will pay)."""
+        refund = self.line_refund
+        assert refund is not None
+        refund.stage = LineRefundStage.NEEDS_ATTENTION
+        self._flag(Attention.RESETTLE_REFUSED, f"re-settlement of the remaining lines refused: {reason}")
+
+    def _resume_refunding(self) -> None:
+        """The insurer answered after a person was asked (its schedule spent): carry on."""
+        if self.status is S.NEEDS_ATTENTION and self.attention in _INSURER_SILENT:
+            self._clear_attention()
+            self._move(S.REFUNDING)
+
+    def _line_refund_mismatch(self, refund: LineRefund, why: str) -> None:
+        refund.stage = LineRefundStage.NEEDS_ATTENTION
+        self._flag(Attention.RESETTLE_MISMATCH, f"refund by lines {refund.refund_id} stopped: {why}")
+
+    def _line_refund_at(self, stage: LineRefundStage) -> LineRefund:
+        refund = self.line_refund
+        if refund is None or refund.stage is not stage:
+            raise StateConflict(f"order {self.order_id} has no refund by lines {stage.value.lower()}")
         return refund
 
     def return_payment(self, refund_id: str, payment: Payment, now: datetime) -> Refund:
@@ -498,7 +646,9 @@ class PaymentOrder:
         reason = self.attention_reason if refund.kind is RefundKind.COMPENSATION else ""
         self._clear_attention()
         self.attention_reason = reason
-        partly = refund.kind is RefundKind.REQUESTED and self._left_to_refund().fen > 0
+        # A refund by lines leaves the remaining lines settled, whatever cash is left.
+        left = self._left_to_refund().fen > 0 or self.is_line_refund(refund)
+        partly = refund.kind is RefundKind.REQUESTED and left
         # A partial refund: the order is still settled for what was not refunded.
         self._move(S.SETTLED if partly else S.REFUNDED)
         return True
@@ -508,7 +658,9 @@ class PaymentOrder:
         requested refund with nothing revoked goes back to SETTLED; anything else is for a person."""
         refund.status = RefundStatus.FAILED
         alone = all(r.status is RefundStatus.FAILED for r in self._batch_of(refund))
-        if refund.kind is RefundKind.REQUESTED and not self.settlement_revoked and alone:
+        # A refund by lines is owed after its re-settlement: a refusal is a person's, never dropped.
+        plain = not self.settlement_revoked and not self.is_line_refund(refund)
+        if refund.kind is RefundKind.REQUESTED and plain and alone:
             self._clear_attention()
             self._move(S.SETTLED)
             return
@@ -700,6 +852,7 @@ class PaymentOrder:
         self.status = target
 
 
+_INSURER_SILENT = frozenset({Attention.REVOKE_UNKNOWN, Attention.RESETTLE_UNKNOWN})
 _REFUND_TROUBLE = frozenset({Attention.REFUND_UNKNOWN, Attention.REFUND_REFUSED, Attention.REFUND_ABNORMAL})
 
 

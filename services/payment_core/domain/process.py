@@ -39,6 +39,12 @@ The steps stay the ones above, taken per payment:
   - a settlement the insurer refuses (compensation) and a requested refund make one refund per
     payment, each to its own channel; every refund is sent before any answer is awaited
     (`_open_refund` takes an unsent one first), and the order is REFUNDED when the last one is.
+
+Refunds by lines of an insured order (`_refunding_lines`): RevokeForLines (2208 of the whole
+settlement) → PresettleRemaining (2204 + 2206 of what remains, same visit) → SettleRemaining (2207)
+→ the freed cash (old cash share − new) as ordinary refunds, PayOutRefund each. Each step's
+request id is derived from the order and the refund by lines' number, so a step repeated after a
+crash is a replay at the insurer; a refusal or a split that does not fit stops for a person.
 """
 
 from __future__ import annotations
@@ -50,6 +56,8 @@ from datetime import datetime, timedelta
 from services.payment_core.domain.model import (
     METHOD_BARCODE,
     Attention,
+    LineRefund,
+    LineRefundStage,
     OrderStatus,
     Payment,
     Refund,
@@ -144,6 +152,30 @@ class RevokeSettlement:
 
 
 @dataclass(frozen=True, slots=True)
+class RevokeForLines:
+    """A refund by lines, first step: 2208 of the whole settlement (request id from the order and
+    the refund by lines' number, so a retry is a replay)."""
+
+    refund_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class PresettleRemaining:
+    """A refund by lines, second step: the remaining lines pre-settled again on the same visit
+    (insurance-adapter: 2204 of a new batch + 2206), under a request id derived the same way."""
+
+    refund_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SettleRemaining:
+    """A refund by lines, third step: 2207 of the new pre-settlement (then PayOutRefund of the
+    freed cash, one refund per payment, largest refundable first)."""
+
+    refund_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class PayOutRefund:
     """Send the refund to the payment's channel with its out_refund_no (compensation included)."""
 
@@ -193,7 +225,8 @@ class Done:
 Step = (
     Presettle | PlacePayment | RecordWindowPayment | ConsumeDeposit | QueryPayment | ReversePayment
     | CloseAtChannel | CloseOrder | Settle | CancelPresettlement | RevokeSettlement | PayOutRefund
-    | QueryRefund | RefundLateSuccess | ReturnPayment | GiveUp | Wait | Done
+    | QueryRefund | RefundLateSuccess | ReturnPayment | RevokeForLines | PresettleRemaining
+    | SettleRemaining | GiveUp | Wait | Done
 )  # fmt: skip
 # Steps that only change the order's own record: run inside the deciding transaction.
 LOCAL_STEPS = (CloseOrder, GiveUp, RefundLateSuccess, ReturnPayment, ConsumeDeposit)
@@ -272,6 +305,8 @@ def next_step(order: PaymentOrder, now: datetime, schedule: Schedule, caller: Ca
     caller = caller or Caller()
     if order.status is S.PRESETTLING or order.attention is Attention.PRESETTLE_UNKNOWN:
         return _creating(order, now, caller.has_voucher)
+    if order.line_refund is not None:
+        return _refunding_lines(order, order.line_refund, now, schedule)
     refund = _open_refund(order)
     if refund is not None:
         step = _refunding(order, refund, now, schedule)
@@ -315,6 +350,22 @@ def _refunding(order: PaymentOrder, refund: Refund, now: datetime, schedule: Sch
     )
 
 
+def _refunding_lines(order: PaymentOrder, refund: LineRefund, now: datetime, schedule: Schedule) -> Step:
+    """Revoke the whole settlement, pre-settle and settle what remains, each on the schedule until
+    the insurer answers; a refusal or a split that does not fit waits for a person. (The freed
+    cash then goes back as ordinary refunds: `_refunding`.)"""
+    if refund.stage is LineRefundStage.NEEDS_ATTENTION:
+        return Done()
+    if refund.stage is LineRefundStage.REVOKING:
+        return _when_due(RevokeForLines(refund.refund_id), order, now, schedule, Attention.REVOKE_UNKNOWN)
+    step: Step = (
+        PresettleRemaining(refund.refund_id)
+        if refund.stage is LineRefundStage.PRESETTLING
+        else SettleRemaining(refund.refund_id)
+    )
+    return _when_due(step, order, now, schedule, Attention.RESETTLE_UNKNOWN)
+
+
 def _settling(order: PaymentOrder, now: datetime, schedule: Schedule) -> Step:
     return _when_due(Settle(), order, now, schedule, Attention.SETTLEMENT_UNKNOWN)
 
@@ -347,6 +398,7 @@ _GIVE_UP_REASONS = {
     Attention.REFUND_UNKNOWN: "no final answer from the channel about the refund",
     Attention.REVOKE_UNKNOWN: "the insurer did not confirm the revocation (2208)",
     Attention.PRESETTLEMENT_OPEN: "the insurer did not confirm undoing the pre-settlement (2205)",
+    Attention.RESETTLE_UNKNOWN: "the insurer did not answer the re-settlement of the remaining lines",
 }
 
 
@@ -440,7 +492,9 @@ def _open_refund(order: PaymentOrder) -> Refund | None:
 
 
 def _needs_revoke(order: PaymentOrder, refund: Refund) -> bool:
-    return refund.kind is RefundKind.REQUESTED and bool(order.setl_id) and not order.settlement_revoked
+    # A refund by lines pays out what its re-settlement freed: the settlement that stands stays.
+    requested = refund.kind is RefundKind.REQUESTED and not order.is_line_refund(refund)
+    return requested and bool(order.setl_id) and not order.settlement_revoked
 
 
 def _excess_payment(order: PaymentOrder) -> Payment | None:

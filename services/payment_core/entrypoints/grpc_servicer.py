@@ -83,10 +83,11 @@ class PaymentServicer(payment_pb2_grpc.PaymentServiceServicer):
     async def RefundPaymentOrder(
         self, request: payment_pb2.RefundPaymentOrderRequest, context: grpc.aio.ServicerContext
     ) -> payment_pb2.RefundPaymentOrderResponse:
-        """Full refund: revoke the insurer settlement (2208), then return the cash through the channel."""
+        """Full, partial, or by lines: revoke the insurer settlement (2208) where there is one (and
+        re-settle the remaining lines), then return the cash through the channels."""
         order, refund = await self._orders.refund(requests.refund_order(request))
         return payment_pb2.RefundPaymentOrderResponse(
-            order=mapping.order_to_proto(order), refund=mapping.refund_to_proto(refund)
+            order=mapping.order_to_proto(order), refund=mapping.refund_to_proto(refund) if refund else None
         )
 
     @idempotent(payment_pb2.ConfirmWindowRefundResponse)

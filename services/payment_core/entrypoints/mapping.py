@@ -16,6 +16,7 @@ from services.payment_core.domain.model import (
     METHOD_NATIVE_QR,
     ChargeLine,
     InsuranceSplit,
+    LineRefund,
     OrderStatus,
     Payment,
     PosSlip,
@@ -52,6 +53,20 @@ def order_to_proto(order: PaymentOrder) -> payment_pb2.PaymentOrder:
         attention_reason=order.attention_reason,
         expires_at=_stamp(order.expires_at),
         close_reason=order.close_reason if order.status is OrderStatus.CLOSED else "",
+        line_refunds=[line_refund_to_proto(r) for r in order.line_refunds],
+    )  # fmt: skip
+
+
+def line_refund_to_proto(refund: LineRefund) -> payment_pb2.LineRefund:
+    return payment_pb2.LineRefund(
+        refund_id=refund.refund_id,
+        stage=payment_pb2.LineRefundStage.Value(f"LINE_REFUND_STAGE_{refund.stage.value}"),
+        lines=[
+            payment_pb2.RefundLine(line_no=ln.line_no, quantity_ten_thousandths=ln.quantity_ten_thousandths)
+            for ln in refund.lines
+        ],
+        revoked_settlement_id=refund.revoked_settlement_id, new_settlement_id=refund.new_settlement_id,
+        cash_fen=refund.cash.fen, reason=refund.reason, created_at=_stamp(refund.created_at),
     )  # fmt: skip
 
 

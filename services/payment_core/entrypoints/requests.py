@@ -20,6 +20,7 @@ from services.payment_core.domain.model import (
     ChargeLine,
     OrderStatus,
     PosSlip,
+    RefundedLine,
 )
 from services.payment_core.service_layer import commands
 from services.runtime.clock import FIRST_BUSINESS_DATE, LAST_BUSINESS_DATE
@@ -31,6 +32,8 @@ from services.runtime.validation import Violations
 
 OFFERED_SCENES = frozenset({"REGISTRATION", "OUTPATIENT", "PHARMACY"})
 MAX_ITEMS = 500
+# A refund by lines names at most every line of the bill.
+MAX_REFUND_LINES = MAX_ITEMS
 # 100 million yuan: far above any outpatient bill, far below int64 overflow.
 MAX_BILL_FEN = 10_000_000_000
 CARD_CERT_TYPE = "03"
@@ -302,15 +305,25 @@ def refund_order(request: payment_pb2.RefundPaymentOrderRequest) -> commands.Ref
     found.require(request.cash_fen >= 0, "cash_fen", "must be >= 0 (0 = refund in full)")
     found.require_text(request.reason, "reason", 256)
     found.require(len(request.operator_id) <= 32, "operator_id", "at most 32 chars")
+    partial = request.cash_fen > 0 or bool(request.lines)
     found.require(
-        request.cash_fen <= 0 or bool(request.operator_id.strip()),
+        not partial or bool(request.operator_id.strip()),
         "operator_id",
-        "required for a partial refund (cash_fen > 0)",
+        "required for a partial refund (cash_fen > 0, or lines)",
     )
+    found.require(len(request.lines) <= MAX_REFUND_LINES, "lines", f"at most {MAX_REFUND_LINES}")
+    for index, line in enumerate(request.lines):
+        found.require_text(line.line_no, f"lines[{index}].line_no", 30)
+        found.require(
+            line.quantity_ten_thousandths >= 0,
+            f"lines[{index}].quantity_ten_thousandths",
+            "must be >= 0 (0 = all)",
+        )
     found.raise_if_any()
+    lines = tuple(RefundedLine(line.line_no, line.quantity_ten_thousandths) for line in request.lines)
     return commands.RefundPaymentOrder(
         request.request_id, request.order_id, Money(request.cash_fen), request.reason,
-        request.operator_id.strip(),
+        request.operator_id.strip(), lines,
     )  # fmt: skip
 
 

@@ -7,7 +7,7 @@ from datetime import date, datetime
 from typing import Any
 
 from services.payment_core.adapters.insurance import Voucher
-from services.payment_core.domain.model import ChargeLine, PosSlip
+from services.payment_core.domain.model import ChargeLine, PosSlip, RefundedLine
 from services.runtime.masking import PatientIdentifier
 from services.runtime.money import Money
 
@@ -74,6 +74,8 @@ class RefundPaymentOrder:
     cash: Money
     reason: str
     operator_id: str = ""
+    # A refund by lines of an insured order (empty: by cash alone).
+    lines: tuple[RefundedLine, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,8 @@ from services.payment_core.domain import deposit, keys, ledger
 from services.payment_core.domain.model import (
     CHANNEL_DEPOSIT,
     CHANNEL_NONE,
+    LineRefund,
+    LineRefundStage,
     OrderStatus,
     Payment,
     PaymentStatus,
@@ -38,6 +40,7 @@ class Snapshot:
     payments: tuple[tuple[str, PaymentStatus, bool], ...]
     refunds: tuple[tuple[str, RefundStatus], ...]
     flags: tuple[bool, bool, bool, str]
+    line_refunds: tuple[tuple[str, LineRefundStage], ...] = ()
 
     @classmethod
     def of(cls, order: PaymentOrder) -> Snapshot:
@@ -52,7 +55,11 @@ class Snapshot:
                 order.close_requested,
                 order.setl_id,
             ),
+            line_refunds=tuple((r.refund_id, r.stage) for r in order.line_refunds),
         )
+
+    def line_refund_stage(self, refund_id: str) -> LineRefundStage | None:
+        return next((stage for rid, stage in self.line_refunds if rid == refund_id), None)
 
     def payment_status(self, payment_id: str) -> PaymentStatus | None:
         return next((status for pid, status, _ in self.payments if pid == payment_id), None)
@@ -76,6 +83,10 @@ async def record_effects(uow: UnitOfWork, before: Snapshot, order: PaymentOrder)
             await uow.record_event(events.payment_succeeded(order, payment))
             if payment.amount.fen:  # a zero cash share "succeeds" with no money moved
                 entries.append(_payment_entry(order, payment))
+    for line_refund in order.line_refunds:
+        resettled = LineRefundStage.RESETTLED
+        if _became(line_refund.stage, before.line_refund_stage(line_refund.refund_id), resettled):
+            entries += await _resettlement_entries(uow, order, line_refund)
     settled = (
         await _settlement_entry(uow, order, after_refund=before.status is S.REFUNDING)
         if order.status is S.SETTLED and before.status is not S.SETTLED
@@ -150,15 +161,33 @@ async def _settlement_entry(
     return ledger.settlement_transaction(bill, order.settled_at)
 
 
+async def _resettlement_entries(
+    uow: UnitOfWork, order: PaymentOrder, line_refund: LineRefund
+) -> tuple[ledger.LedgerTransaction, ledger.LedgerTransaction]:
+    """A refund by lines settled again: the entry that stood is reversed and the new one posted;
+    the freed cash waits in receipts_unsettled until its refunds pay it out."""
+    step = f"resettle{line_refund.line_refund_no}"
+    standing = [
+        r for r in order.line_refunds if r.stage is LineRefundStage.RESETTLED and r is not line_refund
+    ]
+    current_step = f"resettle{standing[-1].line_refund_no}" if standing else "settle"
+    current = await uow.ledger.find(keys.transfer_key(order.order_id, current_step))
+    assert current is not None and order.split is not None
+    now = order.last_step_at or order.created_at
+    return ledger.resettlement(current, order.split, order.scene, line_refund.cash, step, now)
+
+
 async def _refund_entry(uow: UnitOfWork, order: PaymentOrder, refund: Refund) -> ledger.LedgerTransaction:
-    """A requested refund of a settled order reverses (its part of) the settlement entry; any other
-    refund gives back money that no settlement counted, out of receipts_unsettled."""
+    """A requested refund of a settled order reverses (its part of) the settlement entry that
+    stands; any other refund, and one paying out the cash a refund by lines freed (its
+    re-settlement already took it off the revenue), gives back money no settlement counts, out of
+    receipts_unsettled."""
     assert refund.succeeded_at is not None
     channel = _channel_of(order, refund)
     step = f"refund-R{refund.refund_no}"
     settled = (
-        await uow.ledger.find(keys.transfer_key(order.order_id, "settle"))
-        if refund.kind is RefundKind.REQUESTED
+        await uow.ledger.find(keys.transfer_key(order.order_id, order.settlement_step))
+        if refund.kind is RefundKind.REQUESTED and not order.is_line_refund(refund)
         else None
     )
     if settled is not None:

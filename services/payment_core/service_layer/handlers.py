@@ -350,9 +350,11 @@ class PaymentOrders:
 
     # ---- RefundPaymentOrder ----------------------------------------------------------------------
 
-    async def refund(self, cmd: commands.RefundPaymentOrder) -> tuple[PaymentOrder, Refund]:
+    async def refund(self, cmd: commands.RefundPaymentOrder) -> tuple[PaymentOrder, Refund | None]:
         """Record the refund (storage reserves its amount: refunded <= paid), then the process
-        manager revokes the insurer settlement (2208) if there is one and pays the cash back."""
+        manager revokes the insurer settlement (2208) if there is one and pays the cash back. A
+        refund by lines is recorded first (its Refunds come once the insurer's new split says how
+        much cash it frees): the answer carries the first of them, None while they are not known."""
         refund_id = self._deps.new_id("rfd")
 
         def record(order: PaymentOrder, now: datetime) -> None:
@@ -363,10 +365,13 @@ class PaymentOrders:
                     f"order {order.order_id} is a deposit top-up: it is not refunded on its own",
                     {"order_id": order.order_id},
                 )
+            if cmd.lines:
+                order.begin_line_refund(refund_id, cmd.lines, cmd.cash, cmd.reason, now, cmd.operator_id)
+                return
             order.begin_refund(refund_id, cmd.cash, cmd.reason, now, cmd.operator_id)
 
         order = await self._process.record(cmd.order_id, record)
-        return order, order.refund_by_id(refund_id)
+        return order, next((r for r in order.refunds if r.refund_id == refund_id), None)
 
     async def refund_top_up(
         self, order_id: str, refund_id: str, cash: Money, reason: str, operator_id: str

@@ -22,6 +22,8 @@ from services.payment_core.domain.model import (
     METHOD_BARCODE,
     METHOD_JSAPI,
     ChannelPaymentSeen,
+    LineRefund,
+    LineRefundStage,
     Payment,
     PaymentStatus,
     RefundStatus,
@@ -97,6 +99,12 @@ class StepRunners:
                 return await self._cancel_presettlement(order)
             case process.RevokeSettlement(refund_id):
                 return await self._revoke(order, refund_id)
+            case process.RevokeForLines(refund_id):
+                return await self._revoke_for_lines(order, refund_id)
+            case process.PresettleRemaining(refund_id):
+                return await self._presettle_remaining(order, refund_id)
+            case process.SettleRemaining(refund_id):
+                return await self._settle_remaining(order, refund_id)
             case process.PayOutRefund(refund_id):
                 return await self._pay_out(order, refund_id)
             case process.QueryRefund(refund_id):
@@ -188,6 +196,77 @@ class StepRunners:
             message = error.message
             return Outcome(lambda o, _now: o.refund_failed(o.refund_by_id(refund_id), message), error=error)
         return Outcome(lambda o, _now: o.settlement_revoked_for(o.refund_by_id(refund_id)))
+
+    # ---- a refund by lines: 2208, 2204 + 2206 of what remains, 2207 ------------------------------
+
+    async def _revoke_for_lines(self, order: PaymentOrder, refund_id: str) -> Outcome:
+        line_refund = _line_refund(order, refund_id)
+        request_id = _lines_request_id(order, line_refund, "revoke")
+        try:
+            await self._deps.insurance.revoke_settlement(
+                request_id, line_refund.revoked_settlement_id, line_refund.reason
+            )
+        except (errors.InsurerRejected, errors.StateConflict, errors.NotFound) as error:
+            message = error.message
+            refused = _at_stage(
+                refund_id, LineRefundStage.REVOKING, lambda o, _now: o.line_refund_not_revoked(message)
+            )
+            return Outcome(refused, error=error)
+        except errors.MedPayError as error:
+            # Unknown or unreachable: the same 2208 again on the schedule (a replay at the adapter).
+            return _still_waiting("2208", error)
+        return Outcome(
+            _at_stage(refund_id, LineRefundStage.REVOKING, lambda o, _now: o.line_refund_revoked())
+        )
+
+    async def _presettle_remaining(self, order: PaymentOrder, refund_id: str) -> Outcome:
+        line_refund = _line_refund(order, refund_id)
+        request_id = _lines_request_id(order, line_refund, "presettle")
+        try:
+            answer = await self._deps.insurance.represettle(
+                request_id, order.order_id, line_refund.revoked_settlement_id, order.billed_lines()
+            )
+        except (
+            errors.InsurerRejected,
+            errors.InvalidArgument,
+            errors.StateConflict,
+            errors.NotFound,
+        ) as error:
+            return _resettle_refused(refund_id, LineRefundStage.PRESETTLING, error)
+        except errors.MedPayError as error:
+            return _still_waiting("2206 of the remaining lines", error)
+        if answer.status is not InsurerStatus.PRESETTLED or answer.split is None:
+            return Outcome(lambda o, _now: o.note(f"re-settlement pre-settlement is {answer.status.value}"))
+        split = answer.split
+        return Outcome(
+            _at_stage(
+                refund_id,
+                LineRefundStage.PRESETTLING,
+                lambda o, _now: o.line_refund_presettled(answer.settlement_id, split),
+            )
+        )
+
+    async def _settle_remaining(self, order: PaymentOrder, refund_id: str) -> Outcome:
+        line_refund = _line_refund(order, refund_id)
+        request_id = _lines_request_id(order, line_refund, "settle")
+        try:
+            answer = await self._deps.insurance.settle(request_id, line_refund.new_settlement_id)
+        except errors.InsurerRejected as error:
+            return _resettle_refused(refund_id, LineRefundStage.SETTLING, error)
+        except errors.MedPayError as error:
+            return _still_waiting("2207 of the remaining lines", error)
+        if answer.status in (InsurerStatus.FAILED, InsurerStatus.CANCELLED):
+            refusal = errors.InsurerRejected(answer.status_reason or f"settlement {answer.status.value}")
+            return _resettle_refused(refund_id, LineRefundStage.SETTLING, refusal)
+        if answer.status is not InsurerStatus.SETTLED:
+            return Outcome(lambda o, _now: o.note(f"re-settlement is {answer.status.value}"))
+        return Outcome(
+            _at_stage(
+                refund_id,
+                LineRefundStage.SETTLING,
+                lambda o, now: o.line_refund_settled(answer.setl_id, answer.split, now),
+            )
+        )
 
     # ---- the channel ---------------------------------------------------------------------------
 
@@ -464,6 +543,41 @@ def _refused(refund_id: str, reason: str) -> Record:
             order.settlement_refused(refund_id, reason, now)
 
     return record
+
+
+def _line_refund(order: PaymentOrder, refund_id: str) -> LineRefund:
+    found = next((r for r in order.line_refunds if r.refund_id == refund_id), None)
+    if found is None:
+        raise errors.NotFound(f"no refund by lines {refund_id} on {order.order_id}")
+    return found
+
+
+def _lines_request_id(order: PaymentOrder, line_refund: LineRefund, step: str) -> str:
+    """The insurer request_id of one step of a refund by lines: from the order and its number."""
+    return keys.insurer_request_id(order.order_id, f"lines{line_refund.line_refund_no}-{step}")
+
+
+def _at_stage(refund_id: str, stage: LineRefundStage, change: Record) -> Record:
+    """Apply `change` only if the refund by lines still stands where its step was decided
+    (another caller may have recorded the same answer first)."""
+
+    def record(order: PaymentOrder, now: datetime) -> None:
+        found = next((r for r in order.line_refunds if r.refund_id == refund_id), None)
+        if found is None or found.stage is not stage:
+            return
+        change(order, now)
+
+    return record
+
+
+def _resettle_refused(refund_id: str, stage: LineRefundStage, error: errors.MedPayError) -> Outcome:
+    message = error.message
+    return Outcome(_at_stage(refund_id, stage, lambda o, _now: o.line_refund_refused(message)), error=error)
+
+
+def _still_waiting(what: str, error: errors.MedPayError) -> Outcome:
+    reason = f"{what}: {error.reason}: {error.message}"
+    return Outcome(lambda o, _now: o.note(reason), error=error)
 
 
 def _attempt_ended(out_trade_no: str, status: PaymentStatus) -> Record:

@@ -365,6 +365,7 @@ class PresettleRequest(_message.Message):
     DISE_CODG_FIELD_NUMBER: _builtins.int
     DISE_NAME_FIELD_NUMBER: _builtins.int
     INSUPLC_ADMDVS_FIELD_NUMBER: _builtins.int
+    AFTER_REVOKED_SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     order_ref: _builtins.str
     """The caller's reference, e.g. the payment order id. Required."""
@@ -382,6 +383,15 @@ class PresettleRequest(_message.Message):
     dise_codg: _builtins.str
     dise_name: _builtins.str
     insuplc_admdvs: _builtins.str
+    after_revoked_settlement_id: _builtins.str
+    """Pre-settle again what remains of a bill after a partial refund: the settlement named here was
+    revoked (2208) and belongs to the same order_ref. Its person and visit are used again (no 1101
+    or 2201: the same mdtrt_id), so no voucher is sent (voucher absent); the visit's fields
+    (insutype, med_type, use_personal_account, dept, doctor, visit_no, disease, insuplc_admdvs) come
+    from it and must be left empty. items are the remaining lines; they go up in a new batch (2204)
+    and are pre-settled (2206). NOT_FOUND when there is no such settlement; FAILED_PRECONDITION
+    STATE_CONFLICT when it is not REVOKED or is another order's.
+    """
     @_builtins.property
     def voucher(self) -> _common_pb2.PatientVoucher: ...
     @_builtins.property
@@ -404,10 +414,11 @@ class PresettleRequest(_message.Message):
         dise_codg: _builtins.str = ...,
         dise_name: _builtins.str = ...,
         insuplc_admdvs: _builtins.str = ...,
+        after_revoked_settlement_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["voucher", b"voucher"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dept_code", b"dept_code", "dept_name", b"dept_name", "dise_codg", b"dise_codg", "dise_name", b"dise_name", "doctor_code", b"doctor_code", "doctor_name", b"doctor_name", "insuplc_admdvs", b"insuplc_admdvs", "insutype", b"insutype", "items", b"items", "med_type", b"med_type", "order_ref", b"order_ref", "request_id", b"request_id", "use_personal_account", b"use_personal_account", "visit_no", b"visit_no", "voucher", b"voucher"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_revoked_settlement_id", b"after_revoked_settlement_id", "dept_code", b"dept_code", "dept_name", b"dept_name", "dise_codg", b"dise_codg", "dise_name", b"dise_name", "doctor_code", b"doctor_code", "doctor_name", b"doctor_name", "insuplc_admdvs", b"insuplc_admdvs", "insutype", b"insutype", "items", b"items", "med_type", b"med_type", "order_ref", b"order_ref", "request_id", b"request_id", "use_personal_account", b"use_personal_account", "visit_no", b"visit_no", "voucher", b"voucher"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

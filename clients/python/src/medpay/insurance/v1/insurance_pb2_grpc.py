@@ -114,6 +114,7 @@ class InsuranceServiceServicer:
 
     def Presettle(self, request, context):
         """Register the visit and pre-settle the bill: 1101 → 2201 → 2204 → 2206. Returns the split.
+        With after_revoked_settlement_id: 2204 → 2206 of the remaining lines on that settlement's visit.
         Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (INSURER_REJECTED, REQUEST_ID_REUSED),
         UNAVAILABLE (INSURER_UNAVAILABLE, OUTCOME_UNKNOWN).
         """

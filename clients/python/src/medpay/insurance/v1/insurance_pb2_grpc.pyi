@@ -40,6 +40,7 @@ class InsuranceServiceStub:
     """
     Presettle: _grpc.UnaryUnaryMultiCallable[_insurance_pb2.PresettleRequest, _insurance_pb2.PresettleResponse]
     """Register the visit and pre-settle the bill: 1101 → 2201 → 2204 → 2206. Returns the split.
+    With after_revoked_settlement_id: 2204 → 2206 of the remaining lines on that settlement's visit.
     Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (INSURER_REJECTED, REQUEST_ID_REUSED),
     UNAVAILABLE (INSURER_UNAVAILABLE, OUTCOME_UNKNOWN).
     """
@@ -91,6 +92,7 @@ class InsuranceServiceAsyncStub(InsuranceServiceStub):
     """
     Presettle: _aio.UnaryUnaryMultiCallable[_insurance_pb2.PresettleRequest, _insurance_pb2.PresettleResponse]  # type: ignore[assignment]
     """Register the visit and pre-settle the bill: 1101 → 2201 → 2204 → 2206. Returns the split.
+    With after_revoked_settlement_id: 2204 → 2206 of the remaining lines on that settlement's visit.
     Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (INSURER_REJECTED, REQUEST_ID_REUSED),
     UNAVAILABLE (INSURER_UNAVAILABLE, OUTCOME_UNKNOWN).
     """
@@ -151,6 +153,7 @@ class InsuranceServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_insurance_pb2.PresettleResponse, _abc.Awaitable[_insurance_pb2.PresettleResponse]]:
         """Register the visit and pre-settle the bill: 1101 → 2201 → 2204 → 2206. Returns the split.
+        With after_revoked_settlement_id: 2204 → 2206 of the remaining lines on that settlement's visit.
         Errors: INVALID_ARGUMENT, FAILED_PRECONDITION (INSURER_REJECTED, REQUEST_ID_REUSED),
         UNAVAILABLE (INSURER_UNAVAILABLE, OUTCOME_UNKNOWN).
         """

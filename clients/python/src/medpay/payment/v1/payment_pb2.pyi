@@ -230,6 +230,43 @@ needs attention and a person re-routes the refund at the channel.
 """
 Global___RefundStatus: _TypeAlias = RefundStatus  # noqa: Y015
 
+class _LineRefundStage:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _LineRefundStageEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_LineRefundStage.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    LINE_REFUND_STAGE_UNSPECIFIED: _LineRefundStage.ValueType  # 0
+    LINE_REFUND_STAGE_REVOKING: _LineRefundStage.ValueType  # 1
+    """2208 of the whole settlement is being sent."""
+    LINE_REFUND_STAGE_PRESETTLING: _LineRefundStage.ValueType  # 2
+    """The remaining lines are being pre-settled again (2204 + 2206)."""
+    LINE_REFUND_STAGE_SETTLING: _LineRefundStage.ValueType  # 3
+    """The new pre-settlement is being settled (2207)."""
+    LINE_REFUND_STAGE_RESETTLED: _LineRefundStage.ValueType  # 4
+    """Re-settled: the cash difference is refunded by the order's refunds with refund_id's prefix."""
+    LINE_REFUND_STAGE_REFUSED: _LineRefundStage.ValueType  # 5
+    """The insurer refused the 2208 before anything changed: the order is SETTLED as before."""
+    LINE_REFUND_STAGE_NEEDS_ATTENTION: _LineRefundStage.ValueType  # 6
+    """Stopped for a person (the order's attention_reason says why)."""
+
+class LineRefundStage(_LineRefundStage, metaclass=_LineRefundStageEnumTypeWrapper): ...
+
+LINE_REFUND_STAGE_UNSPECIFIED: LineRefundStage.ValueType  # 0
+LINE_REFUND_STAGE_REVOKING: LineRefundStage.ValueType  # 1
+"""2208 of the whole settlement is being sent."""
+LINE_REFUND_STAGE_PRESETTLING: LineRefundStage.ValueType  # 2
+"""The remaining lines are being pre-settled again (2204 + 2206)."""
+LINE_REFUND_STAGE_SETTLING: LineRefundStage.ValueType  # 3
+"""The new pre-settlement is being settled (2207)."""
+LINE_REFUND_STAGE_RESETTLED: LineRefundStage.ValueType  # 4
+"""Re-settled: the cash difference is refunded by the order's refunds with refund_id's prefix."""
+LINE_REFUND_STAGE_REFUSED: LineRefundStage.ValueType  # 5
+"""The insurer refused the 2208 before anything changed: the order is SETTLED as before."""
+LINE_REFUND_STAGE_NEEDS_ATTENTION: LineRefundStage.ValueType  # 6
+"""Stopped for a person (the order's attention_reason says why)."""
+Global___LineRefundStage: _TypeAlias = LineRefundStage  # noqa: Y015
+
 @_typing.final
 class InsuranceRequest(_message.Message):
     """Insurance part of an order request."""
@@ -526,6 +563,7 @@ class PaymentOrder(_message.Message):
     ATTENTION_REASON_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     CLOSE_REASON_FIELD_NUMBER: _builtins.int
+    LINE_REFUNDS_FIELD_NUMBER: _builtins.int
     order_id: _builtins.str
     his_order_no: _builtins.str
     """The HIS bill number; unique per campus."""
@@ -559,7 +597,9 @@ class PaymentOrder(_message.Message):
     def items(self) -> _containers.RepeatedCompositeFieldContainer[_common_pb2.ChargeItem]: ...
     @_builtins.property
     def split(self) -> _common_pb2.SettlementBreakdown:
-        """The insurer's split of the bill, so that split.psn_cash_pay_fen = cash_due_fen on every order.
+        """The insurer's split of the bill, so that split.psn_cash_pay_fen = cash_due_fen on every order
+        (after a refund by lines, see line_refunds: the new settlement's split of what remains, so
+        split.medfee_sumamt_fen < total_fen and split.psn_cash_pay_fen = cash_paid_fen - refunded_cash_fen).
         Self-pay orders: always present, with every insurer share zero (fund, personal account,
         deductible, policy scope, hospital share, balance) and the whole bill the patient's own cash:
         medfee_sumamt = fulamt_ownpay_amt = psn_part_amt = psn_cash_pay = total_fen (= cash_due_fen),
@@ -580,6 +620,13 @@ class PaymentOrder(_message.Message):
     def expires_at(self) -> _timestamp_pb2.Timestamp:
         """An order not paid by then is closed by the platform (its channel attempts closed after a query
         shows them unpaid, its insured pre-settlement undone).
+        """
+
+    @_builtins.property
+    def line_refunds(self) -> _containers.RepeatedCompositeFieldContainer[Global___LineRefund]:
+        """Refunds by lines of an insured order, oldest first. items and total_fen stay the bill as
+        created; once one is RESETTLED, split is the new settlement's (split.medfee_sumamt_fen is what
+        remains billed) and setl_id the new one's.
         """
 
     def __init__(
@@ -609,10 +656,11 @@ class PaymentOrder(_message.Message):
         attention_reason: _builtins.str = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         close_reason: _builtins.str = ...,
+        line_refunds: _abc.Iterable[Global___LineRefund] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "expires_at", b"expires_at", "patient", b"patient", "settled_at", b"settled_at", "split", b"split"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attention_reason", b"attention_reason", "campus_code", b"campus_code", "cash_due_fen", b"cash_due_fen", "cash_paid_fen", b"cash_paid_fen", "close_reason", b"close_reason", "created_at", b"created_at", "dept_code", b"dept_code", "expires_at", b"expires_at", "his_order_no", b"his_order_no", "insured", b"insured", "insutype", b"insutype", "items", b"items", "med_type", b"med_type", "order_id", b"order_id", "patient", b"patient", "payments", b"payments", "refunded_cash_fen", b"refunded_cash_fen", "refunds", b"refunds", "scene", b"scene", "setl_id", b"setl_id", "settled_at", b"settled_at", "split", b"split", "status", b"status", "total_fen", b"total_fen"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attention_reason", b"attention_reason", "campus_code", b"campus_code", "cash_due_fen", b"cash_due_fen", "cash_paid_fen", b"cash_paid_fen", "close_reason", b"close_reason", "created_at", b"created_at", "dept_code", b"dept_code", "expires_at", b"expires_at", "his_order_no", b"his_order_no", "insured", b"insured", "insutype", b"insutype", "items", b"items", "line_refunds", b"line_refunds", "med_type", b"med_type", "order_id", b"order_id", "patient", b"patient", "payments", b"payments", "refunded_cash_fen", b"refunded_cash_fen", "refunds", b"refunds", "scene", b"scene", "setl_id", b"setl_id", "settled_at", b"settled_at", "split", b"split", "status", b"status", "total_fen", b"total_fen"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1028,12 +1076,12 @@ class RefundPaymentOrderRequest(_message.Message):
     CASH_FEN_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     OPERATOR_ID_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     order_id: _builtins.str
     cash_fen: _builtins.int
     """Cash to refund in fen; 0 = everything still refundable (full refund). Less than that is a
-    partial refund (self-pay orders only in this release; an insured order: FAILED_PRECONDITION
-    STATE_CONFLICT), split across the order's payments largest refundable first, one Refund each.
+    partial refund (an insured order: by lines only, see lines), split across the order's payments largest refundable first, one Refund each.
     Several partial refunds may follow one another until everything is refunded (the order is
     REFUNDED then, SETTLED again in between); one refund at a time (another while one is in progress:
     FAILED_PRECONDITION STATE_CONFLICT). Negative: INVALID_ARGUMENT; more than remains refundable:
@@ -1043,8 +1091,26 @@ class RefundPaymentOrderRequest(_message.Message):
     """Required, shown in the audit trail."""
     operator_id: _builtins.str
     """The operator asking for the refund, kept on each Refund (requested_by). Required for a partial
-    refund (cash_fen > 0); at most 32 chars.
+    refund (cash_fen > 0, or lines); at most 32 chars.
     """
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefundLine]:
+        """A partial refund of a settled insured order, by charge lines (a drug returned, a test
+        cancelled): the lines, or parts of lines, taken off the bill. A cash amount alone cannot say
+        which lines go, so for an insured order a partial refund names its lines (cash_fen > 0 without
+        lines: FAILED_PRECONDITION STATE_CONFLICT) and cash_fen is then 0 (refund whatever cash the
+        insurer's new split frees) or the cash difference the HIS expects (if the insurer's differs, the
+        order goes to NEEDS_ATTENTION with both amounts, nothing paid out). The platform revokes the
+        whole settlement (2208), pre-settles the remaining lines again (2204 + 2206 on the same visit),
+        settles them (2207) and refunds the difference of the cash share (old - new) to the original
+        channels, largest refundable first: one sequence of process-manager steps that finishes by
+        itself after a crash. A new cash share larger than what was paid, or an insurer refusing the
+        re-settlement, leaves the order NEEDS_ATTENTION (nothing paid out twice or lost). Naming every
+        line in full is a full refund. Each line_no must be one of the order's items, at most once,
+        with no more than remains of it: INVALID_ARGUMENT naming lines[i] otherwise. Self-pay orders:
+        lines are INVALID_ARGUMENT (refund by cash_fen).
+        """
+
     def __init__(
         self,
         *,
@@ -1053,14 +1119,91 @@ class RefundPaymentOrderRequest(_message.Message):
         cash_fen: _builtins.int = ...,
         reason: _builtins.str = ...,
         operator_id: _builtins.str = ...,
+        lines: _abc.Iterable[Global___RefundLine] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "operator_id", b"operator_id", "order_id", b"order_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "lines", b"lines", "operator_id", b"operator_id", "order_id", b"order_id", "reason", b"reason", "request_id", b"request_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RefundPaymentOrderRequest: _TypeAlias = RefundPaymentOrderRequest  # noqa: Y015
+
+@_typing.final
+class RefundLine(_message.Message):
+    """One charge line (or part of one) a refund takes off the bill."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LINE_NO_FIELD_NUMBER: _builtins.int
+    QUANTITY_TEN_THOUSANDTHS_FIELD_NUMBER: _builtins.int
+    line_no: _builtins.str
+    """The item's line_no on the order. Required."""
+    quantity_ten_thousandths: _builtins.int
+    """How much of the line goes, in ten-thousandths of a unit like ChargeItem.quantity_ten_thousandths;
+    0 = all of what remains of the line. The line's remaining total is recomputed from its unit
+    price (half-up to the fen).
+    """
+    def __init__(
+        self,
+        *,
+        line_no: _builtins.str = ...,
+        quantity_ten_thousandths: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["line_no", b"line_no", "quantity_ten_thousandths", b"quantity_ten_thousandths"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RefundLine: _TypeAlias = RefundLine  # noqa: Y015
+
+@_typing.final
+class LineRefund(_message.Message):
+    """A refund by lines of an insured order (RefundPaymentOrderRequest.lines) and where it stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REFUND_ID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    LINES_FIELD_NUMBER: _builtins.int
+    REVOKED_SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    NEW_SETTLEMENT_ID_FIELD_NUMBER: _builtins.int
+    CASH_FEN_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CREATED_AT_FIELD_NUMBER: _builtins.int
+    refund_id: _builtins.str
+    """The decision's id: its cash refunds are this refund_id and "<refund_id>-<n>"."""
+    stage: Global___LineRefundStage.ValueType
+    revoked_settlement_id: _builtins.str
+    """The settlement it revoked and the one that replaced it (insurance-adapter settlement ids)."""
+    new_settlement_id: _builtins.str
+    cash_fen: _builtins.int
+    """The cash difference refunded (old cash share - new), once the new split is known."""
+    reason: _builtins.str
+    @_builtins.property
+    def lines(self) -> _containers.RepeatedCompositeFieldContainer[Global___RefundLine]: ...
+    @_builtins.property
+    def created_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        refund_id: _builtins.str = ...,
+        stage: Global___LineRefundStage.ValueType = ...,
+        lines: _abc.Iterable[Global___RefundLine] | None = ...,
+        revoked_settlement_id: _builtins.str = ...,
+        new_settlement_id: _builtins.str = ...,
+        cash_fen: _builtins.int = ...,
+        reason: _builtins.str = ...,
+        created_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cash_fen", b"cash_fen", "created_at", b"created_at", "lines", b"lines", "new_settlement_id", b"new_settlement_id", "reason", b"reason", "refund_id", b"refund_id", "revoked_settlement_id", b"revoked_settlement_id", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LineRefund: _TypeAlias = LineRefund  # noqa: Y015
 
 @_typing.final
 class RefundPaymentOrderResponse(_message.Message):
@@ -1071,7 +1214,12 @@ class RefundPaymentOrderResponse(_message.Message):
     @_builtins.property
     def order(self) -> Global___PaymentOrder: ...
     @_builtins.property
-    def refund(self) -> Global___Refund: ...
+    def refund(self) -> Global___Refund:
+        """The refund (the first one, when it is split across payments). A refund by lines: the first
+        cash refund once the insurer's new split is known (absent while it is not, or when it frees no
+        cash); order.line_refunds shows where it stands.
+        """
+
     def __init__(
         self,
         *,
