@@ -550,6 +550,10 @@ TABLE = [
     Row("code reverse not confirmed, 2 s later", asked_at(code_sent(), 31 * s), 33 * s, p.Wait(T0 + 36 * s)),
     Row("code reverse not confirmed, 5 s later", asked_at(code_sent(), 31 * s), 36 * s,
         p.ReversePayment(TRADE)),
+    Row("code reverse not confirmed for 10 min: every 5 min", asked_at(code_sent(), CODE_WINDOW + 10 * m),
+        CODE_WINDOW + 14 * m, p.Wait(T0 + CODE_WINDOW + 15 * m)),
+    Row("code reverse not confirmed for a day: hourly", asked_at(code_sent(), CODE_WINDOW + 24 * 60 * m),
+        CODE_WINDOW + 24 * 60 * m + 59 * m, p.Wait(T0 + CODE_WINDOW + 25 * 60 * m)),
     Row("code USERPAYING, close asked: still queried", code_sent_closing, 5 * s, p.QueryPayment(TRADE)),
     # money taken at the window: recorded PAID at once by whoever comes (nothing to place or query)
     Row("cash reported, its request", at_window, 0 * s, p.RecordWindowPayment(TRADE), PLACING),

@@ -464,9 +464,15 @@ def _code_payment(
     due = order.step_since + schedule.code_payment_query
     window_end = payment.expires_at or order.expires_at
     if now >= window_end:
-        # The first reverse right away; one the channel did not confirm again on the cadence (any
-        # step after the window's end was a reverse).
-        due = window_end if order.step_since < window_end else due
+        # The first reverse right away; one the channel did not confirm again (any step after the
+        # window's end was a reverse), on the cadence at first, then ever more slowly: the interval
+        # grows with the time the reverses have taken (half of it, up to the schedule's slowest
+        # pace), so a channel that stays down is not asked every few seconds for ever.
+        if order.step_since < window_end:
+            due = window_end
+        else:
+            interval = max(schedule.code_payment_query, (order.step_since - window_end) / 2)
+            due = order.step_since + min(interval, schedule.retry_delays[-1])
         return ReversePayment(payment.out_trade_no) if now >= due else Wait(due)
     return QueryPayment(payment.out_trade_no) if now >= due else Wait(min(due, window_end))
 
