@@ -1,5 +1,5 @@
 """Chaos: payment-core and insurance-adapter killed (SIGKILL) at random moments under a bounded
-load of insured and self-pay visits, then the platform left alone.
+load of insured and self-pay visits, paying by WeChat Pay or Alipay QR, then the platform left alone.
 
 The HIS retries each call with the same request id, as a real one does, and then moves on. After
 the last restart, with no client left, the platform must finish by itself: every order whose
@@ -109,17 +109,26 @@ async def visit(mesh: MeshProcesses, stubs: Stubs, day: Day, index: int, rng: ra
     created = await persist(lambda: stubs.payment.CreatePaymentOrder(request, timeout=8))
     if created is None:
         return
+    by_alipay = rng.random() < 0.4
     pay = payment_pb2.PayPaymentOrderRequest(
         request_id=uuid.uuid4().hex,
         order_id=created.order.order_id,
-        channel=payment_pb2.CHANNEL_WECHAT_PAY,
+        channel=payment_pb2.CHANNEL_ALIPAY if by_alipay else payment_pb2.CHANNEL_WECHAT_PAY,
         method=payment_pb2.PAY_METHOD_NATIVE_QR,
     )
     paid = await persist(lambda: stubs.payment.PayPaymentOrder(pay, timeout=8))
     if paid is None or not paid.payment.code_url or rng.random() < 0.2:
         return  # the patient walks away without paying
     await asyncio.sleep(rng.uniform(0.0, 1.0))
-    await patient_scans(mesh, paid.payment.out_trade_no)
+    if by_alipay:
+        async with httpx.AsyncClient(timeout=10) as client:
+            scanned = await client.post(
+                f"{mesh.layout.http_base('alipay-sim')}/sim/pay",
+                json={"out_trade_no": paid.payment.out_trade_no},
+            )
+        scanned.raise_for_status()
+    else:
+        await patient_scans(mesh, paid.payment.out_trade_no)
     day.scanned.add(paid.payment.out_trade_no)
 
 
@@ -169,10 +178,31 @@ async def platform_orders(stubs: Stubs, day: Day | None) -> list[payment_pb2.Pay
 
 
 async def gateway_book(mesh: MeshProcesses) -> dict[str, dict[str, Any]]:
+    """Both channels' own books, in WeChat Pay's words (Alipay's trade and refund states mapped)."""
     async with httpx.AsyncClient(timeout=10) as client:
-        reply = await client.get(f"{mesh.layout.http_base('wechatpay-sim')}/sim/transactions")
-    reply.raise_for_status()
-    return {t["out_trade_no"]: t for t in reply.json()}
+        wechat = await client.get(f"{mesh.layout.http_base('wechatpay-sim')}/sim/transactions")
+        alipay = await client.get(f"{mesh.layout.http_base('alipay-sim')}/sim/transactions")
+    wechat.raise_for_status()
+    alipay.raise_for_status()
+    book = {t["out_trade_no"]: t for t in wechat.json()}
+    for trade in alipay.json():
+        refunds = [
+            {
+                "refund_fen": r["refund_fen"],
+                "status": "SUCCESS" if r["status"] == "REFUND_SUCCESS" else r["status"],
+            }
+            for r in trade["refunds"]
+        ]
+        # A trade closed after its payment was refunded in full had been paid (TRADE_CLOSED with refunds).
+        paid = trade["trade_status"] in ("TRADE_SUCCESS", "TRADE_FINISHED") or (
+            trade["trade_status"] == "TRADE_CLOSED" and refunds
+        )
+        book[trade["out_trade_no"]] = {
+            "trade_state": "SUCCESS" if paid else trade["trade_status"],
+            "total_fen": trade["total_fen"],
+            "refunds": refunds,
+        }
+    return book
 
 
 async def insurer_book(mesh: MeshProcesses) -> list[dict[str, Any]]:

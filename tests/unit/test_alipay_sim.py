@@ -261,6 +261,11 @@ async def test_partial_refunds_keyed_by_out_request_no(world: World) -> None:
     ] == "TRADE_CLOSED"
     notices = [form for form in await world.inbox.wait_for(3) if form.get("out_biz_no") == first]
     assert [(n["refund_fee"], n["trade_status"]) for n in notices] == [("50.00", "TRADE_SUCCESS")]
+    # The book an operator (or the chaos test) reads: the trade in Alipay's state, both refunds.
+    book = {t["out_trade_no"]: t for t in (await world.control.get("/sim/transactions")).json()}
+    assert book[out_trade_no]["trade_status"] == "TRADE_CLOSED"
+    assert book[out_trade_no]["total_fen"] == 12_500
+    assert sorted(r["refund_fen"] for r in book[out_trade_no]["refunds"]) == [5_000, 7_500]
 
 
 async def test_a_refund_in_progress_finishes_later(world: World) -> None:

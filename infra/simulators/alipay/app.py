@@ -239,6 +239,31 @@ class AlipayApi:
             ]
         )
 
+    async def transactions(self, _: Request) -> Response:
+        """Every trade and refund the gateway holds, in Alipay's own states (for tests and
+        operators; a precreated QR nobody scanned is not a trade yet, as at the real gateway)."""
+        refunds: dict[str, list[dict[str, object]]] = {}
+        for refund in self.sim.store.all_refunds():
+            refunds.setdefault(refund.out_trade_no, []).append(
+                {
+                    "out_request_no": refund.out_request_no,
+                    "refund_fen": refund.refund_fen,
+                    "status": refund.status,
+                }
+            )
+        return JSONResponse(
+            [
+                {
+                    "out_trade_no": trade.out_trade_no,
+                    "trade_status": trade.trade_status,
+                    "total_fen": trade.total_fen,
+                    "refunds": refunds.get(trade.out_trade_no, []),
+                }
+                for trade in self.sim.store.all_trades()
+                if not self.sim.store.is_unscanned(trade.out_trade_no)
+            ]
+        )
+
     async def health(self, _: Request) -> Response:
         return JSONResponse({"status": "SERVING", "app_id": self.sim.app_id})
 
@@ -303,6 +328,7 @@ def create_app(sim: AlipaySimulator) -> Starlette:
         Route("/sim/faults", api.list_faults, methods=["GET"]),
         Route("/sim/faults", api.clear_faults, methods=["DELETE"]),
         Route("/sim/notifications", api.deliveries, methods=["GET"]),
+        Route("/sim/transactions", api.transactions, methods=["GET"]),
         Route("/sim/health", api.health, methods=["GET"]),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

@@ -186,6 +186,12 @@ class SimStore:
             (refund.status, _opt(refund.gmt_refund_pay), refund.out_trade_no, refund.out_request_no),
         )
 
+    def all_trades(self) -> list[SimTrade]:
+        return self._all(SimTrade, "SELECT * FROM trades ORDER BY gmt_create")
+
+    def all_refunds(self) -> list[SimRefund]:
+        return self._all(SimRefund, "SELECT * FROM refunds ORDER BY created_at")
+
     def trades_paid_between(self, start: datetime, end: datetime) -> list[SimTrade]:
         query = "SELECT * FROM trades WHERE gmt_payment >= ? AND gmt_payment < ? ORDER BY gmt_payment"
         return self._all(SimTrade, query, to_text(start), to_text(end))
