@@ -44,7 +44,7 @@ def database(tmp_path: Path) -> str:
 
 
 CHANNELS = {"CASH": pb.CHANNEL_CASH, "POS": pb.CHANNEL_POS, "WECHAT_PAY": pb.CHANNEL_WECHAT_PAY}
-NAMES = {number: name for name, number in CHANNELS.items()}
+NAMES = {number: name for name, number in {**CHANNELS, "DEPOSIT": pb.CHANNEL_DEPOSIT}.items()}
 RECEIPTS = "liability:receipts_unsettled"
 
 
@@ -73,7 +73,13 @@ bills = st.builds(
     refund_the_rest=st.booleans(),
     closed=st.booleans(),
 )
-days = st.tuples(st.lists(bills, min_size=1, max_size=4), st.lists(st.integers(1, 900_000), max_size=2))
+# The day's bills; an inpatient's top-ups; and, when topped up, the discharge bill of the stay (less
+# or more than the deposit: the surplus goes back to the top-ups' channels, a shortfall in cash).
+days = st.tuples(
+    st.lists(bills, min_size=1, max_size=4),
+    st.lists(st.integers(1, 900_000), max_size=2),
+    st.lists(st.integers(1, 600_000), min_size=1, max_size=2),
+)
 
 
 def _bill(lines: tuple[int, ...]) -> pb.CreatePaymentOrderRequest:
@@ -158,6 +164,23 @@ async def _play(h: Harness, bill: Bill) -> str:
     return order.order_id
 
 
+async def _discharge(h: Harness, inpatient_no: str, stay: list[int]) -> str:
+    """The stay's self-pay discharge: paid from the deposit, the surplus back to the top-ups'
+    channels (the cashier hands cash back), a shortfall paid in cash at the window."""
+    request = pb.SettleDischargeRequest(
+        request_id=uuid.uuid4().hex, inpatient_no=inpatient_no, campus_code="FZ900", dept_code="0301",
+        patient=common_pb2.Patient(his_patient_id="P-0001"), items=items(*stay),
+        discharged_at="2026-12-02T10:00:00+08:00",
+    )  # fmt: skip
+    done = await h.payment.SettleDischarge(request)
+    await h.settled()
+    for refund in done.deposit_refunds:
+        await _hand_over_window_refunds(h, refund.order_id)
+    if done.shortfall_fen:
+        await _pay(h, done.order.order_id, "CASH", done.shortfall_fen)
+    return done.order.order_id
+
+
 @settings(
     max_examples=12,
     deadline=None,
@@ -166,15 +189,17 @@ async def _play(h: Harness, bill: Bill) -> str:
 )
 @given(day=days)
 async def test_the_ledger_accounts_for_every_fen_of_any_day(
-    harness: Harness, day: tuple[list[Bill], list[int]]
+    harness: Harness, day: tuple[list[Bill], list[int], list[int]]
 ) -> None:
-    played, top_ups = day
+    played, top_ups, stay = day
     order_ids = [await _play(harness, bill) for bill in played]
     inpatient_no = f"ZY{uuid.uuid4().hex[:10]}"
     top_up_orders = [
         (await harness.payment.TopUpDeposit(top_up(amount, inpatient_no=inpatient_no))).order_id
         for amount in top_ups
     ]
+    if top_ups:
+        order_ids.append(await _discharge(harness, inpatient_no, stay))
 
     for order_id in order_ids:
         order = await harness.order(order_id)
@@ -197,24 +222,31 @@ async def test_the_ledger_accounts_for_every_fen_of_any_day(
         for channel in CHANNELS:
             clearing = f"asset:channel_clearing:{channel}"
             assert balances[clearing] == paid[channel] - back[channel], (order.status, channel)
+        # Paid from the deposit: the hospital owes the patient that much less.
+        assert balances["liability:patient_deposit"] == paid["DEPOSIT"] - back["DEPOSIT"]
 
         assert order.refunded_cash_fen <= order.cash_paid_fen
         kept = order.cash_paid_fen - order.refunded_cash_fen
+        revenue = balances["revenue:discharge" if order.scene == pb.SCENE_DISCHARGE else "revenue:outpatient"]
         if order.status in (pb.ORDER_STATUS_SETTLED, pb.ORDER_STATUS_REFUNDED):
             assert balances[RECEIPTS] == 0
-            assert balances["revenue:outpatient"] == -kept
+            assert revenue == -kept
         elif order.status == pb.ORDER_STATUS_CLOSED:
-            assert balances[RECEIPTS] == 0 and balances["revenue:outpatient"] == 0 and kept == 0
+            assert balances[RECEIPTS] == 0 and revenue == 0 and kept == 0
         else:
             assert order.status == pb.ORDER_STATUS_AWAITING_PAYMENT, order.status
-            assert balances[RECEIPTS] == -order.cash_paid_fen and balances["revenue:outpatient"] == 0
+            assert balances[RECEIPTS] == -order.cash_paid_fen and revenue == 0
 
     trial = await harness.trial_balance()
     assert sum(amount.fen for amount in trial.values()) == 0
     if top_ups:
-        # The account's balance is what the ledger owes the patient for its top-ups.
+        # The account's balance is what the ledger owes the patient for the stay: its top-ups, less
+        # what the discharge took from it and what went back to the top-ups' channels.
         owed = 0
-        for order_id in top_up_orders:
+        for order_id in [*top_up_orders, order_ids[-1]]:
             for entry in await harness.ledger(order_id):
                 owed += sum(p.amount.fen for p in entry.postings if p.account == "liability:patient_deposit")
-        assert (await account(harness, inpatient_no)).balance_fen == sum(top_ups) == -owed
+        deposit = await account(harness, inpatient_no)
+        assert deposit.balance_fen == -owed >= 0
+        assert deposit.balance_fen == deposit.topped_up_fen - deposit.used_fen - deposit.refunded_fen
+        assert deposit.topped_up_fen == sum(top_ups)
