@@ -122,3 +122,10 @@ class DepositInsufficient(MedPayError):
 
     status_name = "FAILED_PRECONDITION"
     reason = "DEPOSIT_INSUFFICIENT"
+
+
+class StorageConflict(Exception):
+    """A write the database refused by a constraint it keeps (a UNIQUE index: another transaction
+    stored the same thing first). Raised by the unit of work in place of the driver's error, so the
+    service layer can decide (look again, answer what was stored) without knowing the database
+    library. Not a MedPayError: one nobody handles is a fault of ours, not the caller's."""

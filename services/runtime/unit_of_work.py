@@ -2,7 +2,8 @@
 bound to it and the outbox writing into it.
 
 `async with uow:` begins (BEGIN IMMEDIATE on SQLite); a clean exit commits, an exception rolls
-back, so a state change and the events describing it commit together or not at all. A service
+back, so a state change and the events describing it commit together or not at all. A write the
+database refuses by a constraint comes out as `errors.StorageConflict`, not as the driver's error. A service
 subclasses it and binds its repositories in `bind()`. `read_only=True` is for transactions that
 only read: on SQLite they begin deferred and wait for no writer.
 
@@ -18,10 +19,12 @@ from typing import Self
 
 from medpay.events.v1 import events_pb2
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.changes import ChangeBroker
 from services.runtime.db import AUTOCOMMIT, READ_ONLY, sessions_on_postgres
+from services.runtime.errors import StorageConflict
 from services.runtime.outbox import Outbox
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")
@@ -70,6 +73,8 @@ class SqlUnitOfWork:
                 committed = True
             else:
                 await session.rollback()
+        except IntegrityError as refused:  # refused at commit
+            raise StorageConflict(str(refused.orig)) from refused
         finally:
             if not committed:
                 self.not_committed()
@@ -82,6 +87,9 @@ class SqlUnitOfWork:
         if committed and self._changes is not None:
             for key in sorted(touched):
                 self._changes.publish(key)
+        if isinstance(error, IntegrityError):
+            # Refused by a statement of the transaction (rolled back above): named for the caller.
+            raise StorageConflict(str(error.orig)) from error
 
     async def before_commit(self, session: AsyncSession) -> None:
         """A service's last writes into a transaction that is about to commit."""

@@ -410,3 +410,22 @@ async def test_the_relay_sequences_an_event_as_soon_as_it_commits_not_at_its_nex
         relay.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await relay
+
+
+async def test_a_write_refused_by_a_unique_index_comes_out_named_and_rolled_back(store: Store) -> None:
+    """The service layer catches StorageConflict, never the driver's IntegrityError; the unit of work
+    rolls the whole transaction back first."""
+    from services.runtime.errors import StorageConflict
+    from services.runtime.unit_of_work import SqlUnitOfWork
+
+    table = Table("uow_probe", store.metadata, Column("id", Integer, primary_key=True), Column("n", Integer))
+    async with store.engine.begin() as connection:
+        await connection.run_sync(table.create)
+    async with SqlUnitOfWork(store.sessions) as uow:
+        await uow.session.execute(insert(table).values(id=1, n=1))
+    with pytest.raises(StorageConflict):
+        async with SqlUnitOfWork(store.sessions) as uow:
+            await uow.session.execute(insert(table).values(id=2, n=2))
+            await uow.session.execute(insert(table).values(id=1, n=3))
+    async with store.engine.connect() as connection:
+        assert (await connection.execute(select(table.c.id))).scalars().all() == [1]

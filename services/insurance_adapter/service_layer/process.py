@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
-from sqlalchemy.exc import IntegrityError
-
 from services.insurance_adapter.domain import commands
 from services.insurance_adapter.domain.bill import OutpatientBill
 from services.insurance_adapter.domain.process import (
@@ -35,7 +33,7 @@ from services.insurance_adapter.service_layer.handlers import (
 )
 from services.insurance_adapter.service_layer.insurer_steps import InsurerSteps
 from services.runtime.clock import new_id
-from services.runtime.errors import NotFound, OutcomeUnknown, StateConflict
+from services.runtime.errors import NotFound, OutcomeUnknown, StateConflict, StorageConflict
 
 # A Presettle is two messages (2204, 2206), a Settle at most two (5203, then 2207 again).
 MAX_STEPS = 4
@@ -169,7 +167,7 @@ class SettlementProcess(SettlementSteps):
         try:
             async with self._deps.unit_of_work() as uow:
                 await uow.settlements.add(settlement, bill)
-        except IntegrityError:
+        except StorageConflict:
             # Another request opened this order meanwhile (the active-order index): continue that one.
             found = await self._active_settlement(settlement.order_ref, bill)
             if found is None:

@@ -13,8 +13,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from sqlalchemy.exc import IntegrityError
-
 from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
@@ -81,7 +79,7 @@ class PaymentOrders:
                 await uow.orders.add(order)
                 if not order.insured:
                     await uow.record_event(events.order_created(order))
-        except IntegrityError:
+        except errors.StorageConflict:
             # The bill has an order: this request's own (a retry after a crash) or another's.
             existing = await self._same_bill(cmd)
             if existing is None:
@@ -212,12 +210,12 @@ class PaymentOrders:
         reported again (a new request_id, even concurrently) answers the payment recorded for it."""
         try:
             order, payment = await self._window_attempt(cmd)
-        except IntegrityError:
+        except errors.StorageConflict:
             # The slip's unique index: recorded by a concurrent report (found on this order now),
             # or on another order, which is refused.
             try:
                 order, payment = await self._window_attempt(cmd)
-            except IntegrityError:
+            except errors.StorageConflict:
                 assert cmd.pos is not None
                 raise errors.StateConflict(
                     f"POS reference {cmd.pos.reference_no} (terminal {cmd.pos.terminal_id}, batch "

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy.exc import IntegrityError
-
 from services.payment_core.domain.shift import CashierShift, shift_totals
 from services.payment_core.service_layer import commands
 from services.payment_core.service_layer.dependencies import Dependencies
@@ -30,7 +28,7 @@ class CashierShifts:
         for _ in range(_ATTEMPTS - 1):
             try:
                 return await self._close_once(cmd)
-            except IntegrityError:
+            except errors.StorageConflict:
                 continue  # another close of this cashier committed first: look again
         return await self._close_once(cmd)
 
@@ -40,6 +38,10 @@ class CashierShifts:
             if stored is not None:
                 return stored
             previous = await uow.shifts.latest(cmd.cashier_id, cmd.campus_code)
+            if previous is not None and previous.closed_at == cmd.closed_at:
+                # The same close, committed by a concurrent request between the two reads (each
+                # statement reads what is committed when it starts, at READ COMMITTED).
+                return previous
             if previous is not None and cmd.closed_at <= previous.closed_at:
                 raise errors.InvalidArgument.field(
                     "closed_at", "must be after the cashier's previous close at this campus"
