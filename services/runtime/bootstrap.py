@@ -18,7 +18,7 @@ from services.runtime.idempotency import IdempotencyStore
 from services.runtime.instances import ServiceInstance
 from services.runtime.logging import configure_logging
 from services.runtime.metrics import count_httpx_requests, count_sql
-from services.runtime.migrations import migrate
+from services.runtime.migrations import migrate, migrate_in_child
 from services.runtime.outbox import Outbox
 from services.runtime.server import ServiceHost, serve
 from services.runtime.telemetry import configure_tracing, instrument_httpx
@@ -33,6 +33,7 @@ class ServiceDatabase:
     signals of what its commits changed (`changes`; on PostgreSQL `listener` brings in other
     replicas' commits)."""
 
+    service: str
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     metadata: MetaData
@@ -64,6 +65,7 @@ class ServiceDatabase:
         if changes.channel is not None:
             listener = ChangeListener(changes, listener_dsn(engine), f"medpay {service} changes")
         return cls(
+            service=service,
             engine=engine,
             sessions=sessions,
             metadata=metadata,
@@ -78,6 +80,10 @@ class ServiceDatabase:
 
     async def migrate(self) -> None:
         await migrate(self.engine, self.migrations, self.schema)
+
+    async def migrate_in_child(self) -> None:
+        """The same, in a child process: a serving process never loads Alembic."""
+        await migrate_in_child(self.service)
 
     async def listen_for_changes(self) -> None:
         """Background task: other replicas' commits into `changes` (PostgreSQL). SQLite is one
@@ -116,13 +122,14 @@ async def serve_or_migrate(
     migrate_on_start: bool,
 ) -> None:
     """`migrate`: bring the schema to head and exit. `serve`: migrate (unless turned off), then
-    serve until SIGTERM. The instance registers before the server starts, so no request this
-    process claims can be seen without a live holder."""
+    serve until SIGTERM. At start the migration runs in a child process (migrations.py), so the
+    serving process never loads Alembic. The instance registers before the server starts, so no
+    request this process claims can be seen without a live holder."""
     if command == "migrate":
         await database.migrate()
         await close()
         return
     if migrate_on_start:
-        await database.migrate()
+        await database.migrate_in_child()
     await database.instance.register()
     await serve(host())

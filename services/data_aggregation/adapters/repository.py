@@ -6,11 +6,13 @@ RETURNING, so a repeat is detected by the database itself, not by a read before 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Insert, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,10 +41,26 @@ from services.runtime.money import Money
 
 async def insert_if_absent(session: AsyncSession, table: Table, values: dict[str, Any]) -> bool:
     """True when the row was inserted, False when its key was already there."""
-    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    statement = _insert_unless_present(session.get_bind().dialect.name, table)
+    return (await session.execute(statement, values)).first() is not None
+
+
+async def insert_absent(session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]]) -> set[Any]:
+    """Insert those of `rows` whose key is not there yet, in one statement; the keys inserted."""
+    if not rows:
+        return set()
+    statement = _insert_unless_present(session.get_bind().dialect.name, table)
+    return set((await session.execute(statement, list(rows))).scalars())
+
+
+@functools.cache
+def _insert_unless_present(dialect_name: str, table: Table) -> Insert:
+    """Built once per table (see services/runtime/statements.py); the values travel as parameters,
+    so SQLAlchemy does not walk a new statement on every insert."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
     key = next(iter(table.primary_key.columns))
-    statement = dialect.insert(table).values(**values).on_conflict_do_nothing().returning(key)
-    return (await session.execute(statement)).first() is not None
+    statement: Insert = dialect.insert(table).on_conflict_do_nothing().returning(key)
+    return statement
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +117,20 @@ class IngestedEvents:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
 
-    async def claim(self, source_service: str, event: FeedEvent, now: datetime) -> bool:
-        """True the first time this event id is seen, from any source, at any position."""
-        row = {
-            "event_id": event.event_id,
-            "source_service": source_service,
-            "sequence": event.sequence,
-            "event_type": event.event_type,
-            "ingested_at": now,
-        }
-        return await insert_if_absent(self._session, ingested_events, row)
+    async def claim(self, source_service: str, events: Sequence[FeedEvent], now: datetime) -> set[str]:
+        """The ids of `events` seen for the first time, from any source, at any position (one
+        statement for the page)."""
+        rows = [
+            {
+                "event_id": event.event_id,
+                "source_service": source_service,
+                "sequence": event.sequence,
+                "event_type": event.event_type,
+                "ingested_at": now,
+            }
+            for event in events
+        ]
+        return await insert_absent(self._session, ingested_events, rows)
 
 
 class FactRepository:

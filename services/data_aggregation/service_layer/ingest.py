@@ -89,8 +89,9 @@ class FeedIngestor:
 
     async def _take(self, uow: UnitOfWork, source: str, events: Sequence[FeedEvent]) -> int:
         new_events = 0
+        claimed = await uow.events.claim(source, events, self._clock())
         for event in events:
-            if not await uow.events.claim(source, event, self._clock()):
+            if event.event_id not in claimed:
                 continue
             new_events += 1
             if event.fact is not None and not await uow.facts.add(event.fact):

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, delete, select, update
+from sqlalchemy import Row, Select, bindparam, delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,11 +94,19 @@ class OrderRepository:
         self._changed(order.order_id)
 
     async def get(self, order_id: str, lock: bool = False) -> PaymentOrder | None:
-        query = select_by(orm.payment_orders, "order_id", lock)
-        row = (await self._session.execute(query, {KEY: order_id})).one_or_none()
-        if row is None:
+        """The order as stored. Under a lock, its row first (FOR UPDATE) and then its children:
+        at READ COMMITTED a statement that waited for the lock sees the locked row as the other
+        writer left it but a joined table as it was before, so the children are read after. A
+        plain read takes the order with its payments in one statement (a row per payment)."""
+        if lock:
+            query = select_by(orm.payment_orders, "order_id", lock)
+            row = (await self._session.execute(query, {KEY: order_id})).one_or_none()
+            return None if row is None else (await self.hydrate([row]))[0]
+        rows = (await self._session.execute(_ORDER_WITH_PAYMENTS, {KEY: order_id})).all()
+        if not rows:
             return None
-        return (await self.hydrate([row]))[0]
+        pays = [_JoinedPayment(row) for row in rows if row._mapping[_PAYMENT + "payment_id"] is not None]
+        return (await self.hydrate(rows[:1], pays))[0]
 
     async def by_his_order(self, campus_code: str, his_order_no: str) -> PaymentOrder | None:
         table = orm.payment_orders
@@ -167,14 +175,18 @@ class OrderRepository:
         )
         self._changed(order_id)
 
-    async def hydrate(self, rows: Sequence[Row[Any]]) -> list[PaymentOrder]:
-        """Whole aggregates (lines, payments, refunds) for order rows, in the rows' order."""
+    async def hydrate(
+        self, rows: Sequence[Row[Any]], pays: Sequence[Any] | None = None
+    ) -> list[PaymentOrder]:
+        """Whole aggregates (lines, payments, refunds) for order rows, in the rows' order; `pays`,
+        their payments when the caller has read them already."""
         ids = [row.order_id for row in rows]
         lines = await self._lines_of(ids)
         # Only the orders that have them (their row counts them): most loads read no refunds.
         paying = [row.order_id for row in rows if row.payment_count]
         refunding = [row.order_id for row in rows if row.refund_count]
-        pays = await self._children(orm.payments, paying, orm.payments.c.attempt_no)
+        if pays is None:
+            pays = await self._children(orm.payments, paying, orm.payments.c.attempt_no)
         backs = await self._children(orm.refunds, refunding, orm.refunds.c.refund_no)
         by_lines = [row.order_id for row in rows if row.line_refund_count]
         taken = await self._children(orm.line_refunds, by_lines, orm.line_refunds.c.line_refund_no)
@@ -298,9 +310,40 @@ def _apply_refunded(order: PaymentOrder, refund: Refund, delta_fen: int) -> None
 
 # ---- rows -> domain ---------------------------------------------------------------------------------
 
+# An order's load reads its payments in the same statement, their columns under this prefix.
+_PAYMENT = "payment__"
+
+
+def _order_with_payments() -> Select[Any]:
+    orders, payments = orm.payment_orders, orm.payments
+    return (
+        select(orders, *(column.label(_PAYMENT + column.name) for column in payments.c))
+        .select_from(orders.outerjoin(payments, payments.c.order_id == orders.c.order_id))
+        .where(orders.c.order_id == bindparam(KEY))
+        .order_by(payments.c.attempt_no)
+    )
+
+
+_ORDER_WITH_PAYMENTS = _order_with_payments()  # built once (services/runtime/statements.py)
+
+
+class _JoinedPayment:
+    """A payment's columns of a joined order row, read under their own names (as a payments row)."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, row: Row[Any]) -> None:
+        self._mapping = row._mapping
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._mapping[_PAYMENT + name]
+        except KeyError:
+            raise AttributeError(name) from None
+
 
 def _order_from(
-    row: Row[Any], lines: tuple[ChargeLine, ...], pays: list[Row[Any]], backs: list[Row[Any]]
+    row: Row[Any], lines: tuple[ChargeLine, ...], pays: list[Any], backs: list[Row[Any]]
 ) -> PaymentOrder:
     before = row.status_before_attention
     return PaymentOrder(
@@ -346,7 +389,8 @@ def _line_from(row: Row[Any]) -> ChargeLine:
     )
 
 
-def _payment_from(row: Row[Any]) -> Payment:
+def _payment_from(row: Any) -> Payment:
+    """From a payments row, or a payment's columns of an order's joined row (_JoinedPayment)."""
     return Payment(
         payment_id=row.payment_id,
         order_id=row.order_id,

@@ -19,7 +19,6 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any, TypeVar
 
-import httpx
 from opentelemetry.trace import SpanKind
 
 from services.insurance_adapter.adapters.nhsa.config import NhsaClientConfig
@@ -27,6 +26,7 @@ from services.insurance_adapter.adapters.nhsa.errors import (
     InsurerOutcomeUnknown,
     InsurerRejected,
 )
+from services.insurance_adapter.adapters.nhsa.http11 import Http11Origin
 from services.insurance_adapter.adapters.nhsa.msgid import MsgidSequence
 from services.insurance_adapter.adapters.nhsa.transformers import (
     FeeLine,
@@ -58,7 +58,7 @@ class NhsaClient:
         self,
         config: NhsaClientConfig,
         *,
-        http: httpx.AsyncClient | None = None,
+        http: Http11Origin | None = None,
         on_exchange: ExchangeRecorder | None = None,
         clock: Callable[[], datetime] | None = None,
     ) -> None:

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Protocol
+from urllib.parse import urlsplit
 
-import httpx
 from opentelemetry import propagate
 
 from services.insurance_adapter.adapters.nhsa.config import NhsaClientConfig
@@ -20,6 +20,13 @@ from services.insurance_adapter.adapters.nhsa.errors import (
     InsurerRejected,
     InsurerUnavailable,
     NhsaError,
+)
+from services.insurance_adapter.adapters.nhsa.http11 import (
+    Answer,
+    Http11Origin,
+    NoAnswer,
+    NotConnected,
+    NotSentCompletely,
 )
 from services.insurance_adapter.adapters.nhsa.transformers import JsonObject
 from services.insurance_adapter.adapters.nhsa.wire import dumps, loads
@@ -68,16 +75,16 @@ class NhsaTransport:
     def __init__(
         self,
         config: NhsaClientConfig,
-        http: httpx.AsyncClient | None,
+        http: Http11Origin | None,
         on_exchange: ExchangeRecorder | None,
         clock: Callable[[], datetime],
     ) -> None:
         self._config = config
-        self._http = http if http is not None else httpx.AsyncClient()
+        self._http = http if http is not None else Http11Origin(config.base_url)
         self._owns_http = http is None
         self._on_exchange = on_exchange
         self._clock = clock
-        self._url = config.base_url.rstrip("/") + config.path
+        self._path = urlsplit(config.base_url).path.rstrip("/") + config.path
 
     async def aclose(self) -> None:
         if self._owns_http:
@@ -106,30 +113,21 @@ class NhsaTransport:
         await self._record(infno, msgid, request_json, response_json, ExchangeOutcome.OK, started)
         return output
 
-    async def _post(
-        self, infno: str, msgid: str, request_json: str, timeout_s: float | None
-    ) -> httpx.Response:
+    async def _post(self, infno: str, msgid: str, request_json: str, timeout_s: float | None) -> Answer:
         config = self._config
         headers = tif_headers(config.paas_id, config.paas_token, int(time.time()), secrets.token_hex(16))
         headers["content-type"] = "application/json;charset=UTF-8"
         propagate.inject(headers)  # traceparent: the insurer-side spans join this trace
         deadline = timeout_s or config.timeout_s
-        timeout = httpx.Timeout(deadline, connect=min(deadline, config.connect_timeout_s))
+        connect = min(deadline, config.connect_timeout_s)
         try:
-            return await self._http.post(
-                self._url, content=request_json.encode(), headers=headers, timeout=timeout
-            )
-        except (
-            httpx.ConnectError,
-            httpx.ConnectTimeout,
-            httpx.PoolTimeout,
-            httpx.UnsupportedProtocol,
-        ) as exc:
-            raise InsurerUnavailable(infno, msgid, f"not sent: {type(exc).__name__}") from exc
-        except (httpx.WriteError, httpx.WriteTimeout, httpx.LocalProtocolError) as exc:
-            raise InsurerUnavailable(infno, msgid, f"not sent completely: {type(exc).__name__}") from exc
-        except httpx.HTTPError as exc:
-            raise InsurerOutcomeUnknown(infno, msgid, f"sent, no answer: {type(exc).__name__}") from exc
+            return await self._http.post(self._path, request_json.encode(), headers, deadline, connect)
+        except NotConnected as exc:
+            raise InsurerUnavailable(infno, msgid, f"not sent: {exc}") from exc
+        except NotSentCompletely as exc:
+            raise InsurerUnavailable(infno, msgid, f"not sent completely: {exc}") from exc
+        except NoAnswer as exc:
+            raise InsurerOutcomeUnknown(infno, msgid, f"sent, no answer: {exc}") from exc
 
     def _envelope(
         self, infno: str, msgid: str, payload: JsonObject, sign_no: str, insuplc_admdvs: str
@@ -170,15 +168,15 @@ class NhsaTransport:
             await self._on_exchange(infno, msgid, request_json, response_json, outcome, elapsed_ms)
 
 
-def _output_of(infno: str, msgid: str, response: httpx.Response) -> JsonObject:
+def _output_of(infno: str, msgid: str, response: Answer) -> JsonObject:
     """The output node of a successful answer, or the error this answer amounts to."""
-    status = response.status_code
+    status = response.status
     if status in _GATEWAY_DOWN or 400 <= status < 500:
         raise InsurerUnavailable(infno, msgid, f"refused by the gateway: HTTP {status}")
     if status != 200:
         raise InsurerOutcomeUnknown(infno, msgid, f"HTTP {status}")
     try:
-        body = loads(response.content)
+        body = loads(response.body)
     except ValueError as exc:
         raise InsurerOutcomeUnknown(infno, msgid, "reply is not JSON") from exc
     if not isinstance(body, dict) or body.get("infcode") is None:
