@@ -27,6 +27,7 @@ class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
         self.watches = 0
         self.keep_open = False
         self.unavailable = 0
+        self.refunds: list[list[payment_pb2.Refund]] = []  # per streamed state, when set
 
     async def CreatePaymentOrder(self, request, context):  # type: ignore[no-untyped-def]
         self.created.append(request)
@@ -54,8 +55,10 @@ class ScriptedPaymentService(payment_pb2_grpc.PaymentServiceServicer):
         if self.unavailable:
             self.unavailable -= 1
             await context.abort(grpc.StatusCode.UNAVAILABLE, "replica going away")
-        for status in self.statuses:
-            yield S.WatchPaymentOrderResponse(order=S.PaymentOrder(order_id=request.order_id, status=status))
+        for n, status in enumerate(self.statuses):
+            refunds = self.refunds[n] if n < len(self.refunds) else []
+            order = S.PaymentOrder(order_id=request.order_id, status=status, refunds=refunds)
+            yield S.WatchPaymentOrderResponse(order=order)
         if self.keep_open:
             await asyncio.Event().wait()  # until the caller's deadline cancels the call
 
@@ -204,3 +207,16 @@ async def test_a_pos_report_and_its_refund_confirmation_carry_the_slip_and_the_c
     [reported], [confirmed] = servicer.paid, servicer.confirmed
     assert (reported.pos, reported.operator_id, reported.amount_fen) == (slip, "C001", 5_000)
     assert (confirmed.refund_id, confirmed.pos, done.refund.operator_id) == ("rfd_1", slip, "C002")
+
+
+async def test_wait_until_refund_final_waits_for_that_refund_not_the_order_status(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_REFUNDING, S.ORDER_STATUS_SETTLED]
+    servicer.refunds = [
+        [S.Refund(refund_id="rf_1", status=S.REFUND_STATUS_PROCESSING)],
+        [S.Refund(refund_id="rf_1", status=S.REFUND_STATUS_SUCCEEDED, cash_fen=300)],
+    ]
+    order = await medpay.wait_until_refund_final("ord_1", "rf_1", timeout_s=5)
+    assert order.status == S.ORDER_STATUS_SETTLED and order.refunds[0].cash_fen == 300

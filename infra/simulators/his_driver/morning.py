@@ -213,11 +213,12 @@ class Cashier:
             span.set_attribute(ATTR_ORDER_ID, visit.order_id)
             span.set_attribute("his.order_no", visit.his_order_no)
             try:
-                await _step("refund", self._client.refund_order(visit.order_id, REFUND_REASON))
+                asked = await _step("refund", self._client.refund_order(visit.order_id, REFUND_REASON))
                 timeout_s = self._options.settle_timeout_s
-                order = await _step(
-                    "refund-confirm", self._client.wait_until_refunded(visit.order_id, timeout_s)
+                final = self._client.wait_until_refund_final(
+                    visit.order_id, asked.refund.refund_id, timeout_s
                 )
+                order = await _step("refund-confirm", final)
             except StepFailed as failed:
                 failure = _failure(span, visit.his_order_no, failed)
                 return RefundOutcome(visit.his_order_no, visit.order_id, failure.trace_id, failure=failure)

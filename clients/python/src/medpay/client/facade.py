@@ -50,6 +50,7 @@ OrderStatus: TypeAlias = payment_pb2.OrderStatus.ValueType
 _PAGE_SIZE = 200
 # A reconciliation run takes seconds to minutes: looking twice a second is plenty.
 _RUN_POLL_S = 0.5
+_REFUND_GIVEN_UP = (payment_pb2.REFUND_STATUS_FAILED, payment_pb2.REFUND_STATUS_ABNORMAL)
 
 
 def new_request_id() -> str:
@@ -260,6 +261,47 @@ class MedPayClient:
         OrderWaitError if it ends otherwise (a refused refund leaves it SETTLED) or time runs out."""
         return await self._wait_for(order_id, payment_pb2.ORDER_STATUS_REFUNDED, timeout_s)
 
+    async def wait_until_refund_final(
+        self, order_id: str, refund_id: str, timeout_s: float = 30.0
+    ) -> payment_pb2.PaymentOrder:
+        """Wait until the refund `refund_id` of the order is SUCCEEDED (a partial refund leaves the
+        order SETTLED, so its status says nothing); OrderWaitError if that refund FAILED or is
+        ABNORMAL, or `timeout_s` pass first. A window refund (CASH/POS) stays PROCESSING until
+        `confirm_window_refund`."""
+        last: payment_pb2.PaymentOrder | None = None
+        try:
+            async with aclosing(self._follow(order_id, timeout_s)) as states:
+                async for last in states:
+                    refund = next((r for r in last.refunds if r.refund_id == refund_id), None)
+                    if refund is None:
+                        continue
+                    if refund.status == payment_pb2.REFUND_STATUS_SUCCEEDED:
+                        return last
+                    if refund.status in _REFUND_GIVEN_UP:
+                        raise OrderWaitError(last, f"refund {refund_id} ended {refund.status}")
+        except MedPayError as error:
+            if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+            seen = last if last is not None else await self.get_order(order_id)
+            raise OrderWaitError(seen, f"refund {refund_id} not final after {timeout_s:g}s") from None
+        seen = last if last is not None else await self.get_order(order_id)
+        raise OrderWaitError(seen, f"refund {refund_id} will not succeed")
+
+    async def _follow(
+        self, order_id: str, timeout_s: float
+    ) -> AsyncGenerator[payment_pb2.PaymentOrder, None]:
+        """The order's states, and once the watch ends (a settled order), the order as it is now:
+        a refund's outcome may commit after the watch has ended."""
+        async with aclosing(self.watch_order(order_id, timeout_s)) as states:
+            async for order in states:
+                yield order
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + timeout_s
+        while loop.time() < give_up_at:
+            yield await self.get_order(order_id)
+            await asyncio.sleep(_RUN_POLL_S)
+        raise MedPayError(grpc.StatusCode.DEADLINE_EXCEEDED, "refund wait timed out")
+
     async def _wait_for(
         self, order_id: str, wanted: OrderStatus, timeout_s: float
     ) -> payment_pb2.PaymentOrder:
@@ -328,6 +370,84 @@ class MedPayClient:
             self._payment.ConfirmWindowRefund, request, self._deadlines.write_s
         )
         return RefundResult(response.order, response.refund)
+
+    # ---- inpatient deposits ----------------------------------------------------------------
+
+    async def top_up_deposit(
+        self,
+        inpatient_no: str,
+        amount_fen: int,
+        channel: payment_pb2.Channel.ValueType,
+        method: payment_pb2.PayMethod.ValueType,
+        *,
+        campus_code: str,
+        his_patient_id: str,
+        operator_id: str = "",
+        pos: payment_pb2.PosSlip | None = None,
+        request_id: str | None = None,
+    ) -> payment_pb2.TopUpDepositResponse:
+        """Top up an inpatient's deposit (预交金); CASH and POS need `operator_id` (POS its slip)."""
+        request = payment_pb2.TopUpDepositRequest(
+            request_id=request_id or new_request_id(), inpatient_no=inpatient_no, amount_fen=amount_fen,
+            channel=channel, method=method, campus_code=campus_code, his_patient_id=his_patient_id,
+            operator_id=operator_id, pos=pos,
+        )  # fmt: skip
+        response: payment_pb2.TopUpDepositResponse = await self._call(
+            self._payment.TopUpDeposit, request, self._deadlines.write_s
+        )
+        return response
+
+    async def deposit_account(self, inpatient_no: str) -> payment_pb2.DepositAccount:
+        request = payment_pb2.GetDepositAccountRequest(inpatient_no=inpatient_no)
+        response: payment_pb2.GetDepositAccountResponse = await self._call(
+            self._payment.GetDepositAccount, request, self._deadlines.read_s
+        )
+        return response.account
+
+    async def refund_deposit(
+        self,
+        inpatient_no: str,
+        reason: str,
+        *,
+        amount_fen: int = 0,
+        operator_id: str = "",
+        request_id: str | None = None,
+    ) -> payment_pb2.RefundDepositResponse:
+        """Give back `amount_fen` of the balance (0: all of it) to the top-ups' channels."""
+        request = payment_pb2.RefundDepositRequest(
+            request_id=request_id or new_request_id(), inpatient_no=inpatient_no, amount_fen=amount_fen,
+            reason=reason, operator_id=operator_id,
+        )  # fmt: skip
+        response: payment_pb2.RefundDepositResponse = await self._call(
+            self._payment.RefundDeposit, request, self._deadlines.write_s
+        )
+        return response
+
+    async def settle_discharge(
+        self,
+        *,
+        inpatient_no: str,
+        his_patient_id: str,
+        items: Sequence[ChargeLine],
+        campus_code: str,
+        dept_code: str,
+        discharged_at: datetime | str | None = None,
+        request_id: str | None = None,
+    ) -> payment_pb2.SettleDischargeResponse:
+        """Self-pay discharge: the bill paid from the deposit, a surplus refunded to the top-ups'
+        channels, a shortfall left to collect with `pay` on the answer's order."""
+        moment = discharged_at or datetime.now(UTC)
+        request = payment_pb2.SettleDischargeRequest(
+            request_id=request_id or new_request_id(), inpatient_no=inpatient_no,
+            campus_code=campus_code, dept_code=dept_code,
+            patient=common_pb2.Patient(his_patient_id=his_patient_id),
+            items=[_charge_item(line, n, dept_code, "") for n, line in enumerate(items, start=1)],
+            discharged_at=moment.isoformat() if isinstance(moment, datetime) else moment,
+        )  # fmt: skip
+        response: payment_pb2.SettleDischargeResponse = await self._call(
+            self._payment.SettleDischarge, request, self._deadlines.write_s
+        )
+        return response
 
     async def close_cashier_shift(
         self,
