@@ -176,6 +176,24 @@ async def test_a_replayed_page_and_a_duplicate_event_count_once_and_the_summary_
     assert payments.asked_after == [0, 3, 3, 6, 7]
 
 
+async def test_deposit_top_ups_and_their_refunds_are_not_bills(
+    settings: DataAggregationSettings, feeds: tuple[InMemoryEventFeed, ...]
+) -> None:
+    """A top-up is money held for the inpatient; the discharge bill paid from it is the bill."""
+    async with running(settings, feeds) as aggregator:  # type: ignore[arg-type]
+        payments = aggregator.payments
+        payments.publish(order_settled("dep_1", cash=500_000, scene="INPATIENT_DEPOSIT", channel="CASH"))
+        payments.publish(order_settled("ord_5", cash=450_000, scene="DISCHARGE", channel="DEPOSIT"))
+        payments.publish(refund_succeeded("rf_9", "dep_1", cash=50_000))  # the surplus goes back
+        payments.publish(refund_succeeded("rf_8", "ord_5", cash=1_000))  # a refund of the bill
+        await aggregator.app.ingestor.catch_up(payments)
+        summary = await aggregator.summary()
+
+    assert (summary.settled_order_count, summary.billed_total_fen) == (1, 450_000)
+    assert [item.key for item in summary.by_scene] == ["DISCHARGE"]
+    assert (summary.refund_count, summary.refunded_cash_fen) == (1, 1_000)
+
+
 async def test_settlement_times_come_overall_then_by_scene_and_channel(
     settings: DataAggregationSettings, feeds: tuple[InMemoryEventFeed, ...]
 ) -> None:

@@ -12,6 +12,7 @@ simulator the visit touches.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 import uuid
@@ -59,7 +60,11 @@ class DriverOptions:
 
 
 # A morning's ways to pay at the windows and kiosks, taken in turn by "mixed".
-MIXED_WAYS = ("wechat_qr", "wechat_code", "alipay_qr", "wechat_qr", "two_payments", "alipay_code")
+MIXED_WAYS = (
+    "wechat_qr", "wechat_code", "alipay_qr", "cash", "wechat_qr", "two_payments", "alipay_code", "pos",
+)  # fmt: skip
+# The cashier at the window, as the HIS reports them with cash, POS payments and window refunds.
+CASHIER_ID = "C001"
 # Payment codes as a cashier's scanner reads them (WeChat: 18 digits from 10-15; Alipay: 25-30).
 _WECHAT_CODE = "134567890123456789"
 _ALIPAY_CODE = "286543210987654321"
@@ -98,6 +103,10 @@ async def play_morning(
             *(_at_window(windows, cashier.visit, p, progress, "visit") for p in plans)
         )
         chosen = choose_refunds(outcomes, refunds, seed)
+        if options.way_to_pay == "mixed" and plans:
+            # One inpatient discharged this morning (its bill is the first visit's lines, self-pay).
+            stay = dataclasses.replace(plans[0], his_order_no=f"ZY{plans[0].his_order_no}", insurance=None)
+            outcomes = [*outcomes, await cashier.inpatient_stay(stay)]
         refunded = await asyncio.gather(
             *(_at_window(windows, cashier.refund, v, progress, "refund") for v in chosen)
         )
@@ -169,6 +178,18 @@ class Cashier:
             await self._by_code(order.order_id, channel)
         elif way == "alipay_qr":
             await self._by_qr(order.order_id, payment_pb2.CHANNEL_ALIPAY)
+        elif way == "cash":
+            method = payment_pb2.PAY_METHOD_CASH
+            paying = self._client.pay(
+                order.order_id, payment_pb2.CHANNEL_CASH, method, amount_fen=due, operator_id=CASHIER_ID
+            )
+            await _step("pay", paying)
+        elif way == "pos":
+            paying = self._client.pay(
+                order.order_id, payment_pb2.CHANNEL_POS, payment_pb2.PAY_METHOD_POS, amount_fen=due,
+                operator_id=CASHIER_ID, pos=_slip(),
+            )  # fmt: skip
+            await _step("pay", paying)
         else:
             await self._by_qr(order.order_id, payment_pb2.CHANNEL_WECHAT_PAY)
 
@@ -212,8 +233,15 @@ class Cashier:
         with _tracer.start_as_current_span(REFUND_SPAN, context=Context()) as span:
             span.set_attribute(ATTR_ORDER_ID, visit.order_id)
             span.set_attribute("his.order_no", visit.his_order_no)
+            # Every other self-pay refund is partial (a drug returned): half of what was paid.
+            partial = not visit.insured and visit.cash_fen >= 2 and int(visit.order_id[-1], 16) % 2 == 0
+            cash_fen = visit.cash_fen // 2 if partial else 0
             try:
-                asked = await _step("refund", self._client.refund_order(visit.order_id, REFUND_REASON))
+                asking = self._client.refund_order(
+                    visit.order_id, REFUND_REASON, cash_fen=cash_fen, operator_id=CASHIER_ID
+                )
+                asked = await _step("refund", asking)
+                await self._hand_over_at_window(visit.order_id)
                 timeout_s = self._options.settle_timeout_s
                 final = self._client.wait_until_refund_final(
                     visit.order_id, asked.refund.refund_id, timeout_s
@@ -223,6 +251,58 @@ class Cashier:
                 failure = _failure(span, visit.his_order_no, failed)
                 return RefundOutcome(visit.his_order_no, visit.order_id, failure.trace_id, failure=failure)
             return _refund_outcome(visit, order, _trace_id(span))
+
+    async def _hand_over_at_window(self, order_id: str) -> None:
+        """A refund to cash or a bank card waits for the cashier to pay it out: confirm each one."""
+        order = await _step("refund-confirm", self._client.get_order(order_id))
+        window = {
+            p.payment_id: p.channel
+            for p in order.payments
+            if p.channel in (payment_pb2.CHANNEL_CASH, payment_pb2.CHANNEL_POS)
+        }
+        for refund in order.refunds:
+            if refund.status == payment_pb2.REFUND_STATUS_PROCESSING and refund.payment_id in window:
+                slip = _slip() if window[refund.payment_id] == payment_pb2.CHANNEL_POS else None
+                confirming = self._client.confirm_window_refund(
+                    order_id, refund.refund_id, CASHIER_ID, pos=slip
+                )
+                await _step("refund-confirm", confirming)
+
+    async def inpatient_stay(self, plan: VisitPlan) -> VisitOutcome:
+        """An inpatient: a deposit (预交金) paid in cash at admission, then the self-pay discharge
+        bill taken from it; the surplus goes back to the cash window (the cashier pays it out)."""
+        inpatient_no = f"ZY{plan.his_order_no[-10:]}"
+        with _tracer.start_as_current_span("his.inpatient_stay", context=Context()) as span:
+            started = time.perf_counter()
+            deposit = plan.total_fen + 10_000
+            try:
+                await _step("top-up", self._client.top_up_deposit(
+                    inpatient_no, deposit, payment_pb2.CHANNEL_CASH, payment_pb2.PAY_METHOD_CASH,
+                    campus_code=self._options.campus_code, his_patient_id=plan.his_patient_id,
+                    operator_id=CASHIER_ID,
+                ))  # fmt: skip
+                done = await _step("discharge", self._client.settle_discharge(
+                    inpatient_no=inpatient_no, his_patient_id=plan.his_patient_id, items=plan.lines,
+                    campus_code=self._options.campus_code, dept_code=plan.department.code,
+                ))  # fmt: skip
+                span.set_attribute(ATTR_ORDER_ID, done.order.order_id)
+                for refund in done.deposit_refunds:  # the surplus, back to the cash top-up
+                    await self._hand_over_at_window(refund.order_id)
+                order = await _step(
+                    "settle",
+                    self._client.wait_until_settled(done.order.order_id, self._options.settle_timeout_s),
+                )
+            except StepFailed as failed:
+                return _failed_visit(plan, _failure(span, plan.his_order_no, failed))
+            return _settled_visit(plan, order, _trace_id(span), (time.perf_counter() - started) * 1000)
+
+
+def _slip() -> payment_pb2.PosSlip:
+    """A bank-card terminal's slip: its reference number (参考号) is unique per slip."""
+    return payment_pb2.PosSlip(
+        terminal_id="12345678", batch_no="000123", reference_no=str(uuid.uuid4().int)[:12],
+        masked_card_no="622202******1234",
+    )  # fmt: skip
 
 
 async def _step(name: str, action: Awaitable[T]) -> T:

@@ -133,6 +133,12 @@ class IngestedEvents:
         return await insert_absent(self._session, ingested_events, rows)
 
 
+# An inpatient's deposit top-up is money held for the patient (a liability), not a settled bill:
+# neither it nor the deposit refunds that give it back count in the day's bills and refunds (the
+# bill paid from the deposit at discharge does).
+DEPOSIT_SCENE = "INPATIENT_DEPOSIT"
+
+
 class FactRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -159,7 +165,7 @@ class FactRepository:
         dimensions = (t.c.scene, t.c.channel, t.c.insutype, t.c.dept_code)
         query = (
             select(*dimensions, func.count(), *(func.sum(column) for column in _SPLIT_COLUMNS))
-            .where(t.c.business_date == business_date)
+            .where(t.c.business_date == business_date, t.c.scene != DEPOSIT_SCENE)
             .group_by(*dimensions)
         )
         rows = (await self._session.execute(query)).all()
@@ -171,8 +177,13 @@ class FactRepository:
             func.coalesce(func.sum(column), 0)
             for column in (t.c.cash_fen, t.c.fund_fen, t.c.personal_account_fen)
         )
+        top_ups = select(settled_orders.c.order_id).where(settled_orders.c.scene == DEPOSIT_SCENE)
         row = (
-            await self._session.execute(select(func.count(), *sums).where(t.c.business_date == business_date))
+            await self._session.execute(
+                select(func.count(), *sums).where(
+                    t.c.business_date == business_date, t.c.order_id.not_in(top_ups)
+                )
+            )
         ).one()
         return RefundTotals(int(row[0]), Money(int(row[1])), Money(int(row[2])), Money(int(row[3])))
 
