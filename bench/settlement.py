@@ -57,6 +57,15 @@ CHANNEL_KINDS = (
     ("self-pay, Alipay QR", "alipay_qr"),
     ("self-pay, Alipay code payment", "alipay_code"),
     ("self-pay, two payments (WeChat QR + code)", "two_payments"),
+    ("self-pay, cash at the window", "cash"),
+    ("self-pay, bank card (POS) at the window", "pos"),
+)
+# The hot account: every payment at once into one campus's one merchant account (WeChat Pay) and
+# one cashier's drawer (cash). The ledger only appends postings (no balance row is updated), so
+# the same account taking every payment should not queue them: compare with the 4-in-flight rows.
+HOT_ACCOUNT_KINDS = (
+    ("hot account: self-pay, one WeChat Pay merchant", "wechat_qr"),
+    ("hot account: self-pay, one cashier's cash drawer", "cash"),
 )
 
 
@@ -316,6 +325,11 @@ async def play_batches(
         mesh, client, f"{INSURED_BY_WECHAT}, {high} in flight", visits, 1.0, high, 9, False
     )
     rows.append(row)
+    for name, way in HOT_ACCOUNT_KINDS:
+        row, _ = await settlement_batch(
+            mesh, client, f"{name}, {high} in flight", visits, 0.0, high, 10, way_to_pay=way
+        )
+        rows.append(row)
     result["platform_order_to_settled_ms"] = await server_side_times(client)
     await asyncio.sleep(2.0)  # the feeds and relays catch up: then nothing moves
     result["idle_seconds"] = arguments.idle_seconds
