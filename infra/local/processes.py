@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -47,10 +48,27 @@ def procfile_commands(path: Path = PROCFILE) -> dict[str, list[str]]:
     return commands
 
 
+# Listening ports come from below the kernel's ephemeral range (32768-60999 by default): a port the
+# kernel hands out for bind(0) can meanwhile become the source port of some outbound connection
+# (a service's own connection to PostgreSQL, say), and the server meant to listen there then fails
+# with "Address already in use". Picked at random, and never twice by one process.
+_LISTEN_PORTS = range(20_000, 32_000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    for _ in range(1000):
+        port = random.choice(_LISTEN_PORTS)
+        if port in _handed_out:
+            continue
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port between {_LISTEN_PORTS.start} and {_LISTEN_PORTS.stop}")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import uvicorn
 from medpay.payment.v1 import payment_pb2, payment_pb2_grpc
 from starlette.types import ASGIApp
 
+from infra.local.processes import free_port
 from infra.simulators.alipay.app import build_asgi_app
 from infra.simulators.alipay.simulator import AlipaySimulator, SimulatorConfig
 from infra.simulators.wechatpay.keys import ensure_keys as ensure_wechat_keys
@@ -69,7 +70,7 @@ async def mesh(
         time_scale=0.0001,
         trade_created_on_scan=request.param,
     )
-    notify_port = _free_port()
+    notify_port = free_port()
     async with serving(build_asgi_app(AlipaySimulator(sim_config))) as sim_url:
         monkeypatch.setenv("MEDPAY_ALIPAY_KEY_DIR", str(sim_config.key_dir))
         monkeypatch.setenv("MEDPAY_ALIPAY_GATEWAY_URL", f"{sim_url}/gateway.do")
@@ -108,13 +109,6 @@ async def mesh(
             notify_sock.close()
             await server.stop(None)
             await core.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 async def _order_reaches(
