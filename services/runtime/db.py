@@ -98,7 +98,10 @@ def _sqlite_engine(url: str) -> AsyncEngine:
 
 
 def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
-    return async_sessionmaker(engine, expire_on_commit=False)
+    # MedPaySession runs the statements marked prepared straight on asyncpg (runtime.prepared).
+    from services.runtime.prepared import MedPaySession
+
+    return async_sessionmaker(engine, expire_on_commit=False, class_=MedPaySession)
 
 
 def is_postgres(engine: AsyncEngine) -> bool:

@@ -31,6 +31,8 @@ from prometheus_client.registry import Collector
 from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.runtime.prepared import STATEMENT_COUNTER
+
 BACKGROUND = "background"
 # Statement verbs counted by name; anything else is OTHER. BEGIN/COMMIT/ROLLBACK sent as text
 # (SQLite's BEGIN IMMEDIATE) are transactions, counted as such, not statements.
@@ -152,6 +154,8 @@ def count_sql(engine: AsyncEngine, service: str) -> None:
         do_begin(dbapi_connection)
 
     # On this engine's dialect instance only: other engines of the process count for themselves.
+    # Statements run straight on the driver (services.runtime.prepared) are counted by the same hook.
+    setattr(dialect, STATEMENT_COUNTER, statement)
     for name, counted in (
         ("do_execute", counted_execute),
         ("do_executemany", counted_executemany),

@@ -18,11 +18,12 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from medpay.events.v1 import events_pb2, events_pb2_grpc
 from opentelemetry import propagate
-from sqlalchemy import MetaData, Table, func, select, text, update
+from sqlalchemy import MetaData, Table, bindparam, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.clock import utcnow
 from services.runtime.db import AUTOCOMMIT, sessions_on_postgres
+from services.runtime.prepared import prepared
 from services.runtime.statements import insert_into
 from services.runtime.validation import Violations
 
@@ -53,8 +54,9 @@ def new_envelope(
 
 _BATCH = 500
 # Under the relay's advisory lock: the next `batch` unsequenced events get head+1, head+2, ...
-_SEQUENCE_BATCH = text(
-    """
+_SEQUENCE_BATCH = prepared(
+    text(
+        """
     UPDATE outbox_events AS o SET sequence = h.head + n.position
     FROM (
         SELECT id, row_number() OVER (ORDER BY id) AS position
@@ -64,7 +66,9 @@ _SEQUENCE_BATCH = text(
     WHERE o.id = n.id
     RETURNING o.id
     """
+    )
 )
+_RELAY_LOCK = prepared(text("SELECT pg_advisory_xact_lock(:k)"))
 
 
 class Outbox:
@@ -75,6 +79,15 @@ class Outbox:
         # Set (and replaced) after each pass that sequenced events: long-polling readers wake.
         self._sequenced = asyncio.Event()
         self._autocommit_reads = sessions_on_postgres(sessions)
+        # A feed page and the feed's head, built once for the process (runtime.prepared).
+        table = self._table
+        self._page = prepared(
+            select(table.c.payload, table.c.sequence)
+            .where(table.c.sequence > bindparam("after_sequence"))
+            .order_by(table.c.sequence)
+            .limit(bindparam("limit"))
+        )
+        self._head = prepared(select(func.coalesce(func.max(table.c.sequence), 0).label("head")))
 
     async def record_event(self, session: AsyncSession, envelope: events_pb2.EventEnvelope) -> None:
         """Add an event to the caller's open transaction. The event_type is the payload's name."""
@@ -112,7 +125,7 @@ class Outbox:
         """Give committed, unsequenced events the next feed positions. Returns how many."""
         async with self._sessions.begin() as session:
             if session.get_bind().dialect.name == "postgresql":
-                await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _RELAY_LOCK_KEY})
+                await session.execute(_RELAY_LOCK, {"k": _RELAY_LOCK_KEY})
                 # One statement numbers the whole batch after the head, in commit-id order.
                 numbered = len((await session.execute(_SEQUENCE_BATCH, {"batch": _BATCH})).all())
             else:
@@ -180,24 +193,16 @@ class Outbox:
                 return events, head
 
     async def _read(self, after_sequence: int, limit: int) -> tuple[list[events_pb2.EventEnvelope], int]:
-        table = self._table
         async with self._sessions.begin() as session:
             if self._autocommit_reads:
                 await session.connection(execution_options=AUTOCOMMIT)
             rows = (
-                await session.execute(
-                    select(table.c.payload, table.c.sequence)
-                    .where(table.c.sequence > after_sequence)
-                    .order_by(table.c.sequence)
-                    .limit(limit)
-                )
+                await session.execute(self._page, {"after_sequence": after_sequence, "limit": limit})
             ).all()
             if rows and len(rows) < limit:
                 head = rows[-1].sequence  # the page holds every event after the cursor
             else:
-                head = (
-                    await session.execute(select(func.coalesce(func.max(table.c.sequence), 0)))
-                ).scalar_one()
+                head = (await session.execute(self._head)).scalar_one()
         events = []
         for payload, sequence in rows:
             envelope = events_pb2.EventEnvelope.FromString(payload)

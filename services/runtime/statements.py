@@ -17,7 +17,22 @@ from __future__ import annotations
 
 import functools
 
-from sqlalchemy import Delete, Insert, Select, Table, Update, bindparam, delete, insert, select, update
+from sqlalchemy import (
+    ARRAY,
+    Delete,
+    Insert,
+    Select,
+    Table,
+    Update,
+    any_,
+    bindparam,
+    delete,
+    insert,
+    select,
+    update,
+)
+
+from services.runtime.prepared import prepared
 
 # The parameter that carries the key of the row a statement is about.
 KEY = "key_"
@@ -27,27 +42,31 @@ KEY = "key_"
 def select_by(table: Table, column: str, lock: bool = False) -> Select[tuple[object, ...]]:
     """Every column of the rows whose `column` equals KEY (FOR UPDATE when `lock`)."""
     query = select(table).where(table.c[column] == bindparam(KEY))
-    return query.with_for_update() if lock else query
+    return prepared(query.with_for_update() if lock else query)
 
 
 @functools.cache
 def select_in(table: Table, column: str, *order_by: str) -> Select[tuple[object, ...]]:
     """Every column of the rows whose `column` is in the list KEY, in `order_by` order."""
-    query = select(table).where(table.c[column].in_(bindparam(KEY, expanding=True)))
-    return query.order_by(*(table.c[name] for name in order_by))
+    ordered = [table.c[name] for name in order_by]
+    query = select(table).where(table.c[column].in_(bindparam(KEY, expanding=True))).order_by(*ordered)
+    # PostgreSQL takes the list as one array parameter: one prepared statement for every length.
+    as_array = bindparam(KEY, type_=ARRAY(table.c[column].type))
+    on_postgres = select(table).where(table.c[column] == any_(as_array)).order_by(*ordered)
+    return prepared(query, on_postgres=on_postgres)
 
 
 @functools.cache
 def update_by(table: Table, column: str) -> Update:
     """UPDATE the row whose `column` equals KEY, setting the columns the parameters name."""
-    return update(table).where(table.c[column] == bindparam(KEY))
+    return prepared(update(table).where(table.c[column] == bindparam(KEY)))
 
 
 @functools.cache
 def insert_into(table: Table) -> Insert:
-    return insert(table)
+    return prepared(insert(table))
 
 
 @functools.cache
 def delete_by(table: Table, column: str) -> Delete:
-    return delete(table).where(table.c[column] == bindparam(KEY))
+    return prepared(delete(table).where(table.c[column] == bindparam(KEY)))

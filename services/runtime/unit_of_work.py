@@ -26,8 +26,9 @@ from services.runtime.changes import ChangeBroker
 from services.runtime.db import AUTOCOMMIT, READ_ONLY, sessions_on_postgres
 from services.runtime.errors import StorageConflict
 from services.runtime.outbox import Outbox
+from services.runtime.prepared import prepared
 
-_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+_NOTIFY = prepared(text("SELECT pg_notify(:channel, :payload)"))
 
 
 class SqlUnitOfWork:

@@ -18,13 +18,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, or_, select
+from sqlalchemy import Row, and_, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.insurance_adapter.adapters.orm import insurer_messages
 from services.insurance_adapter.domain.message_log import ExchangeOutcome, InsurerExchange
 from services.insurance_adapter.service_layer.ports import current_order_ref
 from services.runtime.clock import as_utc
+from services.runtime.statements import insert_into
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,7 @@ class MessageLog:
         transaction that fails to commit can hand them back (`put_back`)."""
         rows, self._pending = self._pending, []
         if rows:
-            await session.execute(insert(insurer_messages), rows)
+            await session.execute(insert_into(insurer_messages), rows)
         return rows
 
     def put_back(self, rows: list[dict[str, Any]]) -> None:

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, insert, or_, select
+from sqlalchemy import Row, and_, bindparam, insert, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.insurance_adapter.adapters.orm import (
@@ -29,6 +29,7 @@ from services.insurance_adapter.domain.totals import TotalsStatement
 from services.runtime.clock import as_utc
 from services.runtime.masking import PatientIdentifier
 from services.runtime.money import Money
+from services.runtime.prepared import prepared
 from services.runtime.statements import KEY, insert_into, select_by, update_by
 
 _BREAKDOWN = SettlementBreakdown.field_names()
@@ -56,6 +57,16 @@ class SettlementPage:
     settled_between: tuple[datetime, datetime] | None = None
 
 
+# An order's settlement still in play (built once: runtime.prepared; statuses as fixed parameters).
+_ACTIVE_FOR_ORDER = prepared(
+    select(settlements).where(
+        settlements.c.order_ref == bindparam(KEY),
+        or_(*(settlements.c.status == status for status in sorted(ACTIVE_STATUSES))),
+    )
+)
+_ACTIVE_FOR_ORDER_LOCKED = prepared(_ACTIVE_FOR_ORDER.with_for_update())
+
+
 class SettlementRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
@@ -67,7 +78,7 @@ class SettlementRepository:
         rows = [
             _line_row(settlement.settlement_id, position, line) for position, line in enumerate(bill.lines)
         ]
-        await self._session.execute(insert(charge_lines), rows)
+        await self._session.execute(insert_into(charge_lines), rows)
 
     async def get(self, settlement_id: str, for_update: bool = False) -> Settlement | None:
         query = select_by(settlements, "settlement_id", for_update)
@@ -75,10 +86,8 @@ class SettlementRepository:
         return _settlement(row) if row is not None else None
 
     async def active_for_order(self, order_ref: str, for_update: bool = False) -> Settlement | None:
-        query = select(settlements).where(
-            settlements.c.order_ref == order_ref, settlements.c.status.in_(sorted(ACTIVE_STATUSES))
-        )
-        row = (await self._session.execute(query.with_for_update() if for_update else query)).first()
+        query = _ACTIVE_FOR_ORDER_LOCKED if for_update else _ACTIVE_FOR_ORDER
+        row = (await self._session.execute(query, {KEY: order_ref})).first()
         return _settlement(row) if row is not None else None
 
     async def save(self, settlement: Settlement) -> None:

@@ -35,12 +35,15 @@ from services.runtime.clock import as_utc, utcnow
 from services.runtime.errors import InvalidArgument, RefundExceedsPaid
 from services.runtime.masking import scrub
 from services.runtime.money import Money
+from services.runtime.prepared import prepared
 from services.runtime.statements import KEY, insert_into, select_by, select_in, update_by
 
 _SPLIT = dict(zip(InsuranceSplit.field_names(), orm.SPLIT_COLUMNS, strict=True))
 # The order's row UPDATE that also adds to what its payments cover (relative, under the CHECK).
-_ADD_PLACED = update_by(orm.payment_orders, "order_id").values(
-    cash_placed_fen=orm.payment_orders.c.cash_placed_fen + bindparam("placed_delta")
+_ADD_PLACED = prepared(
+    update_by(orm.payment_orders, "order_id").values(
+        cash_placed_fen=orm.payment_orders.c.cash_placed_fen + bindparam("placed_delta")
+    )
 )
 
 
@@ -324,7 +327,7 @@ def _order_with_payments() -> Select[Any]:
     )
 
 
-_ORDER_WITH_PAYMENTS = _order_with_payments()  # built once (services/runtime/statements.py)
+_ORDER_WITH_PAYMENTS = prepared(_order_with_payments())  # built once (services/runtime/statements.py)
 
 
 class _JoinedPayment:
