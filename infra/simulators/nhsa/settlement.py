@@ -219,7 +219,7 @@ async def _restore_accumulators(call: Call, original: AnyRow) -> Money:
 
 
 def _as_record(row: AnyRow) -> dict[str, Any]:
-    return {str(key): value for key, value in row._mapping.items()}
+    return dict(row._asdict())
 
 
 def _year_of(record: Mapping[str, Any]) -> int:

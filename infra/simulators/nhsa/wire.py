@@ -46,6 +46,23 @@ _DECIMAL_MARK = re.compile(r'"\\u0000dec:([-+0-9.E]+)\\u0000"')
 
 
 def _encodable(value: Any) -> Any:
+    # Exact types first: every reply is walked node by node, and an isinstance against the
+    # Mapping ABC costs several times a type comparison. Anything else takes the general path.
+    kind = type(value)
+    if kind is str:
+        if "\u0000" in value:
+            raise ValueError("NUL characters never go on the NHSA wire")
+        return value
+    if kind is dict:
+        return {key: _encodable(item) for key, item in value.items()}
+    if value is None or kind is int or kind is bool:
+        return value
+    if kind is list or kind is tuple:
+        return [_encodable(item) for item in value]
+    return _encodable_other(value)
+
+
+def _encodable_other(value: Any) -> Any:
     if isinstance(value, Decimal):
         if not value.is_finite():
             raise ValueError("only finite numbers go on the NHSA wire")
