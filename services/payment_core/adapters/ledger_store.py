@@ -2,14 +2,47 @@
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, String, column, func, insert, select, values
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payment_core.adapters import orm
 from services.payment_core.domain.ledger import LedgerTransaction, Posting
 from services.runtime.clock import as_utc
 from services.runtime.money import Money
+from services.runtime.prepared import prepared
+
+# PostgreSQL: a turn's transactions and their postings in one statement, the same text for any
+# number of them (arrays unnested), so it is prepared once (runtime.prepared). The transaction rows
+# first (a key posted already is skipped: ON CONFLICT DO NOTHING), then the postings of the rows
+# inserted now, in the order given. A data-modifying CTE runs whether or not the outer query reads it.
+_POST_ON_POSTGRES = prepared(
+    text(
+        """
+        WITH inserted AS (
+            INSERT INTO ledger_transactions (transfer_key, order_id, kind, occurred_at, campus_code)
+            SELECT * FROM unnest(
+                CAST(:transfer_keys AS varchar[]), CAST(:order_ids AS varchar[]),
+                CAST(:kinds AS varchar[]), CAST(:occurred_ats AS timestamptz[]),
+                CAST(:campus_codes AS varchar[])
+            )
+            ON CONFLICT (transfer_key) DO NOTHING
+            RETURNING id, transfer_key
+        ), posted AS (
+            INSERT INTO ledger_postings (transaction_id, account, amount_fen, operator_id)
+            SELECT inserted.id, given.account, given.amount_fen, given.operator_id
+            FROM unnest(
+                CAST(:line_keys AS varchar[]), CAST(:accounts AS varchar[]),
+                CAST(:amounts AS bigint[]), CAST(:operators AS varchar[])
+            ) WITH ORDINALITY AS given(transfer_key, account, amount_fen, operator_id, position)
+            JOIN inserted ON inserted.transfer_key = given.transfer_key
+            ORDER BY given.position
+            RETURNING transaction_id
+        )
+        SELECT transfer_key FROM inserted
+        """
+    )
+)
 
 
 class LedgerStore:
@@ -57,29 +90,21 @@ class LedgerStore:
     async def _post_in_one_statement(
         self, rows: list[dict[str, object]], lines: list[tuple[str, str, int, str]]
     ) -> set[str]:
-        table, postings = orm.ledger_transactions, orm.ledger_postings
-        inserted = (
-            postgresql.insert(table)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[table.c.transfer_key])
-            .returning(table.c.id, table.c.transfer_key)
-            .cte("inserted")
+        keys, accounts, amounts, operators = (list(column) for column in zip(*lines, strict=True))
+        result = await self._session.execute(
+            _POST_ON_POSTGRES,
+            {
+                "transfer_keys": [row["transfer_key"] for row in rows],
+                "order_ids": [row["order_id"] for row in rows],
+                "kinds": [row["kind"] for row in rows],
+                "occurred_ats": [row["occurred_at"] for row in rows],
+                "campus_codes": [row["campus_code"] for row in rows],
+                "line_keys": keys,
+                "accounts": accounts,
+                "amounts": amounts,
+                "operators": operators,
+            },
         )
-        given = values(
-            column("transfer_key", String), column("account", String),
-            column("amount_fen", BigInteger), column("operator_id", String), name="given",
-        ).data(lines)  # fmt: skip
-        new_postings = select(inserted.c.id, given.c.account, given.c.amount_fen, given.c.operator_id).join(
-            given, given.c.transfer_key == inserted.c.transfer_key
-        )
-        # A data-modifying CTE runs whether or not the outer query reads it.
-        posted = (
-            insert(postings)
-            .from_select(["transaction_id", "account", "amount_fen", "operator_id"], new_postings)
-            .returning(postings.c.transaction_id)
-            .cte("posted")
-        )
-        result = await self._session.execute(select(inserted.c.transfer_key).add_cte(posted))
         return set(result.scalars().all())
 
     async def find(self, transfer_key: str) -> LedgerTransaction | None:
