@@ -7,6 +7,7 @@ collector when `OTEL_EXPORTER_OTLP_ENDPOINT` is set.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import threading
@@ -69,9 +70,14 @@ def span_to_dict(span: ReadableSpan) -> dict[str, Any]:
     }
 
 
+# Most attribute values repeat span after span (methods, routes, hosts, statuses): each distinct
+# string is scrubbed once (scrub is pure), not on every export.
+_scrubbed = functools.lru_cache(maxsize=4096)(scrub)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, str):
-        return scrub(value)
+        return _scrubbed(value)
     if isinstance(value, (list, tuple)):
         return [_plain(item) for item in value]
     return value
