@@ -44,7 +44,16 @@ S = TypeVar("S", bound=ClauseElement)
 STATEMENT_COUNTER = "medpay_count_statement"
 
 _ROWCOUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
-_LOST = (asyncpg.InterfaceError, asyncpg.PostgresConnectionError, ConnectionError, OSError)
+# What means the connection is gone (SQLAlchemy would say `connection_invalidated`): the
+# driver lost it, or the server ended it (class 08, an administrator or a crash shutdown).
+_LOST = (
+    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    ConnectionError,
+    OSError,
+)
 
 
 class _Statement:

@@ -21,7 +21,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.exc import IntegrityError, MultipleResultsFound
+from sqlalchemy.exc import DBAPIError, IntegrityError, MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.runtime.db import UtcDateTime, create_engine, session_factory
@@ -47,6 +47,7 @@ _ADD = prepared(
 )
 _BY_OWNER = prepared(select(accounts.c.account_id).where(accounts.c.owner == bindparam("owner")))
 _TEXTUAL = prepared(text("SELECT count(*) AS n FROM prepared_accounts WHERE owner = :owner"))
+_BACKEND_PID = prepared(text("SELECT pg_backend_pid() AS pid"))
 BEIJING = timezone(timedelta(hours=8))
 
 
@@ -151,3 +152,18 @@ async def test_sqlite_runs_sqlalchemys_own_path(tmp_path: Path) -> None:
         result = await session.execute(select_by(accounts, "account_id"), {KEY: "f1"})
         assert not isinstance(result, PreparedResult) and result.one().balance_fen == 1
     await engine.dispose()
+
+
+async def test_a_connection_the_server_dropped_is_invalidated_and_replaced(engine: AsyncEngine) -> None:
+    async with sessions_of(engine)() as session, session.begin():
+        await session.execute(insert_into(accounts), {"account_id": "g1", "owner": "w", "balance_fen": 1})
+    async with sessions_of(engine)() as session:
+        with pytest.raises(DBAPIError) as lost:
+            async with session.begin():
+                pid = (await session.execute(_BACKEND_PID)).scalar_one()
+                async with engine.connect() as other:
+                    await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+                await session.execute(select_by(accounts, "account_id"), {KEY: "g1"})
+    assert lost.value.connection_invalidated  # the interceptor answers UNAVAILABLE: retry
+    async with sessions_of(engine)() as session, session.begin():
+        assert (await session.execute(select_by(accounts, "account_id"), {KEY: "g1"})).one().balance_fen == 1
