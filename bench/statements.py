@@ -3,9 +3,10 @@
     python -m bench.statements [--calls 2000]
 
 On a scratch PostgreSQL database (MEDPAY_BENCH_DATABASE_URL, default the local one), the order
-row's UPDATE and SELECT-by-key as payment-core used to send them (a statement built afresh per call
-with its values inline), as it sends them now (built once, values as parameters:
-services/runtime/statements.py), and the SELECT through asyncpg alone (the floor under SQLAlchemy).
+row's UPDATE and SELECT-by-key built afresh per call with the values inline, built once with the
+values as parameters (services/runtime/statements.py) through SQLAlchemy's own execution, the same
+statements as the services send them now (run straight on asyncpg: services/runtime/prepared.py),
+and the SELECT through asyncpg alone (the floor).
 Prints µs of this process's CPU per statement (the database's own time is not counted) and
 writes them as JSON under bench/results/.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -24,7 +26,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bench.settlement import database_for_bench, drop_database
 from services.payment_core.adapters import orm
@@ -54,7 +56,7 @@ def _changes() -> dict[str, Any]:
             "attention_reason": "", "close_reason": "", "updated_at": datetime.now(UTC)}  # fmt: skip
 
 
-async def _cpu_per_call(session: AsyncSession, send: Callable[[], Awaitable[object]], calls: int) -> float:
+async def _cpu_per_call(send: Callable[[], Awaitable[object]], calls: int) -> float:
     for _ in range(min(200, calls)):  # warm the compiled cache and the prepared statements
         await send()
     started = time.process_time()
@@ -63,46 +65,53 @@ async def _cpu_per_call(session: AsyncSession, send: Callable[[], Awaitable[obje
     return (time.process_time() - started) / calls * 1e6
 
 
+Send = Callable[[AsyncSession], Awaitable[object]]
+
+
 async def measure(url: str, calls: int) -> list[tuple[str, float]]:
     engine = create_engine(url, None)
     table = orm.payment_orders
     try:
         async with engine.begin() as connection:
             await connection.run_sync(orm.metadata.create_all)
-        sessions = session_factory(engine)
-        async with sessions.begin() as session:
+        prepared = session_factory(engine)  # as the services run them: straight on asyncpg
+        ordinary = async_sessionmaker(engine, expire_on_commit=False)  # SQLAlchemy's own execution
+        async with prepared.begin() as session:
             await session.execute(insert_into(table), _order_row())
-        async with sessions.begin() as session:
+
+        async def update_fresh(session: AsyncSession) -> object:
+            return await session.execute(
+                update(table).where(table.c.order_id == ORDER_ID).values(**_changes())
+            )
+
+        async def update_once(session: AsyncSession) -> object:
+            return await session.execute(update_by(table, "order_id"), {KEY: ORDER_ID, **_changes()})
+
+        async def select_fresh(session: AsyncSession) -> object:
+            return (await session.execute(select(table).where(table.c.order_id == ORDER_ID))).one()
+
+        async def select_once(session: AsyncSession) -> object:
+            return (await session.execute(select_by(table, "order_id"), {KEY: ORDER_ID})).one()
+
+        async def select_driver(session: AsyncSession) -> object:
             driver = (await (await session.connection()).get_raw_connection()).driver_connection
+            assert driver is not None
+            return await driver.fetchrow("SELECT * FROM payment_orders WHERE order_id = $1", ORDER_ID)
 
-            async def update_fresh() -> object:
-                return await session.execute(
-                    update(table).where(table.c.order_id == ORDER_ID).values(**_changes())
-                )
-
-            async def update_once() -> object:
-                return await session.execute(update_by(table, "order_id"), {KEY: ORDER_ID, **_changes()})
-
-            async def select_fresh() -> object:
-                return (await session.execute(select(table).where(table.c.order_id == ORDER_ID))).one()
-
-            async def select_once() -> object:
-                return (await session.execute(select_by(table, "order_id"), {KEY: ORDER_ID})).one()
-
-            async def select_driver() -> object:
-                assert driver is not None
-                return await driver.fetchrow("SELECT * FROM payment_orders WHERE order_id = $1", ORDER_ID)
-
-            return [
-                (name, await _cpu_per_call(session, send, calls))
-                for name, send in (
-                    ("order UPDATE, built per call", update_fresh),
-                    ("order UPDATE, built once + parameters", update_once),
-                    ("order SELECT by key, built per call", select_fresh),
-                    ("order SELECT by key, built once + parameters", select_once),
-                    ("order SELECT by key, asyncpg alone", select_driver),
-                )
-            ]
+        kinds: list[tuple[str, async_sessionmaker[AsyncSession], Send]] = [
+            ("order UPDATE, built per call", ordinary, update_fresh),
+            ("order UPDATE, built once + parameters", ordinary, update_once),
+            ("order UPDATE, built once, run on asyncpg (prepared)", prepared, update_once),
+            ("order SELECT by key, built per call", ordinary, select_fresh),
+            ("order SELECT by key, built once + parameters", ordinary, select_once),
+            ("order SELECT by key, built once, run on asyncpg (prepared)", prepared, select_once),
+            ("order SELECT by key, asyncpg alone", ordinary, select_driver),
+        ]
+        rows = []
+        for name, sessions, send in kinds:
+            async with sessions.begin() as session:  # one transaction per kind: no lock waits
+                rows.append((name, await _cpu_per_call(functools.partial(send, session), calls)))
+        return rows
     finally:
         await engine.dispose()
 
