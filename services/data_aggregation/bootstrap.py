@@ -12,12 +12,12 @@ from medpay.data.v1 import data_pb2, data_pb2_grpc
 
 from services.data_aggregation.adapters.event_feed import GrpcEventFeed
 from services.data_aggregation.adapters.orm import metadata
+from services.data_aggregation.adapters.unit_of_work import UnitOfWork
 from services.data_aggregation.config import SERVICE_NAME, DataAggregationSettings
 from services.data_aggregation.entrypoints.grpc_servicer import DataAggregationServicer
 from services.data_aggregation.service_layer.handlers import AggregationQueries
 from services.data_aggregation.service_layer.ingest import FeedIngestor
 from services.data_aggregation.service_layer.ports import EventFeedSource
-from services.data_aggregation.service_layer.unit_of_work import UnitOfWork
 from services.runtime.bootstrap import ServiceDatabase, command_line, run, serve_or_migrate, start_process
 from services.runtime.grpc_client import open_channel
 from services.runtime.server import ServiceHost

@@ -17,6 +17,7 @@ from services.insurance_adapter.adapters import nhsa
 from services.insurance_adapter.adapters.insurer import NhsaInsurer, exchange_recorder
 from services.insurance_adapter.adapters.message_log import MessageLog
 from services.insurance_adapter.adapters.orm import metadata
+from services.insurance_adapter.adapters.unit_of_work import UnitOfWork
 from services.insurance_adapter.config import SERVICE_NAME, InsuranceAdapterSettings
 from services.insurance_adapter.entrypoints.grpc_servicer import InsuranceHandlers, InsuranceServicer
 from services.insurance_adapter.service_layer.handlers import Dependencies
@@ -24,7 +25,6 @@ from services.insurance_adapter.service_layer.ports import Insurer
 from services.insurance_adapter.service_layer.presettlement import PresettlementHandlers
 from services.insurance_adapter.service_layer.reports import ReportHandlers
 from services.insurance_adapter.service_layer.settlement import SettlementHandlers
-from services.insurance_adapter.service_layer.unit_of_work import UnitOfWork
 from services.runtime.bootstrap import ServiceDatabase, command_line, run, serve_or_migrate, start_process
 from services.runtime.clock import utcnow
 from services.runtime.outbox import EventFeedServicer

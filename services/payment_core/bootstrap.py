@@ -22,6 +22,7 @@ from services.payment_core.adapters.insurance import InsurancePort
 from services.payment_core.adapters.insurance_fake import FakeInsurance
 from services.payment_core.adapters.insurance_grpc import GrpcInsurance
 from services.payment_core.adapters.orm import metadata
+from services.payment_core.adapters.unit_of_work import UnitOfWork, unit_of_work_factory
 from services.payment_core.config import PaymentCoreSettings
 from services.payment_core.domain.process import Schedule
 from services.payment_core.entrypoints.grpc_servicer import PaymentServicer
@@ -34,7 +35,6 @@ from services.payment_core.service_layer.janitor import Janitor, JanitorSettings
 from services.payment_core.service_layer.notifications import ChannelNews
 from services.payment_core.service_layer.process import Leases, OrderProcess
 from services.payment_core.service_layer.shifts import CashierShifts
-from services.payment_core.service_layer.unit_of_work import UnitOfWork, unit_of_work_factory
 from services.payment_core.service_layer.watching import OrderWatch
 from services.runtime.bootstrap import ServiceDatabase, command_line, serve_or_migrate, start_process
 from services.runtime.clock import utcnow

@@ -18,6 +18,7 @@ from medpay.reconciliation.v1 import reconciliation_pb2, reconciliation_pb2_grpc
 from services.reconciliation.adapters.insurance_adapter import InsuranceAdapterTotals
 from services.reconciliation.adapters.orm import metadata
 from services.reconciliation.adapters.payment_core import PaymentCoreChannelBills, PaymentCoreLedger
+from services.reconciliation.adapters.unit_of_work import UnitOfWork
 from services.reconciliation.config import SERVICE_NAME, ReconciliationSettings
 from services.reconciliation.entrypoints.grpc_servicer import ReconciliationServicer
 from services.reconciliation.service_layer.handlers import ReconciliationHandlers
@@ -28,7 +29,6 @@ from services.reconciliation.service_layer.ports import (
     PlatformLedgerSource,
 )
 from services.reconciliation.service_layer.reconcile_day import DayReconciler
-from services.reconciliation.service_layer.unit_of_work import UnitOfWork
 from services.runtime.bootstrap import ServiceDatabase, command_line, run, serve_or_migrate, start_process
 from services.runtime.clock import utcnow
 from services.runtime.grpc_client import open_channel

@@ -14,8 +14,8 @@ from sqlalchemy import func, select
 
 from services.insurance_adapter.adapters.message_log import MessageLog, MessagePage
 from services.insurance_adapter.adapters.orm import insurer_messages, metadata
+from services.insurance_adapter.adapters.unit_of_work import UnitOfWork
 from services.insurance_adapter.domain.message_log import ExchangeOutcome, InsurerExchange
-from services.insurance_adapter.service_layer.unit_of_work import UnitOfWork
 from services.runtime.clock import utcnow
 from services.runtime.db import create_engine, session_factory
 from services.runtime.outbox import Outbox

@@ -17,10 +17,10 @@ from medpay.client import MedPayClient, OrderWaitError
 from medpay.payment.v1 import payment_pb2 as pb
 from medpay.payment.v1 import payment_pb2_grpc
 
+from services.payment_core.adapters.unit_of_work import order_changes
 from services.payment_core.bootstrap import PaymentCore, build
 from services.payment_core.config import NOTIFY_PATH, PaymentCoreSettings
 from services.payment_core.entrypoints.notify_http import notify_app
-from services.payment_core.service_layer.unit_of_work import order_changes
 from services.runtime.changes import ChangeBroker
 from services.runtime.errors import OutcomeUnknown
 from tests.service import test_payment_core as base

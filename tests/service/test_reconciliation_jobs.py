@@ -24,6 +24,7 @@ from services.reconciliation.adapters.in_memory import (
     InMemoryInsurerTotals,
     InMemoryPlatformLedger,
 )
+from services.reconciliation.adapters.unit_of_work import UnitOfWork
 from services.reconciliation.bootstrap import ReconciliationApp, build
 from services.reconciliation.config import ReconciliationSettings
 from services.reconciliation.domain.model import (
@@ -34,7 +35,6 @@ from services.reconciliation.domain.model import (
     ReconciliationRun,
     RunStatus,
 )
-from services.reconciliation.service_layer.unit_of_work import UnitOfWork
 from services.runtime.clock import utcnow
 from services.runtime.server import build_server
 from tests.service.test_reconciliation import CLEAN_DAY, MESSY_DAY, prepare_clean_day, prepare_messy_day

@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from datetime import date
 
+from services.data_aggregation.adapters.unit_of_work import UnitOfWork
 from services.data_aggregation.domain.facts import FeedCursor
 from services.data_aggregation.domain.percentiles import SettlementTimes, settlement_time_slices
 from services.data_aggregation.domain.summary import DailySummary, summarize
-from services.data_aggregation.service_layer.unit_of_work import UnitOfWork
 
 
 class AggregationQueries:

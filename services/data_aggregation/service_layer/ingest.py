@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from services.data_aggregation.adapters.repository import CursorStep
+from services.data_aggregation.adapters.unit_of_work import UnitOfWork
 from services.data_aggregation.domain.facts import FeedEvent
 from services.data_aggregation.service_layer.ports import EventFeedSource, FeedUnavailable
-from services.data_aggregation.service_layer.unit_of_work import UnitOfWork
 from services.runtime.clock import utcnow
 
 log = logging.getLogger(__name__)

@@ -15,9 +15,9 @@ from typing import TypeVar
 
 from opentelemetry import trace
 
+from services.insurance_adapter.adapters.unit_of_work import UnitOfWork
 from services.insurance_adapter.domain.settlement import Settlement
 from services.insurance_adapter.service_layer.ports import Insurer, current_order_ref
-from services.insurance_adapter.service_layer.unit_of_work import UnitOfWork
 from services.runtime.clock import utcnow
 from services.runtime.errors import NotFound
 from services.runtime.telemetry import ATTR_ORDER_ID, ATTR_SETL_ID

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import assert_never
 
 from services.insurance_adapter.adapters.events import revoked_event, settled_event
+from services.insurance_adapter.adapters.unit_of_work import UnitOfWork
 from services.insurance_adapter.domain import commands
 from services.insurance_adapter.domain.bill import OutpatientBill
 from services.insurance_adapter.domain.person import Enrollment, InsuredPerson
@@ -35,7 +36,6 @@ from services.insurance_adapter.domain.settlement import (
 )
 from services.insurance_adapter.service_layer.handlers import Record
 from services.insurance_adapter.service_layer.ports import Insurer, InsurerSettlement
-from services.insurance_adapter.service_layer.unit_of_work import UnitOfWork
 from services.runtime.errors import (
     InsurerRejected,
     InsurerUnavailable,

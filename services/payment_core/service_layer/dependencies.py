@@ -10,7 +10,7 @@ from services.payment_core.adapters.channels.deposit import DepositChannel
 from services.payment_core.adapters.channels.ports import ChannelUnavailable, PaymentChannel, WindowChannel
 from services.payment_core.adapters.channels.window import window_channels
 from services.payment_core.adapters.insurance import InsurancePort
-from services.payment_core.service_layer.unit_of_work import UnitOfWorkFactory
+from services.payment_core.adapters.unit_of_work import UnitOfWorkFactory
 from services.runtime.clock import new_id, utcnow
 
 # (channel, method) pairs this release collects cash through, when the channel is configured.

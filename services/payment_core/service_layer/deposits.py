@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.payment_core.adapters.unit_of_work import UnitOfWork
 from services.payment_core.domain import deposit
 from services.payment_core.domain.deposit import DepositAccount
 from services.payment_core.domain.model import (
@@ -35,7 +36,6 @@ from services.payment_core.service_layer import commands, events
 from services.payment_core.service_layer.dependencies import Dependencies
 from services.payment_core.service_layer.effects import Snapshot, record_effects
 from services.payment_core.service_layer.handlers import PaymentOrders
-from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
 from services.runtime.money import Money, total
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from services.payment_core.adapters.unit_of_work import UnitOfWork
 from services.payment_core.domain import deposit, keys, ledger
 from services.payment_core.domain.model import (
     CHANNEL_DEPOSIT,
@@ -26,7 +27,6 @@ from services.payment_core.domain.model import (
 )
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer import events
-from services.payment_core.service_layer.unit_of_work import UnitOfWork
 
 S = OrderStatus
 

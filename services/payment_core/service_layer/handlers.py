@@ -16,6 +16,7 @@ from typing import Protocol
 from services.payment_core.adapters.channels.ports import JsapiPayParams
 from services.payment_core.adapters.insurance import PresettleAsk
 from services.payment_core.adapters.queries import Cursor, MoneyMovement
+from services.payment_core.adapters.unit_of_work import UnitOfWork
 from services.payment_core.domain import deposit, keys, process
 from services.payment_core.domain.model import (
     CHANNEL_DEPOSIT,
@@ -34,7 +35,6 @@ from services.payment_core.service_layer import commands, events
 from services.payment_core.service_layer.dependencies import OFFERED_METHODS, Dependencies
 from services.payment_core.service_layer.process import OrderProcess, Started
 from services.payment_core.service_layer.steps import StepInputs
-from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
 from services.runtime.money import Money
 

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from services.payment_core.adapters.unit_of_work import UnitOfWork
 from services.payment_core.domain import process
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer.dependencies import Dependencies
 from services.payment_core.service_layer.effects import Snapshot, record_effects
 from services.payment_core.service_layer.steps import Outcome, Record, StepInputs, StepRunners, trade_news
-from services.payment_core.service_layer.unit_of_work import UnitOfWork
 from services.runtime import errors
 from services.runtime.clock import new_id
 from services.runtime.interceptors import detached_context

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 
+from services.payment_core.adapters.unit_of_work import order_changes
 from services.payment_core.domain.model import OrderStatus
 from services.payment_core.domain.order import PaymentOrder
 from services.payment_core.service_layer.handlers import PaymentOrders
-from services.payment_core.service_layer.unit_of_work import order_changes
 from services.runtime.changes import ChangeBroker, SharedReads
 
 # No further change comes to an order in these states unless someone asks for one (a refund of a

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime
 
+from services.reconciliation.adapters.unit_of_work import UnitOfWork
 from services.reconciliation.domain.model import DiscrepancyClass, ReconciliationRun, RecordedDiscrepancy
 from services.reconciliation.service_layer.jobs import ReconciliationJobs
-from services.reconciliation.service_layer.unit_of_work import UnitOfWork
 from services.runtime.errors import NotFound
 
 

@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from services.reconciliation.adapters.events import reconciliation_completed
+from services.reconciliation.adapters.unit_of_work import UnitOfWork
 from services.reconciliation.domain.model import HOLDER_STOPPED, ReconciliationRun, RunStatus
 from services.reconciliation.service_layer.reconcile_day import RunOutcome
-from services.reconciliation.service_layer.unit_of_work import UnitOfWork
 from services.runtime.clock import new_id, utcnow
 from services.runtime.errors import NotFound
 from services.runtime.interceptors import detached_context

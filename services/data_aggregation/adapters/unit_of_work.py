@@ -1,5 +1,6 @@
 """One transaction of data-aggregation's database, with its repositories: a page's facts, its event
-ids and the cursor move together or not at all."""
+ids and the cursor move together or not at all. An adapter (it binds the repositories to a SQLAlchemy
+session); the service layer names the type only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One transaction of reconciliation's database, with its repositories and the outbox."""
+"""One transaction of reconciliation's database, with its repositories and the outbox. An adapter
+(it binds the repositories to a SQLAlchemy session); the service layer names the type only."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""One database transaction of the insurance-adapter, with its repositories and the outbox.
+"""One database transaction of the insurance-adapter, with its repositories and the outbox. An
+adapter (it binds the repositories to a SQLAlchemy session); the service layer names the type only.
 No handler keeps a unit of work open while it talks to the insurer. Each commit also carries the
 insurer exchanges logged since the last one (see adapters.message_log)."""
 

@@ -1,6 +1,9 @@
 """payment-core's unit of work: an order's state change, its ledger postings and its events
 commit together or not at all (see services.runtime.unit_of_work). Every write of an order through
-`orders` touches the order's key, so its watchers (WatchPaymentOrder) wake once it commits."""
+`orders` touches the order's key, so its watchers (WatchPaymentOrder) wake once it commits.
+
+An adapter: it binds the repositories to a SQLAlchemy session. The service layer names `UnitOfWork`,
+`UnitOfWorkFactory` and `order_changes` from here and never touches the session."""
 
 from __future__ import annotations
 
