@@ -35,6 +35,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     and_,
+    bindparam,
     delete,
     exists,
     insert,
@@ -46,6 +47,7 @@ from sqlalchemy import (
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.clock import new_id, utcnow
+from services.runtime.prepared import prepared
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,14 @@ class ServiceInstance:
         self._table: Table = metadata.tables["service_instances"]
         self._clock = clock
         self._started_at = clock()
+        # The heartbeat's statement, built once (runtime.prepared): it runs every few seconds for ever.
+        table = self._table
+        self._beat = prepared(
+            update(table)
+            .where(table.c.instance_id == bindparam("instance"))
+            .values(heartbeat_at=bindparam("now"))
+            .returning(table.c.instance_id)
+        )
 
     async def register(self) -> None:
         """Write this instance's row (again, if it exists) and prune rows of long-dead instances."""
@@ -128,12 +138,7 @@ class ServiceInstance:
 
     async def _stamp(self, session: AsyncSession, now: datetime) -> None:
         table = self._table
-        touched = await session.execute(
-            update(table)
-            .where(table.c.instance_id == self.instance_id)
-            .values(heartbeat_at=now)
-            .returning(table.c.instance_id)
-        )
+        touched = await session.execute(self._beat, {"instance": self.instance_id, "now": now})
         if touched.first() is None:
             await session.execute(
                 insert(table).values(

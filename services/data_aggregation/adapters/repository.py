@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, func, select, update
+from sqlalchemy import Insert, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,6 +37,7 @@ from services.data_aggregation.domain.facts import (
 from services.data_aggregation.domain.percentiles import SettlementSample
 from services.data_aggregation.domain.summary import OrderGroup, RefundTotals
 from services.runtime.money import Money
+from services.runtime.prepared import prepared
 
 
 async def insert_if_absent(session: AsyncSession, table: Table, values: dict[str, Any]) -> bool:
@@ -60,7 +61,7 @@ def _insert_unless_present(dialect_name: str, table: Table) -> Insert:
     dialect = postgresql if dialect_name == "postgresql" else sqlite
     key = next(iter(table.primary_key.columns))
     statement: Insert = dialect.insert(table).on_conflict_do_nothing().returning(key)
-    return statement
+    return prepared(statement)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,23 @@ class CursorStep:
     to_sequence: int
     new_events: int
     head_sequence: int
+
+
+# A page's cursor move, only from where the page started (built once: runtime.prepared).
+_ADVANCE_CURSOR = prepared(
+    update(feed_cursors)
+    .where(
+        feed_cursors.c.source_service == bindparam("source"),
+        feed_cursors.c.cursor == bindparam("from_sequence"),
+    )
+    .values(
+        cursor=bindparam("to_sequence"),
+        events_ingested=feed_cursors.c.events_ingested + bindparam("new_events"),
+        head_sequence=bindparam("head_sequence"),
+        updated_at=bindparam("now"),
+    )
+    .returning(feed_cursors.c.source_service)
+)
 
 
 class CursorRepository:
@@ -90,17 +108,16 @@ class CursorRepository:
     async def advance(self, step: CursorStep, now: datetime) -> bool:
         """Move the cursor only if it still stands where this page started (no other replica took
         the page meanwhile); False means someone did, and the caller's transaction must not commit."""
-        table = feed_cursors
         result = await self._session.execute(
-            update(table)
-            .where(table.c.source_service == step.source_service, table.c.cursor == step.from_sequence)
-            .values(
-                cursor=step.to_sequence,
-                events_ingested=table.c.events_ingested + step.new_events,
-                head_sequence=step.head_sequence,
-                updated_at=now,
-            )
-            .returning(table.c.source_service)
+            _ADVANCE_CURSOR,
+            {
+                "source": step.source_service,
+                "from_sequence": step.from_sequence,
+                "to_sequence": step.to_sequence,
+                "new_events": step.new_events,
+                "head_sequence": step.head_sequence,
+                "now": now,
+            },
         )
         return result.first() is not None
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import and_, or_, select, true
+from sqlalchemy import and_, bindparam, or_, select, true
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.payment_core.adapters import orm
@@ -15,6 +15,7 @@ from services.payment_core.adapters.repository import OrderRepository
 from services.payment_core.domain.order import PaymentOrder
 from services.runtime.clock import as_utc, business_day_bounds
 from services.runtime.money import Money
+from services.runtime.prepared import prepared
 
 PAYMENT, REFUND = 1, 2
 Cursor = dict[str, Any]
@@ -133,14 +134,8 @@ class WorkLists:
 
     async def due_orders(self, now: datetime, limit: int) -> list[str]:
         """Orders whose due time has come, the longest-waiting first (an index range scan)."""
-        order = orm.payment_orders
-        query = (
-            select(order.c.order_id)
-            .where(order.c.due_at.is_not(None), order.c.due_at <= now)
-            .order_by(order.c.due_at)
-            .limit(limit)
-        )
-        return list((await self._session.execute(query)).scalars().all())
+        found = await self._session.execute(_DUE_ORDERS, {"now": now, "limit": limit})
+        return list(found.scalars().all())
 
     async def next_due(self) -> datetime | None:
         """When the next order falls due (None: nothing is waiting)."""
@@ -148,6 +143,15 @@ class WorkLists:
         query = select(order.c.due_at).where(order.c.due_at.is_not(None)).order_by(order.c.due_at).limit(1)
         found = (await self._session.execute(query)).scalar_one_or_none()
         return as_utc(found) if found is not None else None
+
+
+# The janitor's look for due orders, every few seconds for ever: built once (runtime.prepared).
+_DUE_ORDERS = prepared(
+    select(orm.payment_orders.c.order_id)
+    .where(orm.payment_orders.c.due_at.is_not(None), orm.payment_orders.c.due_at <= bindparam("now"))
+    .order_by(orm.payment_orders.c.due_at)
+    .limit(bindparam("limit"))
+)
 
 
 def _insurance_columns() -> list[Any]:
