@@ -47,6 +47,10 @@ _ADD_PLACED = prepared(
 )
 
 
+# How often a plain read of an order with refunds is retried while steps keep changing it.
+_CONSISTENT_READ_TRIES = 5
+
+
 def _unobserved(_order_id: str) -> None:
     """No one to tell of a write."""
 
@@ -105,11 +109,24 @@ class OrderRepository:
             query = select_by(orm.payment_orders, "order_id", lock)
             row = (await self._session.execute(query, {KEY: order_id})).one_or_none()
             return None if row is None else (await self.hydrate([row]))[0]
-        rows = (await self._session.execute(_ORDER_WITH_PAYMENTS, {KEY: order_id})).all()
-        if not rows:
-            return None
-        pays = [_JoinedPayment(row) for row in rows if row._mapping[_PAYMENT + "payment_id"] is not None]
-        return (await self.hydrate(rows[:1], pays))[0]
+        for _ in range(_CONSISTENT_READ_TRIES):
+            rows = (await self._session.execute(_ORDER_WITH_PAYMENTS, {KEY: order_id})).all()
+            if not rows:
+                return None
+            pays = [_JoinedPayment(row) for row in rows if row._mapping[_PAYMENT + "payment_id"] is not None]
+            order = (await self.hydrate(rows[:1], pays))[0]
+            if not (order.refunds or order.line_refunds):
+                return order  # one statement: one snapshot
+            # Its refunds came from a later statement, which at READ COMMITTED (and without a
+            # transaction) sees a later snapshot: a step committed in between would pair the
+            # order's old row with its new refunds (REFUNDING beside a refund that SUCCEEDED).
+            # Every write of an order rewrites its row, so an unchanged row means a whole read.
+            again = (
+                await self._session.execute(select_by(orm.payment_orders, "order_id"), {KEY: order_id})
+            ).one_or_none()
+            if again is not None and tuple(again) == tuple(rows[0])[: len(again)]:
+                return order
+        return order
 
     async def by_his_order(self, campus_code: str, his_order_no: str) -> PaymentOrder | None:
         table = orm.payment_orders
