@@ -93,8 +93,13 @@ async def measure(url: str, calls: int) -> list[tuple[str, float]]:
         async def select_once(session: AsyncSession) -> object:
             return (await session.execute(select_by(table, "order_id"), {KEY: ORDER_ID})).one()
 
+        drivers: dict[int, Any] = {}  # the session's asyncpg connection, looked up once
+
         async def select_driver(session: AsyncSession) -> object:
-            driver = (await (await session.connection()).get_raw_connection()).driver_connection
+            driver = drivers.get(id(session))
+            if driver is None:
+                raw = await (await session.connection()).get_raw_connection()
+                driver = drivers[id(session)] = raw.driver_connection
             assert driver is not None
             return await driver.fetchrow("SELECT * FROM payment_orders WHERE order_id = $1", ORDER_ID)
 
