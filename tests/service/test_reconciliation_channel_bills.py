@@ -26,11 +26,14 @@ from services.reconciliation.adapters.in_memory import InMemoryInsurerTotals, In
 from services.reconciliation.bootstrap import build
 from services.reconciliation.config import ReconciliationSettings
 from services.reconciliation.domain.model import PlatformTransaction, TransactionKind
-from services.runtime.clock import business_date_of, utcnow
+from services.runtime.clock import business_date_of, business_day_bounds, utcnow
 from services.runtime.money import Money
 from services.runtime.server import build_server
 
+# The business day is fixed when the module is collected and every payment is stamped at its noon:
+# a suite that runs across Beijing midnight (16:00 UTC) still finds its payments on the day's bill.
 DAY = business_date_of(utcnow())
+NOON_OF_DAY = business_day_bounds(DAY)[0] + timedelta(hours=12)
 
 
 @dataclass
@@ -50,7 +53,7 @@ class Mesh:
         expires = utcnow() + timedelta(minutes=15)
         channel = self.channel(name)
         await channel.place_order(out_trade_no, Money(fen), "门诊缴费", "http://notify", expires)
-        channel.patient_pays(out_trade_no)
+        channel.patient_pays(out_trade_no, at=NOON_OF_DAY)
         return out_trade_no
 
     def platform_recorded(self, channel: str, out_trade_no: str, fen: int) -> None:
