@@ -10,15 +10,14 @@ from starlette.types import ASGIApp
 
 from services.runtime.config import MeshSettings
 from services.runtime.logging import configure_logging
-from services.runtime.telemetry import configure_tracing, instrument_httpx
+from services.runtime.telemetry import configure_tracing
 
 
 def run_simulator(name: str, settings: MeshSettings, port: int, app: Callable[[], ASGIApp]) -> None:
-    """`app` is built once tracing is configured, so the simulator's own outbound calls (its
-    notifications) carry traces too."""
+    """`app` is built once tracing is configured, so its spans (a notification's included: it
+    carries its span's traceparent, infra/simulators/delivery.py) go to the simulator's trace file."""
     configure_logging(name, settings.log_level, settings.log_dir)
     provider = configure_tracing(name, settings.trace_dir)
-    instrument_httpx()
     try:
         uvicorn.run(app(), host=settings.host, port=port, log_config=None, access_log=False, lifespan="on")
     finally:

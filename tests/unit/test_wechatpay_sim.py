@@ -18,6 +18,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from wechatpayv3.utils import build_authorization, load_private_key
 
+from infra.simulators.delivery import HttpxPost
 from infra.simulators.wechatpay.app import build_asgi_app
 from infra.simulators.wechatpay.faults import FaultBook, validate
 from infra.simulators.wechatpay.gateway import SYNCHRONOUS_SUCCESS, Merchant, SimulatedGateway, WechatError
@@ -359,8 +360,8 @@ async def notifier_for(
 ) -> Notifier:
     platform_key = serialization.load_pem_private_key(keys.platform_private_key.read_bytes(), password=None)
     signer = PlatformSigner(platform_key, read_text(keys.public_key_id))  # type: ignore[arg-type]
-    client = httpx.AsyncClient(transport=httpx.MockTransport(answers))
-    return Notifier(client, signer, read_text(keys.apiv3_key), store, FaultBook(), Clock(), sleep=waits)
+    post = HttpxPost(httpx.MockTransport(answers))
+    return Notifier(post, signer, read_text(keys.apiv3_key), store, FaultBook(), Clock(), sleep=waits)
 
 
 async def test_an_unacknowledged_notification_is_resent_on_the_schedule_then_given_up(

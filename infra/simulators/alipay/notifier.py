@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
@@ -27,6 +26,7 @@ from infra.simulators.alipay.faults import NOTIFY_MODES, FaultBook
 from infra.simulators.alipay.gateway import Clock, beijing
 from infra.simulators.alipay.signing import AlipaySigner
 from infra.simulators.alipay.store import DeliveryAttempt, SimStore
+from infra.simulators.delivery import DeliveryFailed, NotificationPost
 
 RETRY_INTERVALS_S: tuple[float, ...] = (4 * 60, 10 * 60, 10 * 60, 3600, 2 * 3600, 6 * 3600, 15 * 3600)
 Sleep = Callable[[float], Awaitable[None]]
@@ -51,7 +51,7 @@ class Notice:
 class Notifier:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        post: NotificationPost,
         signer: AlipaySigner,
         app_id: str,
         store: SimStore,
@@ -60,7 +60,7 @@ class Notifier:
         delays: tuple[float, ...],
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self._client, self._signer, self._app_id = client, signer, app_id
+        self._post, self._signer, self._app_id = post, signer, app_id
         self._store, self._faults, self._clock = store, faults, clock
         self._delays, self._sleep = delays, sleep
         self._pending: set[asyncio.Task[None]] = set()
@@ -130,10 +130,10 @@ class Notifier:
         answer: str | None = None
         error: str | None = None
         try:
-            response = await self._client.post(notice.notify_url, content=urlencode(form), headers=headers)
-            status_code, answer = response.status_code, response.text[:200]
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            answered = await self._post.post(notice.notify_url, urlencode(form).encode(), headers)
+            status_code, answer = answered.status, answered.text[:200]
+        except DeliveryFailed as exc:
+            error = str(exc)
         recorded = DeliveryAttempt(
             form["notify_id"], notice.out_trade_no, notice.out_request_no, notice.notify_url,
             delivery, attempt, status_code, answer, error, self._clock(),

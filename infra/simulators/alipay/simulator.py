@@ -16,6 +16,7 @@ from infra.simulators.alipay.keys import AlipayKeyPaths, ensure_keys, read_text
 from infra.simulators.alipay.notifier import Notifier, Sleep, delivery_schedule
 from infra.simulators.alipay.signing import AlipaySigner, AppVerifier
 from infra.simulators.alipay.store import SimStore
+from infra.simulators.delivery import NotificationPost, notification_post
 from infra.simulators.key_files import load_private_key, load_public_key
 from services.runtime.config import MeshSettings
 
@@ -79,7 +80,7 @@ class AlipaySimulator:
         self._store: SimStore | None = None
         self._gateway: SimulatedGateway | None = None
         self._notifier: Notifier | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._post: NotificationPost | None = None
 
     @property
     def store(self) -> SimStore:
@@ -102,9 +103,9 @@ class AlipaySimulator:
     async def start(self) -> None:
         self._store = SimStore(self.config.db_path)
         self._gateway = SimulatedGateway(self._store, self.config.clock, self.config.trade_created_on_scan)
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), transport=self.config.notify_transport)
+        self._post = notification_post(self.config.notify_transport)
         self._notifier = Notifier(
-            self._client,
+            self._post,
             self.signer,
             self.app_id,
             self._store,
@@ -115,11 +116,11 @@ class AlipaySimulator:
         )
 
     async def stop(self) -> None:
-        notifier, client, store = self._notifier, self._client, self._store
-        self._notifier, self._client, self._store, self._gateway = None, None, None, None
+        notifier, post, store = self._notifier, self._post, self._store
+        self._notifier, self._post, self._store, self._gateway = None, None, None, None
         if notifier is not None:
             await notifier.close()
-        if client is not None:
-            await client.aclose()
+        if post is not None:
+            await post.aclose()
         if store is not None:
             store.close()

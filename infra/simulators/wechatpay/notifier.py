@@ -22,11 +22,11 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
 from opentelemetry import propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind
 
+from infra.simulators.delivery import DeliveryFailed, NotificationPost
 from infra.simulators.wechatpay.faults import NOTIFY_MODES, FaultBook
 from infra.simulators.wechatpay.gateway import Clock
 from infra.simulators.wechatpay.shapes import rfc3339
@@ -65,7 +65,7 @@ class Notice:
 class Notifier:
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        post: NotificationPost,
         signer: PlatformSigner,
         apiv3_key: str,
         store: SimStore,
@@ -74,7 +74,7 @@ class Notifier:
         delays: tuple[float, ...] | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
-        self._client, self._signer, self._apiv3_key = client, signer, apiv3_key
+        self._post, self._signer, self._apiv3_key = post, signer, apiv3_key
         self._store, self._faults, self._clock = store, faults, clock
         self._delays = delivery_schedule() if delays is None else delays
         self._sleep = sleep
@@ -148,10 +148,9 @@ class Notifier:
         status_code: int | None = None
         error: str | None = None
         try:
-            response = await self._client.post(notice.notify_url, content=body, headers=headers)
-            status_code = response.status_code
-        except httpx.HTTPError as exc:
-            error = f"{type(exc).__name__}: {exc}"
+            status_code = (await self._post.post(notice.notify_url, body, headers)).status
+        except DeliveryFailed as exc:
+            error = str(exc)
         recorded = DeliveryAttempt(
             event_id=str(json.loads(body)["id"]),
             event_type=notice.event_type,

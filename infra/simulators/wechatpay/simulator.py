@@ -11,6 +11,7 @@ from typing import Literal
 import httpx
 from pydantic import Field
 
+from infra.simulators.delivery import NotificationPost, notification_post
 from infra.simulators.key_files import load_private_key, load_public_key
 from infra.simulators.wechatpay.bill import BillDesk
 from infra.simulators.wechatpay.codepay import REVERSE_NOT_BEFORE_S, CodePayDesk
@@ -103,7 +104,7 @@ class WechatPaySimulator:
         self._notifier: Notifier | None = None
         self._refund_desk: RefundDesk | None = None
         self._codepay: CodePayDesk | None = None
-        self._client: httpx.AsyncClient | None = None
+        self._post: NotificationPost | None = None
 
     @property
     def keys(self) -> WechatKeyPaths:
@@ -144,10 +145,9 @@ class WechatPaySimulator:
         self._gateway = SimulatedGateway(self._store, self.merchant, self.config.clock)
         reverse_after = self.config.reverse_not_before_s * self.config.time_scale
         self._codepay = CodePayDesk(self._store, self.merchant, self.config.clock, reverse_after)
-        # Created here, after instrument_httpx(), so notifications carry the trace.
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(5.0), transport=self.config.notify_transport)
+        self._post = notification_post(self.config.notify_transport)
         self._notifier = Notifier(
-            self._client,
+            self._post,
             self.signer,
             self.apiv3_key,
             self._store,
@@ -168,14 +168,14 @@ class WechatPaySimulator:
 
     async def stop(self) -> None:
         """Refunds in flight stop first (they would notify), then every waiting delivery."""
-        desk, notifier, client, store = self._refund_desk, self._notifier, self._client, self._store
-        self._refund_desk, self._notifier, self._client = None, None, None
+        desk, notifier, post, store = self._refund_desk, self._notifier, self._post, self._store
+        self._refund_desk, self._notifier, self._post = None, None, None
         self._store, self._gateway, self._codepay = None, None, None
         if desk is not None:
             await desk.close()
         if notifier is not None:
             await notifier.close()
-        if client is not None:
-            await client.aclose()
+        if post is not None:
+            await post.aclose()
         if store is not None:
             store.close()

@@ -26,7 +26,6 @@ from services.insurance_adapter.adapters.nhsa.errors import (
     InsurerOutcomeUnknown,
     InsurerRejected,
 )
-from services.insurance_adapter.adapters.nhsa.http11 import Http11Origin
 from services.insurance_adapter.adapters.nhsa.msgid import MsgidSequence
 from services.insurance_adapter.adapters.nhsa.transformers import (
     FeeLine,
@@ -44,6 +43,7 @@ from services.insurance_adapter.adapters.nhsa.transformers import (
     statement_input,
 )
 from services.insurance_adapter.adapters.nhsa.transport import BEIJING, ExchangeRecorder, NhsaTransport
+from services.runtime.http11 import Http11Origin
 from services.runtime.masking import PatientIdentifier
 from services.runtime.telemetry import ATTR_INFNO, ATTR_MSGID, ATTR_SETL_ID, tracer
 

@@ -21,15 +21,10 @@ from services.insurance_adapter.adapters.nhsa.errors import (
     InsurerUnavailable,
     NhsaError,
 )
-from services.insurance_adapter.adapters.nhsa.http11 import (
-    Answer,
-    Http11Origin,
-    NoAnswer,
-    NotConnected,
-    NotSentCompletely,
-)
 from services.insurance_adapter.adapters.nhsa.transformers import JsonObject
 from services.insurance_adapter.adapters.nhsa.wire import dumps, loads
+from services.runtime.http11 import Answer, Http11Origin, NoAnswer, NotConnected, NotSentCompletely
+from services.runtime.metrics import http_request_made
 
 BEIJING = timezone(timedelta(hours=8), "Asia/Shanghai")
 _GATEWAY_DOWN = frozenset({502, 503})
@@ -80,7 +75,7 @@ class NhsaTransport:
         clock: Callable[[], datetime],
     ) -> None:
         self._config = config
-        self._http = http if http is not None else Http11Origin(config.base_url)
+        self._http = http if http is not None else Http11Origin(config.base_url, on_request=http_request_made)
         self._owns_http = http is None
         self._on_exchange = on_exchange
         self._clock = clock

@@ -1,14 +1,17 @@
-"""The NHSA transport's own HTTP/1.1 client: POSTs to one origin over kept-alive connections.
+"""Our own HTTP/1.1 client for our own small POSTs: to one origin over kept-alive connections.
+
+Used where we are free to choose the client: the NHSA transport, and the channel simulators'
+notifications (the channel adapters speak through the channels' maintained SDKs instead).
 
 Why not httpx: a 2-core box spent ~1.3 ms of the adapter's CPU per NHSA message in httpx,
-httpcore, h11 and anyio, and two socket writes (head, then body) where one does. The transport
-needs one thing only, a POST of a small JSON body with a deadline, and how far it got when it
-failed, since that decides whether the insurer may have acted on it:
+httpcore, h11 and anyio, and two socket writes (head, then body) where one does. A caller needs
+one thing only, a POST of a small body with a deadline, and how far it got when it failed, since
+that decides whether the other side may have acted on it:
 
 - `NotConnected`: no connection could be had; nothing was sent;
-- `NotSentCompletely`: the request could not be written whole; the insurer cannot have read it;
+- `NotSentCompletely`: the request could not be written whole; the other side cannot have read it;
 - `NoAnswer`: it was sent, and no complete answer came (deadline, reset, end of stream, or an
-  answer that is not HTTP): the insurer may have acted on it.
+  answer that is not HTTP): the other side may have acted on it.
 
 A kept-alive connection that the server has closed meanwhile is dropped before it is reused.
 """
@@ -17,10 +20,9 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
-
-from services.runtime.metrics import http_request_made
 
 MAX_IDLE = 20
 _HEAD_END = b"\r\n\r\n"
@@ -68,9 +70,11 @@ class _Connection:
 
 class Http11Origin:
     """POSTs to `base_url`'s scheme://host:port; safe to share between concurrent callers (each
-    exchange has a connection of its own)."""
+    exchange has a connection of its own). `on_request(host:port)` is told of every request made
+    (a service counts them in its metrics; this module imports nothing but the standard library,
+    so a simulator can use it without loading a service's runtime)."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, on_request: Callable[[str], None] | None = None) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -79,6 +83,7 @@ class Http11Origin:
         self._ssl = ssl.create_default_context() if parts.scheme == "https" else None
         self._netloc = f"{self._host}:{self._port}"
         self._idle: list[_Connection] = []
+        self._on_request = on_request
 
     async def post(
         self, path: str, body: bytes, headers: dict[str, str], timeout_s: float, connect_timeout_s: float
@@ -86,7 +91,8 @@ class Http11Origin:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         connection = await self._connection(min(deadline, loop.time() + connect_timeout_s))
-        http_request_made(self._netloc)
+        if self._on_request is not None:
+            self._on_request(self._netloc)
         try:
             request = self._request(path, body, headers)
             answer, keep_alive = await self._exchange(connection, request, deadline)

@@ -1,6 +1,7 @@
-"""The NHSA transport's HTTP/1.1 client against small loopback servers: one write per request,
-kept-alive connections reused (and dropped once the server closed them), chunked answers, and
-how far an exchange got when it failed (not connected / not sent completely / no answer)."""
+"""Our HTTP/1.1 client (the NHSA transport's, the simulators' notifications) against small loopback
+servers: one write per request, kept-alive connections reused (and dropped once the server closed
+them), chunked answers, and how far an exchange got when it failed (not connected / not sent
+completely / no answer)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from services.insurance_adapter.adapters.nhsa.http11 import Http11Origin, NoAnswer, NotConnected
+from services.runtime.http11 import Http11Origin, NoAnswer, NotConnected
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 13\r\n\r\n{"infcode":0}'
