@@ -335,5 +335,6 @@ def create_app(sim: AlipaySimulator) -> Starlette:
 
 
 def build_asgi_app(sim: AlipaySimulator) -> ASGIApp:
-    """The app wrapped in OpenTelemetry, so the caller's traceparent continues the trace."""
-    return OpenTelemetryMiddleware(create_app(sim))
+    """The app wrapped in OpenTelemetry, so the caller's traceparent continues the trace (one
+    server span per request, without the per-message receive/send spans)."""
+    return OpenTelemetryMiddleware(create_app(sim), exclude_spans=["receive", "send"])
