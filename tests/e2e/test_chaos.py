@@ -246,6 +246,18 @@ def presettlements_left_open(closed: set[str], adapter: list[insurance_pb2.Settl
     return [s.order_ref for s in adapter if s.order_ref in closed and s.status in OPEN_SETTLEMENT]
 
 
+def settlements_unrecorded(
+    insurer: list[dict[str, Any]], adapter: list[insurance_pb2.Settlement]
+) -> list[str]:
+    """Settlements standing at the insurer (booked, not reversed) that the adapter has no record of."""
+    recorded = {s.setl_id for s in adapter if s.setl_id}
+    return [
+        b["setl_id"]
+        for b in insurer
+        if b["kind"] == "settle" and not b["revoked_by"] and b["setl_id"] not in recorded
+    ]
+
+
 async def ledger_imbalances(mesh: MeshProcesses) -> list[tuple[str, int]]:
     """Ledger transactions whose postings do not sum to zero (payment-core's own books)."""
     url = mesh.layout.database_url
@@ -309,10 +321,15 @@ async def until_final(
             for r in gateway.get(p.out_trade_no, {}).get("refunds", [])
         )
         if all(o.status in FINAL for o in orders) and not refunds_open:
-            # A closed insured order's last step, undoing its pre-settlement (2205), follows its
-            # close; after a kill of the adapter it comes on the retry schedule. Wait for it too.
+            # An order's last steps at the insurer can follow its final status: undoing a closed
+            # order's pre-settlement (2205), and resolving a settlement (2207) whose answer a kill
+            # of the adapter lost (recorded once queried, or reversed). After a kill they come on
+            # the retry schedule: wait for them too, within the same deadline.
             closed = {o.order_id for o in orders if o.status == Status.ORDER_STATUS_CLOSED}
-            if not presettlements_left_open(closed, await adapter_settlements(stubs)):
+            adapter = await adapter_settlements(stubs)
+            if not presettlements_left_open(closed, adapter) and not settlements_unrecorded(
+                await insurer_book(mesh), adapter
+            ):
                 return orders
         if loop.time() > deadline:
             return orders
