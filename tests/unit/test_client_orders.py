@@ -220,3 +220,21 @@ async def test_wait_until_refund_final_waits_for_that_refund_not_the_order_statu
     ]
     order = await medpay.wait_until_refund_final("ord_1", "rf_1", timeout_s=5)
     assert order.status == S.ORDER_STATUS_SETTLED and order.refunds[0].cash_fen == 300
+
+
+async def test_wait_until_refund_final_waits_for_every_part_a_split_refund_became(
+    client: tuple[ScriptedPaymentService, MedPayClient],
+) -> None:
+    """A refund of an order paid by two payments is two refunds (rf_1, rf_1-2): the wait covers both."""
+    servicer, medpay = client
+    servicer.statuses = [S.ORDER_STATUS_REFUNDING, S.ORDER_STATUS_REFUNDING, S.ORDER_STATUS_REFUNDED]
+    first_done = S.Refund(refund_id="rf_1", status=S.REFUND_STATUS_SUCCEEDED, cash_fen=6900)
+    servicer.refunds = [
+        [S.Refund(refund_id="rf_1", status=S.REFUND_STATUS_PROCESSING),
+         S.Refund(refund_id="rf_1-2", status=S.REFUND_STATUS_PROCESSING)],
+        [first_done, S.Refund(refund_id="rf_1-2", status=S.REFUND_STATUS_PROCESSING)],
+        [first_done, S.Refund(refund_id="rf_1-2", status=S.REFUND_STATUS_SUCCEEDED, cash_fen=6900)],
+    ]  # fmt: skip
+    order = await medpay.wait_until_refund_final("ord_1", "rf_1", timeout_s=5)
+    assert order.status == S.ORDER_STATUS_REFUNDED
+    assert sum(refund.cash_fen for refund in order.refunds) == 13_800

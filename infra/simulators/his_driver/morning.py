@@ -367,4 +367,5 @@ def _refund_outcome(visit: VisitOutcome, order: payment_pb2.PaymentOrder, trace_
         cash_fen=sum(refund.cash_fen for refund in done),
         fund_fen=sum(refund.fund_fen for refund in done),
         personal_account_fen=sum(refund.personal_account_fen for refund in done),
+        refund_count=len(done),
     )

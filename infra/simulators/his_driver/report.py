@@ -45,6 +45,8 @@ class RefundOutcome:
     fund_fen: int = 0
     personal_account_fen: int = 0
     failure: Failure | None = None
+    # The refunds the request became: one per payment of an order paid by several.
+    refund_count: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +97,7 @@ class MorningReport:
         fund = sum(refund.fund_fen for refund in done)
         account = sum(refund.personal_account_fen for refund in done)
         cash = sum(refund.cash_fen for refund in done)
-        return Totals(len(done), fund + account + cash, fund, account, cash)
+        return Totals(sum(refund.refund_count for refund in done), fund + account + cash, fund, account, cash)
 
     @property
     def trace_ids(self) -> dict[str, str]:

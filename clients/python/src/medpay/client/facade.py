@@ -265,20 +265,22 @@ class MedPayClient:
         self, order_id: str, refund_id: str, timeout_s: float = 30.0
     ) -> payment_pb2.PaymentOrder:
         """Wait until the refund `refund_id` of the order is SUCCEEDED (a partial refund leaves the
-        order SETTLED, so its status says nothing); OrderWaitError if that refund FAILED or is
-        ABNORMAL, or `timeout_s` pass first. A window refund (CASH/POS) stays PROCESSING until
-        `confirm_window_refund`."""
+        order SETTLED, so its status says nothing), and with it the other refunds the same request
+        was split into (an order paid by several payments refunds each: `{refund_id}-2`, ...);
+        OrderWaitError if one of them FAILED or is ABNORMAL, or `timeout_s` pass first. A window
+        refund (CASH/POS) stays PROCESSING until `confirm_window_refund`."""
         last: payment_pb2.PaymentOrder | None = None
         try:
             async with aclosing(self._follow(order_id, timeout_s)) as states:
                 async for last in states:
-                    refund = next((r for r in last.refunds if r.refund_id == refund_id), None)
-                    if refund is None:
+                    parts = [r for r in last.refunds if _part_of_refund(r.refund_id, refund_id)]
+                    if not parts:
                         continue
-                    if refund.status == payment_pb2.REFUND_STATUS_SUCCEEDED:
+                    given_up = next((r for r in parts if r.status in _REFUND_GIVEN_UP), None)
+                    if given_up is not None:
+                        raise OrderWaitError(last, f"refund {given_up.refund_id} ended {given_up.status}")
+                    if all(r.status == payment_pb2.REFUND_STATUS_SUCCEEDED for r in parts):
                         return last
-                    if refund.status in _REFUND_GIVEN_UP:
-                        raise OrderWaitError(last, f"refund {refund_id} ended {refund.status}")
         except MedPayError as error:
             if error.code is not grpc.StatusCode.DEADLINE_EXCEEDED:
                 raise
@@ -598,3 +600,10 @@ def _charge_item(line: ChargeLine, number: int, dept_code: str, doctor_code: str
     item.dept_code = item.dept_code or dept_code
     item.doctor_code = item.doctor_code or doctor_code
     return item
+
+
+def _part_of_refund(candidate: str, refund_id: str) -> bool:
+    """`candidate` is the refund `refund_id` or one of the parts it was split into."""
+    return candidate == refund_id or (
+        candidate.startswith(f"{refund_id}-") and candidate[len(refund_id) + 1 :].isdigit()
+    )
