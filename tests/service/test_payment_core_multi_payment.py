@@ -348,3 +348,28 @@ async def test_a_refund_of_a_two_payment_insured_order_revokes_once_and_reverses
 async def stored(h: Harness, order_id: str) -> pb.PaymentOrder:
     """The order as stored, without GetPaymentOrder's own look at the channel."""
     return mapping.order_to_proto(await h.core.orders.get(order_id, look_now=False))
+
+
+async def test_the_day_export_pages_one_movement_at_a_time_each_once(harness: Harness) -> None:
+    """Refunds of one order paid by two payments: one page at a time, every movement comes once
+    and the export ends (a refund's cursor once took its payment's id and the page never moved)."""
+    created = await harness.payment.CreatePaymentOrder(self_pay())
+    order_id = created.order.order_id
+    await paid(harness, order_id, 500)
+    await paid(harness, order_id)
+    await harness.payment.RefundPaymentOrder(refund(order_id))
+    today = business_date_of(utcnow()).isoformat()
+    whole = await harness.payment.ExportTransactions(pb.ExportTransactionsRequest(business_date=today))
+
+    seen, token = [], ""
+    for _ in range(len(whole.transactions) + 2):  # bounded: a cursor that does not move fails
+        page = await harness.payment.ExportTransactions(
+            pb.ExportTransactionsRequest(business_date=today, page_size=1, page_token=token)
+        )
+        seen += [(m.kind, m.out_trade_no, m.out_refund_no) for m in page.transactions]
+        token = page.next_page_token
+        if not token:
+            break
+    assert not token, "the export did not end"
+    assert sorted(seen) == sorted((m.kind, m.out_trade_no, m.out_refund_no) for m in whole.transactions)
+    assert len([m for m in seen if m[2]]) == 2

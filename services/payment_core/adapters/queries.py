@@ -43,7 +43,13 @@ class MoneyMovement:
     medfee: Money
 
     def cursor(self) -> Cursor:
-        return {"t": self.occurred_at.isoformat(), "k": self.kind, "id": self.payment_id or self.refund_id}
+        return {"t": self.occurred_at.isoformat(), "k": self.kind, "id": self.key}
+
+    @property
+    def key(self) -> str:
+        """What orders movements of one kind at one moment: the id its own keyset compares (a
+        refund carries its payment's id too; its cursor must still be the refund's)."""
+        return self.refund_id if self.kind == REFUND else self.payment_id
 
 
 class OrderQueries:
@@ -84,7 +90,7 @@ class OrderQueries:
         found = await self._payments(bounds, cursor, page_size + 1) + await self._refunds(
             bounds, cursor, page_size + 1
         )
-        found.sort(key=lambda m: (m.occurred_at, m.kind, m.payment_id or m.refund_id))
+        found.sort(key=lambda m: (m.occurred_at, m.kind, m.key))
         page = found[:page_size]
         return page, (page[-1].cursor() if len(found) > page_size else None)
 
