@@ -18,12 +18,12 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from medpay.events.v1 import events_pb2, events_pb2_grpc
 from opentelemetry import propagate
-from sqlalchemy import MetaData, Table, bindparam, func, select, text, update
+from sqlalchemy import MetaData, Table, bindparam, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from services.runtime.clock import utcnow
 from services.runtime.db import AUTOCOMMIT, sessions_on_postgres
-from services.runtime.prepared import prepared
+from services.runtime.prepared import prepared, rowcount, run_script
 from services.runtime.statements import insert_into
 from services.runtime.validation import Violations
 
@@ -53,22 +53,22 @@ def new_envelope(
 
 
 _BATCH = 500
-# Under the relay's advisory lock: the next `batch` unsequenced events get head+1, head+2, ...
-_SEQUENCE_BATCH = prepared(
-    text(
-        """
+# One relay pass on PostgreSQL, sent as one message of the simple query protocol (one round trip,
+# run as one implicit transaction): the advisory lock (one relay at a time, held to the end of
+# that transaction), then the next `_BATCH` unsequenced events get head+1, head+2, ... At READ
+# COMMITTED the UPDATE takes its snapshot after the lock is granted, so it sees the numbers of the
+# pass that held the lock before it. The script is constant: no parameters, nothing interpolated
+# from outside.
+_SEQUENCE_PASS = f"""
+    SELECT pg_advisory_xact_lock({_RELAY_LOCK_KEY});
     UPDATE outbox_events AS o SET sequence = h.head + n.position
     FROM (
         SELECT id, row_number() OVER (ORDER BY id) AS position
-        FROM (SELECT id FROM outbox_events WHERE sequence IS NULL ORDER BY id LIMIT :batch) AS waiting
+        FROM (SELECT id FROM outbox_events WHERE sequence IS NULL ORDER BY id LIMIT {_BATCH}) AS waiting
     ) AS n,
     (SELECT coalesce(max(sequence), 0) AS head FROM outbox_events) AS h
     WHERE o.id = n.id
-    RETURNING o.id
-    """
-    )
-)
-_RELAY_LOCK = prepared(text("SELECT pg_advisory_xact_lock(:k)"))
+"""
 
 
 class Outbox:
@@ -123,12 +123,12 @@ class Outbox:
 
     async def assign_sequences(self) -> int:
         """Give committed, unsequenced events the next feed positions. Returns how many."""
-        async with self._sessions.begin() as session:
-            if session.get_bind().dialect.name == "postgresql":
-                await session.execute(_RELAY_LOCK, {"k": _RELAY_LOCK_KEY})
-                # One statement numbers the whole batch after the head, in commit-id order.
-                numbered = len((await session.execute(_SEQUENCE_BATCH, {"batch": _BATCH})).all())
-            else:
+        if self._autocommit_reads:  # PostgreSQL: the pass is one script, its own transaction
+            async with self._sessions() as session:
+                await session.connection(execution_options=AUTOCOMMIT)
+                numbered = rowcount(await run_script(session, _SEQUENCE_PASS))
+        else:
+            async with self._sessions.begin() as session:
                 numbered = await self._number_one_by_one(session)
         if numbered:  # committed: readers waiting in a long poll read them now
             self._sequenced.set()

@@ -150,6 +150,19 @@ class _Compiled:
         ]
 
 
+def rowcount(status: str | None) -> int:
+    """The rows a command status names ("UPDATE 3" -> 3), -1 for one that names none."""
+    matched = _ROWCOUNT.match(status or "")
+    return int(matched.group(1)) if matched else -1
+
+
+async def run_script(session: AsyncSession, script: str) -> str:
+    """`MedPaySession.run_script` on a session of `session_factory` (PostgreSQL)."""
+    if not isinstance(session, MedPaySession):
+        raise TypeError("a script runs on a MedPaySession")
+    return await session.run_script(script)
+
+
 def _uniform(params: Any) -> bool:
     """A non-empty list of parameter sets that all name the same parameters, in the same order."""
     if not isinstance(params, list) or not params or not isinstance(params[0], dict):
@@ -297,8 +310,18 @@ class MedPaySession(AsyncSession):
                 records = await driver.fetch(compiled.sql, *arguments)
                 return PreparedResult(compiled.rows(records), len(records))
             status = await driver.execute(compiled.sql, *arguments)
-        matched = _ROWCOUNT.match(status or "")
-        return PreparedResult([], int(matched.group(1)) if matched else -1)
+        return PreparedResult([], rowcount(status))
+
+    async def run_script(self, script: str) -> str:
+        """Several statements in one round trip, by PostgreSQL's simple query protocol: they run
+        as one transaction of their own unless the session's is open (then inside it). No
+        parameters: a script is the process's own constant text. Returns the last one's status
+        ("UPDATE 3"); counted as one statement, the round trip it is."""
+        dialect = self._driver_dialect
+        if dialect is None:
+            raise RuntimeError("a script runs on PostgreSQL (asyncpg) only")
+        async with self._driver(dialect, script, ()) as driver:
+            return str(await driver.execute(script))
 
     async def _run_many(
         self, dialect: Dialect, compiled: _Compiled, parameter_sets: list[dict[str, Any]]

@@ -25,7 +25,13 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, MultipleResultsFound
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from services.runtime.db import UtcDateTime, create_engine, session_factory
-from services.runtime.prepared import STATEMENT_COUNTER, MedPaySession, PreparedResult, prepared
+from services.runtime.prepared import (
+    STATEMENT_COUNTER,
+    MedPaySession,
+    PreparedResult,
+    prepared,
+    rowcount,
+)
 from services.runtime.statements import KEY, insert_into, select_by, select_in, update_by
 from tests import conftest
 
@@ -127,6 +133,30 @@ async def test_counted_by_the_metrics_hook(engine: AsyncEngine) -> None:
         await session.execute(insert_into(accounts), {"account_id": "d1", "owner": "x", "balance_fen": 1})
         await session.execute(select_by(accounts, "account_id"), {KEY: "d1"})
     assert [text.split()[0] for text in seen] == ["INSERT", "SELECT"]
+
+
+async def test_a_script_is_one_round_trip_and_one_transaction_of_its_own(engine: AsyncEngine) -> None:
+    seen: list[str] = []
+    setattr(engine.sync_engine.dialect, STATEMENT_COUNTER, seen.append)
+    sessions = sessions_of(engine)
+    async with sessions() as session:
+        await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        status = await session.run_script(
+            "INSERT INTO prepared_accounts VALUES ('s1', 'w', 1, NULL);"
+            " UPDATE prepared_accounts SET balance_fen = balance_fen + 1 WHERE owner = 'w'"
+        )
+    assert status == "UPDATE 1" and rowcount(status) == 1 and len(seen) == 1
+    # One transaction: a statement the server refuses takes the ones before it with it.
+    with pytest.raises(IntegrityError):
+        async with sessions() as session:
+            await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            await session.run_script(
+                "INSERT INTO prepared_accounts VALUES ('s2', 'w', 1, NULL);"
+                " UPDATE prepared_accounts SET balance_fen = -1 WHERE account_id = 's1'"
+            )
+    async with sessions() as session:
+        owners = (await session.execute(select(accounts.c.account_id).order_by("account_id"))).scalars()
+        assert list(owners) == ["s1"]
 
 
 async def test_lists_of_rows_and_id_lists(engine: AsyncEngine) -> None:

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 from medpay.events.v1 import events_pb2
 from medpay.payment.v1 import payment_pb2
@@ -20,7 +21,8 @@ from services.runtime.db import UtcDateTime, add_runtime_tables, create_engine, 
 from services.runtime.errors import RequestIdReused, RequestInProgress
 from services.runtime.idempotency import STALE_CLAIM_AFTER, IdempotencyStore
 from services.runtime.instances import PRUNE_AFTER, ServiceInstance
-from services.runtime.outbox import Outbox, new_envelope
+from services.runtime.outbox import _RELAY_LOCK_KEY, Outbox, new_envelope
+from tests import conftest
 
 
 class Store:
@@ -325,6 +327,38 @@ async def test_a_batch_larger_than_one_pass_is_numbered_in_commit_order_without_
     events = first + rest
     assert [e.sequence for e in events] == list(range(1, 502)) and head == 501
     assert [e.aggregate_id for e in events] == [f"ord_{i:03d}" for i in range(501)]
+
+
+async def test_a_relay_pass_waiting_for_another_numbers_after_what_that_one_numbered(
+    store: Store, test_database: conftest.TestDatabase
+) -> None:
+    """The pass takes the relay's lock and then reads the head: one that waited for the lock
+    continues the numbers the holder committed (a snapshot from before the wait would reuse them)."""
+    if test_database.backend != "postgresql":
+        pytest.skip("the advisory lock is PostgreSQL's; on SQLite the writer lock serialises passes")
+    for i in range(3):
+        async with store.sessions.begin() as session:
+            await store.outbox.record_event(session, _event(f"ord_{i}"))
+    holder = await asyncpg.connect(store.engine.url.set(drivername="postgresql").render_as_string(False))
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute(f"SELECT pg_advisory_xact_lock({_RELAY_LOCK_KEY})")
+        await holder.execute("UPDATE outbox_events SET sequence = id")  # the holder's pass: 1, 2, 3
+        waiting = asyncio.create_task(store.outbox.assign_sequences())
+        await asyncio.sleep(0.2)
+        assert not waiting.done()
+        async with store.sessions.begin() as session:
+            await store.outbox.record_event(session, _event("ord_late"))
+        await holding.commit()
+        assert await asyncio.wait_for(waiting, 10) == 1
+    finally:
+        await holder.close()
+    events, head = await store.outbox.events_after(0, 100)
+    assert [(e.aggregate_id, e.sequence) for e in events] == [
+        ("ord_0", 1), ("ord_1", 2), ("ord_2", 3), ("ord_late", 4)
+    ]  # fmt: skip
+    assert head == 4
 
 
 async def test_a_reader_does_not_wait_for_a_writer(database_url: str) -> None:
