@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 
-_ID_NUMBER = re.compile(r"(?<!\d)(\d{6})\d{8}(\d{3}[\dXx])(?!\d)")
-_PHONE = re.compile(r"(?<!\d)(1[3-9]\d)\d{4}(\d{4})(?!\d)")
+# A whole run of 11 or more digits, and an X/x right after it: the only places an ID number or a
+# mobile number can be. A pattern that starts with a digit lets the regex engine skip to the next
+# digit at C speed; the lookbehind an exact pattern needs ("not after a digit") makes it try every
+# position instead, which cost ~110 µs on each 2-3 KB insurer message (logged twice per message).
+_LONG_DIGIT_RUN = re.compile(r"\d{11,}[Xx]?")
 
 
 def mask_certificate(number: str) -> str:
@@ -38,9 +41,24 @@ def mask_payment_code(code: str) -> str:
 
 def scrub(text: str) -> str:
     """Defence in depth for free text (logs, error details): mask anything shaped like an
-    18-digit resident ID number or a mainland mobile number."""
-    text = _ID_NUMBER.sub(lambda m: m.group(1)[:4] + "**********" + m.group(2), text)
-    return _PHONE.sub(lambda m: m.group(1) + "****" + m.group(2), text)
+    18-digit resident ID number (the last may be X) or an 11-digit mainland mobile number
+    (1[3-9]...), standing alone, not inside a longer run of digits."""
+    return _LONG_DIGIT_RUN.sub(_masked_run, text)
+
+
+def _masked_run(found: re.Match[str]) -> str:
+    run = found.group()
+    digits, check = (run[:-1], run[-1]) if run[-1] in "Xx" else (run, "")
+    if len(digits) == 18:  # 18 digits: an ID number (an X after it is not part of it)
+        return digits[:4] + "**********" + digits[-4:] + check
+    if len(digits) == 17 and check:
+        after = found.string[found.end() : found.end() + 1]
+        if not after.isdecimal():  # (a digit right after the X: no ID number)
+            return digits[:4] + "**********" + digits[-3:] + check
+        return run
+    if len(digits) == 11 and digits[0] == "1" and digits[1] in "3456789":
+        return digits[:3] + "****" + digits[-4:] + check
+    return run
 
 
 class PatientIdentifier:
