@@ -78,7 +78,8 @@ class Outbox:
         self._wake = asyncio.Event()
         # Set (and replaced) after each pass that sequenced events: long-polling readers wake.
         self._sequenced = asyncio.Event()
-        self._autocommit_reads = sessions_on_postgres(sessions)
+        # PostgreSQL: feed reads run without a transaction, a relay pass is one script.
+        self._on_postgres = sessions_on_postgres(sessions)
         # A feed page and the feed's head, built once for the process (runtime.prepared).
         table = self._table
         self._page = prepared(
@@ -123,7 +124,7 @@ class Outbox:
 
     async def assign_sequences(self) -> int:
         """Give committed, unsequenced events the next feed positions. Returns how many."""
-        if self._autocommit_reads:  # PostgreSQL: the pass is one script, its own transaction
+        if self._on_postgres:  # the pass is one script, its own transaction
             async with self._sessions() as session:
                 await session.connection(execution_options=AUTOCOMMIT)
                 numbered = rowcount(await run_script(session, _SEQUENCE_PASS))
@@ -194,7 +195,7 @@ class Outbox:
 
     async def _read(self, after_sequence: int, limit: int) -> tuple[list[events_pb2.EventEnvelope], int]:
         async with self._sessions.begin() as session:
-            if self._autocommit_reads:
+            if self._on_postgres:
                 await session.connection(execution_options=AUTOCOMMIT)
             rows = (
                 await session.execute(self._page, {"after_sequence": after_sequence, "limit": limit})
